@@ -1,0 +1,116 @@
+"""The ``attnstudio`` command: the app by default, sub-commands for scripts.
+
+Every user error prints one line on stderr and exits 2; no traceback reaches
+the user. Qt is imported only by the sub-commands that draw.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from attnstudio import __version__
+from attnstudio.core.kernels import SCORE_FUNCTIONS
+from attnstudio.core.masks import parse_mask_spec
+from attnstudio.errors import AttnStudioError
+from attnstudio.session import SYNTHETIC, Session
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, not the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(AttnStudioError):
+    pass
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options that describe what to compute (shared by compute and export)."""
+    parser.add_argument("--pair", default="", metavar="TEXT_B",
+                        help="cross-attention: queries from TEXT, keys and values from TEXT_B")
+    parser.add_argument("--model", default="minilm", help="minilm (built in), synthetic, or a model folder")
+    parser.add_argument("--heads", type=int, help="head count (synthetic; re-splits a pretrained model's heads)")
+    parser.add_argument("--d-k", type=int, default=16, help="per-head width (synthetic)")
+    parser.add_argument("--d-model", type=int, default=64, help="model width (synthetic)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (synthetic, additive scores)")
+    parser.add_argument("--mask", default="none", help="none, causal, window:W, padding[:N], custom:FILE.npy "
+                                                       "(join with +)")
+    parser.add_argument("--score", default="scaled_dot", choices=SCORE_FUNCTIONS)
+    parser.add_argument("--temperature", type=float, default=1.0, help="divides the scores (default 1)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
+
+
+def session_from_args(args: argparse.Namespace, text: str) -> Session:
+    model = args.model
+    if model not in ("minilm", SYNTHETIC):
+        model = str(Path(model).expanduser())
+    return Session(text=text, pair_text=args.pair, model=model, heads=args.heads, d_k=args.d_k,
+                   d_model=args.d_model, seed=args.seed, score=args.score, temperature=args.temperature,
+                   mask=parse_mask_spec(args.mask), backend=args.backend).validate()
+
+
+def _command_compute(args: argparse.Namespace) -> int:
+    from attnstudio.engine import Engine  # noqa: PLC0415
+    from attnstudio.fileio import write_atomic  # noqa: PLC0415
+
+    session = session_from_args(args, args.text)
+    result = Engine().compute(session)
+    arrays = {"tokens": np.array(result.query_tokens, dtype=str), "attentions": result.attentions()}
+    if session.is_cross_attention or len(result.key_tokens) != len(result.query_tokens):
+        arrays["key_tokens"] = np.array(result.key_tokens, dtype=str)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(Path(args.output), buffer.getvalue())
+    for notice in result.notices:
+        print(f"notice: {notice}", file=sys.stderr)
+    layers, heads, n_q, n_k = arrays["attentions"].shape
+    print(f"wrote {args.output}: {n_q}x{n_k} tokens, {layers} layer(s) x {heads} head(s) "
+          f"({result.model_name}, {result.backend.name}, {result.elapsed_s * 1000:.1f} ms)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="attnstudio", description="A desktop playground for transformer attention.")
+    parser.add_argument("--version", action="version", version=f"attnstudio {__version__}")
+    parser.add_argument("--selftest", metavar="OUT.png",
+                        help="open the window offscreen with the default sentence, save a screenshot, exit")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    compute = commands.add_parser("compute", help="compute attention weights and write them to .npz")
+    compute.add_argument("text", help="the sentence (queries)")
+    add_model_options(compute)
+    compute.add_argument("-o", "--output", required=True, metavar="OUT.npz",
+                         help="writes tokens (str) and attentions float32 (layers, heads, n_q, n_k)")
+    compute.set_defaults(handler=_command_compute)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            from attnstudio.ui.app import run_app  # noqa: PLC0415
+
+            return run_app(selftest=args.selftest)
+        return args.handler(args)
+    except AttnStudioError as error:
+        print(f"attnstudio: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("attnstudio: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("attnstudio: error: out of memory; try a shorter text or fewer heads", file=sys.stderr)
+        return 1
+    except Exception as error:  # a bug: still one line for the user, not a traceback
+        print(f"attnstudio: internal error: {type(error).__name__}: {error} (please report this)", file=sys.stderr)
+        return 1

@@ -1,0 +1,161 @@
+"""Array backends: NumPy (CPU) and CuPy (GPU).
+
+Everything backend-specific lives here: choosing a backend, moving arrays to and
+from the device, synchronising before a timer is read, and measuring peak memory.
+Compute functions never import CuPy; they take their array module from their
+inputs with :func:`array_namespace`.
+"""
+from __future__ import annotations
+
+import contextlib
+import tracemalloc
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from attnstudio.errors import BackendUnavailable
+
+BACKEND_NAMES = ("auto", "numpy", "cupy")
+
+
+def array_namespace(*arrays: Any):
+    """The array module (numpy, cupy, array_api_strict, ...) that owns ``arrays``."""
+    for array in arrays:
+        if array is None:
+            continue
+        namespace = getattr(array, "__array_namespace__", None)
+        if namespace is not None:
+            return namespace()
+    return np
+
+
+def matrix_transpose(x):
+    """Swap the last two axes (array API ``matrix_transpose``; ``swapaxes`` where it is missing)."""
+    xp = array_namespace(x)
+    transpose = getattr(xp, "matrix_transpose", None)
+    return transpose(x) if transpose is not None else xp.swapaxes(x, -1, -2)
+
+
+def permute_dims(x, axes):
+    """Reorder axes (array API ``permute_dims``; ``transpose`` where it is missing)."""
+    xp = array_namespace(x)
+    permute = getattr(xp, "permute_dims", None) or xp.transpose
+    return permute(x, axes)
+
+
+def concat(arrays, axis):
+    """Join arrays along ``axis`` (array API ``concat``; ``concatenate`` where it is missing)."""
+    xp = array_namespace(*arrays)
+    join = getattr(xp, "concat", None) or xp.concatenate
+    return join(arrays, axis=axis)
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """A NumPy copy (or view) of any backend's array."""
+    if isinstance(array, np.ndarray):
+        return array
+    get = getattr(array, "get", None)  # cupy.ndarray.get() copies to the host
+    if callable(get) and type(array).__module__.startswith("cupy"):
+        return get()
+    return np.asarray(array)
+
+
+def cupy_status() -> tuple[bool, str]:
+    """Whether CuPy can run here, and a sentence saying why not (or the GPU's name)."""
+    try:
+        import cupy  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        return False, "CuPy is not installed (pip install 'attnstudio[gpu]')"
+    except Exception as error:  # a broken CUDA install can raise anything on import
+        return False, f"CuPy failed to import: {error}"
+    try:
+        if not cupy.is_available():
+            return False, "CuPy is installed but no usable CUDA GPU was found"
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+    except Exception as error:
+        return False, f"CuPy cannot use the GPU: {error}"
+    return True, name
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A chosen compute backend: its name, array module and a description."""
+
+    name: str
+    xp: Any
+    description: str
+
+    def asarray(self, array: Any, dtype: Any = None):
+        """Move a host array onto this backend."""
+        return self.xp.asarray(array, dtype=dtype)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so a timer read afterwards is honest."""
+        if self.name == "cupy":
+            self.xp.cuda.get_current_stream().synchronize()
+
+    @contextlib.contextmanager
+    def track_peak_memory(self) -> Iterator[dict]:
+        """Measure the peak bytes allocated inside the block.
+
+        NumPy: tracemalloc sees NumPy's allocations. CuPy: the memory pool's
+        used bytes, sampled before and after (the pool keeps freed blocks, so
+        its total after the call is an upper bound on the call's peak).
+        """
+        result = {"peak_bytes": 0}
+        if self.name == "cupy":
+            pool = self.xp.get_default_memory_pool()
+            self.synchronize()
+            pool.free_all_blocks()
+            before = pool.used_bytes()
+            try:
+                yield result
+            finally:
+                self.synchronize()
+                result["peak_bytes"] = max(0, pool.total_bytes() - before)
+            return
+        was_tracing = tracemalloc.is_tracing()
+        if not was_tracing:
+            tracemalloc.start()
+        tracemalloc.reset_peak()
+        start, _ = tracemalloc.get_traced_memory()
+        try:
+            yield result
+        finally:
+            _, peak = tracemalloc.get_traced_memory()
+            result["peak_bytes"] = max(0, peak - start)
+            if not was_tracing:
+                tracemalloc.stop()
+
+
+NUMPY = Backend("numpy", np, "NumPy (CPU)")
+
+
+def resolve_backend(name: str = "auto") -> Backend:
+    """The backend called ``name``; "auto" takes CuPy when a GPU is usable.
+
+    Raises BackendUnavailable with a readable reason when "cupy" is asked for
+    and cannot run.
+    """
+    if name not in BACKEND_NAMES:
+        raise BackendUnavailable(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if name == "numpy":
+        return NUMPY
+    usable, detail = cupy_status()
+    if usable:
+        import cupy  # noqa: PLC0415
+
+        return Backend("cupy", cupy, f"CuPy (GPU: {detail})")
+    if name == "cupy":
+        raise BackendUnavailable(detail)
+    return NUMPY
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for host or device out-of-memory errors from NumPy or CuPy."""
+    if isinstance(error, MemoryError):
+        return True
+    return type(error).__name__ in {"OutOfMemoryError", "CUDARuntimeError"} and "memory" in str(error).lower()

@@ -1,0 +1,157 @@
+"""From a :class:`Session` to attention results: tokenize, mask, run the chosen model.
+
+Shared by the CLI, the exporters and the app's compute worker. Loaded models and
+their weights on each backend are cached, so typing only pays for the forward pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from attnstudio.core.kernels import score_scale
+from attnstudio.core.backend import Backend, resolve_backend, to_numpy
+from attnstudio.core.masks import build_mask
+from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
+from attnstudio.core.transformer import EncoderWeights, ForwardResult, encode
+from attnstudio.errors import InvalidSetting
+from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, load_pretrained_cached
+from attnstudio.session import Session
+
+
+@dataclass
+class ComputeResult:
+    """What one compute produced, with arrays still on their backend."""
+
+    query_tokens: list[str]
+    key_tokens: list[str]
+    forward: ForwardResult
+    backend: Backend
+    mask: np.ndarray | None  # (n_q, n_k) bool, True = may attend
+    model_name: str
+    heads: int
+    d_k: int
+    elapsed_s: float
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.forward.traces)
+
+    def attentions(self) -> np.ndarray:
+        """(layers, heads, n_q, n_k) float32 on the host."""
+        return np.ascontiguousarray(to_numpy(self.forward.attentions()), dtype=np.float32)
+
+    def step(self, layer: int, name: str) -> np.ndarray:
+        """One step of a layer's attention (queries, keys, values, scores, weights, context) on the host."""
+        return to_numpy(getattr(self.forward.traces[layer], name))
+
+
+def _weights_on(weights: EncoderWeights, backend: Backend) -> EncoderWeights:
+    """A copy of ``weights`` with every array moved to ``backend``."""
+    def move(value: Any):
+        if isinstance(value, np.ndarray):
+            return backend.asarray(value)
+        if isinstance(value, tuple):
+            return tuple(move(item) for item in value)
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        if dataclasses.is_dataclass(value):
+            return dataclasses.replace(value, **{f.name: move(getattr(value, f.name)) for f in dataclasses.fields(value)})
+        return value
+    return move(weights)
+
+
+class Engine:
+    """Runs sessions; caches models and their weights per backend. Safe to call from one worker at a time."""
+
+    def __init__(self):
+        self._weights: dict[tuple[str, str], EncoderWeights] = {}
+        self._lock = threading.Lock()
+
+    def model(self, session: Session) -> PretrainedModel:
+        """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
+        return load_pretrained_cached(BUILTIN_MODEL if session.is_synthetic else session.model)
+
+    def weights(self, model: PretrainedModel, backend: Backend) -> EncoderWeights:
+        key = (str(model.folder), backend.name)
+        with self._lock:
+            if key not in self._weights:
+                self._weights[key] = model.weights if backend.name == "numpy" else _weights_on(model.weights, backend)
+            return self._weights[key]
+
+    def compute(self, session: Session, *, num_layers: int | None = None) -> ComputeResult:
+        """Tokenize, build the mask and run the session's model.  Raises AttnStudioError subclasses."""
+        session.validate()
+        backend = resolve_backend(session.backend)
+        model = self.model(session)
+        started = time.perf_counter()
+        notices: list[str] = []
+        queries = _tokenize(model, session.text, "text", notices)
+        keys = _tokenize(model, session.pair_text, "second text", notices) if session.is_cross_attention else None
+        mask_spec = session.mask
+
+        # Key padding: pad the key sequence with [PAD] tokens and hide them from every query.
+        valid_keys = None
+        if mask_spec.kind == "padding":
+            if keys is None:
+                valid_keys = len(queries)
+                queries = _padded(queries, mask_spec.padded_length(len(queries)), model)
+            else:
+                valid_keys = len(keys)
+                keys = _padded(keys, mask_spec.padded_length(len(keys)), model)
+        key_seq = keys if keys is not None else queries
+        mask_host = build_mask(mask_spec, len(queries), len(key_seq), valid_keys=valid_keys)
+        mask = None if mask_host is None else backend.asarray(mask_host)
+        weights = self.weights(model, backend)
+        table = weights.word_embeddings
+        query_ids = backend.asarray(queries.ids)
+        key_ids = None if keys is None else backend.asarray(keys.ids)
+
+        if session.is_synthetic:
+            config = SyntheticConfig(heads=session.heads or 4, d_k=session.d_k, d_model=session.d_model,
+                                     seed=session.seed)
+            scale = score_scale(session.score, config.d_k, None) / session.temperature
+            forward = synthetic_forward(table, query_ids, config, pair_ids=key_ids, mask=mask,
+                                        score=session.score, scale=scale)
+            heads, d_k, name = config.heads, config.d_k, "synthetic"
+        else:
+            heads = session.heads or model.num_heads
+            if weights.d_model % heads:
+                raise InvalidSetting(f"{heads} heads do not divide the model width {weights.d_model}")
+            d_k = weights.d_model // heads
+            scale = score_scale(session.score, d_k, None) / session.temperature
+            pair_mask = None
+            if keys is not None and valid_keys is not None and valid_keys < len(keys):
+                pair_mask = backend.asarray(build_mask(mask_spec, len(keys), len(keys), valid_keys=valid_keys))
+            forward = encode(weights, query_ids, heads=heads, mask=mask, score=session.score, scale=scale,
+                             seed=session.seed, num_layers=num_layers, pair_ids=key_ids, pair_mask=pair_mask)
+            name = model.name
+        backend.synchronize()
+        elapsed = time.perf_counter() - started
+        return ComputeResult(queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
+                             elapsed, notices)
+
+
+def _tokenize(model: PretrainedModel, text: str, what: str, notices: list[str]) -> TokenizedText:
+    if not text.strip():
+        raise InvalidSetting(f"the {what} is empty: type a sentence")
+    tokenized = model.tokenizer.encode(text)
+    if tokenized.truncated_from is not None:
+        notices.append(f"The {what} has {tokenized.truncated_from} tokens; the model takes "
+                       f"{model.tokenizer.max_length}, so it was truncated.")
+    return tokenized
+
+
+def _padded(tokenized: TokenizedText, length: int, model: PretrainedModel) -> TokenizedText:
+    length = min(length, model.tokenizer.max_length)
+    extra = length - len(tokenized)
+    if extra <= 0:
+        return tokenized
+    ids = np.concatenate([tokenized.ids, np.full(extra, model.tokenizer.pad_id, dtype=np.int64)])
+    return TokenizedText(tokenized.tokens + [model.tokenizer.pad_token] * extra, ids, tokenized.truncated_from)
+

@@ -1,0 +1,149 @@
+"""The state a user edits: one validated dataclass, saved as versioned JSON.
+
+The Qt layer wraps a :class:`Session` in a model that emits a signal per field;
+the CLI builds one from its options. No pickle: a session file is plain JSON,
+written atomically (write a temporary file, then rename over the old one).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attnstudio.core.kernels import SCORE_FUNCTIONS
+from attnstudio.core.backend import BACKEND_NAMES
+from attnstudio.core.masks import MaskSpec
+from attnstudio.core.synthetic import LIMITS, check_synthetic_setting
+from attnstudio.errors import InvalidSetting, SessionFileError
+from attnstudio.fileio import write_atomic
+
+FORMAT_VERSION = 1
+SESSION_SUFFIX = ".attnsession"
+DEFAULT_TEXT = "The cat sat on the mat because it was tired."
+SYNTHETIC = "synthetic"
+MAX_TEXT_CHARACTERS = 100_000
+TEMPERATURE_RANGE = (1e-3, 1e3)
+
+
+@dataclass
+class Session:
+    """Everything that decides what the app computes and shows."""
+
+    text: str = DEFAULT_TEXT
+    pair_text: str = ""  # non-empty: cross-attention, queries from text, keys/values from pair_text
+    model: str = "minilm"  # "minilm", "synthetic" or a model folder
+    heads: int | None = None  # None: the pretrained model's own head count
+    d_k: int = 16  # synthetic only; pretrained d_k is d_model / heads
+    d_model: int = 64  # synthetic only
+    seed: int = 0
+    score: str = "scaled_dot"
+    temperature: float = 1.0  # divides the scores: < 1 sharpens, > 1 flattens
+    mask: MaskSpec = field(default_factory=MaskSpec)
+    backend: str = "auto"
+    layer: int = 0
+    head: int = 0
+    view: str = "heatmap"
+    profile: dict = field(default_factory=dict)  # the profiler's last results, kept with the session
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.model == SYNTHETIC
+
+    @property
+    def is_cross_attention(self) -> bool:
+        return bool(self.pair_text.strip())
+
+    def validate(self) -> "Session":
+        """Raise InvalidSetting with a readable sentence for the first bad field."""
+        for name in ("text", "pair_text", "model", "score", "backend", "view"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidSetting(f"{name} must be text")
+        if not self.text.strip():
+            raise InvalidSetting("the text is empty: type a sentence")
+        if len(self.text) > MAX_TEXT_CHARACTERS or len(self.pair_text) > MAX_TEXT_CHARACTERS:
+            raise InvalidSetting(f"the text is longer than {MAX_TEXT_CHARACTERS:,} characters")
+        if self.score not in SCORE_FUNCTIONS:
+            raise InvalidSetting(f"unknown score function {self.score!r}; choose one of {', '.join(SCORE_FUNCTIONS)}")
+        if self.backend not in BACKEND_NAMES:
+            raise InvalidSetting(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        if not isinstance(self.mask, MaskSpec):
+            raise InvalidSetting("mask must be a MaskSpec")
+        temperature = self.temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+                or not TEMPERATURE_RANGE[0] <= temperature <= TEMPERATURE_RANGE[1]:
+            raise InvalidSetting(f"temperature must be a number from {TEMPERATURE_RANGE[0]} to {TEMPERATURE_RANGE[1]}")
+        if self.heads is not None:
+            check_synthetic_setting("heads", self.heads)
+        for name in ("d_k", "d_model", "seed"):
+            check_synthetic_setting(name, getattr(self, name))
+        for name in ("layer", "head"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidSetting(f"{name} must be an integer >= 0, got {value!r}")
+        return self
+
+    # --- JSON -------------------------------------------------------------------------------------------
+    def to_json_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["mask"] = {"kind": self.mask.kind, "width": self.mask.width, "pad_to": self.mask.pad_to,
+                        "blocked_cells": [list(cell) for cell in self.mask.blocked_cells]}
+        return {"format": "attnstudio-session", "version": FORMAT_VERSION, "session": data}
+
+    @classmethod
+    def from_json_dict(cls, document: Any) -> "Session":
+        """Build a session from parsed JSON; unknown fields are ignored with a warning."""
+        if not isinstance(document, dict) or document.get("format") != "attnstudio-session":
+            raise SessionFileError("this is not an attnstudio session file")
+        version = document.get("version")
+        if not isinstance(version, int) or version < 1:
+            raise SessionFileError("the session file has no valid format version")
+        if version > FORMAT_VERSION:
+            raise SessionFileError(f"the session file was written by a newer attnstudio (format {version}; "
+                                   f"this version reads up to {FORMAT_VERSION})")
+        data = document.get("session")
+        if not isinstance(data, dict):
+            raise SessionFileError("the session file has no session data")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            warnings.warn(f"session file: ignoring unknown field(s) {', '.join(unknown)}", stacklevel=2)
+        values = {name: value for name, value in data.items() if name in known}
+        try:
+            if "mask" in values:
+                mask = values["mask"]
+                if not isinstance(mask, dict):
+                    raise InvalidSetting("mask must be an object")
+                values["mask"] = MaskSpec(kind=mask.get("kind", "none"), width=mask.get("width", 2),
+                                          pad_to=mask.get("pad_to"),
+                                          blocked_cells=tuple(tuple(c) for c in mask.get("blocked_cells", [])))
+            if "profile" in values and not isinstance(values["profile"], dict):
+                raise InvalidSetting("profile must be an object")
+            return cls(**values).validate()
+        except (InvalidSetting, TypeError, ValueError) as error:
+            raise SessionFileError(f"the session file has an invalid setting: {error}") from None
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: the old file stays intact until the new one is complete."""
+        write_atomic(Path(path), json.dumps(self.to_json_dict(), indent=2, ensure_ascii=False).encode("utf-8"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Session":
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except IsADirectoryError:
+            raise SessionFileError(f"{path} is a folder, not a session file") from None
+        except OSError as error:
+            raise SessionFileError(f"cannot read {path}: {error.strerror or error}") from None
+        try:
+            document = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise SessionFileError(f"{path.name} is damaged or truncated (not valid JSON)") from None
+        return cls.from_json_dict(document)
+
+
+__all__ = ["Session", "write_atomic", "FORMAT_VERSION", "SESSION_SUFFIX", "DEFAULT_TEXT", "SYNTHETIC", "LIMITS"]

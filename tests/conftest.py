@@ -1,0 +1,22 @@
+"""Shared test fixtures: project paths and the reference tensors in ../shared/golden."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = PROJECT_ROOT.parent / "shared" / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden_index() -> dict:
+    return json.loads((GOLDEN_DIR / "index.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from attnstudio.models.loader import load_pretrained_cached
+
+    return load_pretrained_cached("minilm")

@@ -1,0 +1,89 @@
+"""Backend choice: NumPy always, CuPy only where a GPU is usable, with a readable reason otherwise."""
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from attnstudio.core import backend as backend_module
+from attnstudio.core.backend import cupy_status, resolve_backend, to_numpy
+from attnstudio.engine import Engine
+from attnstudio.errors import BackendUnavailable
+from attnstudio.session import Session
+
+GPU_USABLE, GPU_REASON = cupy_status()
+
+
+def fake_cupy(available: bool):
+    module = types.ModuleType("cupy")
+    module.is_available = lambda: available
+    return module
+
+
+def test_cupy_installed_without_a_gpu_falls_back_with_a_reason(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(False))
+    usable, reason = cupy_status()
+    assert not usable and "no usable CUDA GPU" in reason
+    assert resolve_backend("auto").name == "numpy"
+    with pytest.raises(BackendUnavailable, match="no usable CUDA GPU"):
+        resolve_backend("cupy")
+
+
+def test_cupy_missing_gives_an_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+    usable, reason = cupy_status()
+    assert not usable and "not installed" in reason
+    assert resolve_backend("auto").name == "numpy"
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(BackendUnavailable, match="unknown backend"):
+        resolve_backend("tpu")
+
+
+def test_engine_reports_an_unusable_cupy_backend_clearly(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(False))
+    with pytest.raises(BackendUnavailable, match="GPU"):
+        Engine().compute(Session(backend="cupy"))
+    assert Engine().compute(Session(backend="auto")).backend.name == "numpy"
+
+
+def test_numpy_peak_memory_is_measured():
+    with backend_module.NUMPY.track_peak_memory() as measured:
+        block = np.ones((1000, 1000))
+        del block
+    assert 8_000_000 <= measured["peak_bytes"] < 9_000_000
+
+
+def test_to_numpy_passes_numpy_through():
+    array = np.arange(3)
+    assert to_numpy(array) is array
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_USABLE, reason=f"no CUDA GPU here: {GPU_REASON}")
+def test_cupy_kernels_match_numpy():
+    import cupy
+
+    from attnstudio.core import attention, attention_tiled, causal_mask
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((4, 300, 32)).astype(np.float32) for _ in range(3))
+    expected, expected_weights = attention(q, k, v, mask=causal_mask(300, 300))
+    output, weights = attention(*(cupy.asarray(a) for a in (q, k, v)), mask=causal_mask(300, 300, cupy))
+    assert isinstance(output, cupy.ndarray)
+    np.testing.assert_allclose(output.get(), expected, atol=1e-5)
+    np.testing.assert_allclose(weights.get(), expected_weights, atol=1e-5)
+    tiled = attention_tiled(*(cupy.asarray(a) for a in (q, k, v)), mask=causal_mask(300, 300, cupy), block_q=64)
+    np.testing.assert_allclose(tiled.get(), expected, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_USABLE, reason=f"no CUDA GPU here: {GPU_REASON}")
+def test_synthetic_seed_gives_the_same_result_on_both_backends():
+    kwargs = {"model": "synthetic", "heads": 3, "d_k": 8, "d_model": 32, "seed": 5}
+    on_cpu = Engine().compute(Session(backend="numpy", **kwargs)).attentions()
+    on_gpu = Engine().compute(Session(backend="cupy", **kwargs)).attentions()
+    np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-5)

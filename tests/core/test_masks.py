@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attnstudio.core.masks import (
+    MaskSpec,
+    build_mask,
+    causal_mask,
+    padding_mask,
+    parse_mask_spec,
+    sliding_window_mask,
+)
+from attnstudio.errors import InvalidSetting
+
+
+def test_builders():
+    np.testing.assert_array_equal(causal_mask(3, 3), np.tril(np.ones((3, 3), bool)))
+    np.testing.assert_array_equal(sliding_window_mask(4, 4, 1),
+                                  [[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1]])
+    np.testing.assert_array_equal(padding_mask(2, 4, 3), [[1, 1, 1, 0], [1, 1, 1, 0]])
+
+
+def test_build_mask_combines_kind_and_custom_cells():
+    spec = MaskSpec("causal", blocked_cells=((2, 1), (9, 9)))  # (9, 9) is out of range: ignored
+    mask = build_mask(spec, 3, 3)
+    expected = np.tril(np.ones((3, 3), bool))
+    expected[2, 1] = False
+    np.testing.assert_array_equal(mask, expected)
+    assert build_mask(MaskSpec(), 4, 4) is None
+
+
+def test_padding_mask_hides_padded_keys_only():
+    mask = build_mask(MaskSpec("padding"), 5, 5, valid_keys=3)
+    assert mask[:, :3].all() and not mask[:, 3:].any()
+    assert MaskSpec("padding").padded_length(13) == 16
+    assert MaskSpec("padding").padded_length(16) == 24
+    assert MaskSpec("padding", pad_to=20).padded_length(13) == 20
+
+
+def test_toggle_cell():
+    spec = MaskSpec().with_cell_toggled(1, 2)
+    assert spec.blocked_cells == ((1, 2),)
+    assert spec.with_cell_toggled(1, 2).blocked_cells == ()
+
+
+def test_parse(tmp_path):
+    assert parse_mask_spec("causal") == MaskSpec("causal")
+    assert parse_mask_spec("window:3") == MaskSpec("window", width=3)
+    assert parse_mask_spec("padding:32") == MaskSpec("padding", pad_to=32)
+    allowed = np.ones((3, 3), bool)
+    allowed[0, 2] = False
+    np.save(tmp_path / "m.npy", allowed)
+    spec = parse_mask_spec(f"causal+custom:{tmp_path / 'm.npy'}")
+    assert spec.kind == "causal" and spec.blocked_cells == ((0, 2),)
+
+
+@pytest.mark.parametrize("text,match", [("diagonal", "unknown mask"), ("window:x", "integer"),
+                                        ("window:-1", "window width"), ("padding:0", "padding length"),
+                                        ("custom:/nonexistent.npy", "cannot read")])
+def test_parse_refuses_bad_specs(text, match):
+    with pytest.raises(InvalidSetting, match=match):
+        parse_mask_spec(text)
+
+
+def test_custom_mask_file_must_be_a_matrix_and_never_unpickled(tmp_path):
+    np.save(tmp_path / "vector.npy", np.ones(3, bool))
+    with pytest.raises(InvalidSetting, match="2-D"):
+        parse_mask_spec(f"custom:{tmp_path / 'vector.npy'}")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InvalidSetting, match="cannot read"):
+        parse_mask_spec(f"custom:{tmp_path / 'objects.npy'}")
