@@ -37,14 +37,18 @@ class ComputeResult:
     d_k: int
     elapsed_s: float
     notices: list[str] = field(default_factory=list)
+    cross_attention: bool = False
+    _host_attentions: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def num_layers(self) -> int:
         return len(self.forward.traces)
 
     def attentions(self) -> np.ndarray:
-        """(layers, heads, n_q, n_k) float32 on the host."""
-        return np.ascontiguousarray(to_numpy(self.forward.attentions()), dtype=np.float32)
+        """(layers, heads, n_q, n_k) float32 on the host (copied once, then shared by every view)."""
+        if self._host_attentions is None:
+            self._host_attentions = np.ascontiguousarray(to_numpy(self.forward.attentions()), dtype=np.float32)
+        return self._host_attentions
 
     def step(self, layer: int, name: str) -> np.ndarray:
         """One step of a layer's attention (queries, keys, values, scores, weights, context) on the host."""
@@ -134,7 +138,7 @@ class Engine:
         backend.synchronize()
         elapsed = time.perf_counter() - started
         return ComputeResult(queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
-                             elapsed, notices)
+                             elapsed, notices, cross_attention=keys is not None)
 
 
 def _tokenize(model: PretrainedModel, text: str, what: str, notices: list[str]) -> TokenizedText:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # headless unless a display is asked for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = PROJECT_ROOT.parent / "shared" / "golden"

@@ -1,0 +1,55 @@
+"""Starting the app, and the offscreen self-test used by packaging checks."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+LAUNCHED_AT = time.perf_counter()
+SELFTEST_TIMEOUT_MS = 60_000
+
+
+def run_app(selftest: str | None = None) -> int:
+    """Open the main window; with ``selftest`` render it offscreen, save a screenshot and exit."""
+    if selftest:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QTimer  # noqa: PLC0415 - Qt loads only when a window is wanted
+    from PySide6.QtWidgets import QApplication  # noqa: PLC0415
+
+    from attnstudio.ui.main_window import MainWindow  # noqa: PLC0415
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName("attnstudio")
+    app.setApplicationName("attnstudio")
+    app.setDesktopFileName("attnstudio")
+    window = MainWindow(restore=not selftest)
+    window.show()
+    if selftest:
+        outcome = {"code": 1}
+
+        def capture():
+            window.repaint()
+            app.processEvents()
+            painted_ms = (time.perf_counter() - LAUNCHED_AT) * 1000
+            path = Path(selftest)
+            if not window.grab().save(str(path)):
+                print(f"selftest: cannot write {path}", file=sys.stderr)
+            else:
+                result = window.results.result
+                print(f"selftest: first heatmap painted {painted_ms:.0f} ms after launch; "
+                      f"{len(result.query_tokens)} tokens, {result.num_layers} layers x {result.heads} heads "
+                      f"on {result.backend.name}; screenshot {path}")
+                outcome["code"] = 0
+            window.close()
+
+        def fail(message: str):
+            print(f"selftest: failed: {message}", file=sys.stderr)
+            window.close()
+
+        window.first_result.connect(lambda: QTimer.singleShot(0, capture))
+        window.controller.failed.connect(fail)
+        QTimer.singleShot(SELFTEST_TIMEOUT_MS, lambda: fail("no result within 60 s"))
+        app.exec()
+        return outcome["code"]
+    return app.exec()

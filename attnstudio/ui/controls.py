@@ -1,0 +1,294 @@
+"""The control panel: text, model, layer/head, head count, d_k, score, temperature, mask, backend.
+
+Each control follows the session model (``_on_<field>_changed``) and writes back
+through ``SessionModel.update``; nothing here computes.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QSignalBlocker, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from attnstudio.core.backend import cupy_status
+from attnstudio.core.masks import MaskSpec
+from attnstudio.core.synthetic import LIMITS
+from attnstudio.session import SYNTHETIC
+from attnstudio.ui.result_model import ResultModel
+from attnstudio.ui.session_model import SessionModel
+
+PRESETS = [
+    ("The cat … because it was tired (what does 'it' attend to?)", "The cat sat on the mat because it was tired.", ""),
+    ("bank account (money)", "I deposited the money into my bank account.", ""),
+    ("river bank (nature)", "We had a picnic on the grassy river bank.", ""),
+    ("cross-attention: bank account → river bank", "I deposited the money into my bank account.",
+     "We had a picnic on the grassy river bank."),
+    ("The animal didn't cross the street because it was too tired.",
+     "The animal didn't cross the street because it was too tired.", ""),
+    ("A paragraph about attention", "Attention mechanisms allow a model to focus on the parts of the input that "
+     "matter most. Each token produces a query, a key and a value; the similarity between a query and every key, "
+     "scaled by the square root of the key dimension and normalised with a softmax, weights the values that are "
+     "summed into the output.", ""),
+]
+SCORES = [("Scaled dot product  QKᵀ/√d_k", "scaled_dot"), ("Dot product  QKᵀ (no scaling)", "dot"),
+          ("Additive (Bahdanau)", "additive")]
+MASKS = [("None", "none"), ("Causal (no peeking ahead)", "causal"), ("Key padding", "padding"),
+         ("Sliding window", "window")]
+BACKENDS = [("Auto", "auto"), ("NumPy (CPU)", "numpy"), ("CuPy (GPU)", "cupy")]
+OPEN_FOLDER = "__open__"
+
+
+def _spin(low: int, high: int, tooltip: str) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setToolTip(tooltip)
+    spin.setKeyboardTracking(False)
+    return spin
+
+
+def _select_data(combo: QComboBox, data) -> None:
+    index = combo.findData(data)
+    if index >= 0 and index != combo.currentIndex():
+        with QSignalBlocker(combo):
+            combo.setCurrentIndex(index)
+
+
+class ControlPanel(QWidget):
+    open_model_folder_requested = Signal()
+
+    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session, self.results = session, results
+
+        self.text = QPlainTextEdit()
+        self.text.setPlaceholderText("Type a sentence…")
+        self.text.setToolTip("The sentence whose attention you see; every view updates as you type")
+        self.text.setMaximumHeight(90)
+        self.text.textChanged.connect(lambda: self.session.update(text=self.text.toPlainText()))
+        self.pair = QLineEdit()
+        self.pair.setPlaceholderText("optional: keys and values from this sentence (cross-attention)")
+        self.pair.setToolTip("Cross-attention: queries come from the text above, keys and values from here")
+        self.pair.setClearButtonEnabled(True)
+        self.pair.textChanged.connect(lambda text: self.session.update(pair_text=text))
+        self.presets = QComboBox()
+        self.presets.addItem("Presets…", None)
+        for label, text, pair in PRESETS:
+            self.presets.addItem(label, (text, pair))
+        self.presets.setToolTip("Classic example sentences")
+        self.presets.activated.connect(self._on_preset_chosen)
+        self.tokens = QLabel()
+        self.tokens.setWordWrap(True)
+        self.tokens.setToolTip("The tokens the model sees")
+
+        self.model = QComboBox()
+        self.model.addItem("Built-in: all-MiniLM-L6-v2", "minilm")
+        self.model.addItem("Synthetic (seeded random W_Q, W_K, W_V)", SYNTHETIC)
+        self.model.addItem("Open model folder…", OPEN_FOLDER)
+        self.model.setToolTip("A pretrained BERT-family encoder, or a synthetic one-layer model you shape")
+        self.model.activated.connect(self._on_model_chosen)
+        self.layer = _spin(1, 1, "Which layer the views show (Alt+Up / Alt+Down)")
+        self.layer.valueChanged.connect(lambda v: self.session.update(layer=v - 1))
+        self.head = _spin(1, 1, "Which head the views show (Alt+Left / Alt+Right)")
+        self.head.valueChanged.connect(lambda v: self.session.update(head=v - 1))
+        self.heads = _spin(*LIMITS["heads"], "Head count. Pretrained: re-splits the model's projections "
+                                              "(must divide the width, e.g. 1, 2, 3, 4, 6, 12, 24 for 384)")
+        self.heads.valueChanged.connect(lambda v: self.session.update(heads=v))
+        self.d_k = _spin(*LIMITS["d_k"], "Width of each head's queries and keys (synthetic)")
+        self.d_k.valueChanged.connect(lambda v: self.session.update(d_k=v))
+        self.d_model = _spin(*LIMITS["d_model"], "Width of the token vectors (synthetic)")
+        self.d_model.valueChanged.connect(lambda v: self.session.update(d_model=v))
+        self.seed = _spin(0, 2**31 - 1, "Random seed of the synthetic weights and the additive score")
+        self.seed.valueChanged.connect(lambda v: self.session.update(seed=v))
+
+        self.score = QComboBox()
+        for label, value in SCORES:
+            self.score.addItem(label, value)
+        self.score.setToolTip("How a query and a key are compared before the softmax")
+        self.score.activated.connect(lambda _: self.session.update(score=self.score.currentData()))
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.01, 100.0)
+        self.temperature.setDecimals(2)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setKeyboardTracking(False)
+        self.temperature.setToolTip("Scores are divided by the temperature: below 1 sharpens, above 1 flattens")
+        self.temperature.valueChanged.connect(lambda v: self.session.update(temperature=v))
+        self.mask_kind = QComboBox()
+        for label, value in MASKS:
+            self.mask_kind.addItem(label, value)
+        self.mask_kind.setToolTip("Which query→key pairs are allowed. Click cells in the heatmap (Edit mask) "
+                                  "to block single pairs")
+        self.mask_kind.activated.connect(lambda _: self._update_mask(kind=self.mask_kind.currentData()))
+        self.window = _spin(0, 512, "Sliding window: each token sees this many neighbours on each side")
+        self.window.valueChanged.connect(lambda v: self._update_mask(width=v))
+        self.pad_to = _spin(0, 512, "Key padding: pad the sentence with [PAD] to this length (0 = next multiple "
+                                    "of 8); the pads are masked as keys")
+        self.pad_to.setSpecialValueText("auto")
+        self.pad_to.valueChanged.connect(lambda v: self._update_mask(pad_to=v or None))
+
+        self.backend = QComboBox()
+        usable, detail = cupy_status()
+        for label, value in BACKENDS:
+            self.backend.addItem(label if value != "cupy" or not usable else f"CuPy (GPU: {detail})", value)
+        if not usable:
+            self.backend.model().item(self.backend.findData("cupy")).setEnabled(False)
+        self.backend_note = QLabel(f"GPU: {detail}" if usable else f"GPU unavailable: {detail}")
+        self.backend_note.setWordWrap(True)
+        self.backend.setToolTip("Where attention is computed; Auto takes the GPU when one is usable")
+        self.backend.activated.connect(lambda _: self.session.update(backend=self.backend.currentData()))
+
+        text_box = QGroupBox("Input")
+        form = QFormLayout(text_box)
+        form.addRow(self.presets)
+        form.addRow(self.text)
+        form.addRow("Pair", self.pair)
+        form.addRow(self.tokens)
+        model_box = QGroupBox("Model")
+        form = QFormLayout(model_box)
+        form.addRow("Model", self.model)
+        form.addRow("Layer", self.layer)
+        form.addRow("Head", self.head)
+        form.addRow("Heads", self.heads)
+        form.addRow("d_k", self.d_k)
+        form.addRow("d_model", self.d_model)
+        form.addRow("Seed", self.seed)
+        attention_box = QGroupBox("Attention")
+        form = QFormLayout(attention_box)
+        form.addRow("Score", self.score)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Mask", self.mask_kind)
+        form.addRow("Window ±", self.window)
+        form.addRow("Pad to", self.pad_to)
+        compute_box = QGroupBox("Compute")
+        form = QFormLayout(compute_box)
+        form.addRow("Backend", self.backend)
+        form.addRow(self.backend_note)
+        layout = QVBoxLayout(self)
+        for box in (text_box, model_box, attention_box, compute_box):
+            layout.addWidget(box)
+        layout.addStretch(1)
+
+        session.changed.connect(self._on_session_changed)
+        results.changed.connect(self._on_result_changed)
+        for name in ("text", "pair_text", "model", "layer", "head", "heads", "d_k", "d_model", "seed", "score",
+                     "temperature", "mask", "backend"):
+            self._on_session_changed(name)
+
+    # --- session -> widgets ---------------------------------------------------------------------------
+    def _on_session_changed(self, name: str) -> None:
+        handler = getattr(self, f"_on_{name}_changed", None)
+        if handler is not None:
+            handler()
+
+    def _set(self, widget, value) -> None:
+        if widget.value() != value:
+            with QSignalBlocker(widget):
+                widget.setValue(value)
+
+    def _on_text_changed(self) -> None:
+        if self.text.toPlainText() != self.session.text:
+            with QSignalBlocker(self.text):
+                self.text.setPlainText(self.session.text)
+
+    def _on_pair_text_changed(self) -> None:
+        if self.pair.text() != self.session.pair_text:
+            with QSignalBlocker(self.pair):
+                self.pair.setText(self.session.pair_text)
+
+    def _on_model_changed(self) -> None:
+        model = self.session.model
+        if self.model.findData(model) < 0:
+            self.model.insertItem(self.model.count() - 1, f"Folder: {model}", model)
+        _select_data(self.model, model)
+        synthetic = model == SYNTHETIC
+        for widget in (self.d_k, self.d_model, self.seed):
+            widget.setEnabled(synthetic)
+        if synthetic:
+            self._on_d_k_changed()
+        self._on_heads_changed()
+
+    def _on_layer_changed(self) -> None:
+        self._set(self.layer, self.session.layer + 1)
+
+    def _on_head_changed(self) -> None:
+        self._set(self.head, self.session.head + 1)
+
+    def _on_heads_changed(self) -> None:
+        default = 4 if self.session.model == SYNTHETIC else 12
+        if self.results.result is not None and self.session.heads is None:
+            default = self.results.result.heads
+        self._set(self.heads, self.session.heads or default)
+
+    def _on_d_k_changed(self) -> None:
+        self._set(self.d_k, self.session.d_k)
+
+    def _on_d_model_changed(self) -> None:
+        self._set(self.d_model, self.session.d_model)
+
+    def _on_seed_changed(self) -> None:
+        self._set(self.seed, self.session.seed)
+
+    def _on_score_changed(self) -> None:
+        _select_data(self.score, self.session.score)
+
+    def _on_temperature_changed(self) -> None:
+        self._set(self.temperature, self.session.temperature)
+
+    def _on_mask_changed(self) -> None:
+        mask = self.session.mask
+        _select_data(self.mask_kind, mask.kind)
+        self._set(self.window, mask.width)
+        self._set(self.pad_to, mask.pad_to or 0)
+        self.window.setEnabled(mask.kind == "window")
+        self.pad_to.setEnabled(mask.kind == "padding")
+
+    def _on_backend_changed(self) -> None:
+        _select_data(self.backend, self.session.backend)
+
+    def _on_result_changed(self) -> None:
+        result = self.results.result
+        with QSignalBlocker(self.layer), QSignalBlocker(self.head):
+            self.layer.setMaximum(result.num_layers)
+            self.head.setMaximum(result.heads)
+        self._on_layer_changed()
+        self._on_head_changed()
+        if self.session.model != SYNTHETIC:
+            with QSignalBlocker(self.d_k):
+                self.d_k.setValue(result.d_k)
+        self._on_heads_changed()
+        shown = result.query_tokens[:200]
+        more = f" … (+{len(result.query_tokens) - 200})" if len(result.query_tokens) > 200 else ""
+        self.tokens.setText(f"{len(result.query_tokens)} tokens: " + " · ".join(shown) + more)
+
+    # --- widgets -> session ---------------------------------------------------------------------------
+    def _update_mask(self, **changes) -> None:
+        mask = self.session.mask
+        values = {"kind": mask.kind, "width": mask.width, "pad_to": mask.pad_to, "blocked_cells": mask.blocked_cells}
+        values.update(changes)
+        self.session.update(mask=MaskSpec(**values))
+        self._on_mask_changed()
+
+    def _on_preset_chosen(self, index: int) -> None:
+        data = self.presets.itemData(index)
+        if data is not None:
+            text, pair = data
+            self.session.update(text=text, pair_text=pair)
+        with QSignalBlocker(self.presets):
+            self.presets.setCurrentIndex(0)
+
+    def _on_model_chosen(self, index: int) -> None:
+        data = self.model.itemData(index)
+        if data == OPEN_FOLDER:
+            _select_data(self.model, self.session.model)
+            self.open_model_folder_requested.emit()
+            return
+        heads = None if data != SYNTHETIC else (self.session.heads or 4)
+        self.session.update(model=data, heads=heads, layer=0, head=0)

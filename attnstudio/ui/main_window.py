@@ -1,0 +1,251 @@
+"""The main window: controls in a dock, views in tabs, status bar, menus, shortcuts, persisted settings."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QScrollArea,
+    QTabWidget,
+)
+
+from attnstudio import __version__
+from attnstudio.errors import AttnStudioError
+from attnstudio.session import Session
+from attnstudio.ui.compute_worker import ComputeController
+from attnstudio.ui.controls import ControlPanel
+from attnstudio.ui.result_model import ResultModel
+from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.theme import apply_theme
+from attnstudio.ui.views.heads import HeadsView
+from attnstudio.ui.views.heatmap import HeatmapView
+from attnstudio.ui.views.lines import LinesView
+from attnstudio.ui.views.pipeline import PipelineView
+from attnstudio.ui.views.rollout import RolloutView
+
+ICON = Path(__file__).resolve().parent.parent / "resources" / "attnstudio.svg"
+VIEWS = [("heatmap", "Heatmap"), ("heads", "Heads"), ("pipeline", "Pipeline"), ("lines", "Lines"),
+         ("rollout", "Rollout")]
+SHORTCUTS = [
+    ("Ctrl+1 … Ctrl+6", "switch view"), ("Alt+Up / Alt+Down", "previous / next layer"),
+    ("Alt+Left / Alt+Right", "previous / next head"), ("Ctrl+L", "edit the text"),
+    ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+O", "open a model folder"),
+    ("Ctrl+T", "light / dark theme"), ("F1", "this list"), ("Ctrl+Q", "quit"),
+]
+
+
+class MainWindow(QMainWindow):
+    first_result = Signal()
+
+    def __init__(self, session: Session | None = None, settings: QSettings | None = None, *,
+                 restore: bool = True):
+        super().__init__()
+        self.settings = settings if settings is not None else QSettings()
+        if session is None and restore:
+            session = self._restored_session()
+        self.session = SessionModel(session)
+        self.results = ResultModel(self)
+        self.controller = ComputeController(parent=self)
+        self.theme = str(self.settings.value("theme", "light"))
+        apply_theme(self.theme)
+        self.setWindowTitle("attnstudio")
+        self.setWindowIcon(QIcon(str(ICON)))
+
+        self.views = {"heatmap": HeatmapView(self.session, self.results), "heads": HeadsView(self.session, self.results),
+                      "pipeline": PipelineView(self.session, self.results),
+                      "lines": LinesView(self.session, self.results),
+                      "rollout": RolloutView(self.session, self.results)}
+        self.tabs = QTabWidget()
+        for key, label in VIEWS:
+            self.tabs.addTab(self.views[key], label)
+        self.tabs.currentChanged.connect(lambda i: self.session.update(view=VIEWS[i][0]) if i < len(VIEWS) else None)
+        self.setCentralWidget(self.tabs)
+
+        self.controls = ControlPanel(self.session, self.results)
+        self.controls.open_model_folder_requested.connect(self.open_model_folder)
+        scroll = QScrollArea()
+        scroll.setWidget(self.controls)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(330)
+        self.controls_dock = QDockWidget("Controls")
+        self.controls_dock.setObjectName("controls")
+        self.controls_dock.setWidget(scroll)
+        self.addDockWidget(Qt.LeftDockWidgetArea, self.controls_dock)
+
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumWidth(90)
+        self.busy.setVisible(False)
+        self.busy.setToolTip("Computing…")
+        self.backend_label, self.tokens_label, self.time_label = QLabel(), QLabel(), QLabel()
+        for widget in (self.busy, self.backend_label, self.tokens_label, self.time_label):
+            self.statusBar().addPermanentWidget(widget)
+        self._build_menus()
+
+        self.session.compute_needed.connect(self.request_compute)
+        self.session.rejected.connect(self.show_error)
+        self.session.changed.connect(self._on_session_changed)
+        self.controller.result_ready.connect(self._on_result)
+        self.controller.failed.connect(self.show_error)
+        self.controller.busy_changed.connect(self.busy.setVisible)
+        self._seen_result = False
+        self.last_error = ""
+        self._restore_layout()
+        self._on_view_changed()
+        self.request_compute()
+
+    # --- state ------------------------------------------------------------------------------------------
+    def _restored_session(self) -> Session | None:
+        stored = self.settings.value("session/json")
+        if not stored:
+            return None
+        try:
+            return Session.from_json_dict(json.loads(str(stored)))
+        except (AttnStudioError, ValueError):
+            return None  # settings from another version: start fresh rather than fail
+
+    def _restore_layout(self) -> None:
+        geometry, state = self.settings.value("window/geometry"), self.settings.value("window/state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1400, 860)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+    def save_settings(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("theme", self.theme)
+        self.settings.setValue("session/json", json.dumps(self.session.session.to_json_dict()))
+        self.settings.sync()
+
+    def request_compute(self) -> None:
+        self.controller.request(self.session.session)
+
+    # --- results and errors -----------------------------------------------------------------------------
+    def _on_result(self, result) -> None:
+        layer, head = self.results.clamp(self.session.layer, self.session.head)
+        self.results.set_result(result)
+        layer, head = self.results.clamp(self.session.layer, self.session.head)
+        self.session.update(layer=layer, head=head)
+        self.backend_label.setText(f"backend: {result.backend.description}")
+        n_q, n_k = len(result.query_tokens), len(result.key_tokens)
+        self.tokens_label.setText(f"{n_q} tokens" if not result.cross_attention else f"{n_q} → {n_k} tokens")
+        self.time_label.setText(f"{result.elapsed_s * 1000:.1f} ms")
+        if result.notices:
+            self.statusBar().showMessage(" ".join(result.notices), 10_000)
+        elif self.last_error:
+            self.statusBar().clearMessage()
+        self.last_error = ""
+        if not self._seen_result:
+            self._seen_result = True
+            self.first_result.emit()
+
+    def show_error(self, message: str) -> None:
+        self.last_error = message
+        self.statusBar().showMessage(f"⚠ {message}", 15_000)
+
+    def _on_session_changed(self, name: str) -> None:
+        if name == "view":
+            self._on_view_changed()
+
+    def _on_view_changed(self) -> None:
+        keys = [key for key, _ in VIEWS]
+        if self.session.view in keys and self.tabs.currentIndex() != keys.index(self.session.view):
+            self.tabs.setCurrentIndex(keys.index(self.session.view))
+
+    # --- actions ----------------------------------------------------------------------------------------
+    def _action(self, menu, text: str, shortcut, slot, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setStatusTip(tip or text)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "Open model folder…", "Ctrl+O", self.open_model_folder,
+                     "Load any local Hugging Face BERT-family folder or HF cache entry")
+        file_menu.addSeparator()
+        self._action(file_menu, "Quit", QKeySequence.Quit, self.close)
+        view_menu = self.menuBar().addMenu("&View")
+        for index, (key, label) in enumerate(VIEWS):
+            self._action(view_menu, label, f"Ctrl+{index + 1}", lambda _=False, k=key: self.session.update(view=k))
+        view_menu.addSeparator()
+        self._action(view_menu, "Next layer", "Alt+Down", lambda: self.step("layer", 1))
+        self._action(view_menu, "Previous layer", "Alt+Up", lambda: self.step("layer", -1))
+        self._action(view_menu, "Next head", "Alt+Right", lambda: self.step("head", 1))
+        self._action(view_menu, "Previous head", "Alt+Left", lambda: self.step("head", -1))
+        self._action(view_menu, "Edit the text", "Ctrl+L", self.controls.text.setFocus)
+        edit_mask = self.views["heatmap"].edit_mask
+        self._action(view_menu, "Edit mask cells", "Ctrl+M", lambda: edit_mask.setChecked(not edit_mask.isChecked()))
+        view_menu.addSeparator()
+        self._action(view_menu, "Toggle dark theme", "Ctrl+T", self.toggle_theme)
+        view_menu.addAction(self.controls_dock.toggleViewAction())
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "Keyboard shortcuts", "F1", self.show_shortcuts)
+        self._action(help_menu, "About attnstudio", None, self.show_about)
+
+    def step(self, name: str, delta: int) -> None:
+        result = self.results.result
+        if result is None:
+            return
+        limit = result.num_layers if name == "layer" else result.heads
+        self.session.update(**{name: max(0, min(limit - 1, getattr(self.session, name) + delta))})
+
+    def open_model_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a Hugging Face model folder")
+        if folder:
+            self.load_model_folder(folder)
+
+    def load_model_folder(self, folder: str) -> bool:
+        """Switch to the model in ``folder``, checking it loads first so a bad folder changes nothing."""
+        from attnstudio.models.loader import load_pretrained_cached  # noqa: PLC0415
+
+        try:
+            load_pretrained_cached(folder)
+        except AttnStudioError as error:
+            self.show_error(str(error))
+            self.warn("Cannot open model", str(error))
+            return False
+        return self.session.update(model=folder, heads=None, layer=0, head=0)
+
+    def warn(self, title: str, message: str) -> QMessageBox:
+        """A window-modal warning that does not block the event loop (computes and timers keep running)."""
+        box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.open()
+        return box
+
+    def toggle_theme(self) -> None:
+        self.theme = "dark" if self.theme == "light" else "light"
+        apply_theme(self.theme, self)
+        for view in self.views.values():
+            refresh = getattr(view, "refresh", None)
+            if refresh is not None:
+                refresh()
+            view.update()
+
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td><b>{keys}</b></td><td>{what}</td></tr>" for keys, what in SHORTCUTS)
+        QMessageBox.information(self, "Keyboard shortcuts", f"<table cellpadding='3'>{rows}</table>")
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About attnstudio", f"<b>attnstudio {__version__}</b><br>A desktop playground for "
+                          "the attention mechanism of transformers.")
+
+    def closeEvent(self, event):  # noqa: N802 - Qt override
+        self.save_settings()
+        self.controller.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,1 @@
+"""The app's views; each takes the session model and the result model it shows."""

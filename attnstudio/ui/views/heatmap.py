@@ -1,0 +1,101 @@
+"""The selected head's weights: tokens on both axes, hover read-out, a row's distribution, mask editing."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from attnstudio.ui.result_model import ResultModel
+from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.views.matrix import MatrixPlot, visible_ticks
+
+
+class HeatmapView(QWidget):
+    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session, self.results = session, results
+        self.selected_row = 0
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.plot = MatrixPlot(axis_titles=("query", "key"))
+        self.canvas.addItem(self.plot, row=0, col=0)
+        self.canvas.addItem(self.plot.colorbar, row=0, col=1)
+        self.blocked_markers = pg.ScatterPlotItem(symbol="x", size=10, pen=pg.mkPen("r", width=2), brush=None)
+        self.plot.addItem(self.blocked_markers)
+        self.distribution = pg.PlotItem(title="")
+        self.distribution.setMenuEnabled(False)
+        self.distribution.hideButtons()
+        self.distribution.setYRange(0, 1)
+        self.distribution.getViewBox().setMouseEnabled(x=False, y=False)
+        self.distribution.setLabel("left", "weight")
+        self.bars = pg.BarGraphItem(x=[0], height=[0], width=0.8, brush=pg.mkBrush(68, 119, 170))
+        self.distribution.addItem(self.bars)
+        self.canvas.addItem(self.distribution, row=1, col=0)
+        self.canvas.ci.layout.setRowStretchFactor(0, 3)
+        self.canvas.ci.layout.setRowStretchFactor(1, 1)
+
+        self.readout = QLabel("Hover a cell to read its weight; click a row to see its distribution.")
+        self.edit_mask = QCheckBox("Edit mask")
+        self.edit_mask.setToolTip("When on, clicking a cell blocks (or unblocks) that query→key pair (M)")
+        self.clear_cells = QPushButton("Clear cells")
+        self.clear_cells.setToolTip("Remove every hand-blocked cell from the mask")
+        self.clear_cells.clicked.connect(lambda: self.session.update(mask=self._mask_without_cells()))
+        bar = QHBoxLayout()
+        bar.addWidget(self.readout, 1)
+        bar.addWidget(self.edit_mask)
+        bar.addWidget(self.clear_cells)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.canvas, 1)
+        layout.addLayout(bar)
+
+        self.plot.connect_scene()
+        self.plot.cell_hovered.connect(self._on_cell_hovered)
+        self.plot.cell_clicked.connect(self._on_cell_clicked)
+        session.changed.connect(self._on_session_changed)
+        results.changed.connect(self.refresh)
+
+    def _mask_without_cells(self):
+        mask = self.session.mask
+        return type(mask)(mask.kind, mask.width, mask.pad_to, ())
+
+    def _on_session_changed(self, name: str) -> None:
+        if name in ("layer", "head"):
+            self.refresh()
+
+    def refresh(self) -> None:
+        result = self.results.result
+        if result is None:
+            return
+        layer, head = self.results.clamp(self.session.layer, self.session.head)
+        weights = self.results.weights(layer, head)
+        self.plot.set_matrix(weights, result.query_tokens, result.key_tokens, levels=(0.0, 1.0))
+        self.plot.setTitle(f"{result.model_name} · layer {layer + 1}/{result.num_layers} · "
+                           f"head {head + 1}/{result.heads} · {self.session.mask.describe()}")
+        cells = [(c + 0.5, r + 0.5) for r, c in self.session.mask.blocked_cells
+                 if r < weights.shape[0] and c < weights.shape[1]]
+        self.blocked_markers.setData(pos=cells) if cells else self.blocked_markers.clear()
+        self.selected_row = min(self.selected_row, weights.shape[0] - 1)
+        self._show_distribution(weights)
+
+    def _show_distribution(self, weights: np.ndarray) -> None:
+        result = self.results.result
+        row = self.selected_row
+        values = weights[row]
+        self.bars.setOpts(x=np.arange(values.size), height=values, width=0.8)
+        self.distribution.setTitle(f"where {result.query_tokens[row]!r} (row {row}) attends")
+        self.distribution.setXRange(-0.5, values.size - 0.5, padding=0)
+        width = max(self.distribution.getViewBox().width(), 200.0)
+        ticks = visible_ticks(result.key_tokens, 0, values.size - 1, width / max(values.size, 1) / 4)
+        self.distribution.getAxis("bottom").setTicks([ticks])
+
+    def _on_cell_hovered(self, row: int, col: int, value: float) -> None:
+        self.readout.setText(f"query {self.plot.describe_cell(row, col)}")
+        self.plot.image.setToolTip(self.readout.text())
+
+    def _on_cell_clicked(self, row: int, col: int) -> None:
+        if self.edit_mask.isChecked():
+            self.session.update(mask=self.session.mask.with_cell_toggled(row, col))
+            return
+        self.selected_row = row
+        if self.results.result is not None:
+            self._show_distribution(self.results.weights(self.session.layer, self.session.head))

@@ -1,0 +1,175 @@
+"""A labelled matrix heatmap: one reused ImageItem, a colour bar, token ticks that thin out, hover read-out.
+
+Follows pyqtgraph's MatrixDisplayExample: row-major images, levels fixed by the
+caller, labels through ``getAxis(...).setTicks``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QFontMetrics
+
+WEIGHTS_COLORMAP = "viridis"
+SIGNED_COLORMAP = "CET-D1"
+MIN_LABEL_SPACING_PX = 13
+
+
+def visible_ticks(labels: list[str], first: float, last: float, pixels_per_item: float) -> list[tuple[int, str]]:
+    """Every k-th label with index in [first, last], k chosen so shown labels are MIN_LABEL_SPACING_PX apart."""
+    if not labels:
+        return []
+    start, stop = max(0, int(math.floor(first))), min(len(labels) - 1, int(math.ceil(last)))
+    step = max(1, math.ceil(MIN_LABEL_SPACING_PX / max(pixels_per_item, 1e-3)))
+    return [(i, _short(labels[i])) for i in range(start - start % step, stop + 1, step) if i >= start]
+
+
+def _short(label: str, limit: int = 14) -> str:
+    label = label.replace("\n", " ").replace("\t", " ")
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+class VerticalTokenAxis(pg.AxisItem):
+    """A top axis whose labels stand vertically, so every token fits however short its column."""
+
+    def __init__(self):
+        super().__init__("top")
+        self._labels: list[tuple[float, str]] = []
+
+    def set_labels(self, labels: list[tuple[float, str]]) -> None:
+        self._labels = labels
+        metrics = QFontMetrics(self.font())
+        longest = max((metrics.horizontalAdvance(text) for _, text in labels), default=10)
+        self.setHeight(min(longest, 120) + 12)
+        self.setTicks([[(value, "") for value, _ in labels]])
+
+    def drawPicture(self, painter, axis_spec, tick_specs, text_specs):  # noqa: N802 - Qt override
+        super().drawPicture(painter, axis_spec, tick_specs, [])
+        if not self._labels or self.range[1] == self.range[0]:
+            return
+        bounds = self.mapRectFromParent(self.geometry())
+        scale = bounds.width() / (self.range[1] - self.range[0])
+        painter.setPen(self.textPen())
+        painter.setFont(self.font())
+        for value, text in self._labels:
+            if not self.range[0] <= value <= self.range[1]:
+                continue
+            x = bounds.left() + (value - self.range[0]) * scale
+            painter.save()
+            painter.translate(x, bounds.bottom() - 7)
+            painter.rotate(-90)
+            painter.drawText(QRectF(0, -8, bounds.height(), 16), Qt.AlignLeft | Qt.AlignVCenter, text)
+            painter.restore()
+
+
+class MatrixPlot(pg.PlotItem):
+    """One matrix, rows top to bottom; emits the cell under the mouse and the cell clicked."""
+
+    cell_hovered = Signal(int, int, float)
+    cell_clicked = Signal(int, int)
+
+    def __init__(self, title: str = "", *, colormap: str = WEIGHTS_COLORMAP, colorbar: bool = True,
+                 axis_titles: tuple[str, str] = ("", "")):
+        super().__init__(title=title, axisItems={"top": VerticalTokenAxis()})
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.addItem(self.image)
+        self.invertY(True)
+        self.setAspectLocked(False)
+        self.setMenuEnabled(False)
+        self.hideButtons()
+        self.showAxis("top")
+        self.hideAxis("bottom")
+        self.getViewBox().setMouseEnabled(x=False, y=False)
+        self.row_labels: list[str] = []
+        self.col_labels: list[str] = []
+        self.matrix = np.zeros((1, 1), dtype=np.float32)
+        self.colormap = pg.colormap.get(colormap)
+        self.image.setColorMap(self.colormap)
+        self.colorbar = None
+        if colorbar:
+            self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=self.colormap, interactive=False, width=12)
+            self.colorbar.setImageItem(self.image)
+        left, top = axis_titles
+        if left:
+            self.setLabel("left", left)
+        if top:
+            self.setLabel("top", top)
+        self.getViewBox().sigRangeChanged.connect(self._update_ticks)
+        self.getViewBox().sigResized.connect(self._update_ticks)
+        self.scene_connected = False
+
+    def set_matrix(self, matrix: np.ndarray, row_labels: list[str] | None = None,
+                   col_labels: list[str] | None = None, *, levels: tuple[float, float] | None = None,
+                   symmetric: bool = False) -> None:
+        """Show ``matrix`` (rows, cols). levels None: fit the data (symmetric about 0 if asked)."""
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+        if matrix.size == 0:
+            matrix = np.zeros((1, 1), dtype=np.float32)
+        finite = matrix[np.isfinite(matrix)]
+        if levels is None:
+            if finite.size == 0:
+                levels = (0.0, 1.0)
+            elif symmetric:
+                bound = float(np.abs(finite).max()) or 1.0
+                levels = (-bound, bound)
+            else:
+                low, high = float(finite.min()), float(finite.max())
+                levels = (low, high if high > low else low + 1.0)
+        shape_changed = matrix.shape != self.matrix.shape
+        self.matrix = matrix
+        display = np.where(np.isfinite(matrix), matrix, np.nan)  # -inf (masked) scores draw blank
+        self.image.setImage(display, autoLevels=False, levels=levels)
+        self.image.setRect(0, 0, matrix.shape[1], matrix.shape[0])
+        if self.colorbar is not None:
+            self.colorbar.setLevels(levels)
+        self.row_labels = list(row_labels) if row_labels is not None else [str(i) for i in range(matrix.shape[0])]
+        self.col_labels = list(col_labels) if col_labels is not None else [str(j) for j in range(matrix.shape[1])]
+        if shape_changed:
+            self.getViewBox().setRange(xRange=(0, matrix.shape[1]), yRange=(0, matrix.shape[0]), padding=0)
+        self._update_ticks()
+
+    def _update_ticks(self, *_):
+        view = self.getViewBox()
+        (x0, x1), (y0, y1) = view.viewRange()
+        width, height = view.width(), view.height()
+        rows = visible_ticks(self.row_labels, y0 - 0.5, y1 - 0.5, height / max(y1 - y0, 1e-9))
+        cols = visible_ticks(self.col_labels, x0 - 0.5, x1 - 0.5, width / max(x1 - x0, 1e-9))
+        self.getAxis("left").setTicks([[(i + 0.5, label) for i, label in rows]])
+        self.getAxis("top").set_labels([(j + 0.5, label) for j, label in cols])
+
+    def cell_at(self, scene_pos: QPointF) -> tuple[int, int] | None:
+        """The (row, col) under a scene position, or None outside the matrix."""
+        if not self.sceneBoundingRect().contains(scene_pos):
+            return None
+        point = self.getViewBox().mapSceneToView(scene_pos)
+        row, col = int(math.floor(point.y())), int(math.floor(point.x()))
+        if 0 <= row < self.matrix.shape[0] and 0 <= col < self.matrix.shape[1]:
+            return row, col
+        return None
+
+    def describe_cell(self, row: int, col: int) -> str:
+        row_label = self.row_labels[row] if row < len(self.row_labels) else str(row)
+        col_label = self.col_labels[col] if col < len(self.col_labels) else str(col)
+        return f"{row_label!r} (row {row}) → {col_label!r} (col {col}): {self.matrix[row, col]:.4g}"
+
+    def connect_scene(self) -> None:
+        """Route the scene's mouse events to cell signals (call once the item is in a scene)."""
+        if self.scene_connected or self.scene() is None:
+            return
+        self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.scene().sigMouseClicked.connect(self._on_mouse_clicked)
+        self.scene_connected = True
+
+    def _on_mouse_moved(self, scene_pos):
+        cell = self.cell_at(scene_pos)
+        if cell is not None:
+            self.cell_hovered.emit(cell[0], cell[1], float(self.matrix[cell]))
+
+    def _on_mouse_clicked(self, event):
+        cell = self.cell_at(event.scenePos())
+        if cell is not None:
+            self.cell_clicked.emit(*cell)

@@ -1,0 +1,82 @@
+"""softmax(QK^T * scale) V step by step for the selected head: each step a labelled heatmap."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from attnstudio.core.kernels import score_scale
+from attnstudio.ui.result_model import ResultModel
+from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.views.matrix import SIGNED_COLORMAP, MatrixPlot
+
+STEPS = [  # (key, title, colormap, symmetric)
+    ("queries", "1 · Q = X W_Q", SIGNED_COLORMAP, True),
+    ("keys", "2 · K = X W_K", SIGNED_COLORMAP, True),
+    ("values", "3 · V = X W_V", SIGNED_COLORMAP, True),
+    ("scores", "4 · Q Kᵀ · scale", SIGNED_COLORMAP, True),
+    ("mask", "5 · mask (white = allowed)", "CET-L1", False),
+    ("masked", "6 · masked (blank = −∞)", SIGNED_COLORMAP, True),
+    ("weights", "7 · softmax → weights", "viridis", False),
+    ("context", "8 · output = weights · V", SIGNED_COLORMAP, True),
+]
+
+
+class PipelineView(QWidget):
+    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session, self.results = session, results
+        self.formula = QLabel()
+        self.formula.setWordWrap(True)
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.plots: dict[str, MatrixPlot] = {}
+        for index, (key, title, colormap, _) in enumerate(STEPS):
+            plot = MatrixPlot(colormap=colormap, colorbar=False)
+            plot.setTitle(title, size="9pt")
+            self.canvas.addItem(plot, row=index // 4, col=index % 4)
+            self.plots[key] = plot
+        self.readout = QLabel("Hover any cell to read its value.")
+        for plot in self.plots.values():
+            plot.connect_scene()
+            plot.cell_hovered.connect(lambda r, c, v, p=plot: self.readout.setText(p.describe_cell(r, c)))
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.formula)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.readout)
+        session.changed.connect(lambda name: self.refresh() if name in ("layer", "head") else None)
+        results.changed.connect(self.refresh)
+
+    def steps(self) -> dict[str, np.ndarray]:
+        """Every step's matrix for the selected layer and head, on the host."""
+        result = self.results.result
+        layer, head = self.results.clamp(self.session.layer, self.session.head)
+        arrays = {name: result.step(layer, name)[head] for name in ("queries", "keys", "values", "scores", "context")}
+        arrays["weights"] = result.attentions()[layer, head]
+        mask = result.mask if result.mask is not None else np.ones(arrays["scores"].shape, dtype=bool)
+        arrays["mask"] = mask.astype(np.float32)
+        arrays["masked"] = np.where(mask, arrays["scores"], -np.inf).astype(np.float32)
+        return arrays
+
+    def refresh(self) -> None:
+        result = self.results.result
+        if result is None:
+            return
+        layer, head = self.results.clamp(self.session.layer, self.session.head)
+        arrays = self.steps()
+        dims = [f"d{i}" for i in range(arrays["queries"].shape[1])]
+        labels = {"queries": (result.query_tokens, dims), "keys": (result.key_tokens, dims),
+                  "values": (result.key_tokens, dims), "context": (result.query_tokens, dims)}
+        for key, _, _, symmetric in STEPS:
+            rows, cols = labels.get(key, (result.query_tokens, result.key_tokens))
+            levels = (0.0, 1.0) if key in ("weights", "mask") else None
+            self.plots[key].set_matrix(arrays[key], rows, cols, levels=levels, symmetric=symmetric)
+        session = self.session
+        scale = score_scale(session.score, result.d_k, None) / session.temperature
+        score_text = {"scaled_dot": f"Q Kᵀ / √{result.d_k}", "dot": "Q Kᵀ",
+                      "additive": "v_aᵀ tanh(W_q q + W_k k)"}[session.score]
+        self.formula.setText(
+            f"<b>{result.model_name}</b>, layer {layer + 1}, head {head + 1}: "
+            f"output = softmax(mask({score_text} · {1 / session.temperature:g})) V  — "
+            f"effective scale {scale:.4g}, temperature {session.temperature:g}, d_k = {result.d_k}, "
+            f"mask: {session.mask.describe()}")
