@@ -77,6 +77,68 @@ def _command_compute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _format_bytes(count: int | None) -> str:
+    if count is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)
+
+
+def _command_profile(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from attnstudio.core.profiling import ProfileConfig, run_profile  # noqa: PLC0415
+    from attnstudio.fileio import write_atomic  # noqa: PLC0415
+
+    config = ProfileConfig(lengths=args.n, kernels=args.kernels, backends=args.backend, heads=args.heads,
+                           d_k=args.d_k, dtype=args.dtype, repeats=args.repeats, window=args.window).validate()
+    interactive = sys.stderr.isatty()
+
+    def progress(done: int, total: int, point) -> None:
+        filled = int(30 * done / total)
+        line = (f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}  {point.kernel}/{point.backend} "
+                f"n={point.n}: {point.status if point.status != 'ok' else f'{point.median_s * 1000:.2f} ms'}")
+        print(("\r" + line.ljust(100)) if interactive else line, end="" if interactive else "\n",
+              file=sys.stderr, flush=True)
+
+    result = run_profile(config, progress=progress)
+    if interactive:
+        print(file=sys.stderr)
+    print(f"{'n':>7} {'kernel':>7} {'backend':>7} {'median time':>12} {'peak memory':>12} {'theory':>11}  status")
+    for p in result.points:
+        time_text = "-" if p.median_s is None else f"{p.median_s * 1000:.3f} ms"
+        print(f"{p.n:>7} {p.kernel:>7} {p.backend:>7} {time_text:>12} {_format_bytes(p.peak_bytes):>12} "
+              f"{_format_bytes(p.theoretical_bytes):>11}  {p.status}")
+    print(f"fitted exponents (n >= {result.fit_min_n()}): " + "; ".join(
+        f"{name}: time {_fmt_exp(e['time'])}, memory {_fmt_exp(e['memory'])}" for name, e in result.exponents().items()))
+    if args.json:
+        write_atomic(Path(args.json), json.dumps(result.to_json_dict(), indent=2).encode())
+    if args.csv:
+        write_atomic(Path(args.csv), result.to_csv().encode())
+    return 0
+
+
+def _fmt_exp(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="attnstudio", description="A desktop playground for transformer attention.")
     parser.add_argument("--version", action="version", version=f"attnstudio {__version__}")
@@ -90,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                          help="writes tokens (str) and attentions float32 (layers, heads, n_q, n_k)")
     compute.set_defaults(handler=_command_compute)
+
+    profile = commands.add_parser("profile", help="measure time and peak memory of attention kernels against n")
+    profile.add_argument("--n", type=_int_list, default=(64, 128, 256, 512, 1024, 2048, 4096),
+                         help="sequence lengths, comma-separated (default 64,...,4096)")
+    profile.add_argument("--kernels", type=_name_list, default=("naive", "tiled", "window"),
+                         help="naive, tiled, window (comma-separated)")
+    profile.add_argument("--backend", type=_name_list, default=("numpy",), help="numpy, cupy (comma-separated)")
+    profile.add_argument("--heads", type=int, default=8)
+    profile.add_argument("--d-k", type=int, default=64)
+    profile.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    profile.add_argument("--repeats", type=int, default=3, help="timed calls per point (after one warm-up)")
+    profile.add_argument("--window", type=int, default=64, help="sliding-window kernel: neighbours each side")
+    profile.add_argument("--json", metavar="OUT.json")
+    profile.add_argument("--csv", metavar="OUT.csv")
+    profile.set_defaults(handler=_command_profile)
     return parser
 
 

@@ -19,6 +19,7 @@ def write_atomic(path: Path, payload: bytes) -> None:
     except OSError as error:
         raise FileWriteError(f"cannot write to {folder}: {error.strerror or error}") from None
     try:
+        os.chmod(temporary, _file_mode(path))
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
             stream.flush()
@@ -27,3 +28,13 @@ def write_atomic(path: Path, payload: bytes) -> None:
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
         raise FileWriteError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _file_mode(path: Path) -> int:
+    """Keep an existing file's permissions; a new file gets the usual 0o666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

@@ -29,15 +29,16 @@ from attnstudio.ui.views.heads import HeadsView
 from attnstudio.ui.views.heatmap import HeatmapView
 from attnstudio.ui.views.lines import LinesView
 from attnstudio.ui.views.pipeline import PipelineView
+from attnstudio.ui.views.profiler import ProfilerView
 from attnstudio.ui.views.rollout import RolloutView
 
 ICON = Path(__file__).resolve().parent.parent / "resources" / "attnstudio.svg"
 VIEWS = [("heatmap", "Heatmap"), ("heads", "Heads"), ("pipeline", "Pipeline"), ("lines", "Lines"),
-         ("rollout", "Rollout")]
+         ("rollout", "Rollout"), ("profiler", "Profiler")]
 SHORTCUTS = [
     ("Ctrl+1 … Ctrl+6", "switch view"), ("Alt+Up / Alt+Down", "previous / next layer"),
     ("Alt+Left / Alt+Right", "previous / next head"), ("Ctrl+L", "edit the text"),
-    ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+O", "open a model folder"),
+    ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+R", "run the profiler"), ("Ctrl+O", "open a model folder"),
     ("Ctrl+T", "light / dark theme"), ("F1", "this list"), ("Ctrl+Q", "quit"),
 ]
 
@@ -62,7 +63,8 @@ class MainWindow(QMainWindow):
         self.views = {"heatmap": HeatmapView(self.session, self.results), "heads": HeadsView(self.session, self.results),
                       "pipeline": PipelineView(self.session, self.results),
                       "lines": LinesView(self.session, self.results),
-                      "rollout": RolloutView(self.session, self.results)}
+                      "rollout": RolloutView(self.session, self.results),
+                      "profiler": ProfilerView(self.session)}
         self.tabs = QTabWidget()
         for key, label in VIEWS:
             self.tabs.addTab(self.views[key], label)
@@ -182,6 +184,8 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for index, (key, label) in enumerate(VIEWS):
             self._action(view_menu, label, f"Ctrl+{index + 1}", lambda _=False, k=key: self.session.update(view=k))
+        self._action(view_menu, "Run profiler sweep", "Ctrl+R",
+                     lambda: (self.session.update(view="profiler"), self.views["profiler"].start()))
         view_menu.addSeparator()
         self._action(view_menu, "Next layer", "Alt+Down", lambda: self.step("layer", 1))
         self._action(view_menu, "Previous layer", "Alt+Up", lambda: self.step("layer", -1))
@@ -247,5 +251,6 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event):  # noqa: N802 - Qt override
         self.save_settings()
+        self.views["profiler"].shutdown()
         self.controller.shutdown()
         super().closeEvent(event)

@@ -1,0 +1,223 @@
+"""Measured time and peak memory of attention kernels against sequence length.
+
+Each point times a kernel (after one warm-up call, synchronising the device
+before every timer read) and then measures its peak allocation in a separate
+call, so memory tracking never slows the timing. Points that cannot fit are
+skipped before they run; an out-of-memory error marks the point "OOM" and the
+sweep goes on.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from attnstudio.core.backend import Backend, is_out_of_memory, resolve_backend
+from attnstudio.core.kernels import attention_naive, attention_sliding_window, attention_tiled
+from attnstudio.errors import InvalidSetting
+
+KERNELS = ("naive", "tiled", "window")
+DTYPES = {"float32": np.float32, "float64": np.float64}
+DEFAULT_LENGTHS = tuple(64 * 2**i for i in range(8))  # 64 ... 8192
+TILE_Q, TILE_K = 256, 1024
+
+
+@dataclass
+class ProfileConfig:
+    lengths: tuple[int, ...] = DEFAULT_LENGTHS
+    kernels: tuple[str, ...] = KERNELS
+    backends: tuple[str, ...] = ("numpy",)
+    heads: int = 8
+    d_k: int = 64
+    dtype: str = "float32"
+    repeats: int = 3
+    window: int = 64  # sliding-window kernel: neighbours on each side
+    memory_budget_bytes: int | None = None  # None: what the device has free now
+
+    def validate(self) -> "ProfileConfig":
+        if not self.lengths or any(not isinstance(n, int) or n < 1 or n > 1_048_576 for n in self.lengths):
+            raise InvalidSetting("sequence lengths must be integers from 1 to 1048576")
+        unknown = set(self.kernels) - set(KERNELS)
+        if unknown or not self.kernels:
+            raise InvalidSetting(f"kernels must be among {', '.join(KERNELS)}")
+        if not self.backends or set(self.backends) - {"numpy", "cupy"}:
+            raise InvalidSetting("backends must be among numpy, cupy")
+        for name, low, high in (("heads", 1, 256), ("d_k", 1, 4096), ("repeats", 1, 1000), ("window", 0, 1 << 20)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise InvalidSetting(f"{name} must be an integer from {low} to {high}")
+        if self.dtype not in DTYPES:
+            raise InvalidSetting(f"dtype must be one of {', '.join(DTYPES)}")
+        return self
+
+
+@dataclass
+class ProfilePoint:
+    n: int
+    kernel: str
+    backend: str
+    status: str  # "ok", "OOM", or "skipped: <why>"
+    median_s: float | None = None
+    peak_bytes: int | None = None
+    theoretical_bytes: int = 0
+
+
+@dataclass
+class ProfileResult:
+    config: ProfileConfig
+    points: list[ProfilePoint] = field(default_factory=list)
+    cancelled: bool = False
+
+    def series(self, kernel: str, backend: str) -> list[ProfilePoint]:
+        return [p for p in self.points if p.kernel == kernel and p.backend == backend and p.status == "ok"]
+
+    def fit_min_n(self, min_n: int = 512) -> int:
+        """The smallest n used in fits: ``min_n`` (where small-n overheads have faded) if at least two
+        measured lengths reach it, else every length."""
+        lengths = {p.n for p in self.points if p.status == "ok"}
+        return min_n if len([n for n in lengths if n >= min_n]) >= 2 else min(lengths, default=0)
+
+    def exponents(self, min_n: int = 512) -> dict[str, dict[str, float | None]]:
+        """Fitted log-log slopes of time and peak memory per "kernel/backend" over n >= fit_min_n(min_n)."""
+        fitted = {}
+        low = self.fit_min_n(min_n)
+        for kernel in self.config.kernels:
+            for backend in self.config.backends:
+                points = [p for p in self.series(kernel, backend) if p.n >= low]
+                fitted[f"{kernel}/{backend}"] = {
+                    "time": fit_exponent([p.n for p in points], [p.median_s for p in points]),
+                    "memory": fit_exponent([p.n for p in points], [p.peak_bytes for p in points]),
+                }
+        return fitted
+
+    def to_json_dict(self) -> dict:
+        return {"config": {**asdict(self.config), "lengths": list(self.config.lengths),
+                           "kernels": list(self.config.kernels), "backends": list(self.config.backends)},
+                "points": [asdict(p) for p in self.points], "exponents": self.exponents(),
+                "cancelled": self.cancelled}
+
+    @classmethod
+    def from_json_dict(cls, data: dict) -> "ProfileResult":
+        config = dict(data["config"])
+        for key in ("lengths", "kernels", "backends"):
+            config[key] = tuple(config[key])
+        return cls(ProfileConfig(**config), [ProfilePoint(**p) for p in data["points"]], bool(data.get("cancelled")))
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["n", "kernel", "backend", "status", "median_s", "peak_bytes", "theoretical_bytes"])
+        for p in self.points:
+            writer.writerow([p.n, p.kernel, p.backend, p.status, "" if p.median_s is None else f"{p.median_s:.6g}",
+                             "" if p.peak_bytes is None else p.peak_bytes, p.theoretical_bytes])
+        return buffer.getvalue()
+
+
+def fit_exponent(lengths, values) -> float | None:
+    """Least-squares slope of log(value) against log(n); None with fewer than 2 usable points."""
+    pairs = [(math.log(n), math.log(v)) for n, v in zip(lengths, values) if v is not None and v > 0]
+    if len(pairs) < 2 or len({x for x, _ in pairs}) < 2:
+        return None
+    xs, ys = zip(*pairs)
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mean_x) * (y - mean_y) for x, y in pairs) / sum((x - mean_x) ** 2 for x in xs)
+
+
+def theoretical_bytes(kernel: str, n: int, heads: int, d_k: int, itemsize: int, window: int) -> int:
+    """What a kernel must allocate beyond its inputs: the output plus its score buffers."""
+    output = heads * n * d_k * itemsize
+    if kernel == "naive":
+        return output + 2 * heads * n * n * itemsize  # scores and weights, (heads, n, n) each
+    if kernel == "tiled":
+        return output + 3 * heads * min(n, TILE_Q) * min(n, TILE_K) * itemsize
+    return output + 2 * heads * min(n, TILE_Q) * min(n, TILE_Q + 2 * window) * itemsize
+
+
+def available_bytes(backend: Backend) -> int:
+    """Free memory where the backend allocates (host RAM for NumPy, device memory for CuPy)."""
+    if backend.name == "cupy":
+        free, _ = backend.xp.cuda.runtime.memGetInfo()
+        return int(free) + int(backend.xp.get_default_memory_pool().free_bytes())
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def _kernel(name: str, window: int) -> Callable:
+    if name == "naive":
+        return attention_naive
+    if name == "tiled":
+        return lambda q, k, v: attention_tiled(q, k, v, block_q=TILE_Q, block_k=TILE_K)
+    return lambda q, k, v: attention_sliding_window(q, k, v, width=window, block_q=TILE_Q)
+
+
+def measure_point(backend: Backend, kernel: str, n: int, config: ProfileConfig) -> ProfilePoint:
+    """Time and measure one kernel at one length (inputs are made first and not counted)."""
+    dtype = DTYPES[config.dtype]
+    itemsize = np.dtype(dtype).itemsize
+    need = theoretical_bytes(kernel, n, config.heads, config.d_k, itemsize, config.window)
+    inputs = 3 * config.heads * n * config.d_k * itemsize
+    budget = config.memory_budget_bytes if config.memory_budget_bytes is not None else available_bytes(backend)
+    point = ProfilePoint(n, kernel, backend.name, "ok", theoretical_bytes=need)
+    if 1.25 * (need + inputs) > budget:
+        point.status = f"skipped: needs ~{(need + inputs) / 2**30:.1f} GiB, {budget / 2**30:.1f} GiB free"
+        return point
+    run = _kernel(kernel, config.window)
+    q = k = v = None
+    try:
+        rng = np.random.default_rng(n)
+        q, k, v = (backend.asarray(rng.standard_normal((config.heads, n, config.d_k)).astype(dtype)) for _ in range(3))
+        run(q, k, v)  # warm-up: first-call costs (kernel compilation, page faults) are not timed
+        backend.synchronize()
+        times = []
+        for _ in range(config.repeats):
+            started = time.perf_counter()
+            run(q, k, v)
+            backend.synchronize()
+            times.append(time.perf_counter() - started)
+        with backend.track_peak_memory() as memory:
+            run(q, k, v)
+        point.median_s = statistics.median(times)
+        point.peak_bytes = int(memory["peak_bytes"])
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        point.status = "OOM"
+    finally:
+        del q, k, v
+    return point
+
+
+def run_profile(config: ProfileConfig, *, progress: Callable[[int, int, ProfilePoint], None] | None = None,
+                cancelled: Callable[[], bool] | None = None) -> ProfileResult:
+    """Sweep every (backend, kernel, n); ``progress(done, total, point)`` after each point.
+
+    ``cancelled()`` is checked between points; a cancelled sweep returns what it has.
+    """
+    config.validate()
+    backends = [resolve_backend(name) for name in config.backends]
+    result = ProfileResult(config)
+    total = len(backends) * len(config.kernels) * len(config.lengths)
+    for backend in backends:
+        for kernel in config.kernels:
+            for n in sorted(config.lengths):
+                if cancelled is not None and cancelled():
+                    result.cancelled = True
+                    return result
+                point = measure_point(backend, kernel, n, config)
+                result.points.append(point)
+                if progress is not None:
+                    progress(len(result.points), total, point)
+    return result

@@ -1,0 +1,316 @@
+"""The profiler panel: time and peak memory against n, on log-log axes, with fitted exponents."""
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QElapsedTimer, QObject, QThread, Signal, Slot
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from PySide6.QtCore import Qt
+
+from attnstudio.core.backend import cupy_status
+from attnstudio.core.profiling import DEFAULT_LENGTHS, KERNELS, ProfileConfig, ProfileResult, run_profile
+from attnstudio.errors import AttnStudioError
+from attnstudio.fileio import write_atomic
+from attnstudio.ui.session_model import SessionModel
+
+REDRAW_INTERVAL_MS = 500
+COLORS = {("naive", "numpy"): (214, 39, 40), ("tiled", "numpy"): (31, 119, 180), ("window", "numpy"): (44, 160, 44),
+          ("naive", "cupy"): (255, 152, 150), ("tiled", "cupy"): (174, 199, 232), ("window", "cupy"): (152, 223, 138)}
+
+
+class _ProfileWorker(QObject):
+    progressed = Signal(int, int, object)
+    finished = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self):
+        super().__init__()
+        self.cancel_event = threading.Event()
+
+    @Slot(object)
+    def run(self, config: ProfileConfig) -> None:
+        try:
+            result = run_profile(config, progress=lambda done, total, point: self.progressed.emit(done, total, point),
+                                 cancelled=self.cancel_event.is_set)
+            self.finished.emit(result)
+        except AttnStudioError as error:
+            self.failed.emit(str(error))
+        except Exception as error:  # the panel reports, the app keeps running
+            self.failed.emit(f"profiler failed: {type(error).__name__}: {error}")
+
+
+class ProfilerView(QWidget):
+    """Runs sweeps in a worker thread with progress and Cancel; keeps the last result in the session."""
+
+    sweep_finished = Signal(object)
+    _start = Signal(object)
+
+    def __init__(self, session: SessionModel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.result: ProfileResult | None = None
+        self.partial: ProfileResult | None = None
+        self.lengths = QLineEdit(",".join(str(n) for n in DEFAULT_LENGTHS))
+        self.lengths.setToolTip("Sequence lengths to measure, comma-separated")
+        self.heads = QSpinBox(minimum=1, maximum=256, value=8, toolTip="Heads per call")
+        self.d_k = QSpinBox(minimum=1, maximum=4096, value=64, toolTip="Per-head width")
+        self.repeats = QSpinBox(minimum=1, maximum=100, value=3, toolTip="Timed calls per point (median kept)")
+        self.dtype = QComboBox()
+        self.dtype.addItems(["float32", "float64"])
+        self.kernel_boxes = {name: QCheckBox(name, checked=True) for name in KERNELS}
+        self.kernel_boxes["naive"].setToolTip("Materialises all (heads, n, n) weights: O(n²) memory")
+        self.kernel_boxes["tiled"].setToolTip("Flash-style online softmax over tiles: O(n) memory")
+        self.kernel_boxes["window"].setToolTip("Sliding window of ±64: O(n·w) time and memory")
+        gpu_usable, gpu_detail = cupy_status()
+        self.backend_boxes = {"numpy": QCheckBox("NumPy", checked=True), "cupy": QCheckBox("CuPy", checked=gpu_usable)}
+        self.backend_boxes["cupy"].setEnabled(gpu_usable)
+        self.backend_boxes["cupy"].setToolTip(gpu_detail if gpu_usable else f"unavailable: {gpu_detail}")
+        self.run_button = QPushButton("Run sweep")
+        self.run_button.setToolTip("Measure every kernel at every length (Ctrl+R)")
+        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m points")
+        self.status = QLabel("Measures the time and peak memory of each kernel; memory is measured, not computed.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Lengths n", self.lengths)
+        row = QHBoxLayout()
+        for label, widget in (("heads", self.heads), ("d_k", self.d_k), ("repeats", self.repeats),
+                              ("dtype", self.dtype)):
+            row.addWidget(QLabel(label))
+            row.addWidget(widget)
+        form.addRow(row)
+        checks = QHBoxLayout()
+        for box in [*self.kernel_boxes.values(), *self.backend_boxes.values()]:
+            checks.addWidget(box)
+        checks.addStretch(1)
+        checks.addWidget(self.run_button)
+        checks.addWidget(self.cancel_button)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Save the results as CSV or JSON, or the plots as PNG or SVG")
+        self.export_button.clicked.connect(self._on_export_clicked)
+        checks.addWidget(self.export_button)
+        form.addRow(checks)
+        form.addRow(self.progress)
+
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.time_plot = self.canvas.addPlot(row=0, col=0, title="median time vs n")
+        self.memory_plot = self.canvas.addPlot(row=0, col=1, title="peak memory vs n")
+        for plot, unit in ((self.time_plot, "s"), (self.memory_plot, "bytes")):
+            plot.setLogMode(x=True, y=True)
+            plot.showGrid(x=True, y=True, alpha=0.3)
+            plot.setLabel("bottom", "sequence length n")
+            plot.setLabel("left", unit)
+            plot.addLegend(offset=(10, 10))
+            plot.setMenuEnabled(False)
+        self.table = QTableWidget(0, 6)
+        self.table.setHorizontalHeaderLabels(["n", "kernel", "backend", "median time (ms)", "peak memory (MiB)",
+                                              "theoretical (MiB)"])
+        self.table.horizontalHeader().setStretchLastSection(True)
+        splitter = QSplitter(Qt.Vertical)
+        splitter.addWidget(self.canvas)
+        splitter.addWidget(self.table)
+        splitter.setSizes([420, 200])
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.status)
+        layout.addWidget(splitter, 1)
+
+        self._redraw_clock = QElapsedTimer()
+        self._thread = QThread()
+        self._thread.setObjectName("attnstudio-profiler")
+        self._worker = _ProfileWorker()
+        self._worker.moveToThread(self._thread)
+        self._start.connect(self._worker.run)
+        self._worker.progressed.connect(self._on_progress)
+        self._worker.finished.connect(self._on_finished)
+        self._worker.failed.connect(self._on_failed)
+        self._thread.start()
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        session.changed.connect(self._on_profile_changed_by_name)
+        self._on_profile_changed()
+
+    @property
+    def running(self) -> bool:
+        return not self.run_button.isEnabled()
+
+    def config(self) -> ProfileConfig:
+        try:
+            lengths = tuple(int(part) for part in self.lengths.text().split(",") if part.strip())
+        except ValueError:
+            raise AttnStudioError("lengths must be comma-separated integers, e.g. 64,128,256") from None
+        return ProfileConfig(lengths=lengths, kernels=tuple(k for k, box in self.kernel_boxes.items() if box.isChecked()),
+                             backends=tuple(b for b, box in self.backend_boxes.items() if box.isChecked()),
+                             heads=self.heads.value(), d_k=self.d_k.value(), dtype=self.dtype.currentText(),
+                             repeats=self.repeats.value()).validate()
+
+    def start(self) -> bool:
+        if self.running:
+            return False
+        try:
+            config = self.config()
+        except AttnStudioError as error:
+            self.status.setText(f"⚠ {error}")
+            return False
+        self.partial = ProfileResult(config)
+        self._redraw_clock.start()
+        self._worker.cancel_event.clear()
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, len(config.lengths) * len(config.kernels) * len(config.backends))
+        self.progress.setValue(0)
+        self.status.setText("Running… the rest of the app stays usable.")
+        self._start.emit(config)
+        return True
+
+    def cancel(self) -> None:
+        self._worker.cancel_event.set()
+        self.status.setText("Cancelling after the current point…")
+
+    def _on_progress(self, done: int, total: int, point) -> None:
+        self.progress.setValue(done)
+        self.partial.points.append(point)
+        if self._redraw_clock.elapsed() >= REDRAW_INTERVAL_MS:  # keep the GUI thread light mid-sweep
+            self._redraw_clock.restart()
+            self._show(self.partial, with_table=False)
+
+    def _on_finished(self, result: ProfileResult) -> None:
+        self._idle()
+        self.result = result
+        self.session.update(profile=result.to_json_dict())
+        self.status.setText(("Cancelled: partial results kept. " if result.cancelled else "Done. ")
+                            + self._exponent_text(result))
+        self.sweep_finished.emit(result)
+
+    def _on_failed(self, message: str) -> None:
+        self._idle()
+        self.status.setText(f"⚠ {message}")
+
+    def _idle(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def _on_profile_changed_by_name(self, name: str) -> None:
+        if name == "profile":
+            self._on_profile_changed()
+
+    def _on_profile_changed(self) -> None:
+        data = self.session.profile
+        if data and (self.result is None or data != self.result.to_json_dict()):
+            try:
+                self.result = ProfileResult.from_json_dict(data)
+            except (KeyError, TypeError, ValueError):
+                self.status.setText("⚠ the saved profiler results could not be read")
+                return
+        if self.result is not None:
+            self._show(self.result)
+
+    @staticmethod
+    def _exponent_text(result: ProfileResult) -> str:
+        parts = []
+        for name, fitted in result.exponents().items():
+            if fitted["time"] is not None:
+                parts.append(f"{name}: time ∝ n^{fitted['time']:.2f}, memory ∝ n^{fitted['memory']:.2f}")
+        return f"Fitted for n ≥ {result.fit_min_n()} — " + "; ".join(parts) if parts else ""
+
+    def _show(self, result: ProfileResult, *, with_table: bool = True) -> None:
+        exponents = result.exponents()
+        for plot in (self.time_plot, self.memory_plot):
+            plot.clear()
+            plot.legend.clear()
+        for kernel in result.config.kernels:
+            for backend in result.config.backends:
+                points = result.series(kernel, backend)
+                if not points:
+                    continue
+                n = np.array([p.n for p in points], dtype=float)
+                pen = pg.mkPen(COLORS.get((kernel, backend), (120, 120, 120)), width=2)
+                fitted = exponents[f"{kernel}/{backend}"]
+                for plot, values, key in ((self.time_plot, [p.median_s for p in points], "time"),
+                                          (self.memory_plot, [p.peak_bytes for p in points], "memory")):
+                    exponent = "" if fitted[key] is None else f" (n^{fitted[key]:.2f})"
+                    plot.plot(n, np.maximum(np.array(values, dtype=float), 1e-12), pen=pen, symbol="o",
+                              symbolSize=6, symbolBrush=pen.color(), name=f"{kernel}/{backend}{exponent}")
+        self._draw_reference(result)
+        if with_table:
+            self._fill_table(result)
+
+    def _draw_reference(self, result: ProfileResult) -> None:
+        """A dashed n² line through the naive kernel's largest point."""
+        naive = [p for p in result.points if p.kernel == "naive" and p.status == "ok"]
+        if not naive:
+            return
+        anchor = max(naive, key=lambda p: p.n)
+        n = np.array(sorted({p.n for p in result.points}), dtype=float)
+        dashed = pg.mkPen((128, 128, 128), width=1, style=Qt.DashLine)
+        for plot, value in ((self.time_plot, anchor.median_s), (self.memory_plot, anchor.peak_bytes)):
+            if value:
+                plot.plot(n, value * (n / anchor.n) ** 2, pen=dashed, name="theory ∝ n²")
+
+    def _fill_table(self, result: ProfileResult) -> None:
+        lengths = sorted({p.n for p in result.points})
+        for plot in (self.time_plot, self.memory_plot):  # label the measured lengths, not log-scale decades
+            plot.getAxis("bottom").setTicks([[(math.log10(n), str(n)) for n in lengths]])
+        self.table.setRowCount(len(result.points))
+        for row, p in enumerate(result.points):
+            values = [str(p.n), p.kernel, p.backend,
+                      f"{p.median_s * 1000:.3f}" if p.median_s is not None else p.status,
+                      f"{p.peak_bytes / 2**20:.2f}" if p.peak_bytes is not None else "-",
+                      f"{p.theoretical_bytes / 2**20:.2f}"]
+            for column, text in enumerate(values):
+                self.table.setItem(row, column, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+
+    def _on_export_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export profiler results", "profile.csv",
+                                              "CSV (*.csv);;JSON (*.json);;PNG image (*.png);;SVG image (*.svg)")
+        if path:
+            try:
+                self.export(path)
+                self.status.setText(f"Saved {path}")
+            except AttnStudioError as error:
+                self.status.setText(f"⚠ {error}")
+
+    def export(self, path: str) -> None:
+        """Write the last results (.csv, .json) or the plots (.png at 2x, .svg)."""
+        suffix = Path(path).suffix.lower()
+        if suffix in (".csv", ".json"):
+            if self.result is None:
+                raise AttnStudioError("no profiler results yet: run a sweep first")
+            payload = self.result.to_csv() if suffix == ".csv" else json.dumps(self.result.to_json_dict(), indent=2)
+            write_atomic(Path(path), payload.encode())
+        elif suffix in (".png", ".svg"):
+            from attnstudio.ui.export_images import export_view  # noqa: PLC0415
+
+            export_view(self.canvas, Path(path), caption=self._exponent_text(self.result) if self.result else None)
+        else:
+            raise AttnStudioError(f"unknown export type {suffix!r}: use .csv, .json, .png or .svg")
+
+    def shutdown(self) -> None:
+        """Stop a running sweep at the next point and end the thread (window closing)."""
+        self._worker.cancel_event.set()
+        self._thread.quit()
+        self._thread.wait(60_000)
