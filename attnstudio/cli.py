@@ -77,6 +77,62 @@ def _command_compute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_export(args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication  # noqa: PLC0415
+
+    app = QApplication.instance() or QApplication(["attnstudio"])
+    try:
+        return _export(args)
+    finally:
+        # Tear the widgets down while Qt is still alive; left to interpreter exit they can crash it.
+        for widget in QApplication.topLevelWidgets():
+            widget.close()
+            widget.deleteLater()
+        app.processEvents()
+        app.sendPostedEvents(None, 0)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from PySide6.QtWidgets import QApplication  # noqa: PLC0415
+
+    from attnstudio.export.images import IMAGE_SUFFIXES, export_view  # noqa: PLC0415
+    from attnstudio.export.session_export import caption_for, export_session, offscreen_views  # noqa: PLC0415
+
+    if args.session:
+        if not args.out_dir:
+            raise UsageError("--session needs --out-dir DIR")
+        session = Session.load(args.session)
+        views, session_model, results = offscreen_views(session)
+        try:
+            written = export_session(views, session_model, results, Path(args.out_dir))
+        finally:
+            views["profiler"].shutdown()
+        print(f"wrote {len(written)} files to {args.out_dir} (report.html)")
+        return 0
+    if args.text is None or not args.output:
+        raise UsageError("give TEXT and -o OUT.png|svg|pdf, or --session FILE --out-dir DIR")
+    if Path(args.output).suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"output must end in {', '.join(IMAGE_SUFFIXES)}")
+    session = session_from_args(args, args.text)
+    session.view = args.view
+    views, session_model, results = offscreen_views(session)
+    views["profiler"].shutdown()
+    result = results.result
+    if not 1 <= args.layer <= result.num_layers:
+        raise UsageError(f"--layer must be from 1 to {result.num_layers}")
+    if not 1 <= args.head <= result.heads:
+        raise UsageError(f"--head must be from 1 to {result.heads}")
+    session_model.update(layer=args.layer - 1, head=args.head - 1)
+    QApplication.processEvents()
+    export_view(views[args.view].export_target(), Path(args.output), scale=args.scale,
+                caption=caption_for(session_model.session, result))
+    print(f"wrote {args.output} ({args.view}, layer {args.layer}, head {args.head})")
+    return 0
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
@@ -152,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                          help="writes tokens (str) and attentions float32 (layers, heads, n_q, n_k)")
     compute.set_defaults(handler=_command_compute)
+
+    export = commands.add_parser("export", help="render a view to PNG/SVG/PDF without a window, or a whole session")
+    export.add_argument("text", nargs="?", help="the sentence (queries)")
+    add_model_options(export)
+    export.add_argument("-o", "--output", metavar="OUT.png|svg|pdf")
+    export.add_argument("--view", default="heatmap", choices=("heatmap", "heads", "pipeline", "lines", "rollout"))
+    export.add_argument("--layer", type=int, default=1, help="layer to show, from 1")
+    export.add_argument("--head", type=int, default=1, help="head to show, from 1")
+    export.add_argument("--scale", type=float, default=2.0, help="PNG size as a multiple of 1200x800 (default 2)")
+    export.add_argument("--session", metavar="FILE", help="export every view of a saved session")
+    export.add_argument("--out-dir", metavar="DIR", help="folder for --session exports")
+    export.set_defaults(handler=_command_export)
 
     profile = commands.add_parser("profile", help="measure time and peak memory of attention kernels against n")
     profile.add_argument("--n", type=_int_list, default=(64, 128, 256, 512, 1024, 2048, 4096),

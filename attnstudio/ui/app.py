@@ -1,6 +1,7 @@
 """Starting the app, and the offscreen self-test used by packaging checks."""
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -23,8 +24,20 @@ def run_app(selftest: str | None = None) -> int:
     app.setOrganizationName("attnstudio")
     app.setApplicationName("attnstudio")
     app.setDesktopFileName("attnstudio")
-    window = MainWindow(restore=not selftest)
+    settings = None
+    if selftest:  # the self-test must not touch the user's settings, recent files or autosave
+        import tempfile  # noqa: PLC0415
+
+        from PySide6.QtCore import QSettings  # noqa: PLC0415
+
+        scratch = tempfile.mkdtemp(prefix="attnstudio-selftest-")
+        settings = QSettings(str(Path(scratch) / "settings.ini"), QSettings.IniFormat)
+    window = MainWindow(settings=settings, restore=not selftest)
     window.show()
+    # Objects alive now live as long as the app: keep them out of the cyclic collector's full passes,
+    # which would otherwise stall the event loop while the user types.
+    gc.collect()
+    gc.freeze()
     if selftest:
         outcome = {"code": 1}
 

@@ -22,23 +22,20 @@ from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
 from attnstudio.ui.compute_worker import ComputeController
 from attnstudio.ui.controls import ControlPanel
+from attnstudio.ui.file_actions import FileActions
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.theme import apply_theme
-from attnstudio.ui.views.heads import HeadsView
-from attnstudio.ui.views.heatmap import HeatmapView
-from attnstudio.ui.views.lines import LinesView
-from attnstudio.ui.views.pipeline import PipelineView
-from attnstudio.ui.views.profiler import ProfilerView
-from attnstudio.ui.views.rollout import RolloutView
+from attnstudio.ui.views import VIEW_CLASSES, VIEW_LABELS
 
 ICON = Path(__file__).resolve().parent.parent / "resources" / "attnstudio.svg"
-VIEWS = [("heatmap", "Heatmap"), ("heads", "Heads"), ("pipeline", "Pipeline"), ("lines", "Lines"),
-         ("rollout", "Rollout"), ("profiler", "Profiler")]
+VIEWS = list(VIEW_LABELS.items())
 SHORTCUTS = [
     ("Ctrl+1 … Ctrl+6", "switch view"), ("Alt+Up / Alt+Down", "previous / next layer"),
     ("Alt+Left / Alt+Right", "previous / next head"), ("Ctrl+L", "edit the text"),
-    ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+R", "run the profiler"), ("Ctrl+O", "open a model folder"),
+    ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+R", "run the profiler"), ("Ctrl+O / Ctrl+S", "open / save a session"),
+    ("Ctrl+Shift+O", "open a model folder"), ("Ctrl+E / Ctrl+Shift+E", "export the view / the whole session"),
+    ("Ctrl+Shift+C", "copy the view"),
     ("Ctrl+T", "light / dark theme"), ("F1", "this list"), ("Ctrl+Q", "quit"),
 ]
 
@@ -60,11 +57,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("attnstudio")
         self.setWindowIcon(QIcon(str(ICON)))
 
-        self.views = {"heatmap": HeatmapView(self.session, self.results), "heads": HeadsView(self.session, self.results),
-                      "pipeline": PipelineView(self.session, self.results),
-                      "lines": LinesView(self.session, self.results),
-                      "rollout": RolloutView(self.session, self.results),
-                      "profiler": ProfilerView(self.session)}
+        self.views = {name: view_class(self.session) if name == "profiler" else view_class(self.session, self.results)
+                      for name, view_class in VIEW_CLASSES.items()}
         self.tabs = QTabWidget()
         for key, label in VIEWS:
             self.tabs.addTab(self.views[key], label)
@@ -90,6 +84,7 @@ class MainWindow(QMainWindow):
         self.backend_label, self.tokens_label, self.time_label = QLabel(), QLabel(), QLabel()
         for widget in (self.busy, self.backend_label, self.tokens_label, self.time_label):
             self.statusBar().addPermanentWidget(widget)
+        self.files = FileActions(self)
         self._build_menus()
 
         self.session.compute_needed.connect(self.request_compute)
@@ -103,6 +98,8 @@ class MainWindow(QMainWindow):
         self._restore_layout()
         self._on_view_changed()
         self.request_compute()
+        if self.files.mark_running() and restore:
+            self.files.offer_recovery()
 
     # --- state ------------------------------------------------------------------------------------------
     def _restored_session(self) -> Session | None:
@@ -177,8 +174,22 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        self._action(file_menu, "Open model folder…", "Ctrl+O", self.open_model_folder,
+        files = self.files
+        self._action(file_menu, "Open session…", QKeySequence.Open, files.open_session)
+        file_menu.addMenu(files.recent_menu)
+        self._action(file_menu, "Save session", QKeySequence.Save, files.save)
+        self._action(file_menu, "Save session as…", "Ctrl+Shift+S", files.save_as)
+        file_menu.addSeparator()
+        self._action(file_menu, "Open model folder…", "Ctrl+Shift+O", self.open_model_folder,
                      "Load any local Hugging Face BERT-family folder or HF cache entry")
+        file_menu.addSeparator()
+        self._action(file_menu, "Export image…", "Ctrl+E", files.export_image,
+                     "The current view as PNG (2× or more), SVG or PDF, with a caption")
+        self._action(file_menu, "Export session images…", "Ctrl+Shift+E", files.export_session_images,
+                     "Every view, every head of the layer, weights, the session and an HTML report into a folder")
+        self._action(file_menu, "Export weights…", None, files.export_weights,
+                     "The selected head as CSV, or every weight as .npy")
+        self._action(file_menu, "Copy view to clipboard", "Ctrl+Shift+C", files.copy_view)
         file_menu.addSeparator()
         self._action(file_menu, "Quit", QKeySequence.Quit, self.close)
         view_menu = self.menuBar().addMenu("&View")
@@ -251,6 +262,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event):  # noqa: N802 - Qt override
         self.save_settings()
+        self.files.mark_closed()
         self.views["profiler"].shutdown()
         self.controller.shutdown()
         super().closeEvent(event)

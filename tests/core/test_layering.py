@@ -9,7 +9,8 @@ from pathlib import Path
 from tests.conftest import PROJECT_ROOT
 
 FORBIDDEN = ("PySide6", "pyqtgraph", "shiboken6")
-QT_FREE = ["core", "models", "engine.py", "session.py", "fileio.py", "errors.py", "cli.py"]
+# cli.py is checked by running it (below): it imports Qt only inside the sub-commands that draw.
+QT_FREE = ["core", "models", "engine.py", "session.py", "fileio.py", "errors.py"]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -26,7 +27,7 @@ def test_core_models_and_engine_source_import_no_qt():
     package = PROJECT_ROOT / "attnstudio"
     files = [p for entry in QT_FREE for p in ([package / entry] if entry.endswith(".py")
                                               else sorted((package / entry).rglob("*.py")))]
-    assert len(files) >= 8
+    assert len(files) >= 10
     offenders = {str(f.relative_to(package)): sorted(m for m in imported_modules(f) if m.split(".")[0] in FORBIDDEN)
                  for f in files}
     assert not {f: m for f, m in offenders.items() if m}

@@ -95,3 +95,7 @@ class HeadsView(QWidget):
 
     def entropies(self) -> np.ndarray:
         return head_entropy(self.results.result.attentions())
+
+    def export_target(self):
+        """The widget that an image export of this view renders."""
+        return self.grid

@@ -99,3 +99,7 @@ class HeatmapView(QWidget):
         self.selected_row = row
         if self.results.result is not None:
             self._show_distribution(self.results.weights(self.session.layer, self.session.head))
+
+    def export_target(self):
+        """The widget that an image export of this view renders."""
+        return self.canvas

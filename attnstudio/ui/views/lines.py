@@ -80,3 +80,7 @@ class LinesView(QWidget):
     def leaveEvent(self, event):  # noqa: N802 - Qt override
         self.hovered_row = None
         self.update()
+
+    def export_target(self):
+        """The widget that an image export of this view renders."""
+        return self

@@ -80,3 +80,7 @@ class PipelineView(QWidget):
             f"output = softmax(mask({score_text} · {1 / session.temperature:g})) V  — "
             f"effective scale {scale:.4g}, temperature {session.temperature:g}, d_k = {result.d_k}, "
             f"mask: {session.mask.describe()}")
+
+    def export_target(self):
+        """The widget that an image export of this view renders."""
+        return self.canvas

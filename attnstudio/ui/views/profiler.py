@@ -303,7 +303,7 @@ class ProfilerView(QWidget):
             payload = self.result.to_csv() if suffix == ".csv" else json.dumps(self.result.to_json_dict(), indent=2)
             write_atomic(Path(path), payload.encode())
         elif suffix in (".png", ".svg"):
-            from attnstudio.ui.export_images import export_view  # noqa: PLC0415
+            from attnstudio.export.images import export_view  # noqa: PLC0415
 
             export_view(self.canvas, Path(path), caption=self._exponent_text(self.result) if self.result else None)
         else:
@@ -314,3 +314,7 @@ class ProfilerView(QWidget):
         self._worker.cancel_event.set()
         self._thread.quit()
         self._thread.wait(60_000)
+
+    def export_target(self):
+        """The widget that an image export of this view renders."""
+        return self.canvas

@@ -43,3 +43,7 @@ class RolloutView(QWidget):
         self.plot.set_matrix(rollout, result.query_tokens, result.key_tokens)
         self.note.setText(f"Rollout over {result.num_layers} layer(s): head-averaged weights mixed 50/50 with the "
                           f"residual path, multiplied from the first layer up. Hover a cell for its value.")
+
+    def export_target(self):
+        """The widget that an image export of this view renders."""
+        return self.canvas

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QBuffer, QIODevice, QMarginsF, QRectF, QSize, QSizeF, Qt
+from PySide6.QtCore import QBuffer, QIODevice, QMarginsF, QPoint, QRectF, QSize, QSizeF, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
 from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsView, QWidget
@@ -28,7 +28,7 @@ def _paint(painter: QPainter, source, source_rect: QRectF, target: QRectF, capti
         painter.save()
         painter.translate(body.topLeft())
         painter.scale(body.width() / source_rect.width(), body.height() / source_rect.height())
-        source.render(painter)
+        source.render(painter, QPoint(0, 0))
         painter.restore()
     if caption:
         font = QFont()
@@ -69,8 +69,10 @@ def export_view(widget: QWidget, path: Path, *, scale: float = 2.0, caption: str
         painter = QPainter(image)
         painter.setRenderHint(QPainter.Antialiasing)
         painter.setRenderHint(QPainter.TextAntialiasing)
-        _paint(painter, source, source_rect, QRectF(0, 0, image.width(), image.height()), caption, background)
-        painter.end()
+        try:
+            _paint(painter, source, source_rect, QRectF(0, 0, image.width(), image.height()), caption, background)
+        finally:
+            painter.end()
         if not image.save(buffer, "PNG"):
             raise FileWriteError(f"cannot encode {path.name} as PNG")
     elif suffix == ".svg":
@@ -82,8 +84,10 @@ def export_view(widget: QWidget, path: Path, *, scale: float = 2.0, caption: str
         generator.setTitle(path.stem)
         generator.setDescription(caption or "attnstudio figure")
         painter = QPainter(generator)
-        _paint(painter, source, source_rect, QRectF(0, 0, width, height), caption, background)
-        painter.end()
+        try:
+            _paint(painter, source, source_rect, QRectF(0, 0, width, height), caption, background)
+        finally:
+            painter.end()
     else:
         writer = QPdfWriter(buffer)
         # At the screen's 96 dpi, fonts given in points come out the size they have on screen, so the
@@ -97,8 +101,10 @@ def export_view(widget: QWidget, path: Path, *, scale: float = 2.0, caption: str
         writer.setCreator("attnstudio")
         painter = QPainter(writer)
         page = painter.viewport()
-        _paint(painter, source, source_rect, QRectF(0, 0, page.width(), page.height()), caption, background)
-        painter.end()
+        try:
+            _paint(painter, source, source_rect, QRectF(0, 0, page.width(), page.height()), caption, background)
+        finally:
+            painter.end()
     payload = bytes(buffer.data())
     buffer.close()
     write_atomic(path, payload)

@@ -1,0 +1,97 @@
+"""Session files: versioned JSON, validated, atomic, and safe against damage."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from attnstudio.core.masks import MaskSpec
+from attnstudio.errors import FileWriteError, InvalidSetting, SessionFileError
+from attnstudio.fileio import write_atomic
+from attnstudio.session import FORMAT_VERSION, Session
+
+
+def full_session() -> Session:
+    return Session(text="Héllo wörld 東京", pair_text="a pair", model="synthetic", heads=3, d_k=7, d_model=21, seed=5,
+                   score="additive", temperature=0.5, mask=MaskSpec("window", width=3, blocked_cells=((1, 2), (0, 0))),
+                   backend="numpy", layer=0, head=2, view="pipeline", profile={"points": [], "config": {}})
+
+
+def test_round_trip_is_exact(tmp_path):
+    path = tmp_path / "s.attnsession"
+    full_session().save(path)
+    assert Session.load(path) == full_session()
+    assert json.loads(path.read_text(encoding="utf-8"))["version"] == FORMAT_VERSION
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "damaged or truncated"), (b"{\"format\": \"attnstudio-session\", \"vers", "damaged or truncated"),
+    (b"\xff\xfe\x00garbage", "damaged"), (b"[1, 2]", "not an attnstudio session"),
+    (json.dumps({"format": "attnstudio-session", "version": 99, "session": {}}).encode(), "newer attnstudio"),
+    (json.dumps({"format": "attnstudio-session", "version": 1, "session": {"heads": 0}}).encode(), "invalid setting"),
+    (json.dumps({"format": "attnstudio-session", "version": 1, "session": {"mask": {"kind": "zigzag"}}}).encode(),
+     "invalid setting"),
+    (json.dumps({"format": "attnstudio-session", "version": 1, "session": {"text": 5}}).encode(), "invalid setting"),
+])
+def test_damaged_files_are_refused_clearly(tmp_path, content, match):
+    path = tmp_path / "bad.attnsession"
+    path.write_bytes(content)
+    with pytest.raises(SessionFileError, match=match):
+        Session.load(path)
+    assert path.read_bytes() == content, "refusing a file never changes it"
+
+
+def test_unknown_fields_are_ignored_with_a_warning(tmp_path):
+    document = Session().to_json_dict()
+    document["session"]["colour_of_the_sky"] = "blue"
+    path = tmp_path / "extra.attnsession"
+    path.write_text(json.dumps(document))
+    with pytest.warns(UserWarning, match="colour_of_the_sky"):
+        assert Session.load(path) == Session()
+
+
+def test_a_folder_or_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(SessionFileError, match="is a folder"):
+        Session.load(tmp_path)
+    with pytest.raises(SessionFileError, match="cannot read"):
+        Session.load(tmp_path / "missing.attnsession")
+
+
+def test_validation_messages():
+    for fields, match in (({"text": ""}, "empty"), ({"score": "cosine"}, "unknown score"),
+                          ({"backend": "tpu"}, "unknown backend"), ({"temperature": float("nan")}, "temperature"),
+                          ({"layer": -1}, "layer"), ({"heads": 1000}, "heads")):
+        with pytest.raises(InvalidSetting, match=match):
+            Session(**fields).validate()
+
+
+def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "keep.attnsession"
+    Session(text="first").save(path)
+    before = path.read_bytes()
+
+    def broken_replace(source, destination):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(FileWriteError, match="No space left"):
+        Session(text="second").save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.attnsession"], "no temporary file is left behind"
+
+
+def test_writing_into_a_read_only_folder_or_onto_a_folder_fails_clearly(tmp_path):
+    if os.geteuid() == 0:
+        target = tmp_path / "sub"
+        target.mkdir()
+        with pytest.raises(FileWriteError, match="is a folder"):
+            write_atomic(target, b"x")
+        with pytest.raises(FileWriteError, match="cannot write"):
+            write_atomic(tmp_path / "no" / "such" / "dir" / "f", b"x")
+        return
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    with pytest.raises(FileWriteError, match="cannot write"):
+        write_atomic(readonly / "f", b"x")
