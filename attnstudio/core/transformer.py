@@ -74,24 +74,40 @@ class EncoderWeights:
         return self.position_embeddings.shape[0]
 
 
+ERF_NUMERATOR = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+                 -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+ERF_DENOMINATOR = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+                   -1.42647390514189e-02)
+
+
+def _horner(x2, coefficients):
+    """c0 x2^k + ... + ck, evaluated in place (one buffer, no temporaries per step)."""
+    result = x2 * coefficients[0]
+    result += coefficients[1]
+    for coefficient in coefficients[2:]:
+        result *= x2
+        result += coefficient
+    return result
+
+
 def erf(x):
     """Error function, accurate to ~1e-7 in float32 (Eigen's rational approximation on [-4, 4])."""
     xp = array_namespace(x)
     x = xp.clip(x, -4.0, 4.0)
     x2 = x * x
-    numerator = x2 * -2.72614225801306e-10 + 2.77068142495902e-08
-    for coefficient in (-2.10102402082508e-06, -5.69250639462346e-05, -7.34990630326855e-04,
-                        -2.95459980854025e-03, -1.60960333262415e-02):
-        numerator = x2 * numerator + coefficient
-    denominator = x2 * -1.45660718464996e-05 - 2.13374055278905e-04
-    for coefficient in (-1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02):
-        denominator = x2 * denominator + coefficient
-    return x * numerator / denominator
+    numerator = _horner(x2, ERF_NUMERATOR)
+    numerator *= x
+    numerator /= _horner(x2, ERF_DENOMINATOR)
+    return numerator
 
 
 def gelu(x):
-    """The exact (erf) GELU that BERT uses."""
-    return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
+    """The exact (erf) GELU that BERT uses: 0.5 x (1 + erf(x / sqrt 2))."""
+    result = erf(x * (1.0 / math.sqrt(2.0)))
+    result += 1.0
+    result *= x
+    result *= 0.5
+    return result
 
 
 def layer_norm(x, norm: tuple[Any, Any], eps: float):
