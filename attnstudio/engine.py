@@ -16,6 +16,7 @@ import numpy as np
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, resolve_backend, to_numpy
 from attnstudio.core.masks import build_mask
+from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderWeights, ForwardResult, encode
 from attnstudio.errors import InvalidSetting
@@ -39,6 +40,7 @@ class ComputeResult:
     notices: list[str] = field(default_factory=list)
     cross_attention: bool = False
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
+    _summaries: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_layers(self) -> int:
@@ -49,6 +51,24 @@ class ComputeResult:
         if self._host_attentions is None:
             self._host_attentions = np.ascontiguousarray(to_numpy(self.forward.attentions()), dtype=np.float32)
         return self._host_attentions
+
+    def head_entropy(self) -> np.ndarray:
+        """(layers, heads) mean row entropy, computed once (the compute worker does it off the GUI thread)."""
+        if "entropy" not in self._summaries:
+            self._summaries["entropy"] = head_entropy(self.attentions())
+        return self._summaries["entropy"]
+
+    def rollout(self) -> np.ndarray | None:
+        """(n, n) attention rollout across layers, or None for cross-attention; computed once."""
+        if "rollout" not in self._summaries:
+            self._summaries["rollout"] = None if self.cross_attention else attention_rollout(self.attentions())
+        return self._summaries["rollout"]
+
+    def precompute_views(self) -> None:
+        """Everything the views need from the (layers, heads, n, n) weights, so drawing stays cheap."""
+        self.attentions()
+        self.head_entropy()
+        self.rollout()
 
     def step(self, layer: int, name: str) -> np.ndarray:
         """One step of a layer's attention (queries, keys, values, scores, weights, context) on the host."""

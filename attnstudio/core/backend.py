@@ -8,6 +8,7 @@ inputs with :func:`array_namespace`.
 from __future__ import annotations
 
 import contextlib
+import sys
 import tracemalloc
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -66,6 +67,8 @@ def cupy_status() -> tuple[bool, str]:
     try:
         import cupy  # noqa: PLC0415 - optional dependency
     except ImportError:
+        if getattr(sys, "frozen", False):
+            return False, "this build has no GPU support (build one with packaging/build.sh --gpu)"
         return False, "CuPy is not installed (pip install 'attnstudio[gpu]')"
     except Exception as error:  # a broken CUDA install can raise anything on import
         return False, f"CuPy failed to import: {error}"

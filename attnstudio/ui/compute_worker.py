@@ -8,7 +8,7 @@ from attnstudio.engine import ComputeResult, Engine
 from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
 
-COALESCE_MS = 30
+COALESCE_MS = 0  # the next event-loop pass: edits that arrive together still merge, and none waits longer
 
 
 class _Worker(QObject):
@@ -23,7 +23,7 @@ class _Worker(QObject):
     def run(self, session: Session) -> None:
         try:
             result = self._engine.compute(session)
-            result.attentions()  # copy to the host here, so the GUI thread only draws
+            result.precompute_views()  # host copy, entropies, rollout: the GUI thread only draws
             self.finished.emit(result)
         except AttnStudioError as error:
             self.failed.emit(str(error))

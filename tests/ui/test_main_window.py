@@ -74,6 +74,7 @@ def test_clicking_a_head_focuses_it(make_window, qtbot):
     center = heads_view.grid.mapFromScene(plot.sceneBoundingRect().center())
     qtbot.mouseClick(heads_view.grid.viewport(), Qt.LeftButton, pos=center)
     qtbot.waitUntil(lambda: window.session.head == 5)
+    window.session.update(view="heatmap")  # hidden views catch up when shown
     assert window.views["heatmap"].plot.titleLabel.text.count("head 6/12") == 1
 
 
@@ -131,7 +132,8 @@ def test_masks_and_scores_from_the_controls(make_window, qtbot):
     controls.temperature.setValue(0.5)
     qtbot.waitUntil(lambda: window.session.temperature == 0.5)
     qtbot.waitUntil(lambda: not window.controller.busy)
-    assert "effective scale" in window.views["pipeline"].formula.text()
+    window.session.update(view="pipeline")
+    assert "effective scale 2, temperature 0.5" in window.views["pipeline"].formula.text()
 
 
 def test_errors_show_in_the_status_bar_and_the_app_keeps_running(make_window, qtbot):
@@ -167,6 +169,18 @@ def test_layer_and_head_shortcuts(make_window, qtbot):
     assert window.tabs.currentWidget() is window.views["pipeline"]
 
 
+def test_hidden_views_wait_until_shown(make_window, qtbot):
+    window = make_window()
+    pipeline = window.views["pipeline"]
+    window.session.update(view="pipeline")
+    window.session.update(view="heatmap")
+    window.controls.text.setPlainText("Only the visible view redraws.")
+    wait_for_result(qtbot, window, lambda r: "redraw" in r.query_tokens or "red" in r.query_tokens)
+    assert pipeline.plots["weights"].row_labels[1] == "the", "the hidden pipeline still shows the old sentence"
+    window.session.update(view="pipeline")
+    assert pipeline.plots["weights"].row_labels[1] == "only"
+
+
 def test_every_view_draws(make_window, qtbot):
     window = make_window(Session(pair_text="", backend="numpy"))
     for key in ("heatmap", "heads", "pipeline", "lines", "rollout"):
@@ -186,7 +200,7 @@ def test_cross_attention_from_the_pair_field(make_window, qtbot):
     wait_for_result(qtbot, window, lambda r: r.cross_attention)
     assert window.views["heatmap"].plot.matrix.shape == (13, 6)
     assert "13 → 6 tokens" in window.tokens_label.text()
-    qtbot.wait(20)
+    window.session.update(view="rollout")
     assert "not defined for cross-attention" in window.views["rollout"].note.text()
 
 

@@ -3,20 +3,19 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
-from attnstudio.core.metrics import head_entropy
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.views.base import ResultView
 from attnstudio.ui.views.matrix import MatrixPlot
 
 SELECTED_PEN = pg.mkPen((255, 140, 0), width=3)
 
 
-class HeadsView(QWidget):
+class HeadsView(ResultView):
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.session, self.results = session, results
@@ -43,11 +42,11 @@ class HeadsView(QWidget):
         layout.addWidget(self.caption)
         self.grid.scene().sigMouseClicked.connect(self._on_grid_clicked)
         session.changed.connect(self._on_session_changed)
-        results.changed.connect(self.refresh)
+        results.changed.connect(self.request_refresh)
 
     def _on_session_changed(self, name: str) -> None:
         if name in ("layer", "head"):
-            self.refresh()
+            self.request_refresh()
 
     def _build_grid(self, heads: int) -> None:
         self.grid.clear()
@@ -75,7 +74,7 @@ class HeadsView(QWidget):
         attentions = result.attentions()
         if len(self.head_plots) != result.heads:
             self._build_grid(result.heads)
-        entropy = head_entropy(attentions)  # (layers, heads)
+        entropy = result.head_entropy()  # (layers, heads), computed by the worker
         for head, (plot, image) in enumerate(zip(self.head_plots, self.head_images)):
             weights = attentions[layer, head]
             image.setImage(weights, autoLevels=False, levels=(0.0, 1.0))
@@ -93,9 +92,6 @@ class HeadsView(QWidget):
                 self.session.update(head=head)
                 return
 
-    def entropies(self) -> np.ndarray:
-        return head_entropy(self.results.result.attentions())
 
-    def export_target(self):
-        """The widget that an image export of this view renders."""
+    def _export_widget(self):
         return self.grid

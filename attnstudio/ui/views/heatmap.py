@@ -7,10 +7,11 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBox
 
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.views.base import ResultView
 from attnstudio.ui.views.matrix import MatrixPlot, visible_ticks
 
 
-class HeatmapView(QWidget):
+class HeatmapView(ResultView):
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.session, self.results = session, results
@@ -52,7 +53,7 @@ class HeatmapView(QWidget):
         self.plot.cell_hovered.connect(self._on_cell_hovered)
         self.plot.cell_clicked.connect(self._on_cell_clicked)
         session.changed.connect(self._on_session_changed)
-        results.changed.connect(self.refresh)
+        results.changed.connect(self.request_refresh)
 
     def _mask_without_cells(self):
         mask = self.session.mask
@@ -60,7 +61,7 @@ class HeatmapView(QWidget):
 
     def _on_session_changed(self, name: str) -> None:
         if name in ("layer", "head"):
-            self.refresh()
+            self.request_refresh()
 
     def refresh(self) -> None:
         result = self.results.result
@@ -100,6 +101,5 @@ class HeatmapView(QWidget):
         if self.results.result is not None:
             self._show_distribution(self.results.weights(self.session.layer, self.session.head))
 
-    def export_target(self):
-        """The widget that an image export of this view renders."""
+    def _export_widget(self):
         return self.canvas

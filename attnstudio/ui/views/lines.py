@@ -8,12 +8,13 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.views.base import ResultView
 
 MIN_WEIGHT = 0.02  # thinner lines are invisible anyway; skipping them keeps 512 tokens fast
 ROW_HEIGHT = 18.0
 
 
-class LinesView(QWidget):
+class LinesView(ResultView):
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.session, self.results = session, results
@@ -21,14 +22,17 @@ class LinesView(QWidget):
         self.setMouseTracking(True)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setToolTip("Hover a token on the left to see only its attention")
-        session.changed.connect(lambda name: self.update() if name in ("layer", "head") else None)
-        results.changed.connect(self.update)
+        session.changed.connect(lambda name: self.request_refresh() if name in ("layer", "head") else None)
+        results.changed.connect(self.request_refresh)
 
     def _geometry(self, n_q: int, n_k: int):
         top = 28.0
         row = min(ROW_HEIGHT, (self.height() - top - 8) / max(n_q, n_k, 1))
         left_x, right_x = self.width() * 0.3, self.width() * 0.7
         return top, max(row, 1.0), left_x, right_x
+
+    def refresh(self) -> None:
+        self.update()
 
     def paintEvent(self, event):  # noqa: N802 - Qt override
         painter = QPainter(self)
@@ -81,6 +85,5 @@ class LinesView(QWidget):
         self.hovered_row = None
         self.update()
 
-    def export_target(self):
-        """The widget that an image export of this view renders."""
+    def _export_widget(self):
         return self

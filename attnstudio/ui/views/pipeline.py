@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 from attnstudio.core.kernels import score_scale
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.views.base import ResultView
 from attnstudio.ui.views.matrix import SIGNED_COLORMAP, MatrixPlot
 
 STEPS = [  # (key, title, colormap, symmetric)
@@ -22,7 +23,7 @@ STEPS = [  # (key, title, colormap, symmetric)
 ]
 
 
-class PipelineView(QWidget):
+class PipelineView(ResultView):
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.session, self.results = session, results
@@ -44,8 +45,8 @@ class PipelineView(QWidget):
         layout.addWidget(self.formula)
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self.readout)
-        session.changed.connect(lambda name: self.refresh() if name in ("layer", "head") else None)
-        results.changed.connect(self.refresh)
+        session.changed.connect(lambda name: self.request_refresh() if name in ("layer", "head") else None)
+        results.changed.connect(self.request_refresh)
 
     def steps(self) -> dict[str, np.ndarray]:
         """Every step's matrix for the selected layer and head, on the host."""
@@ -81,6 +82,5 @@ class PipelineView(QWidget):
             f"effective scale {scale:.4g}, temperature {session.temperature:g}, d_k = {result.d_k}, "
             f"mask: {session.mask.describe()}")
 
-    def export_target(self):
-        """The widget that an image export of this view renders."""
+    def _export_widget(self):
         return self.canvas

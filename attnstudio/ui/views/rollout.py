@@ -4,13 +4,13 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from attnstudio.core.metrics import attention_rollout
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.views.base import ResultView
 from attnstudio.ui.views.matrix import MatrixPlot
 
 
-class RolloutView(QWidget):
+class RolloutView(ResultView):
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.session, self.results = session, results
@@ -27,7 +27,7 @@ class RolloutView(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.note)
         layout.addWidget(self.canvas, 1)
-        results.changed.connect(self.refresh)
+        results.changed.connect(self.request_refresh)
 
     def refresh(self) -> None:
         result = self.results.result
@@ -39,11 +39,10 @@ class RolloutView(QWidget):
             self.canvas.setVisible(False)
             return
         self.canvas.setVisible(True)
-        rollout = attention_rollout(result.attentions())
+        rollout = result.rollout()  # computed by the worker
         self.plot.set_matrix(rollout, result.query_tokens, result.key_tokens)
         self.note.setText(f"Rollout over {result.num_layers} layer(s): head-averaged weights mixed 50/50 with the "
                           f"residual path, multiplied from the first layer up. Hover a cell for its value.")
 
-    def export_target(self):
-        """The widget that an image export of this view renders."""
+    def _export_widget(self):
         return self.canvas

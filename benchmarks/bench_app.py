@@ -1,0 +1,74 @@
+"""The app as a user meets it: launch to first painted heatmap (the selftest's own timer), and keystroke to
+painted heatmap for the built-in model (6 layers, 12 heads, every weight) at 32 and 128 tokens."""
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from common import write  # noqa: E402
+
+
+def startup_ms() -> list[float]:
+    times = []
+    for _ in range(3):
+        with tempfile.TemporaryDirectory() as folder:
+            done = subprocess.run([sys.executable, "-m", "attnstudio", "--selftest", f"{folder}/s.png"],
+                                  capture_output=True, text=True, timeout=120)
+            times.append(float(re.search(r"painted (\d+) ms", done.stdout).group(1)))
+    return times
+
+
+def keystroke_ms(tokens: int, repeats: int = 15) -> list[float]:
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from attnstudio.session import Session
+    from attnstudio.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    with tempfile.TemporaryDirectory() as folder:
+        window = MainWindow(Session(backend="numpy"), settings=QSettings(f"{folder}/s.ini", QSettings.IniFormat),
+                            restore=False)
+        window.show()
+        while window.results.result is None:
+            app.processEvents()
+        heatmap = window.views["heatmap"]
+        samples = []
+        for index in range(repeats + 2):
+            words = ["word"] * (tokens - 3) + [f"w{index}"]
+            text = " ".join(words)
+            expected = window.controller.engine.model(window.session.session).tokenizer.encode(text).tokens
+            started = time.perf_counter()
+            window.controls.text.setPlainText(text)
+            while window.results.result.query_tokens != expected:
+                app.processEvents()
+            heatmap.canvas.viewport().repaint()
+            elapsed = (time.perf_counter() - started) * 1000
+            if index >= 2:
+                samples.append(elapsed)
+        window.close()
+    return samples
+
+
+def main() -> None:
+    launch = startup_ms()
+    print(f"launch to first heatmap: median {statistics.median(launch):.0f} ms ({', '.join(f'{t:.0f}' for t in launch)})")
+    live = {}
+    for tokens in (32, 128):
+        samples = keystroke_ms(tokens)
+        live[tokens] = statistics.median(samples)
+        print(f"keystroke to painted heatmap at {tokens} tokens: median {live[tokens]:.1f} ms")
+    write("app", {"startup_ms": launch, "startup_median_ms": statistics.median(launch),
+                  "keystroke_to_paint_median_ms": live,
+                  "targets": {"startup_ms": 2000, "keystroke_ms": {"32": 33, "128": 100}}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Runs every benchmark in turn (make bench); each prints its table and writes results/<name>.json."""
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+for name in ("bench_kernels", "bench_forward", "bench_memory", "bench_app"):
+    print(f"\n=== {name} ===", flush=True)
+    runpy.run_path(str(HERE / f"{name}.py"), run_name="__main__")

@@ -1,0 +1,67 @@
+"""A scripted session for ten minutes: typing, models, heads, masks, views, exports. Run with `make soak`.
+
+Passes when resident memory grows by less than 50 MiB after the warm-up, and no widgets or threads leak.
+ATTNSTUDIO_SOAK_SECONDS shortens it for a quick look.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+
+import pytest
+from PySide6.QtWidgets import QApplication
+
+from attnstudio.core.masks import MaskSpec
+from attnstudio.session import Session
+from tests.ui.conftest import wait_for_result
+
+pytestmark = pytest.mark.soak
+SECONDS = float(os.environ.get("ATTNSTUDIO_SOAK_SECONDS", 600))
+
+
+def resident_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_ten_minute_session(make_window, qtbot, tmp_path):
+    window = make_window(Session(backend="numpy"))
+    sentences = ["The cat sat on the mat because it was tired.", "I deposited the money into my bank account.",
+                 "We had a picnic on the grassy river bank.", "Attention is all you need, they said. " * 6]
+    steps = [
+        lambda i: window.controls.text.setPlainText(sentences[i % len(sentences)]),
+        lambda i: qtbot.keyClicks(window.controls.text, " and more"),
+        lambda i: window.session.update(model="synthetic" if i % 2 else "minilm", heads=4 if i % 2 else None),
+        lambda i: window.session.update(heads=[1, 2, 3, 6, 12][i % 5]) if window.session.model == "minilm" else None,
+        lambda i: window.session.update(mask=[MaskSpec(), MaskSpec("causal"), MaskSpec("window", width=2),
+                                              MaskSpec("padding")][i % 4]),
+        lambda i: window.session.update(view=["heatmap", "heads", "pipeline", "lines", "rollout"][i % 5]),
+        lambda i: window.session.update(layer=i % 6, head=i % 12),
+        lambda i: window.files.export_image_to(tmp_path / f"view{i % 3}.png"),
+        lambda i: window.files.save_to(tmp_path / "soak.attnsession"),
+    ]
+    iterations, started, baseline, widgets, threads = 0, time.perf_counter(), None, None, None
+    while time.perf_counter() - started < SECONDS:
+        steps[iterations % len(steps)](iterations)
+        qtbot.wait(20)
+        iterations += 1
+        if baseline is None and time.perf_counter() - started > min(60.0, SECONDS / 5):
+            qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
+            gc.collect()
+            baseline, widgets, threads = resident_mib(), len(QApplication.allWidgets()), threading.active_count()
+    window.session.update(model="minilm", heads=None, mask=MaskSpec(), text="The end.")
+    wait_for_result(qtbot, window, lambda r: "end" in r.query_tokens, timeout=30_000)
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
+    gc.collect()
+    growth = resident_mib() - baseline
+    print(f"soak: {iterations} steps in {time.perf_counter() - started:.0f} s; resident memory grew {growth:.1f} MiB "
+          f"after warm-up; widgets {widgets} -> {len(QApplication.allWidgets())}; threads {threads} -> "
+          f"{threading.active_count()}; computes {window.controller.runs}")
+    assert growth < 50
+    assert len(QApplication.allWidgets()) <= widgets + 5
+    assert threading.active_count() <= threads
