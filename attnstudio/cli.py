@@ -166,6 +166,15 @@ def _command_profile(args: argparse.Namespace) -> int:
     config = ProfileConfig(lengths=args.n, kernels=args.kernels, backends=args.backend, heads=args.heads,
                            d_k=args.d_k, dtype=args.dtype, repeats=args.repeats, window=args.window).validate()
     interactive = sys.stderr.isatty()
+    if args.progress_json:  # the app's profiler panel runs sweeps in a child process and reads these lines
+        from dataclasses import asdict  # noqa: PLC0415
+
+        def report(done: int, total: int, point) -> None:
+            print(json.dumps({"done": done, "total": total, "point": asdict(point)}), flush=True)
+
+        result = run_profile(config, progress=report)
+        print(json.dumps({"result": result.to_json_dict()}), flush=True)
+        return 0
 
     def progress(done: int, total: int, point) -> None:
         filled = int(30 * done / total)
@@ -234,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--window", type=int, default=64, help="sliding-window kernel: neighbours each side")
     profile.add_argument("--json", metavar="OUT.json")
     profile.add_argument("--csv", metavar="OUT.csv")
+    profile.add_argument("--progress-json", action="store_true",
+                         help="print one JSON line per point and the result as the last line (used by the app)")
     profile.set_defaults(handler=_command_profile)
     return parser
 

@@ -52,6 +52,14 @@ def concat(arrays, axis):
     return join(arrays, axis=axis)
 
 
+def exp_inplace(x):
+    """exp(x), written into x where the backend allows it (NumPy and CuPy ufuncs take ``out=``)."""
+    xp = array_namespace(x)
+    if isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy"):
+        return xp.exp(x, out=x)
+    return xp.exp(x)
+
+
 def to_numpy(array: Any) -> np.ndarray:
     """A NumPy copy (or view) of any backend's array."""
     if isinstance(array, np.ndarray):

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from attnstudio.core.backend import array_namespace, concat, matrix_transpose
+from attnstudio.core.backend import array_namespace, concat, exp_inplace, matrix_transpose
 from attnstudio.errors import InvalidSetting
 
 SCORE_FUNCTIONS = ("scaled_dot", "dot", "additive")
@@ -25,21 +25,27 @@ def _scalar(value, like):
     return xp.asarray(value, dtype=like.dtype)
 
 
-def softmax(scores, mask=None):
+def softmax(scores, mask=None, *, overwrite: bool = False):
     """Row softmax over the last axis with masked entries exactly 0.
 
     Subtracts the row maximum first, so large logits do not overflow; a row with
-    every entry masked comes out as zeros, never NaN.
+    every entry masked comes out as zeros, never NaN. ``overwrite=True`` lets it
+    reuse the ``scores`` buffer (the caller will not read it again).
     """
     xp = array_namespace(scores)
-    minus_inf = _scalar(-math.inf, scores)
     if mask is not None:
-        scores = xp.where(mask, scores, minus_inf)
+        scores = xp.where(mask, scores, _scalar(-math.inf, scores))  # a fresh array: ours to overwrite
+        overwrite = True
     row_max = xp.max(scores, axis=-1, keepdims=True)
     row_max = xp.where(xp.isfinite(row_max), row_max, _scalar(0.0, scores))  # fully masked row
-    weights = xp.exp(scores - row_max)
+    if overwrite:
+        scores -= row_max
+        weights = exp_inplace(scores)
+    else:
+        weights = xp.exp(scores - row_max)
     total = xp.sum(weights, axis=-1, keepdims=True)
-    return weights / xp.where(total > 0, total, _scalar(1.0, total))
+    weights /= xp.where(total > 0, total, _scalar(1.0, total))
+    return weights
 
 
 def score_scale(score: str, d_k: int, scale: float | None) -> float:
@@ -92,7 +98,9 @@ def attention_scores(q, k, *, score: str = "scaled_dot", scale: float | None = N
         scores = additive_scores(q, k, seed=seed)
     else:
         scores = q @ matrix_transpose(k)
-    return scores * factor if factor != 1.0 else scores
+    if factor != 1.0:
+        scores *= factor  # a fresh array: scale it in place
+    return scores
 
 
 def _check_shapes(q, k, v):
@@ -117,7 +125,7 @@ def attention(q, k, v, *, mask=None, scale=None, score="scaled_dot", return_weig
     if not return_weights and score != "additive" and q.shape[-2] * k.shape[-2] >= TILED_MIN_SCORES:
         return attention_tiled(q, k, v, mask=mask, scale=scale, score=score)
     scores = attention_scores(q, k, score=score, scale=scale, seed=seed)  # (..., n_q, n_k)
-    weights = softmax(scores, mask)
+    weights = softmax(scores, mask, overwrite=True)  # the scores are not returned: reuse their memory
     output = weights @ v  # (..., n_q, d_v)
     return (output, weights) if return_weights else output
 
@@ -158,7 +166,8 @@ def attention_tiled(q, k, v, *, mask=None, scale=None, score="scaled_dot", block
                 scores = xp.where(mask[..., q_start:q_stop, k_start:k_stop], scores, minus_inf)
             new_max = xp.maximum(running_max, xp.max(scores, axis=-1, keepdims=True))
             safe_max = xp.where(xp.isfinite(new_max), new_max, zero)
-            probabilities = xp.exp(scores - safe_max)
+            scores -= safe_max  # scores is this tile's own buffer
+            probabilities = exp_inplace(scores)
             correction = xp.exp(running_max - safe_max)  # rescales what was summed under the old maximum
             running_sum = running_sum * correction + xp.sum(probabilities, axis=-1, keepdims=True)
             accumulator = accumulator * correction + probabilities @ v[..., k_start:k_stop, :]

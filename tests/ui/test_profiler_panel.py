@@ -97,5 +97,5 @@ def test_closing_the_window_mid_sweep_stops_the_worker(make_window, qtbot):
     panel.start()
     qtbot.waitUntil(lambda: panel.progress.value() >= 1, timeout=30_000)
     window.close()
-    assert not panel._thread.isRunning()
+    assert panel.process.state() == panel.process.ProcessState.NotRunning
     assert not window.controller._thread.isRunning()

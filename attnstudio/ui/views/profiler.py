@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import threading
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QElapsedTimer, QObject, QThread, Signal, Slot
+from PySide6.QtCore import QElapsedTimer, QProcess, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from PySide6.QtCore import Qt
 
 from attnstudio.core.backend import cupy_status
-from attnstudio.core.profiling import DEFAULT_LENGTHS, KERNELS, ProfileConfig, ProfileResult, run_profile
+from attnstudio.core.profiling import DEFAULT_LENGTHS, KERNELS, ProfileConfig, ProfilePoint, ProfileResult
 from attnstudio.errors import AttnStudioError
 from attnstudio.fileio import write_atomic
 from attnstudio.ui.session_model import SessionModel
@@ -39,32 +39,26 @@ COLORS = {("naive", "numpy"): (214, 39, 40), ("tiled", "numpy"): (31, 119, 180),
           ("naive", "cupy"): (255, 152, 150), ("tiled", "cupy"): (174, 199, 232), ("window", "cupy"): (152, 223, 138)}
 
 
-class _ProfileWorker(QObject):
-    progressed = Signal(int, int, object)
-    finished = Signal(object)
-    failed = Signal(str)
-
-    def __init__(self):
-        super().__init__()
-        self.cancel_event = threading.Event()
-
-    @Slot(object)
-    def run(self, config: ProfileConfig) -> None:
-        try:
-            result = run_profile(config, progress=lambda done, total, point: self.progressed.emit(done, total, point),
-                                 cancelled=self.cancel_event.is_set)
-            self.finished.emit(result)
-        except AttnStudioError as error:
-            self.failed.emit(str(error))
-        except Exception as error:  # the panel reports, the app keeps running
-            self.failed.emit(f"profiler failed: {type(error).__name__}: {error}")
+def profile_command(config: ProfileConfig) -> tuple[str, list[str]]:
+    """The child process that runs a sweep: this same program's ``profile`` sub-command."""
+    arguments = ["profile", "--progress-json", "--n", ",".join(str(n) for n in config.lengths),
+                 "--kernels", ",".join(config.kernels), "--backend", ",".join(config.backends),
+                 "--heads", str(config.heads), "--d-k", str(config.d_k), "--dtype", config.dtype,
+                 "--repeats", str(config.repeats), "--window", str(config.window)]
+    if getattr(sys, "frozen", False):  # the bundled executable is the attnstudio command itself
+        return sys.executable, arguments
+    return sys.executable, ["-m", "attnstudio", *arguments]
 
 
 class ProfilerView(QWidget):
-    """Runs sweeps in a worker thread with progress and Cancel; keeps the last result in the session."""
+    """Runs sweeps with progress and Cancel; keeps the last result in the session.
+
+    A sweep runs in a child process (``attnstudio profile --progress-json``): the kernels allocate and free
+    arrays of hundreds of MiB, and in this process that would hold the GIL long enough to stall the GUI;
+    a crash or out-of-memory kill of the child cannot take the app down either.
+    """
 
     sweep_finished = Signal(object)
-    _start = Signal(object)
 
     def __init__(self, session: SessionModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -139,15 +133,14 @@ class ProfilerView(QWidget):
         layout.addWidget(splitter, 1)
 
         self._redraw_clock = QElapsedTimer()
-        self._thread = QThread()
-        self._thread.setObjectName("attnstudio-profiler")
-        self._worker = _ProfileWorker()
-        self._worker.moveToThread(self._thread)
-        self._start.connect(self._worker.run)
-        self._worker.progressed.connect(self._on_progress)
-        self._worker.finished.connect(self._on_finished)
-        self._worker.failed.connect(self._on_failed)
-        self._thread.start()
+        self._curves: dict[tuple[str, str, str], pg.PlotDataItem] = {}
+        self.process = QProcess(self)
+        self.process.readyReadStandardOutput.connect(self._on_output)
+        self.process.finished.connect(self._on_process_finished)
+        self.process.errorOccurred.connect(self._on_process_error)
+        self._buffer = b""
+        self._cancelled = False
+        self._final: ProfileResult | None = None
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         session.changed.connect(self._on_profile_changed_by_name)
@@ -177,18 +170,53 @@ class ProfilerView(QWidget):
             return False
         self.partial = ProfileResult(config)
         self._redraw_clock.start()
-        self._worker.cancel_event.clear()
+        self._buffer, self._cancelled, self._final = b"", False, None
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, len(config.lengths) * len(config.kernels) * len(config.backends))
         self.progress.setValue(0)
         self.status.setText("Running… the rest of the app stays usable.")
-        self._start.emit(config)
+        program, arguments = profile_command(config)
+        self.process.start(program, arguments)
         return True
 
     def cancel(self) -> None:
-        self._worker.cancel_event.set()
-        self.status.setText("Cancelling after the current point…")
+        if self.process.state() != QProcess.NotRunning:
+            self._cancelled = True
+            self.status.setText("Cancelling…")
+            self.process.kill()
+
+    def _on_output(self) -> None:
+        self._buffer += bytes(self.process.readAllStandardOutput())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue  # not ours (a library printing): ignore
+            if "point" in message:
+                self._on_progress(message["done"], message["total"], ProfilePoint(**message["point"]))
+            elif "result" in message:
+                self._final = ProfileResult.from_json_dict(message["result"])
+
+    def _on_process_finished(self, exit_code: int, exit_status) -> None:
+        self._on_output()
+        if self._final is not None and not self._cancelled:
+            self._on_finished(self._final)
+        elif self._cancelled:
+            self.partial.cancelled = True
+            self._on_finished(self.partial)
+        else:
+            error = bytes(self.process.readAllStandardError()).decode(errors="replace").strip().splitlines()
+            reason = error[-1] if error else f"the profiler process ended with code {exit_code}"
+            if self.partial.points:
+                self.result = self.partial
+                self._show(self.partial)
+            self._on_failed(f"{reason} (partial results kept)" if self.partial.points else reason)
+
+    def _on_process_error(self, error) -> None:
+        if error == QProcess.FailedToStart:
+            self._on_failed(f"cannot start the profiler: {self.process.errorString()}")
 
     def _on_progress(self, done: int, total: int, point) -> None:
         self.progress.setValue(done)
@@ -237,38 +265,63 @@ class ProfilerView(QWidget):
         return f"Fitted for n ≥ {result.fit_min_n()} — " + "; ".join(parts) if parts else ""
 
     def _show(self, result: ProfileResult, *, with_table: bool = True) -> None:
+        """Update the curves in place (new data, new legend text); rebuilding them mid-sweep costs the GUI
+        thread tens of milliseconds while the sweep keeps both cores busy."""
         exponents = result.exponents()
-        for plot in (self.time_plot, self.memory_plot):
-            plot.clear()
-            plot.legend.clear()
+        wanted = set()
         for kernel in result.config.kernels:
             for backend in result.config.backends:
                 points = result.series(kernel, backend)
                 if not points:
                     continue
                 n = np.array([p.n for p in points], dtype=float)
-                pen = pg.mkPen(COLORS.get((kernel, backend), (120, 120, 120)), width=2)
                 fitted = exponents[f"{kernel}/{backend}"]
                 for plot, values, key in ((self.time_plot, [p.median_s for p in points], "time"),
                                           (self.memory_plot, [p.peak_bytes for p in points], "memory")):
                     exponent = "" if fitted[key] is None else f" (n^{fitted[key]:.2f})"
-                    plot.plot(n, np.maximum(np.array(values, dtype=float), 1e-12), pen=pen, symbol="o",
-                              symbolSize=6, symbolBrush=pen.color(), name=f"{kernel}/{backend}{exponent}")
+                    name = f"{kernel}/{backend}{exponent}"
+                    values = np.maximum(np.array(values, dtype=float), 1e-12)
+                    self._curve(plot, (kernel, backend, key), name).setData(n, values)
+                    wanted.add((kernel, backend, key))
         self._draw_reference(result)
+        wanted |= {("reference", "", "time"), ("reference", "", "memory")}
+        for item_key in [k for k in self._curves if k not in wanted]:
+            plot = self.time_plot if item_key[2] == "time" else self.memory_plot
+            plot.removeItem(self._curves.pop(item_key))
         if with_table:
             self._fill_table(result)
+
+    def _curve(self, plot, key: tuple[str, str, str], name: str, pen=None):
+        """The curve for ``key``, created on first use; its legend entry follows ``name``."""
+        curve = self._curves.get(key)
+        if curve is None:
+            if pen is None:
+                color = COLORS.get(key[:2], (120, 120, 120))
+                pen = pg.mkPen(color, width=2)
+                curve = plot.plot(pen=pen, symbol="o", symbolSize=6, symbolBrush=pen.color(), name=name)
+            else:
+                curve = plot.plot(pen=pen, name=name)
+            self._curves[key] = curve
+        elif curve.name() != name:
+            curve.opts["name"] = name
+            label = plot.legend.getLabel(curve)
+            if label is not None:
+                label.setText(name)
+        return curve
 
     def _draw_reference(self, result: ProfileResult) -> None:
         """A dashed n² line through the naive kernel's largest point."""
         naive = [p for p in result.points if p.kernel == "naive" and p.status == "ok"]
-        if not naive:
-            return
-        anchor = max(naive, key=lambda p: p.n)
         n = np.array(sorted({p.n for p in result.points}), dtype=float)
         dashed = pg.mkPen((128, 128, 128), width=1, style=Qt.DashLine)
-        for plot, value in ((self.time_plot, anchor.median_s), (self.memory_plot, anchor.peak_bytes)):
+        for plot, key in ((self.time_plot, "time"), (self.memory_plot, "memory")):
+            curve = self._curve(plot, ("reference", "", key), "theory ∝ n²", pen=dashed)
+            anchor = max(naive, key=lambda p: p.n) if naive else None
+            value = None if anchor is None else (anchor.median_s if key == "time" else anchor.peak_bytes)
             if value:
-                plot.plot(n, value * (n / anchor.n) ** 2, pen=dashed, name="theory ∝ n²")
+                curve.setData(n, value * (n / anchor.n) ** 2)
+            else:
+                curve.setData([], [])
 
     def _fill_table(self, result: ProfileResult) -> None:
         lengths = sorted({p.n for p in result.points})
@@ -310,10 +363,11 @@ class ProfilerView(QWidget):
             raise AttnStudioError(f"unknown export type {suffix!r}: use .csv, .json, .png or .svg")
 
     def shutdown(self) -> None:
-        """Stop a running sweep at the next point and end the thread (window closing)."""
-        self._worker.cancel_event.set()
-        self._thread.quit()
-        self._thread.wait(60_000)
+        """Stop a running sweep (the window is closing): end the child process and wait for it."""
+        if self.process.state() != QProcess.NotRunning:
+            self._cancelled = True
+            self.process.kill()
+            self.process.waitForFinished(5000)
 
     def export_target(self):
         """The widget that an image export of this view renders."""
