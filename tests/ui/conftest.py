@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import contextlib
+import gc
+
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
 from attnstudio.session import Session
 
@@ -35,3 +38,31 @@ def make_window(qtbot, settings):
 
 def wait_for_result(qtbot, window, predicate, timeout=20_000):
     qtbot.waitUntil(lambda: window.results.result is not None and predicate(window.results.result), timeout=timeout)
+
+
+@contextlib.contextmanager
+def event_loop_gaps(interval_ms: int = 10):
+    """Collect the gaps (ms) between ticks of a 10 ms timer while the block runs: a long gap is a stall.
+
+    Freezes the objects that exist first, as the app does after start-up (ui/app.py), so the cyclic
+    collector does not walk whatever earlier tests left behind while we measure.
+    """
+    gc.collect()
+    gc.freeze()
+    gaps, clock = [], QElapsedTimer()
+    clock.start()
+    last = [clock.elapsed()]
+
+    def tick():
+        now = clock.elapsed()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer(interval=interval_ms)
+    timer.timeout.connect(tick)
+    timer.start()
+    try:
+        yield gaps
+    finally:
+        timer.stop()
+        gc.unfreeze()

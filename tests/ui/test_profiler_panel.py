@@ -1,13 +1,12 @@
 """The profiler panel: a sweep in a worker thread, progress, cancel, plots, export, the GUI stays live."""
 from __future__ import annotations
 
-import gc
 import json
 import time
 
-from PySide6.QtCore import QElapsedTimer, QTimer
 
 from attnstudio.session import Session
+from tests.ui.conftest import event_loop_gaps
 
 
 def configure(panel, lengths="64,128,256,512"):
@@ -64,27 +63,9 @@ def test_the_event_loop_never_stalls_during_a_sweep(make_window, qtbot):
     configure(panel, "256,512,1024,2048")
     panel.heads.setValue(8)
     panel.d_k.setValue(64)
-    # As the app does after start-up (ui/app.py): collect, then freeze what exists, so the cyclic collector
-    # does not walk every object earlier tests left behind while we measure.
-    gc.collect()
-    gc.freeze()
-    gaps, clock = [], QElapsedTimer()
-    clock.start()
-    last = [clock.elapsed()]
-
-    def tick():
-        now = clock.elapsed()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer(interval=10)
-    timer.timeout.connect(tick)
-    timer.start()
     started = time.perf_counter()
-    with qtbot.waitSignal(panel.sweep_finished, timeout=120_000):
+    with event_loop_gaps() as gaps, qtbot.waitSignal(panel.sweep_finished, timeout=120_000):
         panel.start()
-    timer.stop()
-    gc.unfreeze()
     assert time.perf_counter() - started > 0.3, "the sweep did real work while we watched"
     print(f"event-loop gaps during the sweep: max {max(gaps)} ms over {len(gaps)} ticks")
     assert max(gaps) < 100, f"longest event-loop stall {max(gaps)} ms"

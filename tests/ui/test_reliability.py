@@ -1,7 +1,6 @@
 """Bad input, absurd settings, faults and load: the app refuses clearly or copes, and keeps running."""
 from __future__ import annotations
 
-import gc
 import re
 import time
 from pathlib import Path
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from PySide6.QtCore import QElapsedTimer, QTimer
 
 from attnstudio.core import backend as backend_module
 from attnstudio.core.masks import MaskSpec
@@ -18,7 +16,7 @@ from attnstudio.engine import Engine
 from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
 from tests.conftest import PROJECT_ROOT
-from tests.ui.conftest import wait_for_result
+from tests.ui.conftest import event_loop_gaps, wait_for_result
 
 ENGINE = Engine()
 COUNTS = {"texts": 0, "settings": 0, "refused": 0}
@@ -144,25 +142,10 @@ def test_gpu_out_of_memory_mid_run_is_reported_and_the_app_keeps_running(make_wi
 
 def test_a_long_compute_never_stalls_the_event_loop(make_window, qtbot):
     window = make_window()
-    gc.collect()
-    gc.freeze()  # as the app does after start-up (ui/app.py)
-    gaps, clock = [], QElapsedTimer()
-    clock.start()
-    last = [clock.elapsed()]
-
-    def tick():
-        now = clock.elapsed()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer(interval=10)
-    timer.timeout.connect(tick)
-    timer.start()
-    window.controls.text.setPlainText("word " * 600)  # 512 tokens after truncation, every view redraws
-    wait_for_result(qtbot, window, lambda r: len(r.query_tokens) == 512, timeout=60_000)
-    qtbot.wait(300)
-    timer.stop()
-    gc.unfreeze()
+    with event_loop_gaps() as gaps:
+        window.controls.text.setPlainText("word " * 600)  # 512 tokens after truncation, every view redraws
+        wait_for_result(qtbot, window, lambda r: len(r.query_tokens) == 512, timeout=60_000)
+        qtbot.wait(300)
     print(f"event-loop gaps during a 512-token compute: max {max(gaps)} ms")
     assert "truncated" in window.statusBar().currentMessage()
     assert max(gaps) < 100, f"longest stall {max(gaps)} ms"
