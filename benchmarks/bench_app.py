@@ -26,7 +26,7 @@ def startup_ms() -> list[float]:
 
 
 def keystroke_ms(tokens: int, repeats: int = 15) -> list[float]:
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
     from attnstudio.session import Session
@@ -41,14 +41,19 @@ def keystroke_ms(tokens: int, repeats: int = 15) -> list[float]:
             app.processEvents()
         heatmap = window.views["heatmap"]
         samples = []
+        loop = QEventLoop()
+        window.results.changed.connect(loop.quit)
+        guard = QTimer(singleShot=True, interval=30_000)
+        guard.timeout.connect(loop.quit)
         for index in range(repeats + 2):
             words = ["word"] * (tokens - 3) + [f"w{index}"]
             text = " ".join(words)
             expected = window.controller.engine.model(window.session.session).tokenizer.encode(text).tokens
             started = time.perf_counter()
             window.controls.text.setPlainText(text)
+            guard.start()
             while window.results.result.query_tokens != expected:
-                app.processEvents()
+                loop.exec()  # sleeps in Qt's event loop, as the app does, instead of spinning for the GIL
             heatmap.canvas.viewport().repaint()
             elapsed = (time.perf_counter() - started) * 1000
             if index >= 2:
