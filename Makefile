@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: install run test test-core bench package package-test soak clean
+.PHONY: install run test bench package package-test soak clean
 
 $(VENV)/.installed: pyproject.toml
 	./packaging/system-deps.sh
@@ -45,7 +45,7 @@ package-test: package $(VENV)/.test-installed
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m packaging -s tests/packaging
 
 soak: $(VENV)/.test-installed
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m soak -s tests/soak
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m soak -s tests/ui
 
 clean:
 	rm -rf $(VENV) .venv-package $(BENCH_VENV) build dist
