@@ -5,6 +5,8 @@ through ``SessionModel.update``; nothing here computes.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from PySide6.QtCore import QSignalBlocker, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -20,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio.core.backend import cupy_status
-from attnstudio.core.masks import MaskSpec
+from attnstudio.errors import InvalidSetting
 from attnstudio.core.synthetic import LIMITS
 from attnstudio.session import SYNTHETIC
 from attnstudio.ui.result_model import ResultModel
@@ -270,10 +272,12 @@ class ControlPanel(QWidget):
 
     # --- widgets -> session ---------------------------------------------------------------------------
     def _update_mask(self, **changes) -> None:
-        mask = self.session.mask
-        values = {"kind": mask.kind, "width": mask.width, "pad_to": mask.pad_to, "blocked_cells": mask.blocked_cells}
-        values.update(changes)
-        self.session.update(mask=MaskSpec(**values))
+        try:
+            mask = dataclasses.replace(self.session.mask, **changes)
+        except InvalidSetting as error:
+            self.session.rejected.emit(str(error))
+            return
+        self.session.update(mask=mask)
         self._on_mask_changed()
 
     def _on_preset_chosen(self, index: int) -> None:

@@ -132,7 +132,6 @@ class MainWindow(QMainWindow):
 
     # --- results and errors -----------------------------------------------------------------------------
     def _on_result(self, result) -> None:
-        layer, head = self.results.clamp(self.session.layer, self.session.head)
         self.results.set_result(result)
         layer, head = self.results.clamp(self.session.layer, self.session.head)
         self.session.update(layer=layer, head=head)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QImage, QTextCursor
 from PySide6.QtWidgets import QMessageBox
 
@@ -79,18 +79,10 @@ def test_clicking_a_head_focuses_it(make_window, qtbot):
 
 
 def click_cell(qtbot, view, row, col):
-    plot = view.plot
-    scene_point = plot.getViewBox().mapViewToScene(plot.getViewBox().mapToView(
-        plot.getViewBox().mapFromView(plot.getViewBox().mapToView(plot.getViewBox().mapFromScene(
-            plot.getViewBox().mapViewToScene(_point(col + 0.5, row + 0.5)))))))
+    """A real mouse click on the centre of a heatmap cell."""
+    scene_point = view.plot.getViewBox().mapViewToScene(QPointF(col + 0.5, row + 0.5))
     widget_point = view.canvas.mapFromScene(scene_point)
     qtbot.mouseClick(view.canvas.viewport(), Qt.LeftButton, pos=QPoint(widget_point.x(), widget_point.y()))
-
-
-def _point(x, y):
-    from PySide6.QtCore import QPointF
-
-    return QPointF(x, y)
 
 
 def test_mask_editor_blocks_a_clicked_cell(make_window, qtbot):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import os
-import threading
 import time
 
 import pytest
@@ -21,12 +20,17 @@ pytestmark = pytest.mark.soak
 SECONDS = float(os.environ.get("ATTNSTUDIO_SOAK_SECONDS", 600))
 
 
-def resident_mib() -> float:
+def process_status(field: str) -> int:
+    """A number from /proc/self/status (VmRSS in KiB, Threads as a count: every OS thread, Qt's included)."""
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def resident_mib() -> float:
+    return process_status("VmRSS") / 1024
 
 
 def test_ten_minute_session(make_window, qtbot, tmp_path):
@@ -53,7 +57,7 @@ def test_ten_minute_session(make_window, qtbot, tmp_path):
         if baseline is None and time.perf_counter() - started > min(60.0, SECONDS / 5):
             qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
             gc.collect()
-            baseline, widgets, threads = resident_mib(), len(QApplication.allWidgets()), threading.active_count()
+            baseline, widgets, threads = resident_mib(), len(QApplication.allWidgets()), process_status("Threads")
     window.session.update(model="minilm", heads=None, mask=MaskSpec(), text="The end.")
     wait_for_result(qtbot, window, lambda r: "end" in r.query_tokens, timeout=30_000)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
@@ -61,7 +65,7 @@ def test_ten_minute_session(make_window, qtbot, tmp_path):
     growth = resident_mib() - baseline
     print(f"soak: {iterations} steps in {time.perf_counter() - started:.0f} s; resident memory grew {growth:.1f} MiB "
           f"after warm-up; widgets {widgets} -> {len(QApplication.allWidgets())}; threads {threads} -> "
-          f"{threading.active_count()}; computes {window.controller.runs}")
+          f"{process_status('Threads')}; computes {window.controller.runs}")
     assert growth < 50
     assert len(QApplication.allWidgets()) <= widgets + 5
-    assert threading.active_count() <= threads
+    assert process_status("Threads") <= threads

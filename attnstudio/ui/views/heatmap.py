@@ -1,6 +1,8 @@
 """The selected head's weights: tokens on both axes, hover read-out, a row's distribution, mask editing."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
@@ -56,8 +58,7 @@ class HeatmapView(ResultView):
         results.changed.connect(self.request_refresh)
 
     def _mask_without_cells(self):
-        mask = self.session.mask
-        return type(mask)(mask.kind, mask.width, mask.pad_to, ())
+        return dataclasses.replace(self.session.mask, blocked_cells=())
 
     def _on_session_changed(self, name: str) -> None:
         if name in ("layer", "head"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QElapsedTimer, QProcess, Signal
+from PySide6.QtCore import QElapsedTimer, QProcess, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from PySide6.QtCore import Qt
 
 from attnstudio.core.backend import cupy_status
 from attnstudio.core.profiling import DEFAULT_LENGTHS, KERNELS, ProfileConfig, ProfilePoint, ProfileResult
