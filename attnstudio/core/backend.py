@@ -21,10 +21,18 @@ BACKEND_NAMES = ("auto", "numpy", "cupy")
 
 
 def array_namespace(*arrays: Any):
-    """The array module (numpy, cupy, array_api_strict, ...) that owns ``arrays``."""
+    """The array module (numpy, cupy, array_api_strict, ...) that owns ``arrays``.
+
+    CuPy arrays are recognised by their module: CuPy 14 has no ``__array_namespace__``, and
+    falling back to NumPy there would hand NumPy scalars to CuPy functions.
+    """
     for array in arrays:
         if array is None:
             continue
+        if type(array).__module__.startswith("cupy"):
+            import cupy  # noqa: PLC0415 - only reached when a CuPy array exists
+
+            return cupy
         namespace = getattr(array, "__array_namespace__", None)
         if namespace is not None:
             return namespace()

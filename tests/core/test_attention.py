@@ -1,4 +1,5 @@
-"""Properties of the attention kernels, on NumPy and on array_api_strict (the portable subset CuPy relies on)."""
+"""Properties of the attention kernels, on NumPy, on array_api_strict (the portable subset CuPy relies on)
+and on CuPy where a CUDA GPU is usable."""
 from __future__ import annotations
 
 import math
@@ -18,10 +19,19 @@ from attnstudio.core import (
     sliding_window_mask,
     softmax,
 )
+from attnstudio.core.backend import cupy_status, to_numpy
 from attnstudio.core.kernels import attention_scores
 from attnstudio.errors import InvalidSetting
 
+GPU_USABLE, GPU_REASON = cupy_status()
 NAMESPACES = {"numpy": np, "array_api_strict": array_api_strict}
+if GPU_USABLE:
+    import cupy
+
+    NAMESPACES["cupy"] = cupy
+BACKENDS = ["numpy", "array_api_strict",
+            pytest.param("cupy", marks=[pytest.mark.gpu,
+                                        pytest.mark.skipif(not GPU_USABLE, reason=f"no CUDA GPU here: {GPU_REASON}")])]
 
 
 def on(xp, array):
@@ -29,6 +39,8 @@ def on(xp, array):
 
 
 def host(array):
+    if type(array).__module__.startswith("cupy"):
+        return to_numpy(array)
     return np.asarray(array) if not hasattr(array, "__array_namespace__") or isinstance(array, np.ndarray) \
         else np.asarray(array_api_strict.asarray(array)._array)
 
@@ -45,7 +57,7 @@ def qkv_and_mask(draw, dtype=np.float32):
     return q, k, v, mask
 
 
-@pytest.mark.parametrize("name", NAMESPACES)
+@pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=60, deadline=None)
 @given(data=qkv_and_mask(), score=st.sampled_from(["scaled_dot", "dot", "additive"]))
 def test_rows_sum_to_one_and_masked_weights_are_exactly_zero(name, data, score):
@@ -63,7 +75,7 @@ def test_rows_sum_to_one_and_masked_weights_are_exactly_zero(name, data, score):
     assert (output[:, fully_masked] == 0).all(), "and zero output"
 
 
-@pytest.mark.parametrize("name", NAMESPACES)
+@pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=40, deadline=None)
 @given(data=qkv_and_mask(), seed=st.integers(0, 10_000))
 def test_permutation_equivariance_without_mask(name, data, seed):
@@ -78,7 +90,7 @@ def test_permutation_equivariance_without_mask(name, data, seed):
     np.testing.assert_allclose(permuted_output, output[:, query_order], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", NAMESPACES)
+@pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=30, deadline=None)
 @given(data=qkv_and_mask())
 def test_causal_mask_gives_lower_triangular_weights(name, data):
@@ -155,7 +167,7 @@ def test_softmax_of_a_fully_masked_row_is_zero_not_nan():
     np.testing.assert_allclose(weights[0], [0.5, 0, 0.5])
 
 
-@pytest.mark.parametrize("name", NAMESPACES)
+@pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=30, deadline=None)
 @given(n_q=st.integers(1, 70), n_k=st.integers(1, 70), block_q=st.integers(1, 32), block_k=st.integers(1, 32),
        use_mask=st.booleans(), seed=st.integers(0, 1000))
@@ -190,7 +202,7 @@ def test_attention_without_weights_uses_the_tiled_kernel_for_large_inputs(monkey
     np.testing.assert_allclose(output, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMESPACES)
+@pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("n,width,block", [(1, 0, 4), (17, 0, 4), (40, 3, 8), (100, 7, 16), (33, 50, 8)])
 def test_sliding_window_kernel_matches_masked_naive(name, n, width, block):
     xp = NAMESPACES[name]

@@ -87,3 +87,14 @@ def test_synthetic_seed_gives_the_same_result_on_both_backends():
     on_cpu = Engine().compute(Session(backend="numpy", **kwargs)).attentions()
     on_gpu = Engine().compute(Session(backend="cupy", **kwargs)).attentions()
     np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-5)
+
+
+def test_cupy_arrays_get_the_cupy_namespace_even_without_array_namespace(monkeypatch):
+    # CuPy 14's ndarray has no __array_namespace__; treating it as NumPy broke every kernel on a real GPU
+    from attnstudio.core.backend import array_namespace
+
+    module = fake_cupy(True)
+    FakeArray = type("ndarray", (), {"__module__": "cupy._core.core"})
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    assert array_namespace(None, FakeArray()) is module
+    assert array_namespace(np.zeros(2)) is np

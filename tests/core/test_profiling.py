@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from attnstudio.core import profiling
+from attnstudio.core.backend import cupy_status
 from attnstudio.core.profiling import ProfileConfig, ProfileResult, fit_exponent, run_profile
 from attnstudio.errors import InvalidSetting
 from tests.core.test_cli import run_cli
@@ -113,3 +114,20 @@ def test_profile_cli_prints_a_table_and_writes_json_and_csv(tmp_path):
 def test_profile_cli_refuses_bad_options(args, message):
     done = run_cli("profile", *args)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+GPU_USABLE, GPU_REASON = cupy_status()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_USABLE, reason=f"no CUDA GPU here: {GPU_REASON}")
+def test_a_gpu_sweep_times_and_measures_device_memory():
+    result = run_profile(small(lengths=(1024, 2048, 4096, 8192), heads=4, d_k=64, backends=("cupy",)), progress=None)
+    assert all(p.status == "ok" and p.median_s > 0 and p.peak_bytes > 0 for p in result.points)
+    naive = {p.n: p.peak_bytes for p in result.series("naive", "cupy")}
+    tiled = {p.n: p.peak_bytes for p in result.series("tiled", "cupy")}
+    assert naive[8192] >= 4 * 8192 * 8192 * 4, "the device memory pool sees the (heads, n, n) weights"
+    assert tiled[8192] < naive[8192] / 8
+    fitted = result.exponents(min_n=1024)
+    assert 1.7 <= fitted["naive/cupy"]["memory"] <= 2.3
+    assert fitted["tiled/cupy"]["memory"] <= 1.3
