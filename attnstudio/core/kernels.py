@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from attnstudio.core import parallel
 from attnstudio.core.backend import array_namespace, concat, exp_inplace, matrix_transpose
 from attnstudio.errors import InvalidSetting
 
@@ -18,6 +19,12 @@ SCORE_FUNCTIONS = ("scaled_dot", "dot", "additive")
 # attention(..., return_weights=False) switches to the tiled kernel from this many scores per head.
 TILED_MIN_SCORES = 512 * 512
 ADDITIVE_CHUNK_ELEMENTS = 1 << 22
+# The tiled kernel lets scores run this far above its softmax reference: exp(60) ~ 1e26 stays finite in
+# float32 even summed over millions of keys, and scores further below it are negligible by then.
+OVERFLOW_MARGIN = 60.0
+# Tiles of scores: (block_q, block_k) on the CPU; on a GPU up to this many scores per tile (256 MiB float32).
+CPU_TILE = (512, 512)
+DEVICE_TILE_SCORES = 1 << 26
 
 
 def _scalar(value, like):
@@ -33,7 +40,9 @@ def softmax(scores, mask=None, *, overwrite: bool = False):
     reuse the ``scores`` buffer (the caller will not read it again).
     """
     xp = array_namespace(scores)
-    if mask is not None:
+    if mask is not None and overwrite and isinstance(scores, np.ndarray):
+        np.copyto(scores, -np.inf, where=np.logical_not(mask))  # in place: no second (n, n) array
+    elif mask is not None:
         scores = xp.where(mask, scores, _scalar(-math.inf, scores))  # a fresh array: ours to overwrite
         overwrite = True
     row_max = xp.max(scores, axis=-1, keepdims=True)
@@ -130,12 +139,38 @@ def attention(q, k, v, *, mask=None, scale=None, score="scaled_dot", return_weig
     return (output, weights) if return_weights else output
 
 
+def _over_head_groups(kernel, q, k, v, mask, **options):
+    """``kernel`` run on each group of heads in parallel; outputs joined along the heads axis."""
+    heads = q.shape[0]
+    parts = parallel.run_groups(
+        lambda group: kernel(q[group], k[group], v[group], mask=parallel.split_mask(mask, heads, group), **options),
+        parallel.head_groups(heads, parallel.cpu_workers()))
+    return np.concatenate(parts, axis=0)
+
+
 def attention_naive(q, k, v, *, mask=None, scale=None, score="scaled_dot"):
     """The textbook kernel: materialises every (n_q, n_k) weight.  Returns the output."""
     return attention(q, k, v, mask=mask, scale=scale, score=score, return_weights=True)[0]
 
 
-def attention_tiled(q, k, v, *, mask=None, scale=None, score="scaled_dot", block_q=256, block_k=1024):
+def tile_shape(xp, heads: int) -> tuple[int, int]:
+    """(block_q, block_k) for the tiled kernel on backend ``xp`` with ``heads`` heads per call.
+
+    On the CPU a tile of scores should stay near the cache; on a GPU each tile costs a dozen kernel
+    launches, so tiles are as large as DEVICE_TILE_SCORES allows.
+    """
+    if getattr(xp, "__name__", "") != "cupy":
+        return CPU_TILE
+    block_q = block_k = 256
+    while heads * block_q * block_k * 2 <= DEVICE_TILE_SCORES:
+        if block_k <= block_q:
+            block_k *= 2
+        else:
+            block_q *= 2
+    return block_q, block_k
+
+
+def attention_tiled(q, k, v, *, mask=None, scale=None, score="scaled_dot", block_q=None, block_k=None):
     """Flash-style attention: an online softmax over (block_q, block_k) tiles.
 
     Never holds more than (..., block_q, block_k) scores, so memory grows with n,
@@ -144,36 +179,76 @@ def attention_tiled(q, k, v, *, mask=None, scale=None, score="scaled_dot", block
     _check_shapes(q, k, v)
     if score == "additive":
         raise InvalidSetting("the tiled kernel supports the dot-product scores only")
+    heads = math.prod(q.shape[:-2])
+    tiles = tile_shape(array_namespace(q, k, v), heads)
+    block_q, block_k = block_q or tiles[0], block_k or tiles[1]
+    if parallel.worth_splitting(q, k, v, mask):
+        return _over_head_groups(_attention_tiled, q, k, v, mask, scale=scale, score=score,
+                                 block_q=block_q, block_k=block_k)
+    return _attention_tiled(q, k, v, mask=mask, scale=scale, score=score, block_q=block_q, block_k=block_k)
+
+
+def _attention_tiled(q, k, v, *, mask, scale, score, block_q, block_k):
+    """The online softmax, with two passes over each tile folded into its matmuls.
+
+    The scores come out already shifted by the running reference: q carries an extra column -ref and
+    the keys a column of ones, so q_aug @ k_aug^T = q k^T - ref. The values carry a column of ones, so
+    the matmul that accumulates p @ v also sums p. The reference only has to keep exp() finite: on
+    NumPy a tile's row maxima are computed only where the bound |q| |k| says a score could exceed the
+    reference by OVERFLOW_MARGIN; other backends take the exact maximum of every tile (a bound check
+    there would wait for the device).
+    """
     xp = array_namespace(q, k, v)
-    n_q, n_k = q.shape[-2], k.shape[-2]
+    n_q, n_k, d_v = q.shape[-2], k.shape[-2], v.shape[-1]
     factor = score_scale(score, q.shape[-1], scale)
     if mask is not None:
         mask = xp.broadcast_to(xp.asarray(mask), q.shape[:-2] + (n_q, n_k))
-    keys_t = matrix_transpose(k)  # (..., d_k, n_k)
+    lazy = isinstance(q, np.ndarray)
+    keys_t = matrix_transpose(concat([k, xp.ones(k.shape[:-1] + (1,), dtype=k.dtype)], axis=-1))  # (.., d_k+1, n_k)
+    values = concat([v, xp.ones(v.shape[:-1] + (1,), dtype=v.dtype)], axis=-1)  # (..., n_k, d_v + 1)
+    key_norms = xp.sqrt(xp.sum(k * k, axis=-1)) if lazy else None  # (..., n_k)
     minus_inf, zero = _scalar(-math.inf, q), _scalar(0.0, q)
     blocks = []
     for q_start in range(0, n_q, block_q):
         q_stop = min(n_q, q_start + block_q)  # the array API forbids out-of-bounds slice stops
         q_block = q[..., q_start:q_stop, :] * factor  # scaling q is cheaper than scaling scores
-        rows = q_stop - q_start
-        running_max = xp.full(q.shape[:-2] + (rows, 1), -math.inf, dtype=q.dtype)
-        running_sum = xp.zeros(q.shape[:-2] + (rows, 1), dtype=q.dtype)
-        accumulator = xp.zeros(q.shape[:-2] + (rows, v.shape[-1]), dtype=q.dtype)
+        reference = xp.zeros(q_block.shape[:-1] + (1,), dtype=q.dtype)  # (..., rows, 1)
+        q_aug = concat([q_block, reference], axis=-1)  # (..., rows, d_k + 1): the last column is -reference
+        accumulator = xp.zeros(q_block.shape[:-1] + (d_v + 1,), dtype=q.dtype)  # [sum p v | sum p]
+        q_norms = xp.sqrt(xp.sum(q_block * q_block, axis=-1, keepdims=True)) if lazy else None
+        first = True
         for k_start in range(0, n_k, block_k):
             k_stop = min(n_k, k_start + block_k)
-            scores = q_block @ keys_t[..., k_start:k_stop]  # (..., rows, block_k)
+            scores = q_aug @ keys_t[..., k_start:k_stop]  # (..., rows, block_k): q k^T - reference
             if mask is not None:
-                scores = xp.where(mask[..., q_start:q_stop, k_start:k_stop], scores, minus_inf)
-            new_max = xp.maximum(running_max, xp.max(scores, axis=-1, keepdims=True))
-            safe_max = xp.where(xp.isfinite(new_max), new_max, zero)
-            scores -= safe_max  # scores is this tile's own buffer
+                scores = _masked(scores, mask[..., q_start:q_stop, k_start:k_stop], minus_inf)
+            if lazy:
+                bound = q_norms * xp.max(key_norms[..., k_start:k_stop], axis=-1, keepdims=True)[..., None]
+                check = bool(xp.max(bound - reference) > OVERFLOW_MARGIN)
+            else:
+                check = True
+            if check:
+                tile_max = xp.max(scores, axis=-1, keepdims=True)  # relative to the reference
+                raise_by = (xp.isfinite(tile_max) if first else tile_max > zero)
+                shift = xp.where(raise_by & xp.isfinite(tile_max), tile_max, zero)
+                scores -= shift
+                accumulator = accumulator * xp.exp(-shift)  # rescales what was summed under the old reference
+                reference = reference + shift
+                q_aug = concat([q_block, -reference], axis=-1)
+            first = False
             probabilities = exp_inplace(scores)
-            correction = xp.exp(running_max - safe_max)  # rescales what was summed under the old maximum
-            running_sum = running_sum * correction + xp.sum(probabilities, axis=-1, keepdims=True)
-            accumulator = accumulator * correction + probabilities @ v[..., k_start:k_stop, :]
-            running_max = new_max
-        blocks.append(accumulator / xp.where(running_sum > 0, running_sum, _scalar(1.0, q)))
+            accumulator = accumulator + probabilities @ values[..., k_start:k_stop, :]
+        total = accumulator[..., d_v:]
+        blocks.append(accumulator[..., :d_v] / xp.where(total > 0, total, _scalar(1.0, q)))
     return blocks[0] if len(blocks) == 1 else concat(blocks, axis=-2)
+
+
+def _masked(scores, mask, fill):
+    """``scores`` with -inf where ``mask`` is False (in place on NumPy)."""
+    if isinstance(scores, np.ndarray):
+        np.copyto(scores, fill, where=np.logical_not(mask))
+        return scores
+    return array_namespace(scores).where(mask, scores, fill)
 
 
 def attention_sliding_window(q, k, v, *, width: int, scale=None, score="scaled_dot", block_q=256):
@@ -184,6 +259,15 @@ def attention_sliding_window(q, k, v, *, width: int, scale=None, score="scaled_d
     _check_shapes(q, k, v)
     if score == "additive":
         raise InvalidSetting("the sliding-window kernel supports the dot-product scores only")
+    band_scores = q.shape[-3 if q.ndim >= 3 else -2] * q.shape[-2] * min(k.shape[-2], 2 * width + block_q)
+    if parallel.worth_splitting(q, k, v, None, scores=band_scores):
+        return _over_head_groups(_attention_sliding_window, q, k, v, None, width=width, scale=scale, score=score,
+                                 block_q=block_q)
+    return _attention_sliding_window(q, k, v, mask=None, width=width, scale=scale, score=score, block_q=block_q)
+
+
+def _attention_sliding_window(q, k, v, *, mask, width, scale, score, block_q):
+    del mask  # the band is the mask
     xp = array_namespace(q, k, v)
     n_q, n_k = q.shape[-2], k.shape[-2]
     factor = score_scale(score, q.shape[-1], scale)

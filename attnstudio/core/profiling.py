@@ -20,13 +20,13 @@ from typing import Callable
 import numpy as np
 
 from attnstudio.core.backend import Backend, is_out_of_memory, resolve_backend
-from attnstudio.core.kernels import attention_naive, attention_sliding_window, attention_tiled
+from attnstudio.core.kernels import attention_naive, attention_sliding_window, attention_tiled, tile_shape
 from attnstudio.errors import InvalidSetting
 
 KERNELS = ("naive", "tiled", "window")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DEFAULT_LENGTHS = tuple(64 * 2**i for i in range(8))  # 64 ... 8192
-TILE_Q, TILE_K = 256, 1024
+WINDOW_BLOCK = 256  # query rows per block of the sliding-window kernel
 
 
 @dataclass
@@ -130,14 +130,16 @@ def fit_exponent(lengths, values) -> float | None:
     return sum((x - mean_x) * (y - mean_y) for x, y in pairs) / sum((x - mean_x) ** 2 for x in xs)
 
 
-def theoretical_bytes(kernel: str, n: int, heads: int, d_k: int, itemsize: int, window: int) -> int:
+def theoretical_bytes(kernel: str, n: int, heads: int, d_k: int, itemsize: int, window: int,
+                      xp=np) -> int:
     """What a kernel must allocate beyond its inputs: the output plus its score buffers."""
     output = heads * n * d_k * itemsize
+    tile_q, tile_k = tile_shape(xp, heads)
     if kernel == "naive":
         return output + 2 * heads * n * n * itemsize  # scores and weights, (heads, n, n) each
     if kernel == "tiled":
-        return output + 3 * heads * min(n, TILE_Q) * min(n, TILE_K) * itemsize
-    return output + 2 * heads * min(n, TILE_Q) * min(n, TILE_Q + 2 * window) * itemsize
+        return output + 3 * heads * min(n, tile_q) * min(n, tile_k) * itemsize
+    return output + 2 * heads * min(n, WINDOW_BLOCK) * min(n, WINDOW_BLOCK + 2 * window) * itemsize
 
 
 def available_bytes(backend: Backend) -> int:
@@ -159,15 +161,15 @@ def _kernel(name: str, window: int) -> Callable:
     if name == "naive":
         return attention_naive
     if name == "tiled":
-        return lambda q, k, v: attention_tiled(q, k, v, block_q=TILE_Q, block_k=TILE_K)
-    return lambda q, k, v: attention_sliding_window(q, k, v, width=window, block_q=TILE_Q)
+        return attention_tiled  # tiles sized for the backend (kernels.tile_shape)
+    return lambda q, k, v: attention_sliding_window(q, k, v, width=window, block_q=WINDOW_BLOCK)
 
 
 def measure_point(backend: Backend, kernel: str, n: int, config: ProfileConfig) -> ProfilePoint:
     """Time and measure one kernel at one length (inputs are made first and not counted)."""
     dtype = DTYPES[config.dtype]
     itemsize = np.dtype(dtype).itemsize
-    need = theoretical_bytes(kernel, n, config.heads, config.d_k, itemsize, config.window)
+    need = theoretical_bytes(kernel, n, config.heads, config.d_k, itemsize, config.window, backend.xp)
     inputs = 3 * config.heads * n * config.d_k * itemsize
     budget = config.memory_budget_bytes if config.memory_budget_bytes is not None else available_bytes(backend)
     point = ProfilePoint(n, kernel, backend.name, "ok", theoretical_bytes=need)

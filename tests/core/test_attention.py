@@ -188,6 +188,26 @@ def test_tiled_kernel_matches_naive(name, n_q, n_k, block_q, block_k, use_mask, 
     np.testing.assert_allclose(tiled64, expected64, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", BACKENDS)
+def test_tiled_kernel_with_huge_and_rising_scores(name):
+    # Scores far beyond exp()'s range, growing along the keys (so later tiles must raise the reference),
+    # and rows masked entirely in the first tile: the NumPy kernel's bound check and every backend's
+    # online maximum must both keep the result exact.
+    xp = NAMESPACES[name]
+    rng = np.random.default_rng(7)
+    q = rng.standard_normal((3, 40, 8)).astype(np.float32) * 30
+    k = (rng.standard_normal((3, 90, 8)) * np.linspace(0.1, 40, 90)[:, None]).astype(np.float32)
+    v = rng.standard_normal((3, 90, 8)).astype(np.float32)
+    mask = np.ones((40, 90), dtype=bool)
+    mask[:5, :30] = False  # the first tile sees nothing for these rows
+    mask[5, :] = False  # a row that sees nothing at all
+    expected, weights = attention(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), mask=mask)
+    tiled = host(attention_tiled(on(xp, q), on(xp, k), on(xp, v), mask=on(xp, mask), block_q=16, block_k=30))
+    assert np.isfinite(tiled).all()
+    np.testing.assert_array_equal(tiled[:, 5], 0)
+    np.testing.assert_allclose(tiled, expected, atol=2e-4)
+
+
 def test_attention_without_weights_uses_the_tiled_kernel_for_large_inputs(monkeypatch):
     import attnstudio.core.kernels as module
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections import Counter
 
 import pytest
 from PySide6.QtWidgets import QApplication
@@ -29,8 +30,22 @@ def process_status(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def widget_counts() -> Counter:
+    return Counter(type(widget).__name__ for widget in QApplication.allWidgets())
+
+
 def resident_mib() -> float:
     return process_status("VmRSS") / 1024
+
+
+def settle(window, qtbot, text: str) -> None:
+    """The same state before both counts (views build their widgets for what they show), all work done."""
+    window.session.update(model="minilm", heads=None, mask=MaskSpec(), view="heads", layer=0, head=0, text=text)
+    wait_for_result(qtbot, window, lambda r: r.query_tokens[1:-1] and text.split()[-1] in r.query_tokens,
+                    timeout=30_000)
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
+    qtbot.wait(200)
+    gc.collect()
 
 
 def test_ten_minute_session(make_window, qtbot, tmp_path):
@@ -55,17 +70,14 @@ def test_ten_minute_session(make_window, qtbot, tmp_path):
         qtbot.wait(20)
         iterations += 1
         if baseline is None and time.perf_counter() - started > min(60.0, SECONDS / 5):
-            qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
-            gc.collect()
-            baseline, widgets, threads = resident_mib(), len(QApplication.allWidgets()), process_status("Threads")
-    window.session.update(model="minilm", heads=None, mask=MaskSpec(), text="The end.")
-    wait_for_result(qtbot, window, lambda r: "end" in r.query_tokens, timeout=30_000)
-    qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
-    gc.collect()
+            settle(window, qtbot, f"baseline {iterations}")
+            baseline, widgets, threads = resident_mib(), widget_counts(), process_status("Threads")
+    settle(window, qtbot, "the end")
     growth = resident_mib() - baseline
+    now = widget_counts()
     print(f"soak: {iterations} steps in {time.perf_counter() - started:.0f} s; resident memory grew {growth:.1f} MiB "
-          f"after warm-up; widgets {widgets} -> {len(QApplication.allWidgets())}; threads {threads} -> "
+          f"after warm-up; widgets {widgets.total()} -> {now.total()}; threads {threads} -> "
           f"{process_status('Threads')}; computes {window.controller.runs}")
     assert growth < 50
-    assert len(QApplication.allWidgets()) <= widgets + 5
+    assert now.total() <= widgets.total() + 5, f"widgets that grew: {dict(now - widgets)}"
     assert process_status("Threads") <= threads

@@ -1,0 +1,91 @@
+"""Run a NumPy kernel over groups of heads on every CPU core.
+
+NumPy's element-wise passes (max, exp, sum over the (n, n) scores) run on one core, and BLAS gains
+little from its own threads on attention-sized tiles. So large NumPy kernels split their heads into
+one group per core, run the groups in a thread pool (NumPy and BLAS release the GIL), and hold BLAS
+to one thread meanwhile, so the cores are not oversubscribed. CuPy and other backends never come here.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+import numpy as np
+
+# Below this many scores a kernel call is too short for threads to pay off.
+PARALLEL_MIN_SCORES = 1 << 20
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_blas_controller = None
+
+
+def cpu_workers() -> int:
+    """The cores this process may use (ATTNSTUDIO_THREADS overrides; 1 turns threading off)."""
+    override = os.environ.get("ATTNSTUDIO_THREADS", "").strip()
+    if override.isdigit() and int(override) > 0:
+        return int(override)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+def head_groups(heads: int, workers: int) -> list[slice]:
+    """Split ``heads`` into at most ``workers`` contiguous, near-equal slices."""
+    groups = max(1, min(heads, workers))
+    bounds = [round(i * heads / groups) for i in range(groups + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:]) if stop > start]
+
+
+def worth_splitting(q, k, v, mask, *, scores: int | None = None) -> bool:
+    """True for NumPy inputs (heads, n, d) large enough to share between cores.
+
+    ``scores``: how many scores the kernel computes, where that is not heads * n_q * n_k.
+    """
+    if cpu_workers() < 2 or not all(isinstance(a, np.ndarray) for a in (q, k, v)):
+        return False
+    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or not q.shape[0] == k.shape[0] == v.shape[0] >= 2:
+        return False
+    if mask is not None and (not isinstance(mask, np.ndarray) or mask.ndim > 3):
+        return False
+    return (q.shape[0] * q.shape[1] * k.shape[1] if scores is None else scores) >= PARALLEL_MIN_SCORES
+
+
+def split_mask(mask, heads: int, group: slice):
+    """The part of a (n_q, n_k) or (heads | 1, n_q, n_k) mask that a group of heads needs."""
+    if mask is None or mask.ndim < 3 or mask.shape[0] != heads:
+        return mask
+    return mask[group]
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Hold BLAS to one thread inside the block (no-op where threadpoolctl is missing)."""
+    global _blas_controller
+    try:
+        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+    except ImportError:
+        yield
+        return
+    with _lock:
+        if _blas_controller is None:
+            _blas_controller = ThreadpoolController()
+        controller = _blas_controller
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+def run_groups(function: Callable[[slice], object], groups: Sequence[slice]) -> list:
+    """``function(group)`` for every group, in parallel; results in group order."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=cpu_workers(), thread_name_prefix="attnstudio-kernel")
+        pool = _pool
+    with single_threaded_blas():
+        futures = [pool.submit(function, group) for group in groups]
+        return [future.result() for future in futures]
