@@ -238,6 +238,7 @@ def _attention_tiled(q, k, v, *, mask, scale, score, block_q, block_k):
             first = False
             probabilities = exp_inplace(scores)
             accumulator = accumulator + probabilities @ values[..., k_start:k_stop, :]
+            del scores, probabilities  # free this tile before the next one is allocated
         total = accumulator[..., d_v:]
         blocks.append(accumulator[..., :d_v] / xp.where(total > 0, total, _scalar(1.0, q)))
     return blocks[0] if len(blocks) == 1 else concat(blocks, axis=-2)
