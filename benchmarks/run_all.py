@@ -8,6 +8,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-for name in ("bench_kernels", "bench_forward", "bench_memory", "bench_app"):
+for name in ("bench_kernels", "bench_forward", "bench_memory", "bench_app", "bench_gpu"):
     print(f"\n=== {name} ===", flush=True)
-    runpy.run_path(str(HERE / f"{name}.py"), run_name="__main__")
+    try:
+        runpy.run_path(str(HERE / f"{name}.py"), run_name="__main__")
+    except SystemExit as done:
+        if done.code:
+            raise

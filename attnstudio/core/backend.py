@@ -68,6 +68,20 @@ def exp_inplace(x):
     return xp.exp(x)
 
 
+def is_host_array(x) -> bool:
+    """True for NumPy arrays: data in host memory, where reading a value costs no device round trip."""
+    return isinstance(x, np.ndarray)
+
+
+def masked_fill(x, mask, fill, *, inplace: bool):
+    """``x`` with ``fill`` where ``mask`` is False; written into ``x`` when ``inplace`` and the backend allows."""
+    if inplace and (isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")):
+        xp = array_namespace(x)
+        xp.copyto(x, fill, where=xp.logical_not(mask))
+        return x
+    return array_namespace(x).where(mask, x, fill)
+
+
 def to_numpy(array: Any) -> np.ndarray:
     """A NumPy copy (or view) of any backend's array."""
     if isinstance(array, np.ndarray):

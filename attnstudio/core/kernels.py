@@ -12,7 +12,14 @@ import math
 import numpy as np
 
 from attnstudio.core import parallel
-from attnstudio.core.backend import array_namespace, concat, exp_inplace, matrix_transpose
+from attnstudio.core.backend import (
+    array_namespace,
+    concat,
+    exp_inplace,
+    is_host_array,
+    masked_fill,
+    matrix_transpose,
+)
 from attnstudio.errors import InvalidSetting
 
 SCORE_FUNCTIONS = ("scaled_dot", "dot", "additive")
@@ -40,10 +47,9 @@ def softmax(scores, mask=None, *, overwrite: bool = False):
     reuse the ``scores`` buffer (the caller will not read it again).
     """
     xp = array_namespace(scores)
-    if mask is not None and overwrite and isinstance(scores, np.ndarray):
-        np.copyto(scores, -np.inf, where=np.logical_not(mask))  # in place: no second (n, n) array
-    elif mask is not None:
-        scores = xp.where(mask, scores, _scalar(-math.inf, scores))  # a fresh array: ours to overwrite
+    if mask is not None:
+        # overwrite: in place where the backend allows (no second (n, n) array); else a fresh array, ours to overwrite
+        scores = masked_fill(scores, mask, _scalar(-math.inf, scores), inplace=overwrite)
         overwrite = True
     row_max = xp.max(scores, axis=-1, keepdims=True)
     row_max = xp.where(xp.isfinite(row_max), row_max, _scalar(0.0, scores))  # fully masked row
@@ -203,7 +209,7 @@ def _attention_tiled(q, k, v, *, mask, scale, score, block_q, block_k):
     factor = score_scale(score, q.shape[-1], scale)
     if mask is not None:
         mask = xp.broadcast_to(xp.asarray(mask), q.shape[:-2] + (n_q, n_k))
-    lazy = isinstance(q, np.ndarray)
+    lazy = is_host_array(q)  # a bound check on a GPU would wait for the device
     keys_t = matrix_transpose(concat([k, xp.ones(k.shape[:-1] + (1,), dtype=k.dtype)], axis=-1))  # (.., d_k+1, n_k)
     values = concat([v, xp.ones(v.shape[:-1] + (1,), dtype=v.dtype)], axis=-1)  # (..., n_k, d_v + 1)
     key_norms = xp.sqrt(xp.sum(k * k, axis=-1)) if lazy else None  # (..., n_k)
@@ -221,7 +227,7 @@ def _attention_tiled(q, k, v, *, mask, scale, score, block_q, block_k):
             k_stop = min(n_k, k_start + block_k)
             scores = q_aug @ keys_t[..., k_start:k_stop]  # (..., rows, block_k): q k^T - reference
             if mask is not None:
-                scores = _masked(scores, mask[..., q_start:q_stop, k_start:k_stop], minus_inf)
+                scores = masked_fill(scores, mask[..., q_start:q_stop, k_start:k_stop], minus_inf, inplace=True)
             if lazy:
                 bound = q_norms * xp.max(key_norms[..., k_start:k_stop], axis=-1, keepdims=True)[..., None]
                 check = bool(xp.max(bound - reference) > OVERFLOW_MARGIN)
@@ -242,14 +248,6 @@ def _attention_tiled(q, k, v, *, mask, scale, score, block_q, block_k):
         total = accumulator[..., d_v:]
         blocks.append(accumulator[..., :d_v] / xp.where(total > 0, total, _scalar(1.0, q)))
     return blocks[0] if len(blocks) == 1 else concat(blocks, axis=-2)
-
-
-def _masked(scores, mask, fill):
-    """``scores`` with -inf where ``mask`` is False (in place on NumPy)."""
-    if isinstance(scores, np.ndarray):
-        np.copyto(scores, fill, where=np.logical_not(mask))
-        return scores
-    return array_namespace(scores).where(mask, scores, fill)
 
 
 def attention_sliding_window(q, k, v, *, width: int, scale=None, score="scaled_dot", block_q=256):

@@ -98,3 +98,18 @@ def test_cupy_arrays_get_the_cupy_namespace_even_without_array_namespace(monkeyp
     monkeypatch.setitem(sys.modules, "cupy", module)
     assert array_namespace(None, FakeArray()) is module
     assert array_namespace(np.zeros(2)) is np
+
+
+def test_masked_fill_writes_in_place_only_where_asked_and_possible():
+    import array_api_strict as xps
+
+    from attnstudio.core.backend import masked_fill
+
+    scores = np.arange(6, dtype=np.float32).reshape(2, 3)
+    mask = np.array([[True, False, True], [False, True, True]])
+    kept = masked_fill(scores, mask, np.float32(-np.inf), inplace=False)
+    assert kept is not scores and np.isfinite(scores).all()
+    filled = masked_fill(scores, mask, np.float32(-np.inf), inplace=True)
+    assert filled is scores and np.isinf(scores[~mask]).all() and (scores[mask] == [0, 2, 4, 5]).all()
+    strict = masked_fill(xps.asarray([1.0, 2.0]), xps.asarray([True, False]), xps.asarray(0.0), inplace=True)
+    assert np.asarray(strict._array).tolist() == [1.0, 0.0], "array_api_strict has no copyto: a new array"

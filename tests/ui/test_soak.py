@@ -41,7 +41,7 @@ def resident_mib() -> float:
 def settle(window, qtbot, text: str) -> None:
     """The same state before both counts (views build their widgets for what they show), all work done."""
     window.session.update(model="minilm", heads=None, mask=MaskSpec(), view="heads", layer=0, head=0, text=text)
-    wait_for_result(qtbot, window, lambda r: r.query_tokens[1:-1] and text.split()[-1] in r.query_tokens,
+    wait_for_result(qtbot, window, lambda r: text.split()[0] in r.query_tokens,
                     timeout=30_000)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
     qtbot.wait(200)
@@ -70,9 +70,9 @@ def test_ten_minute_session(make_window, qtbot, tmp_path):
         qtbot.wait(20)
         iterations += 1
         if baseline is None and time.perf_counter() - started > min(60.0, SECONDS / 5):
-            settle(window, qtbot, f"baseline {iterations}")
+            settle(window, qtbot, "first river")
             baseline, widgets, threads = resident_mib(), widget_counts(), process_status("Threads")
-    settle(window, qtbot, "the end")
+    settle(window, qtbot, "second river")
     growth = resident_mib() - baseline
     now = widget_counts()
     print(f"soak: {iterations} steps in {time.perf_counter() - started:.0f} s; resident memory grew {growth:.1f} MiB "
