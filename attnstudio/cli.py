@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from attnstudio import __version__
+from attnstudio.core.backend import configure_host_allocator
 from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.masks import parse_mask_spec
 from attnstudio.errors import AttnStudioError
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_host_allocator()
     try:
         if args.command is None:
             from attnstudio.ui.app import run_app  # noqa: PLC0415

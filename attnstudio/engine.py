@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from attnstudio.core.kernels import score_scale
-from attnstudio.core.backend import Backend, resolve_backend, to_numpy
+from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.masks import build_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
@@ -94,6 +94,7 @@ class Engine:
     """Runs sessions; caches models and their weights per backend. Safe to call from one worker at a time."""
 
     def __init__(self):
+        configure_host_allocator()  # a third of the CPU forward pass was page faults without it
         self._weights: dict[tuple[str, str], EncoderWeights] = {}
         self._lock = threading.Lock()
 

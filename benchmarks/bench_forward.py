@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from attnstudio.core.backend import configure_host_allocator
 from attnstudio.core.transformer import encode
 from attnstudio.models.loader import load_pretrained
 from common import median_time, write
@@ -29,6 +30,7 @@ def bare_matmuls(weights, n: int):
 
 
 def main() -> None:
+    configure_host_allocator()  # as the app does (Engine and the CLI call it)
     model = load_pretrained()
     try:
         import torch

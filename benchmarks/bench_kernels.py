@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from attnstudio.core import attention
+from attnstudio.core.backend import configure_host_allocator
 from common import median_time, write
 
 HEADS, D_K, LENGTHS = 8, 64, (256, 1024, 4096)
@@ -18,6 +19,7 @@ def matmul_rate() -> float:
 
 
 def main() -> None:
+    configure_host_allocator()  # as the app does (Engine and the CLI call it)
     try:
         import torch
         import torch.nn.functional as functional

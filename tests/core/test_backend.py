@@ -113,3 +113,15 @@ def test_masked_fill_writes_in_place_only_where_asked_and_possible():
     assert filled is scores and np.isinf(scores[~mask]).all() and (scores[mask] == [0, 2, 4, 5]).all()
     strict = masked_fill(xps.asarray([1.0, 2.0]), xps.asarray([True, False]), xps.asarray(0.0), inplace=True)
     assert np.asarray(strict._array).tolist() == [1.0, 0.0], "array_api_strict has no copyto: a new array"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt exists on Linux only")
+def test_the_engine_tunes_the_host_allocator(monkeypatch):
+    from attnstudio.core import backend
+    from attnstudio import engine
+
+    assert backend.configure_host_allocator() is True, "glibc accepts every setting"
+    calls = []
+    monkeypatch.setattr(engine, "configure_host_allocator", lambda: calls.append(1))
+    Engine()
+    assert calls == [1]
