@@ -111,8 +111,13 @@ def attention_scores(q, k, *, score: str = "scaled_dot", scale: float | None = N
     factor = score_scale(score, q.shape[-1], scale)
     if score == "additive":
         scores = additive_scores(q, k, seed=seed)
-    else:
-        scores = q @ matrix_transpose(k)
+        if factor != 1.0:
+            scores *= factor  # a fresh array: scale it in place
+        return scores
+    if factor != 1.0 and k.shape[-2] > q.shape[-1]:
+        q = q * factor  # scaling the (n_q, d_k) queries is cheaper than the (n_q, n_k) scores
+        factor = 1.0
+    scores = q @ matrix_transpose(k)
     if factor != 1.0:
         scores *= factor  # a fresh array: scale it in place
     return scores
