@@ -16,6 +16,7 @@ from attnstudio.core.backend import (
     array_namespace,
     concat,
     exp_inplace,
+    fused_kernel,
     is_host_array,
     masked_fill,
     matrix_transpose,
@@ -52,6 +53,10 @@ def softmax(scores, mask=None, *, overwrite: bool = False):
         scores = masked_fill(scores, mask, _scalar(-math.inf, scores), inplace=overwrite)
         overwrite = True
     row_max = xp.max(scores, axis=-1, keepdims=True)
+    if fused_kernel("softmax_exp", scores) is not None:  # CuPy: the same steps in two launches
+        weights = fused_kernel("softmax_exp", scores)(scores, row_max, *((scores,) if overwrite else ()))
+        total = xp.sum(weights, axis=-1, keepdims=True)
+        return fused_kernel("softmax_normalise", scores)(weights, total, weights)
     row_max = xp.where(xp.isfinite(row_max), row_max, _scalar(0.0, scores))  # fully masked row
     if overwrite:
         scores -= row_max

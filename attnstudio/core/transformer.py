@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attnstudio.core.kernels import attention_scores, softmax
-from attnstudio.core.backend import array_namespace, permute_dims
+from attnstudio.core.backend import array_namespace, fused_kernel, permute_dims
 from attnstudio.errors import InvalidSetting
 
 
@@ -103,6 +103,9 @@ def erf(x):
 
 def gelu(x):
     """The exact (erf) GELU that BERT uses: 0.5 x (1 + erf(x / sqrt 2))."""
+    fused = fused_kernel("gelu", x)
+    if fused is not None:
+        return fused(x)
     result = erf(x * (1.0 / math.sqrt(2.0)))
     result += 1.0
     result *= x
@@ -114,6 +117,9 @@ def layer_norm(x, norm: tuple[Any, Any], eps: float):
     xp = array_namespace(x)
     weight, bias = norm
     mean = xp.mean(x, axis=-1, keepdims=True)
+    if fused_kernel("layer_norm", x) is not None:
+        variance = xp.mean(fused_kernel("layer_norm_square", x)(x, mean), axis=-1, keepdims=True)
+        return fused_kernel("layer_norm", x)(x, mean, variance, weight, bias, x.dtype.type(eps))
     centred = x - mean
     variance = xp.mean(centred * centred, axis=-1, keepdims=True)
     return centred / xp.sqrt(variance + eps) * weight + bias

@@ -125,3 +125,30 @@ def test_the_engine_tunes_the_host_allocator(monkeypatch):
     monkeypatch.setattr(engine, "configure_host_allocator", lambda: calls.append(1))
     Engine()
     assert calls == [1]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_USABLE, reason=f"no CUDA GPU here: {GPU_REASON}")
+def test_fused_gpu_kernels_match_the_array_code():
+    import cupy
+
+    from attnstudio.core import softmax
+    from attnstudio.core.backend import fused_kernel
+    from attnstudio.core.transformer import gelu, layer_norm
+
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((50, 384)) * 3).astype(np.float32)
+    assert fused_kernel("gelu", cupy.asarray(x)) is not None and fused_kernel("gelu", x) is None
+    np.testing.assert_allclose(gelu(cupy.asarray(x)).get(), gelu(x.copy()), atol=1e-6)
+    weight, bias = (rng.standard_normal(384).astype(np.float32) for _ in range(2))
+    np.testing.assert_allclose(
+        layer_norm(cupy.asarray(x), (cupy.asarray(weight), cupy.asarray(bias)), 1e-12).get(),
+        layer_norm(x, (weight, bias), 1e-12), atol=1e-5)
+    scores = (rng.standard_normal((3, 20, 30)) * 30).astype(np.float32)
+    mask = rng.random((20, 30)) > 0.3
+    mask[4] = False  # a fully masked row: zeros, never NaN
+    for overwrite in (False, True):
+        on_gpu = softmax(cupy.asarray(scores), cupy.asarray(mask), overwrite=overwrite).get()
+        expected = softmax(scores.copy(), mask)
+        assert np.isfinite(on_gpu).all() and (on_gpu[:, 4] == 0).all()
+        np.testing.assert_allclose(on_gpu, expected, atol=1e-6)
