@@ -39,13 +39,17 @@ def device_time(function, synchronize, repeats: int = 20, warmup: int = 3) -> fl
     return statistics.median(samples)
 
 
+def random_qkv(backend, n: int):
+    """Seeded float32 (HEADS, n, D_K) queries, keys and values on the device."""
+    rng = np.random.default_rng(n)
+    return tuple(backend.asarray(rng.standard_normal((HEADS, n, D_K)).astype(np.float32)) for _ in range(3))
+
+
 def kernels(backend, torch) -> list[dict]:
-    cupy = backend.xp
     rows = []
     print(f"{'n':>6} {'naive ms':>9} {'tiled ms':>9} {'torch ms':>9} {'naive/torch':>12} {'tiled/torch':>12}")
     for n in KERNEL_LENGTHS:
-        rng = np.random.default_rng(n)
-        q, k, v = (cupy.asarray(rng.standard_normal((HEADS, n, D_K)).astype(np.float32)) for _ in range(3))
+        q, k, v = random_qkv(backend, n)
         repeats = 5 if n >= 16384 else 20
         naive = device_time(lambda: attention(q, k, v), backend.synchronize, repeats) if n <= 16384 else None
         tiled = device_time(lambda: attention(q, k, v, return_weights=False), backend.synchronize, repeats)
@@ -65,12 +69,10 @@ def kernels(backend, torch) -> list[dict]:
 
 
 def memory(backend) -> list[dict]:
-    cupy = backend.xp
     rows = []
     print(f"{'n':>6} {'naive MiB':>10} {'tiled MiB':>10}  (device memory beyond the inputs)")
     for n in MEMORY_LENGTHS:
-        rng = np.random.default_rng(n)
-        q, k, v = (cupy.asarray(rng.standard_normal((HEADS, n, D_K)).astype(np.float32)) for _ in range(3))
+        q, k, v = random_qkv(backend, n)
         peaks = {}
         for name, keep in (("naive", True), ("tiled", False)):
             try:
