@@ -21,6 +21,8 @@ PARALLEL_MIN_SCORES = 1 << 20
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _blas_controller = None
+_blas_limiter = None
+_blas_users = 0
 
 
 def cpu_workers() -> int:
@@ -64,8 +66,12 @@ def split_mask(mask, heads: int, group: slice):
 
 @contextlib.contextmanager
 def single_threaded_blas():
-    """Hold BLAS to one thread inside the block (no-op where threadpoolctl is missing)."""
-    global _blas_controller
+    """Hold BLAS to one thread inside the block (no-op where threadpoolctl is missing).
+
+    The BLAS thread count is process-wide, so overlapping blocks from several threads share one
+    limit: the first to enter sets it and the last to leave restores the original count.
+    """
+    global _blas_controller, _blas_limiter, _blas_users
     try:
         from threadpoolctl import ThreadpoolController  # noqa: PLC0415
     except ImportError:
@@ -74,9 +80,31 @@ def single_threaded_blas():
     with _lock:
         if _blas_controller is None:
             _blas_controller = ThreadpoolController()
-        controller = _blas_controller
-    with controller.limit(limits=1, user_api="blas"):
+        if _blas_users == 0:
+            _take_blas_control(_blas_controller)
+            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
         yield
+    finally:
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _take_blas_control(_blas_controller)
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+def _take_blas_control(controller) -> None:
+    """Let the calling thread change the process-wide BLAS thread count.
+
+    threadpoolctl >= 3.7 only obeys the first thread that ever set an OpenBLAS limit and silently
+    ignores the others; our own count of users (under ``_lock``) already keeps threads from fighting.
+    """
+    for library in controller.lib_controllers:
+        clear = getattr(type(library), "clear_controlling_thread", None)
+        if clear is not None:
+            clear(force=True)
 
 
 def run_groups(function: Callable[[slice], object], groups: Sequence[slice]) -> list:

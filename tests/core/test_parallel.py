@@ -45,3 +45,31 @@ def test_split_kernels_match_the_serial_ones(monkeypatch, per_head_mask):
     np.testing.assert_allclose(split_tiled, attention_tiled(q, k, v, mask=mask), atol=1e-6)
     np.testing.assert_allclose(split_window, attention_sliding_window(q, k, v, width=300), atol=1e-6)
     assert calls == [3, 3], "one thread: no split"
+
+
+def test_overlapping_blas_limits_restore_the_original_thread_count():
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas"]
+
+    original = blas_threads()
+    entered, release = threading.Barrier(2), threading.Event()
+
+    def hold(wait_first: bool):
+        with parallel.single_threaded_blas():
+            entered.wait()
+            if wait_first:
+                release.wait()
+
+    with parallel.single_threaded_blas():  # the main thread limits first: another thread must still be obeyed
+        pass
+    slow = threading.Thread(target=hold, args=(True,))
+    slow.start()
+    hold(False)  # enters after the slow thread and leaves before it
+    assert all(n == 1 for n in blas_threads()), "still limited while the other thread is inside"
+    release.set()
+    slow.join()
+    assert blas_threads() == original
