@@ -22,6 +22,16 @@ from attnstudio.errors import BackendUnavailable
 BACKEND_NAMES = ("auto", "numpy", "cupy")
 
 
+def is_cupy_array(x) -> bool:
+    """True for CuPy arrays, recognised by module so CuPy is never imported to ask."""
+    return type(x).__module__.startswith("cupy")
+
+
+def _takes_out(x) -> bool:
+    """NumPy and CuPy arrays can be written in place through ``out=`` / ``copyto``."""
+    return isinstance(x, np.ndarray) or is_cupy_array(x)
+
+
 def array_namespace(*arrays: Any):
     """The array module (numpy, cupy, array_api_strict, ...) that owns ``arrays``.
 
@@ -31,7 +41,7 @@ def array_namespace(*arrays: Any):
     for array in arrays:
         if array is None:
             continue
-        if type(array).__module__.startswith("cupy"):
+        if is_cupy_array(array):
             import cupy  # noqa: PLC0415 - only reached when a CuPy array exists
 
             return cupy
@@ -65,7 +75,7 @@ def concat(arrays, axis):
 def exp_inplace(x):
     """exp(x), written into x where the backend allows it (NumPy and CuPy ufuncs take ``out=``)."""
     xp = array_namespace(x)
-    if isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy"):
+    if _takes_out(x):
         return xp.exp(x, out=x)
     return xp.exp(x)
 
@@ -116,7 +126,7 @@ _fused_kernels: dict[str, Any] = {}
 
 def fused_kernel(name: str, like) -> Any:
     """The one-launch CuPy kernel ``name`` when ``like`` is a CuPy array, else None (use the xp code)."""
-    if not type(like).__module__.startswith("cupy"):
+    if not is_cupy_array(like):
         return None
     kernel = _fused_kernels.get(name)
     if kernel is None:
@@ -134,7 +144,7 @@ def is_host_array(x) -> bool:
 
 def masked_fill(x, mask, fill, *, inplace: bool):
     """``x`` with ``fill`` where ``mask`` is False; written into ``x`` when ``inplace`` and the backend allows."""
-    if inplace and (isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")):
+    if inplace and _takes_out(x):
         xp = array_namespace(x)
         xp.copyto(x, fill, where=xp.logical_not(mask))
         return x
@@ -146,7 +156,7 @@ def to_numpy(array: Any) -> np.ndarray:
     if isinstance(array, np.ndarray):
         return array
     get = getattr(array, "get", None)  # cupy.ndarray.get() copies to the host
-    if callable(get) and type(array).__module__.startswith("cupy"):
+    if callable(get) and is_cupy_array(array):
         return get()
     return np.asarray(array)
 

@@ -53,8 +53,9 @@ def softmax(scores, mask=None, *, overwrite: bool = False):
         scores = masked_fill(scores, mask, _scalar(-math.inf, scores), inplace=overwrite)
         overwrite = True
     row_max = xp.max(scores, axis=-1, keepdims=True)
-    if fused_kernel("softmax_exp", scores) is not None:  # CuPy: the same steps in two launches
-        weights = fused_kernel("softmax_exp", scores)(scores, row_max, *((scores,) if overwrite else ()))
+    fused_exp = fused_kernel("softmax_exp", scores)
+    if fused_exp is not None:  # CuPy: the same steps in two launches
+        weights = fused_exp(scores, row_max, *((scores,) if overwrite else ()))
         total = xp.sum(weights, axis=-1, keepdims=True)
         return fused_kernel("softmax_normalise", scores)(weights, total, weights)
     row_max = xp.where(xp.isfinite(row_max), row_max, _scalar(0.0, scores))  # fully masked row
@@ -116,13 +117,11 @@ def attention_scores(q, k, *, score: str = "scaled_dot", scale: float | None = N
     factor = score_scale(score, q.shape[-1], scale)
     if score == "additive":
         scores = additive_scores(q, k, seed=seed)
-        if factor != 1.0:
-            scores *= factor  # a fresh array: scale it in place
-        return scores
-    if factor != 1.0 and k.shape[-2] > q.shape[-1]:
-        q = q * factor  # scaling the (n_q, d_k) queries is cheaper than the (n_q, n_k) scores
-        factor = 1.0
-    scores = q @ matrix_transpose(k)
+    else:
+        if factor != 1.0 and k.shape[-2] > q.shape[-1]:
+            q = q * factor  # scaling the (n_q, d_k) queries is cheaper than the (n_q, n_k) scores
+            factor = 1.0
+        scores = q @ matrix_transpose(k)
     if factor != 1.0:
         scores *= factor  # a fresh array: scale it in place
     return scores
@@ -175,7 +174,7 @@ def tile_shape(xp, heads: int) -> tuple[int, int]:
     On the CPU a tile of scores should stay near the cache; on a GPU each tile costs a dozen kernel
     launches, so tiles are as large as DEVICE_TILE_SCORES allows.
     """
-    if getattr(xp, "__name__", "") != "cupy":
+    if getattr(xp, "__name__", "") != "cupy":  # a module, not an array: is_cupy_array does not apply
         return CPU_TILE
     block_q = block_k = 256
     while heads * block_q * block_k * 2 <= DEVICE_TILE_SCORES:
@@ -268,7 +267,7 @@ def attention_sliding_window(q, k, v, *, width: int, scale=None, score="scaled_d
     _check_shapes(q, k, v)
     if score == "additive":
         raise InvalidSetting("the sliding-window kernel supports the dot-product scores only")
-    band_scores = q.shape[-3 if q.ndim >= 3 else -2] * q.shape[-2] * min(k.shape[-2], 2 * width + block_q)
+    band_scores = math.prod(q.shape[:-1]) * min(k.shape[-2], 2 * width + block_q)  # heads * n_q * band
     if parallel.worth_splitting(q, k, v, None, scores=band_scores):
         return _over_head_groups(_attention_sliding_window, q, k, v, None, width=width, scale=scale, score=score,
                                  block_q=block_q)

@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
-import numpy as np
+from attnstudio.core.backend import is_host_array
 
 # Below this many scores a kernel call is too short for threads to pay off.
 PARALLEL_MIN_SCORES = 1 << 20
@@ -48,11 +48,11 @@ def worth_splitting(q, k, v, mask, *, scores: int | None = None) -> bool:
 
     ``scores``: how many scores the kernel computes, where that is not heads * n_q * n_k.
     """
-    if cpu_workers() < 2 or not all(isinstance(a, np.ndarray) for a in (q, k, v)):
+    if cpu_workers() < 2 or not all(is_host_array(a) for a in (q, k, v)):
         return False
     if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or not q.shape[0] == k.shape[0] == v.shape[0] >= 2:
         return False
-    if mask is not None and (not isinstance(mask, np.ndarray) or mask.ndim > 3):
+    if mask is not None and (not is_host_array(mask) or mask.ndim > 3):
         return False
     return (q.shape[0] * q.shape[1] * k.shape[1] if scores is None else scores) >= PARALLEL_MIN_SCORES
 

@@ -116,11 +116,12 @@ def gelu(x):
 def layer_norm(x, norm: tuple[Any, Any], eps: float):
     xp = array_namespace(x)
     weight, bias = norm
-    if fused_kernel("layer_norm", x) is not None:  # CuPy: four launches
+    fused = fused_kernel("layer_norm", x)
+    if fused is not None:  # CuPy: four launches
         row_sum = xp.sum(x, axis=-1, keepdims=True)
         inv_width = x.dtype.type(1.0 / x.shape[-1])
         square_sum = xp.sum(fused_kernel("layer_norm_square", x)(x, row_sum, inv_width), axis=-1, keepdims=True)
-        return fused_kernel("layer_norm", x)(x, row_sum, square_sum, inv_width, weight, bias, x.dtype.type(eps))
+        return fused(x, row_sum, square_sum, inv_width, weight, bias, x.dtype.type(eps))
     mean = xp.mean(x, axis=-1, keepdims=True)
     centred = x - mean
     variance = xp.mean(centred * centred, axis=-1, keepdims=True)
