@@ -15,12 +15,14 @@ import numpy as np
 
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
-from attnstudio.core.masks import build_mask
+from attnstudio.core.families import family_of
+from attnstudio.core.masks import build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
-from attnstudio.core.transformer import EncoderWeights, ForwardResult, encode
+from attnstudio.core.transformer import EncoderWeights, ForwardResult
 from attnstudio.errors import InvalidSetting
-from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, load_pretrained_cached
+from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText
+from attnstudio.models.registry import load_model_cached
 from attnstudio.session import Session
 
 
@@ -100,7 +102,7 @@ class Engine:
 
     def model(self, session: Session) -> PretrainedModel:
         """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
-        return load_pretrained_cached(BUILTIN_MODEL if session.is_synthetic else session.model)
+        return load_model_cached(BUILTIN_MODEL if session.is_synthetic else session.model)
 
     def weights(self, model: PretrainedModel, backend: Backend) -> EncoderWeights:
         key = (str(model.folder), backend.name)
@@ -131,6 +133,10 @@ class Engine:
                 keys = _padded(keys, mask_spec.padded_length(len(keys)), model)
         key_seq = keys if keys is not None else queries
         mask_host = build_mask(mask_spec, len(queries), len(key_seq), valid_keys=valid_keys)
+        family = family_of(model.weights)
+        if family.causal and not session.is_synthetic:  # the model's own mask; the user's combine with it
+            own = causal_mask(len(queries), len(key_seq))
+            mask_host = own if mask_host is None else own & mask_host
         mask = None if mask_host is None else backend.asarray(mask_host)
         weights = self.weights(model, backend)
         table = weights.word_embeddings
@@ -148,13 +154,13 @@ class Engine:
             heads = session.heads or model.num_heads
             if weights.d_model % heads:
                 raise InvalidSetting(f"{heads} heads do not divide the model width {weights.d_model}")
-            d_k = weights.d_model // heads
+            d_k = getattr(weights, "head_dim", None) or weights.d_model // heads
             scale = score_scale(session.score, d_k, None) / session.temperature
             pair_mask = None
             if keys is not None and valid_keys is not None and valid_keys < len(keys):
                 pair_mask = backend.asarray(build_mask(mask_spec, len(keys), len(keys), valid_keys=valid_keys))
-            forward = encode(weights, query_ids, heads=heads, mask=mask, score=session.score, scale=scale,
-                             seed=session.seed, num_layers=num_layers, pair_ids=key_ids, pair_mask=pair_mask)
+            forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score, scale=scale,
+                                     seed=session.seed, num_layers=num_layers, pair_ids=key_ids, pair_mask=pair_mask)
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started
