@@ -16,7 +16,7 @@ import numpy as np
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
-from attnstudio.core.masks import build_mask, causal_mask
+from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderWeights, ForwardResult
@@ -41,6 +41,7 @@ class ComputeResult:
     elapsed_s: float
     notices: list[str] = field(default_factory=list)
     cross_attention: bool = False
+    causal_model: bool = False  # the model's own causal mask was applied (decoders), besides the session's
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
@@ -165,7 +166,16 @@ class Engine:
         backend.synchronize()
         elapsed = time.perf_counter() - started
         return ComputeResult(queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
-                             elapsed, notices, cross_attention=keys is not None)
+                             elapsed, notices, cross_attention=keys is not None,
+                             causal_model=family.causal and not session.is_synthetic)
+
+
+def mask_caption(result: ComputeResult, spec: MaskSpec) -> str:
+    """The mask ``result`` was computed with, in words: a decoder's own causal mask, then the session's."""
+    chosen = spec.describe()
+    if not result.causal_model:
+        return chosen
+    return "causal (the model's own)" + ("" if chosen == MaskSpec().describe() else f" + {chosen}")
 
 
 def _tokenize(model: PretrainedModel, text: str, what: str, notices: list[str]) -> TokenizedText:

@@ -25,6 +25,7 @@ PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
     "llama-bpe": (LLAMA3_PATTERN,),
 }
 TOKEN_TYPE_CONTROL = 3
+VISIBLE_WHITESPACE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "⏎"})
 
 
 def tokenizer_json_from_fields(fields: dict) -> str:
@@ -83,15 +84,26 @@ class DecoderTokenizer(TextTokenizer):
 
     def encode(self, text: str) -> TokenizedText:
         text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
-        encoding = self._tokenizer.encode(text, add_special_tokens=False)
-        ids, tokens = list(encoding.ids), list(encoding.tokens)
+        ids = list(self._tokenizer.encode(text, add_special_tokens=False).ids)
         if self.bos_id is not None:
-            ids, tokens = [self.bos_id] + ids, [self._tokenizer.id_to_token(self.bos_id)] + tokens
+            ids = [self.bos_id] + ids
         truncated_from = None
         if len(ids) > self.max_length:
             truncated_from = len(ids)
-            ids, tokens = ids[:self.max_length], tokens[:self.max_length]
-        return TokenizedText(tokens, np.asarray(ids, dtype=np.int64), truncated_from)
+            ids = ids[:self.max_length]
+        return TokenizedText([self.readable_token(i) for i in ids], np.asarray(ids, dtype=np.int64), truncated_from)
+
+    def raw_tokens(self, ids) -> list[str]:
+        """The vocabulary's own strings ('Ġcat'), as Hugging Face's convert_ids_to_tokens gives them."""
+        return [self._tokenizer.id_to_token(int(i)) for i in ids]
+
+    def readable_token(self, token_id: int) -> str:
+        """The text a token stands for (' cat'), with line breaks and tabs drawn as ↵ and ⇥; a token that is
+        only part of a UTF-8 character keeps its byte-level spelling."""
+        text = self.decode_token(token_id)
+        if "\ufffd" in text or not text:
+            return self._tokenizer.id_to_token(int(token_id))
+        return text.translate(VISIBLE_WHITESPACE)
 
     def decode_token(self, token_id: int) -> str:
         """The text one token stands for (byte-level tokens decoded: 'Ġcat' -> ' cat')."""

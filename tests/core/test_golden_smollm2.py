@@ -27,8 +27,19 @@ def golden(name: str):
 @pytest.mark.parametrize("name", NAMES)
 def test_tokens_and_ids_match(name, smollm2_index, smollm2):
     tokenized = smollm2.tokenizer.encode(smollm2_index[name]["text"])
-    assert tokenized.tokens == smollm2_index[name]["tokens"]
+    assert smollm2.tokenizer.raw_tokens(tokenized.ids) == smollm2_index[name]["tokens"]
     np.testing.assert_array_equal(tokenized.ids, golden(name)["input_ids"].reshape(-1))
+    # What the views label: each token's own text, line breaks and tabs made visible.
+    readable = "".join(tokenized.tokens).replace("↵", "\n").replace("⇥", "\t")
+    if name != "unicode":  # there some tokens are parts of one UTF-8 character and keep their byte spelling
+        assert readable == smollm2_index[name]["text"]
+
+
+def test_tokens_read_as_the_text_they_stand_for(smollm2):
+    tokenizer = smollm2.tokenizer
+    assert tokenizer.encode("The cat\n\tsat").tokens == ["The", " cat", "↵", "⇥", "sat"]
+    assert tokenizer.encode("<|im_start|>user café").tokens == ["<|im_start|>", "user", " café"]
+    assert tokenizer.encode("東").tokens == ["æĿ", "±"]  # halves of one character keep their byte-level spelling
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -52,7 +63,7 @@ def test_engine_runs_the_decoder_with_its_own_causal_mask(smollm2_index):
     text = smollm2_index["cat"]["text"]
     result = Engine().compute(Session(text=text, model="smollm2", backend="numpy"))
     reference = golden("cat")
-    assert result.query_tokens == smollm2_index["cat"]["tokens"]
+    assert result.query_tokens == [token.replace("Ġ", " ") for token in smollm2_index["cat"]["tokens"]]
     assert (result.heads, result.d_k, result.num_layers) == (9, 64, 30)
     assert np.abs(result.attentions() - reference["attentions"]).max() <= 1e-5
     n = len(result.query_tokens)
@@ -68,7 +79,7 @@ def test_cli_writes_chosen_layers_and_next_logits(tmp_path, smollm2_index):
     assert "11x11 tokens, 3 layer(s) x 9 head(s)" in done.stdout
     data = np.load(out, allow_pickle=False)
     reference = golden("cat")
-    assert list(data["tokens"]) == smollm2_index["cat"]["tokens"]
+    assert list(data["tokens"]) == [token.replace("Ġ", " ") for token in smollm2_index["cat"]["tokens"]]
     assert data["attentions"].dtype == np.float32 and data["attentions"].shape == (3, 9, 11, 11)
     assert np.abs(data["attentions"] - reference["attentions"][[0, 14, 29]]).max() <= 1e-5
     assert data["next_logits"].dtype == np.float32 and data["next_logits"].shape == (49152,)

@@ -1,0 +1,59 @@
+"""The built-in decoder in the app: picked from the model menu, drawn causal in the heatmap."""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF
+
+from tests.ui.conftest import wait_for_result
+from tests.ui.test_main_window import pixels
+
+VIRIDIS_ZERO = np.array([84, 1, 68])  # weight 0: viridis (68, 1, 84) as pixels() reads it, blue first
+
+
+def cell_pixel(view, image: np.ndarray, row: int, col: int) -> np.ndarray:
+    scene_point = view.plot.getViewBox().mapViewToScene(QPointF(col + 0.5, row + 0.5))
+    point = view.canvas.mapFromScene(scene_point)
+    return image[point.y(), point.x()].astype(int)
+
+
+def test_smollm2_from_the_model_menu_draws_a_causal_heatmap(make_window, qtbot):
+    window = make_window()
+    picker = window.controls.model
+    index = picker.findData("smollm2")
+    assert picker.itemText(index) == "Built-in: SmolLM2-135M (decoder)"
+    picker.setCurrentIndex(index)
+    picker.activated.emit(index)
+    wait_for_result(qtbot, window, lambda r: r.model_name == "smollm2", timeout=120_000)
+    result = window.results.result
+    assert (result.num_layers, result.heads) == (30, 9)
+    assert result.query_tokens[:3] == ["The", " cat", " sat"]  # the text each token stands for, not 'Ġcat'
+    window.session.update(layer=2, head=3)
+    heatmap = window.views["heatmap"]
+    qtbot.waitUntil(lambda: "layer 3/30 · head 4/9" in heatmap.plot.titleLabel.text)
+    assert "smollm2" in heatmap.plot.titleLabel.text and "causal (the model's own)" in heatmap.plot.titleLabel.text
+    image = pixels(heatmap.canvas)
+    weights = result.attentions()[2, 3]
+    n = weights.shape[0]
+    # Above the diagonal the model's own causal mask leaves weight 0: the colour map's dark end.
+    for row, col in [(0, n - 1), (2, 5), (n - 2, n - 1)]:
+        assert weights[row, col] == 0
+        assert np.abs(cell_pixel(heatmap, image, row, col) - VIRIDIS_ZERO).max() <= 12
+    # The first token is this head's attention sink: bright where the weights are large.
+    assert weights[0, 0] == 1.0
+    assert cell_pixel(heatmap, image, 0, 0).sum() > cell_pixel(heatmap, image, 0, n - 1).sum() + 200
+    assert picker.currentText() == "Built-in: SmolLM2-135M (decoder)"
+
+
+def test_a_chosen_mask_combines_with_the_models_own(make_window, qtbot):
+    from attnstudio.core.masks import MaskSpec
+    from attnstudio.session import Session
+
+    window = make_window(Session(text="one two three four five six", model="smollm2", backend="numpy",
+                                 mask=MaskSpec("window", width=1)))
+    result = window.results.result
+    n = len(result.query_tokens)
+    expected = np.tril(np.ones((n, n), dtype=bool)) & ~np.tri(n, n, -2, dtype=bool)  # causal and |i - j| <= 1
+    np.testing.assert_array_equal(result.mask, expected)
+    assert (result.attentions()[:, :, ~expected] == 0).all()
+    title = window.views["heatmap"].plot.titleLabel.text
+    assert "causal (the model's own) + sliding window ±1" in title
