@@ -133,3 +133,25 @@ def test_decoder_refuses_what_it_cannot_do():
         forward(parameters, np.array([1, 2]), heads=2)
     with pytest.raises(InvalidSetting, match="cross-attention"):
         forward(parameters, np.array([1, 2]), pair_ids=np.array([3]))
+
+
+def test_decoder_uses_only_portable_array_operations():
+    """The same forward on array_api_strict arrays (the subset CuPy relies on) gives the same numbers."""
+    import array_api_strict as xps
+
+    def move(value):
+        if isinstance(value, np.ndarray):
+            return xps.asarray(value)
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        if dataclasses.is_dataclass(value):
+            return dataclasses.replace(value, **{f.name: move(getattr(value, f.name)) for f in dataclasses.fields(value)})
+        return value
+
+    parameters = tiny_llama()
+    ids = np.array([3, 17, 5, 9, 30])
+    strict = forward(move(parameters), xps.asarray(ids))
+    reference = forward(parameters, ids)
+    assert type(strict.traces[0].weights).__module__.startswith("array_api_strict"), "stays on its backend"
+    np.testing.assert_allclose(np.asarray(strict.attentions()._array), reference.attentions(), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(strict.next_logits._array), reference.next_logits, atol=1e-5)

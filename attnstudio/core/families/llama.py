@@ -173,7 +173,7 @@ def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=Non
     if num_layers == total_layers:
         x = rms_norm(x, p.final_norm, p.rms_norm_eps)
         hidden_states[-1] = x
-        next_logits = unembed(p, x[-1])  # (vocab,)
+        next_logits = unembed(p, x[-1, ...])  # (vocab,)
     return ForwardResult(traces, hidden_states, next_logits)
 
 
