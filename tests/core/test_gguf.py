@@ -134,3 +134,31 @@ def test_an_edited_file_is_not_served_from_an_old_cache(tiny, tmp_path):
     first = load_gguf(path).weights.final_norm
     write_tiny_llama(path, seed=5)
     assert not np.array_equal(load_gguf(path).weights.final_norm, first)
+
+
+def test_engine_runs_a_gguf_file_and_truncates_long_text_with_a_notice(tiny):
+    from attnstudio.engine import Engine
+    from attnstudio.session import Session
+
+    path, _ = tiny
+    result = Engine().compute(Session(text="the cat " * 50, model=str(path), backend="numpy"))
+    assert len(result.query_tokens) == 64  # the file's context_length
+    assert any("truncated" in notice and "64" in notice for notice in result.notices)
+    assert result.attentions().shape == (LAYERS, HEADS, 64, 64)
+    assert result.forward.next_logits.shape == (264,)  # the vocabulary
+
+
+def test_cli_computes_from_a_gguf_file_and_refuses_a_damaged_one(tiny, tmp_path):
+    from tests.core.test_cli import run_cli
+
+    path, _ = tiny
+    out = tmp_path / "out.npz"
+    done = run_cli("compute", "the cat sat", "--model", str(path), "--backend", "numpy", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    data = np.load(out, allow_pickle=False)
+    assert list(data["tokens"]) == ["t", "he", " cat", " ", "s", "at"]
+    assert data["attentions"].shape == (LAYERS, HEADS, 6, 6) and data["next_logits"].shape == (264,)
+    path.write_bytes(path.read_bytes()[:1000])
+    done = run_cli("compute", "the cat sat", "--model", str(path), "-o", str(tmp_path / "bad.npz"))
+    assert done.returncode == 2 and "damaged" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
