@@ -258,8 +258,17 @@ def _write_cache(cache_file: Path, parameters: LlamaParameters, config: dict, to
         os.replace(tokenizer_temporary, tokenizer_file)
         save_file(_flatten(parameters), str(temporary), metadata=metadata)
         os.replace(temporary, cache_file)  # the parameters appear last, whole
+        _remove_stale_entries(cache_file)
     except OSError:
         pass
+
+
+def _remove_stale_entries(cache_file: Path) -> None:
+    """Drop the entries of earlier versions of the same file name (an edited or replaced GGUF)."""
+    stem = cache_file.name.rsplit("-", 1)[0]
+    for entry in cache_file.parent.glob(f"{stem}-*"):
+        if entry.name.rsplit("-", 1)[0] == stem and not entry.name.startswith(cache_file.stem + "."):
+            entry.unlink(missing_ok=True)
 
 
 def _read_cache(cache_file: Path, path: Path, name: str) -> PretrainedModel | None:

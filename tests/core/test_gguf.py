@@ -134,6 +134,8 @@ def test_an_edited_file_is_not_served_from_an_old_cache(tiny, tmp_path):
     first = load_gguf(path).weights.final_norm
     write_tiny_llama(path, seed=5)
     assert not np.array_equal(load_gguf(path).weights.final_norm, first)
+    entries = sorted(p.name for p in (tmp_path / "cache" / "gguf").iterdir())
+    assert len(entries) == 2, f"the old version's entry is removed: {entries}"  # .safetensors + .tokenizer.json
 
 
 def test_engine_runs_a_gguf_file_and_truncates_long_text_with_a_notice(tiny):
