@@ -211,6 +211,8 @@ def _parameters(tensors: dict[str, np.ndarray], config: dict, path: Path) -> Lla
     if output is not None and output.shape != embeddings.shape:
         raise ModelLoadError(f"{path.name}: output.weight has shape {output.shape}, expected {embeddings.shape}")
     factors = tensors.pop("rope_freqs.weight", None)
+    if factors is not None and factors.shape != (head_dim // 2,):
+        raise ModelLoadError(f"{path.name}: rope_freqs.weight has shape {factors.shape}, expected {(head_dim // 2,)}")
     return LlamaParameters(
         token_embeddings=embeddings, layers=layers, final_norm=get("output_norm.weight", (d_model,)),
         unembedding=None if output is None else np.ascontiguousarray(output.T),

@@ -100,6 +100,15 @@ def test_rope_scores_depend_only_on_the_distance_between_positions():
     np.testing.assert_allclose(pair_norms, np.broadcast_to(q[:half] ** 2 + q[half:] ** 2, (n, half)), rtol=1e-5)
 
 
+def test_rope_frequency_factors_divide_the_frequencies():
+    cos, sin = rope_tables(6, 8, 10000.0, np, np.float32)
+    scaled_cos, scaled_sin = rope_tables(6, 8, 10000.0, np, np.float32, np.array([1, 1, 2, 4], dtype=np.float32))
+    np.testing.assert_array_equal(scaled_cos[:, :2], cos[:, :2])
+    angles = np.arange(6)[:, None] * (1.0 / 10000.0 ** (np.arange(0, 8, 2) / 8))[None, :] / np.array([1, 1, 2, 4])
+    np.testing.assert_allclose(scaled_cos, np.cos(angles), atol=1e-6)
+    np.testing.assert_allclose(scaled_sin, np.sin(angles), atol=1e-6)
+
+
 def test_user_masks_combine_with_the_causal_mask():
     parameters = tiny_llama()
     ids = np.array([3, 17, 5, 9, 30])

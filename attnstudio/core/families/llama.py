@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from attnstudio.core.backend import array_namespace, concat, matrix_transpose
+from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
 from attnstudio.core.transformer import AttentionTrace, ForwardResult, merge_heads, split_heads
@@ -88,7 +88,7 @@ def rope_tables(n: int, head_dim: int, base: float, xp, dtype, frequency_factors
     exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
     inverse_frequency = np.float32(1.0) / (np.float32(base) ** exponents)  # (head_dim / 2,)
     if frequency_factors is not None:
-        inverse_frequency = inverse_frequency / np.asarray(frequency_factors, dtype=np.float32)
+        inverse_frequency = inverse_frequency / np.asarray(to_numpy(frequency_factors), dtype=np.float32)
     angles = np.arange(n, dtype=np.float32)[:, None] * inverse_frequency[None, :]  # (n, head_dim / 2)
     return xp.asarray(np.cos(angles), dtype=dtype), xp.asarray(np.sin(angles), dtype=dtype)
 
