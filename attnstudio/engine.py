@@ -18,12 +18,23 @@ from attnstudio.core.backend import Backend, configure_host_allocator, resolve_b
 from attnstudio.core.families import family_of
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
+from attnstudio.core.next_token import top_next_tokens
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderWeights, ForwardResult
 from attnstudio.errors import InvalidSetting
 from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText
 from attnstudio.models.registry import load_model_cached
 from attnstudio.session import Session
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """One candidate for the token after the text."""
+
+    token_id: int
+    text: str  # what appending it adds to the text (' cat')
+    label: str  # how the views write it (line breaks and tabs made visible)
+    probability: float  # softmax of the logits at temperature 1, over the whole vocabulary
 
 
 @dataclass
@@ -42,6 +53,7 @@ class ComputeResult:
     notices: list[str] = field(default_factory=list)
     cross_attention: bool = False
     causal_model: bool = False  # the model's own causal mask was applied (decoders), besides the session's
+    next_tokens: list[NextToken] = field(default_factory=list)  # decoders: the most likely next tokens
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
@@ -167,7 +179,16 @@ class Engine:
         elapsed = time.perf_counter() - started
         return ComputeResult(queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
                              elapsed, notices, cross_attention=keys is not None,
-                             causal_model=family.causal and not session.is_synthetic)
+                             causal_model=family.causal and not session.is_synthetic,
+                             next_tokens=_next_tokens(forward, model))
+
+
+def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextToken]:
+    if forward.next_logits is None or not hasattr(model.tokenizer, "decode_token"):
+        return []
+    ids, probabilities = top_next_tokens(to_numpy(forward.next_logits))
+    return [NextToken(int(i), model.tokenizer.decode_token(i), model.tokenizer.readable_token(i), float(p))
+            for i, p in zip(ids, probabilities, strict=True)]
 
 
 def mask_caption(result: ComputeResult, spec: MaskSpec) -> str:

@@ -164,3 +164,16 @@ def test_decoder_uses_only_portable_array_operations():
     assert type(strict.traces[0].weights).__module__.startswith("array_api_strict"), "stays on its backend"
     np.testing.assert_allclose(np.asarray(strict.attentions()._array), reference.attentions(), atol=1e-6)
     np.testing.assert_allclose(np.asarray(strict.next_logits._array), reference.next_logits, atol=1e-5)
+
+
+def test_top_next_tokens_are_the_softmax_over_the_whole_vocabulary():
+    from attnstudio.core.next_token import top_next_tokens
+
+    logits = np.array([0.0, 3.0, 1.0, 3.5, -2.0], dtype=np.float32)
+    ids, probabilities = top_next_tokens(logits, k=3)
+    full = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert ids.tolist() == [3, 1, 2]
+    np.testing.assert_allclose(probabilities, full[[3, 1, 2]], rtol=1e-6)
+    _, hotter = top_next_tokens(logits, k=1, temperature=10.0)
+    assert hotter[0] < probabilities[0]  # a higher temperature flattens the distribution
+    assert len(top_next_tokens(logits, k=50)[0]) == 5

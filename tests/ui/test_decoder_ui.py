@@ -57,3 +57,41 @@ def test_a_chosen_mask_combines_with_the_models_own(make_window, qtbot):
     assert (result.attentions()[:, :, ~expected] == 0).all()
     title = window.views["heatmap"].plot.titleLabel.text
     assert "causal (the model's own) + sliding window ±1" in title
+
+
+def test_next_token_panel_draws_the_predictions_and_a_click_appends_one(make_window, qtbot):
+    from PySide6.QtCore import QPoint, Qt
+
+    from attnstudio.session import Session
+    from attnstudio.ui.views.next_token import BAR_COLOUR
+
+    window = make_window(Session(text="The cat sat on the mat because it was tired", model="smollm2",
+                                 backend="numpy"))
+    window.session.update(view="next_token")
+    view = window.views["next_token"]
+    result = window.results.result
+    candidates = result.next_tokens
+    assert len(candidates) == 10 and candidates[0].probability >= candidates[-1].probability
+    assert "10 most likely tokens after '␣tired'" in view.plot.titleLabel.text
+    image = pixels(view.canvas)
+    bar = np.all(np.abs(image.astype(int) - np.array(BAR_COLOUR[::-1])) <= 3, axis=-1)  # pixels() is B, G, R
+    widths = []
+    for row in range(len(candidates)):
+        point = view.canvas.mapFromScene(view.plot.vb.mapViewToScene(QPointF(0, row)))
+        widths.append(int(bar[point.y()].sum()))
+    assert widths[0] > 100 and all(a >= b - 1 for a, b in zip(widths, widths[1:], strict=False)), widths
+    ratio = candidates[1].probability / candidates[0].probability
+    assert abs(widths[1] / widths[0] - ratio) < 0.03, "bar lengths follow the probabilities"
+    # Click the top bar: its token is appended and the text recomputed with one more token.
+    point = view.canvas.mapFromScene(view.plot.vb.mapViewToScene(QPointF(candidates[0].probability * 50, 0)))
+    qtbot.mouseClick(view.canvas.viewport(), Qt.LeftButton, pos=QPoint(point.x(), point.y()))
+    expected = "The cat sat on the mat because it was tired" + candidates[0].text
+    qtbot.waitUntil(lambda: window.session.text == expected)
+    wait_for_result(qtbot, window, lambda r: len(r.query_tokens) == 11, timeout=60_000)
+
+
+def test_an_encoder_says_it_predicts_no_next_token(make_window):
+    window = make_window()
+    window.session.update(view="next_token")
+    view = window.views["next_token"]
+    assert "has no language-model head" in view.note.text() and not view.canvas.isVisible()
