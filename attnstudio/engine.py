@@ -9,7 +9,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -54,6 +54,8 @@ class ComputeResult:
     cross_attention: bool = False
     causal_model: bool = False  # the model's own causal mask was applied (decoders), besides the session's
     next_tokens: list[NextToken] = field(default_factory=list)  # decoders: the most likely next tokens
+    # decoders: logit_lens(position) -> each layer's most likely next token after that position
+    logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
@@ -180,7 +182,8 @@ class Engine:
         return ComputeResult(queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
                              elapsed, notices, cross_attention=keys is not None,
                              causal_model=family.causal and not session.is_synthetic,
-                             next_tokens=_next_tokens(forward, model))
+                             next_tokens=_next_tokens(forward, model),
+                             logit_lens=_lens_for(family, weights, model, forward))
 
 
 def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextToken]:
@@ -189,6 +192,21 @@ def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextTok
     ids, probabilities = top_next_tokens(to_numpy(forward.next_logits))
     return [NextToken(int(i), model.tokenizer.decode_token(i), model.tokenizer.readable_token(i), float(p))
             for i, p in zip(ids, probabilities, strict=True)]
+
+
+def _lens_for(family, weights, model: PretrainedModel, forward: ForwardResult):
+    if family.logit_lens is None or forward.next_logits is None or not hasattr(model.tokenizer, "decode_token"):
+        return None
+
+    def lens(position: int) -> list[NextToken]:
+        logits = to_numpy(family.logit_lens(weights, forward.hidden_states, position))  # (layers, vocab)
+        tops = []
+        for row in logits:
+            (token_id,), (probability,) = top_next_tokens(row, k=1)
+            tops.append(NextToken(int(token_id), model.tokenizer.decode_token(token_id),
+                                  model.tokenizer.readable_token(token_id), float(probability)))
+        return tops
+    return lens
 
 
 def mask_caption(result: ComputeResult, spec: MaskSpec) -> str:

@@ -177,3 +177,17 @@ def test_top_next_tokens_are_the_softmax_over_the_whole_vocabulary():
     _, hotter = top_next_tokens(logits, k=1, temperature=10.0)
     assert hotter[0] < probabilities[0]  # a higher temperature flattens the distribution
     assert len(top_next_tokens(logits, k=50)[0]) == 5
+
+
+def test_logit_lens_last_layer_is_the_models_own_prediction():
+    from attnstudio.core.families.llama import logit_lens, unembed
+
+    parameters = tiny_llama()
+    ids = np.array([3, 17, 5, 9])
+    result = forward(parameters, ids)
+    lens = logit_lens(parameters, result.hidden_states, 3)  # (layers, vocab)
+    assert lens.shape == (2, 40)
+    np.testing.assert_allclose(lens[-1], result.next_logits, rtol=1e-5, atol=1e-5)
+    first_layer = unembed(parameters, rms_norm(result.hidden_states[1][1:2], parameters.final_norm, 1e-5))
+    np.testing.assert_allclose(logit_lens(parameters, result.hidden_states, 1)[0], first_layer[0], rtol=1e-5)
+    assert family_named("llama").logit_lens is logit_lens and family_named("bert").logit_lens is None

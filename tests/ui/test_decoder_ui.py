@@ -95,3 +95,34 @@ def test_an_encoder_says_it_predicts_no_next_token(make_window):
     window.session.update(view="next_token")
     view = window.views["next_token"]
     assert "has no language-model head" in view.note.text() and not view.canvas.isVisible()
+
+
+def test_logit_lens_shows_each_layers_prediction_for_the_chosen_position(make_window, qtbot):
+    from attnstudio.session import Session
+
+    window = make_window(Session(text="The cat sat on the mat because it was tired", model="smollm2",
+                                 backend="numpy"))
+    window.session.update(view="logit_lens")
+    view = window.views["logit_lens"]
+    result = window.results.result
+    assert view.position.value() == 10
+    assert "each layer's next token after '␣tired' (position 10/10)" in view.plot.titleLabel.text
+    visible = [label for label in view.labels if label.isVisible()]
+    assert len(visible) == 30
+    top = result.next_tokens[0]
+    assert visible[-1].toPlainText() == f"{top.label}  {top.probability:.0%}", "the last layer is the prediction"
+    image = pixels(view.canvas)
+    from attnstudio.ui.views.next_token import BAR_COLOUR
+
+    bar = np.all(np.abs(image.astype(int) - np.array(BAR_COLOUR[::-1])) <= 3, axis=-1)
+    assert bar.any(axis=1).sum() > 300, "thirty bars are drawn"
+    view.position.setValue(3)  # ' sat': later layers predict ' on'
+    qtbot.waitUntil(lambda: "after '␣sat' (position 3/10)" in view.plot.titleLabel.text)
+    assert view.labels[29].toPlainText().startswith("␣on")
+
+
+def test_logit_lens_explains_an_encoder_has_none(make_window):
+    window = make_window()
+    window.session.update(view="logit_lens")
+    view = window.views["logit_lens"]
+    assert "no language-model head" in view.note.text() and not view.canvas.isVisible()

@@ -28,13 +28,15 @@ class ModelFamily:
     has_head: bool  # True: the forward pass returns next-token logits
     # forward(parameters, input_ids (n,), *, heads, mask, score, scale, seed, num_layers, pair_ids, pair_mask)
     forward: Callable[..., ForwardResult]
+    # logit_lens(parameters, hidden_states, position) -> (layers, vocab): each layer's prediction; None: no head
+    logit_lens: Callable[..., Any] | None = None
 
 
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family for family in (
         ModelFamily("bert", "encoder (BERT)", bert.BertParameters, causal=False, has_head=False, forward=bert.forward),
         ModelFamily("llama", "decoder (Llama)", llama.LlamaParameters, causal=True, has_head=True,
-                    forward=llama.forward),
+                    forward=llama.forward, logit_lens=llama.logit_lens),
     )
 }
 

@@ -177,6 +177,17 @@ def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=Non
     return ForwardResult(traces, hidden_states, next_logits)
 
 
+def logit_lens(p: LlamaParameters, hidden_states: list, position: int):
+    """What each layer would predict after token ``position``: final RMSNorm + unembedding of its output.
+
+    hidden_states: the forward pass's (embeddings, layer 1 .. layer L, the last already normalised).
+    Returns (L, vocab) logits; the last row is the model's own prediction.
+    """
+    rows = [rms_norm(h[position:position + 1, ...], p.final_norm, p.rms_norm_eps) for h in hidden_states[1:-1]]
+    rows.append(hidden_states[-1][position:position + 1, ...])
+    return unembed(p, concat(rows, axis=0))  # (L, vocab)
+
+
 def unembed(p: LlamaParameters, x):
     """Normalised hidden state(s) (..., d_model) -> logits (..., vocab)."""
     if p.unembedding is not None:
