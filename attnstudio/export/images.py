@@ -20,6 +20,7 @@ from pathlib import Path
 
 from PySide6.QtCore import (
     QBuffer,
+    QByteArray,
     QCoreApplication,
     QEvent,
     QIODevice,
@@ -39,7 +40,7 @@ from PySide6.QtGui import (
     QPainter,
     QPdfWriter,
 )
-from PySide6.QtSvg import QSvgGenerator
+from PySide6.QtSvg import QSvgGenerator, QSvgRenderer
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsView, QWidget
 
 from attnstudio.errors import FileWriteError
@@ -67,10 +68,9 @@ def settle(source) -> None:
 
 
 @contextlib.contextmanager
-def _export_mode(source, options: dict):
+def _export_mode(scenes: list[QGraphicsScene], options: dict):
     """pyqtgraph items draw for export while inside (scatter symbols as paths, export antialiasing)."""
-    items = [item for item in source.items() if hasattr(item, "setExportMode")] \
-        if isinstance(source, QGraphicsScene) else []
+    items = [item for scene in scenes for item in scene.items() if hasattr(item, "setExportMode")]
     for item in items:
         item.setExportMode(True, options)
     try:
@@ -120,9 +120,12 @@ def export_view(widget: QWidget, path: Path, *, scale: float = 2.0, caption: str
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise FileWriteError(f"unknown image type {suffix!r}: use .png, .svg or .pdf")
+    scenes = [view.scene() for view in [widget, *widget.findChildren(QGraphicsView)]
+              if isinstance(view, QGraphicsView) and view.scene() is not None]
+    for scene in scenes:
+        settle(scene)
     if isinstance(widget, QGraphicsView):
         source = widget.scene()
-        settle(source)
         source_rect = widget.mapToScene(widget.viewport().rect()).boundingRect()
     else:
         source, source_rect = widget, QRectF(widget.rect())
@@ -134,7 +137,7 @@ def export_view(widget: QWidget, path: Path, *, scale: float = 2.0, caption: str
     buffer = QBuffer()
     buffer.open(QIODevice.WriteOnly)
     resolution_scale = scale if suffix == ".png" else 1.0
-    with _export_mode(source, {"antialias": True, "background": background, "resolutionScale": resolution_scale}):
+    with _export_mode(scenes, {"antialias": True, "background": background, "resolutionScale": resolution_scale}):
         if suffix == ".png":
             _write_png(buffer, source, source_rect, size, caption, background, scale, dpi, path.name)
         elif suffix == ".svg":
@@ -151,20 +154,28 @@ def export_view(widget: QWidget, path: Path, *, scale: float = 2.0, caption: str
 
 def _write_png(buffer: QBuffer, source, source_rect: QRectF, size: QSizeF, caption, background: QColor,
                scale: float, dpi: float, name: str) -> None:
+    """Rasterise the portable SVG: a line one pixel wide on screen is ``scale`` pixels wide here.
+
+    Painting the scene straight into a ``scale`` x image would keep every cosmetic pen (pyqtgraph's axes,
+    outlines, grids) one device pixel wide, so lines would thin out as the scale grows.
+    """
+    svg = QBuffer()
+    svg.open(QIODevice.WriteOnly)
+    _write_svg(svg, source, source_rect, size, caption, background, dpi, name)
+    renderer = QSvgRenderer(QByteArray(make_portable(bytes(svg.data()))))
+    svg.close()
     image = QImage(QSize(round(size.width() * scale), round(size.height() * scale)), QImage.Format_ARGB32)
-    dots_per_metre = round(dpi / INCH_METRES)
-    image.setDotsPerMeterX(dots_per_metre)  # painted at the screen's resolution ...
-    image.setDotsPerMeterY(dots_per_metre)
+    image.fill(background)
     painter = QPainter(image)
     try:
         painter.setRenderHint(QPainter.Antialiasing)
         painter.setRenderHint(QPainter.TextAntialiasing)
-        painter.scale(image.width() / size.width(), image.height() / size.height())
-        _paint(painter, source, source_rect, size, caption, background)
+        renderer.render(painter, QRectF(0, 0, image.width(), image.height()))
     finally:
         painter.end()
-    image.setDotsPerMeterX(round(dots_per_metre * scale))  # ... and stamped `scale` x finer, so it prints
-    image.setDotsPerMeterY(round(dots_per_metre * scale))  # at the size it has on screen
+    dots_per_metre = round(round(dpi / INCH_METRES) * scale)  # prints at the size it has on screen
+    image.setDotsPerMeterX(dots_per_metre)
+    image.setDotsPerMeterY(dots_per_metre)
     if not image.save(buffer, "PNG"):
         raise FileWriteError(f"cannot encode {name} as PNG")
 
@@ -202,7 +213,8 @@ def _write_pdf(buffer: QBuffer, source, source_rect: QRectF, size: QSizeF, capti
         # Images (the heatmap) stay exact: Flate rather than JPEG, whose 8x8 blocks and halved colour
         # resolution would blend neighbouring cells of a small matrix.
         painter.setRenderHint(QPainter.LosslessImageRendering)
-        page = painter.viewport()
+        page = painter.viewport()  # whole points: within a pixel of the figure
+        painter.fillRect(page, background)
         painter.scale(page.width() / size.width(), page.height() / size.height())
         _paint(painter, source, source_rect, size, caption, background)
     finally:

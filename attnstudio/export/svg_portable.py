@@ -70,13 +70,19 @@ def _matrix(transform: str | None) -> Matrix | None:
 def _split_group(group: ElementTree.Element) -> list[ElementTree.Element]:
     """The group as runs: shapes with non-scaling strokes baked into an untransformed copy, the rest as is."""
     matrix = _matrix(group.get("transform"))
-    if matrix is None or matrix[:4] == (1.0, 0.0, 0.0, 1.0):
-        return [group]  # a translation does not scale strokes
+    if group.get("transform") is None or (matrix is not None and matrix[:4] == (1.0, 0.0, 0.0, 1.0)):
+        for child in group:  # a translation does not scale strokes: the hint can go as it is
+            child.attrib.pop("vector-effect", None)
+        return [group]
+    if matrix is None:
+        return [group]
     if any(group.get(key, "").startswith("url(") for key in ("fill", "stroke")):
         return [group]  # a gradient or pattern lives in the group's coordinates: keep them
     runs: list[tuple[bool, list[ElementTree.Element]]] = []
     for child in list(group):
         baked = child.get("vector-effect") == "non-scaling-stroke" and _bake(child, matrix)
+        if baked:
+            del child.attrib["vector-effect"]
         if runs and runs[-1][0] == baked:
             runs[-1][1].append(child)
         else:
