@@ -1,17 +1,19 @@
 """Rendering a view's scene (or any widget) to PNG, SVG or PDF, with a caption, written atomically.
 
 Every format paints the same picture: the scene is laid out once, for the screen, and each format only
-changes how finely that layout is drawn. Three things keep it so:
+changes how finely that layout is drawn. What keeps it so:
 
-* the paint device has the screen's logical DPI. Fonts are sized in points, so a PNG whose image claims
-  ``scale`` x 96 dpi while it is painted would draw every label ``scale`` x too large on top of the
-  ``scale`` x painter transform; pyqtgraph's axes also measure their labels with the painter, so they
-  would drop every other label and grow into the plot. A PNG's resolution is stamped after painting.
+* the paint device has the screen's logical DPI. Fonts are sized in points: the old PNG export claimed
+  ``scale`` x 96 dpi while painting, so every label came out ``scale`` x too large on top of the ``scale`` x
+  transform, and pyqtgraph's axes, which measure their labels with the painter, dropped every other label
+  and grew into the plot. A PNG's resolution is stamped only after painting.
 * the scene is settled before it is painted: pyqtgraph defers auto-ranging to the next paint and Qt defers
-  layouts to the event loop, so a view that was never painted on screen (``attnstudio export``, hidden tabs)
-  would be drawn with its placeholder range.
+  layouts to the event loop, so a view never painted on screen (``attnstudio export``, hidden tabs) was
+  drawn with its placeholder range.
+* a PNG is the portable SVG rasterised, not the scene painted into a larger image: pyqtgraph's cosmetic pens
+  stay one device pixel wide under any transform, so lines would thin out as the scale grows.
 * items are told they are being exported (pyqtgraph's ``setExportMode``), so scatter symbols are drawn as
-  shapes rather than cached bitmaps; the SVG is then made portable (``svg_portable``).
+  shapes rather than cached bitmaps; the SVG is made portable by ``svg_portable``.
 """
 from __future__ import annotations
 
@@ -136,8 +138,9 @@ def export_view(widget: QWidget, path: Path, *, scale: float = 2.0, caption: str
     size = QSizeF(source_rect.width(), source_rect.height() + (CAPTION_HEIGHT if caption else 0.0))
     buffer = QBuffer()
     buffer.open(QIODevice.WriteOnly)
-    resolution_scale = scale if suffix == ".png" else 1.0
-    with _export_mode(scenes, {"antialias": True, "background": background, "resolutionScale": resolution_scale}):
+    # Every format is painted at the view's own size (a PNG is the SVG rasterised), so sizes in pixels,
+    # such as scatter symbols', keep their on-screen value.
+    with _export_mode(scenes, {"antialias": True, "background": background, "resolutionScale": 1.0}):
         if suffix == ".png":
             _write_png(buffer, source, source_rect, size, caption, background, scale, dpi, path.name)
         elif suffix == ".svg":

@@ -19,6 +19,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
+from attnstudio.core.profiling import ProfileConfig, ProfilePoint, ProfileResult
 from attnstudio.export.images import CAPTION_HEIGHT, export_view
 from attnstudio.export.session_export import caption_for, offscreen_views
 from attnstudio.session import Session
@@ -156,3 +157,39 @@ def test_the_export_command_default_png_is_the_same_picture(exported, tmp_path):
     assert done.returncode == 0, done.stderr
     share = differing(grey(exported["heatmap"]["images"]["pdf"]), grey(QImage(str(tmp_path / "fig.png"))))
     assert share <= SAME_PICTURE, f"the command's PNG differs from the PDF raster in {share:.3%} of pixels"
+
+
+def synthetic_profile(peak_scale: float = 1.0) -> dict:
+    """A finished sweep to 4096 tokens (made-up timings: this checks drawing, not measuring)."""
+    lengths = (64, 128, 256, 512, 1024, 2048, 4096)
+    points = [ProfilePoint(n, kernel, "numpy", "ok", seconds * n * n, int(peak_scale * 32 * n * n), 32 * n * n)
+              for kernel, seconds in (("naive", 2e-9), ("tiled", 3e-9)) for n in lengths]
+    return ProfileResult(ProfileConfig(lengths=lengths, kernels=("naive", "tiled")), points).to_json_dict()
+
+
+def test_the_profiler_figure_follows_its_data_in_plain_units(qapp, tmp_path):
+    """The session report's profiler.png: drawn before the view was ever painted, it must span the data."""
+    views, session_model, _results = offscreen_views(Session(text="Profiles.", backend="numpy",
+                                                            profile=synthetic_profile()))
+    profiler = views["profiler"]
+    try:
+        profiler.shutdown()
+        target = profiler.export_target()
+        png = QImage(str(export_view(target, tmp_path / "profiler.png", scale=2)))  # before any grab paints it
+        for plot in (profiler.time_plot, profiler.memory_plot):
+            low, high = plot.getViewBox().viewRange()[0]
+            assert low <= np.log10(64) and high >= np.log10(4096), f"x range 10^{low:.2f}..10^{high:.2f}"
+        share = differing(grey(target.grab().toImage()), grey(png))
+        assert share <= SAME_PICTURE, f"the profiler PNG differs from the screen in {share:.3%} of pixels"
+        labels = [plot.getAxis("left").labelText for plot in (profiler.time_plot, profiler.memory_plot)]
+        assert labels == ["median time (ms)", "peak memory (MiB)"]
+        assert not any(plot.getAxis("left").labelUnitPrefix for plot in (profiler.time_plot, profiler.memory_plot))
+        session_model.update(profile=synthetic_profile(peak_scale=64.0))  # naive at 4096: 32 GiB
+        assert profiler.memory_plot.getAxis("left").labelText == "peak memory (GiB)"
+        curve = next(item for item in profiler.memory_plot.listDataItems() if item.name().startswith("naive"))
+        assert curve.yData.max() == pytest.approx(64 * 32 * 4096**2 / 2**30)
+    finally:
+        for view in views.values():
+            view.close()
+            view.deleteLater()
+        qapp.processEvents()
