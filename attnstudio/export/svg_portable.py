@@ -30,6 +30,7 @@ _MATRIX = re.compile(r"^\s*matrix\(([^)]*)\)\s*$")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PATH_TOKEN = re.compile(rf"[A-Za-z]|{_NUMBER}")
 _PNG_DATA = "data:image/png;base64,"
+_XML_INVALID = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|&#(?:x0*(?:[0-8bcef]|1[0-9a-fA-F])|0*(?:[0-8]|1[124-9]|2[0-9]|3[01]));")
 
 ElementTree.register_namespace("", SVG_NS)
 ElementTree.register_namespace("xlink", XLINK_NS)
@@ -39,7 +40,10 @@ Matrix = tuple[float, float, float, float, float, float]  # SVG's (a, b, c, d, e
 
 def make_portable(svg: bytes) -> bytes:
     """Qt's SVG bytes -> the same drawing without non-scaling strokes under transforms or stretched images."""
-    root = ElementTree.fromstring(svg)
+    try:
+        root = ElementTree.fromstring(_XML_INVALID.sub(b"", svg))
+    except ElementTree.ParseError:
+        return svg  # not XML we understand: leave Qt's drawing as Qt wrote it
     for parent in list(root.iter()):
         children = list(parent)
         if not any(child.tag == f"{{{SVG_NS}}}g" for child in children):
