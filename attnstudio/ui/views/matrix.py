@@ -82,6 +82,9 @@ class MatrixPlot(pg.PlotItem):
         self.showAxis("top")
         self.hideAxis("bottom")
         self.getViewBox().setMouseEnabled(x=False, y=False)
+        for side in ("left", "top"):  # token axes: never "key (x0.001)"
+            self.getAxis(side).enableAutoSIPrefix(False)
+        self.zoomable = False
         self.row_labels: list[str] = []
         self.col_labels: list[str] = []
         self.matrix = np.zeros((1, 1), dtype=np.float32)
@@ -132,6 +135,34 @@ class MatrixPlot(pg.PlotItem):
             self.getViewBox().setRange(xRange=(0, matrix.shape[1]), yRange=(0, matrix.shape[0]), padding=0)
         self._update_ticks()
 
+    # --- zoom and pan (wheel zooms about the mouse, drag pans, double-click shows everything) -----------
+    def enable_zoom(self) -> None:
+        """Let the mouse zoom and pan this matrix, never past its edges; the token ticks re-thin as it zooms."""
+        self.zoomable = True
+        self.getViewBox().setMouseEnabled(x=True, y=True)
+        self.image.sigImageChanged.connect(self._limit_to_matrix)
+        self._limit_to_matrix()
+
+    def _limit_to_matrix(self) -> None:
+        rows, cols = self.matrix.shape
+        self.getViewBox().setLimits(xMin=0, xMax=cols, yMin=0, yMax=rows,
+                                    minXRange=min(2, cols), minYRange=min(2, rows))
+
+    def reset_zoom(self) -> None:
+        """Show the whole matrix again."""
+        rows, cols = self.matrix.shape
+        self.getViewBox().setRange(xRange=(0, cols), yRange=(0, rows), padding=0)
+
+    def visible_cells(self) -> tuple[float, float]:
+        """How many (rows, columns) of the matrix are in view now."""
+        (x0, x1), (y0, y1) = self.getViewBox().viewRange()
+        rows, cols = self.matrix.shape
+        return min(y1, rows) - max(y0, 0), min(x1, cols) - max(x0, 0)
+
+    def is_zoomed(self) -> bool:
+        rows, cols = self.visible_cells()
+        return rows < self.matrix.shape[0] - 1e-6 or cols < self.matrix.shape[1] - 1e-6
+
     def _update_ticks(self, *_):
         view = self.getViewBox()
         (x0, x1), (y0, y1) = view.viewRange()
@@ -170,6 +201,10 @@ class MatrixPlot(pg.PlotItem):
             self.cell_hovered.emit(cell[0], cell[1], float(self.matrix[cell]))
 
     def _on_mouse_clicked(self, event):
+        if event.double():
+            if self.zoomable and self.sceneBoundingRect().contains(event.scenePos()):
+                self.reset_zoom()
+            return
         cell = self.cell_at(event.scenePos())
         if cell is not None:
             self.cell_clicked.emit(*cell)
