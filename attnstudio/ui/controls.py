@@ -194,7 +194,7 @@ class ControlPanel(QWidget):
         form = QFormLayout(compute_box)
         form.addRow("Backend", self.backend)
         form.addRow(self.backend_note)
-        for combo in self.findChildren(QComboBox):
+        for combo in (self.presets, self.model, self.score, self.mask_kind, self.backend):
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(COMBO_MIN_CHARACTERS)
         self.pair.setMinimumWidth(60)

@@ -99,11 +99,17 @@ def label_text(label: QLabel, where: str) -> list[TextSample]:
     return [TextSample(f"{where}/QLabel", label.text()[:40], color, background) for color in colors]
 
 
+def canvases(widget: QWidget) -> list[pg.GraphicsView]:
+    """The pyqtgraph canvases in ``widget``, itself included."""
+    own = [widget] if isinstance(widget, pg.GraphicsView) else []
+    return own + widget.findChildren(pg.GraphicsView)
+
+
 def view_text(view: QWidget, where: str) -> list[TextSample]:
     """Every visible text item of a view: canvases, QLabels, and text a view paints itself."""
     samples = []
-    for canvas in view.findChildren(pg.GraphicsView):
-        if canvas.isVisibleTo(view):
+    for canvas in canvases(view):
+        if canvas is view or canvas.isVisibleTo(view):
             samples += canvas_text(canvas, where)
     for label in view.findChildren(QLabel):
         if label.isVisibleTo(view) and label.text().strip():
@@ -160,8 +166,8 @@ def reachable(widget: QWidget, rect: QRect, window: QWidget) -> str | None:
 def clipped_panels(view: QWidget, window: QWidget) -> list[str]:
     """Every plot panel, colour bar and title of the view's canvases that cannot be seen whole."""
     problems = []
-    for canvas in view.findChildren(pg.GraphicsView):
-        if not canvas.isVisibleTo(window):
+    for canvas in canvases(view):
+        if canvas is not window and not canvas.isVisibleTo(window):
             continue
         for item in canvas.scene().items():
             if not isinstance(item, (pg.PlotItem, pg.ColorBarItem)) or not item.isVisible():

@@ -38,6 +38,7 @@ class HeatmapView(ResultView):
         self.canvas.ci.layout.setRowStretchFactor(1, 1)
 
         self.readout = QLabel("Hover a cell to read its weight; click a row to see its distribution.")
+        self.readout.setWordWrap(True)  # a long token pair wraps instead of widening the window
         self.edit_mask = QCheckBox("Edit mask")
         self.edit_mask.setToolTip("When on, clicking a cell blocks (or unblocks) that query→key pair (M)")
         self.clear_cells = QPushButton("Clear cells")

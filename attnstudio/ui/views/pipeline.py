@@ -1,12 +1,9 @@
 """softmax(QK^T * scale) V step by step for the selected head: each step a labelled heatmap."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from attnstudio.core.kernels import score_scale
 from attnstudio.ui import theme
@@ -14,6 +11,7 @@ from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
 from attnstudio.ui.views.matrix import SIGNED_COLORMAP, MatrixPlot
+from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
 PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT = 260, 240  # a panel's axes, title and a readable matrix
 STEPS = [  # (key, title, colormap, symmetric)
@@ -44,10 +42,7 @@ class PipelineView(ResultView):
             self.plots[key] = plot
         self.columns = 0
         # A narrow window gets fewer columns and a vertical scroll bar, never panels cut off at the edge.
-        self.scroll = QScrollArea()
-        self.scroll.setWidget(self.canvas)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
+        self.scroll = scroll_area(self.canvas)
         self.readout = QLabel("Hover any cell to read its value.")
         self.readout.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # long tokens never widen the view
         self._reflow()
@@ -75,9 +70,7 @@ class PipelineView(ResultView):
                     self.canvas.removeItem(plot)
             for index, plot in enumerate(self.plots.values()):
                 self.canvas.addItem(plot, row=index // columns, col=index % columns)
-        rows = math.ceil(len(STEPS) / columns)
-        margins = 2 * 12  # the GraphicsLayout's own margins and spacing
-        self.canvas.setMinimumSize(columns * PANEL_MIN_WIDTH + margins, rows * PANEL_MIN_HEIGHT + margins)
+        fit_minimum(self.canvas)
 
     def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)

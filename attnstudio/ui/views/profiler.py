@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -123,7 +124,14 @@ class ProfilerView(QWidget):
                                               "theoretical (MiB)"])
         self.table.horizontalHeader().setStretchLastSection(True)
         splitter = QSplitter(Qt.Vertical)
-        splitter.addWidget(self.canvas)
+        # Before the first sweep: a sentence, not empty log axes with made-up decades.
+        self.empty_note = QLabel("No measurements yet: Run sweep (Ctrl+R) plots time and peak memory against n.")
+        self.empty_note.setAlignment(Qt.AlignCenter)
+        self.empty_note.setWordWrap(True)
+        self.plots_stack = QStackedWidget()
+        self.plots_stack.addWidget(self.empty_note)
+        self.plots_stack.addWidget(self.canvas)
+        splitter.addWidget(self.plots_stack)
         splitter.addWidget(self.table)
         splitter.setSizes([420, 200])
         layout = QVBoxLayout(self)
@@ -168,6 +176,7 @@ class ProfilerView(QWidget):
             self.status.setText(f"⚠ {error}")
             return False
         self.partial = ProfileResult(config)
+        self.plots_stack.setCurrentWidget(self.canvas)  # drawn now, before the sweep loads both cores
         self._redraw_clock.start()
         self._buffer, self._cancelled, self._final = b"", False, None
         self.run_button.setEnabled(False)
@@ -266,6 +275,7 @@ class ProfilerView(QWidget):
     def _show(self, result: ProfileResult, *, with_table: bool = True) -> None:
         """Update the curves in place (new data, new legend text); rebuilding them mid-sweep costs the GUI
         thread tens of milliseconds while the sweep keeps both cores busy."""
+        self.plots_stack.setCurrentWidget(self.canvas)
         exponents = result.exponents()
         wanted = set()
         for kernel in result.config.kernels:
