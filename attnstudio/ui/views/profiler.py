@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -136,7 +137,14 @@ class ProfilerView(QWidget):
                                               "theoretical (MiB)"])
         self.table.horizontalHeader().setStretchLastSection(True)
         splitter = QSplitter(Qt.Vertical)
-        splitter.addWidget(self.canvas)
+        # Before the first sweep: a sentence, not empty log axes with made-up decades.
+        self.empty_note = QLabel("No measurements yet: Run sweep (Ctrl+R) plots time and peak memory against n.")
+        self.empty_note.setAlignment(Qt.AlignCenter)
+        self.empty_note.setWordWrap(True)
+        self.plots_stack = QStackedWidget()
+        self.plots_stack.addWidget(self.empty_note)
+        self.plots_stack.addWidget(self.canvas)
+        splitter.addWidget(self.plots_stack)
         splitter.addWidget(self.table)
         splitter.setSizes([420, 200])
         layout = QVBoxLayout(self)
@@ -181,6 +189,7 @@ class ProfilerView(QWidget):
             self.status.setText(f"⚠ {error}")
             return False
         self.partial = ProfileResult(config)
+        self.plots_stack.setCurrentWidget(self.canvas)  # drawn now, before the sweep loads both cores
         self._redraw_clock.start()
         self._buffer, self._cancelled, self._final = b"", False, None
         self.run_button.setEnabled(False)
@@ -279,6 +288,7 @@ class ProfilerView(QWidget):
     def _show(self, result: ProfileResult, *, with_table: bool = True) -> None:
         """Update the curves in place (new data, new legend text); rebuilding them mid-sweep costs the GUI
         thread tens of milliseconds while the sweep keeps both cores busy."""
+        self.plots_stack.setCurrentWidget(self.canvas)
         exponents = result.exponents()
         peaks = [p.peak_bytes for p in result.points if p.status == "ok" and p.peak_bytes]
         memory_unit = MEMORY_UNITS[1] if peaks and max(peaks) >= MEMORY_UNITS[1][1] else MEMORY_UNITS[0]
