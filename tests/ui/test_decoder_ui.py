@@ -126,3 +126,36 @@ def test_logit_lens_explains_an_encoder_has_none(make_window):
     window.session.update(view="logit_lens")
     view = window.views["logit_lens"]
     assert "no language-model head" in view.note.text() and not view.canvas.isVisible()
+
+
+def test_decoder_panels_are_readable_in_both_themes_and_across_a_toggle(qtbot, qapp, smollm2):
+    from attnstudio.engine import Engine
+    from attnstudio.session import Session
+    from attnstudio.ui.result_model import ResultModel
+    from attnstudio.ui.session_model import SessionModel
+    from attnstudio.ui.theme import apply_theme
+    from attnstudio.ui.views.logit_lens import LogitLensView
+    from attnstudio.ui.views.next_token import NextTokenView
+    from tests.ui.looks import low_contrast, view_text
+
+    result = Engine().compute(Session(text="The cat sat on the mat", model="smollm2", backend="numpy"))
+    try:
+        for view_class in (NextTokenView, LogitLensView):
+            for theme in ("dark", "light", "dark"):
+                apply_theme(theme)
+                qapp.processEvents()
+                results = ResultModel()
+                view = view_class(SessionModel(Session(text="The cat sat on the mat", model="smollm2")), results)
+                qtbot.addWidget(view)
+                view.resize(900, 650)
+                view.show()
+                qtbot.waitExposed(view)
+                results.set_result(result)
+                samples = view_text(view, f"{theme}/{view_class.__name__}")
+                assert len(samples) > 10, "the bars' values and the token labels are found"
+                assert low_contrast(samples) == []
+                apply_theme("light" if theme == "dark" else "dark", view)  # a toggle after drawing
+                qapp.processEvents()
+                assert low_contrast(view_text(view, f"toggled/{view_class.__name__}")) == []
+    finally:
+        apply_theme("light")

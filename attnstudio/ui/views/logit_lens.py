@@ -4,6 +4,7 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
+from attnstudio.ui import theme
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
@@ -79,8 +80,9 @@ class LogitLensView(ResultView):
             item.setVisible(False)
         for layer, top in enumerate(tops):
             if layer == len(self.labels):
-                self.labels.append(pg.TextItem(anchor=(0, 0.5), color=(40, 40, 40)))
+                self.labels.append(pg.TextItem(anchor=(0, 0.5)))
                 self.plot.addItem(self.labels[layer])
+            self.labels[layer].setColor(theme.color("foreground"))
             self.labels[layer].setText(f"{shown(top.label)}  {top.probability:.0%}")
             self.labels[layer].setPos(top.probability * 100, layer)
             self.labels[layer].setVisible(True)

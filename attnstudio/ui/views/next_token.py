@@ -4,6 +4,7 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from attnstudio.ui import theme
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
@@ -58,8 +59,9 @@ class NextTokenView(ResultView):
             item.setVisible(False)
         for row, candidate in enumerate(candidates):
             if row == len(self.values):
-                self.values.append(pg.TextItem(anchor=(0, 0.5), color=(60, 60, 60)))
+                self.values.append(pg.TextItem(anchor=(0, 0.5)))
                 self.plot.addItem(self.values[row])
+            self.values[row].setColor(theme.color("foreground"))
             self.values[row].setText(f"{candidate.probability:.1%}")
             self.values[row].setPos(candidate.probability * 100, row)
             self.values[row].setVisible(True)
