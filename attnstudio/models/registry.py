@@ -1,7 +1,8 @@
 """Every way to name a model, resolved to the module that reads its file format.
 
 Built-in names ("minilm", "smollm2"), a ``.gguf`` file (:mod:`attnstudio.models.gguf`)
-or a Hugging Face folder (:mod:`attnstudio.models.loader`). Menus and the CLI read
+or a Hugging Face folder: Llama decoders (:mod:`attnstudio.models.hf_decoder`), BERT
+encoders (:mod:`attnstudio.models.loader`). Menus and the CLI read
 :data:`BUILTIN_MODELS`; nobody keeps a second list.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from attnstudio.models import gguf, loader
+from attnstudio.models import gguf, hf_decoder, loader
 from attnstudio.models.loader import PretrainedModel
 
 
@@ -39,6 +40,10 @@ def load_model(reference: str | Path | None = None) -> PretrainedModel:
         return gguf.load_gguf(gguf.smollm2_path(), name=gguf.SMOLLM2)
     if reference is not None and is_gguf_reference(reference):
         return gguf.load_gguf(reference)
+    if reference is not None and str(reference) != loader.BUILTIN_MODEL:
+        folder = loader.resolve_model_folder(reference)
+        if hf_decoder.read_model_type(folder) in hf_decoder.DECODER_MODEL_TYPES:
+            return hf_decoder.load_hf_decoder(folder)
     return loader.load_pretrained(reference)
 
 

@@ -70,10 +70,12 @@ def tokenizer_json_from_fields(fields: dict) -> str:
 class DecoderTokenizer(TextTokenizer):
     """A decoder's tokenizer: an optional BOS token first; long texts keep their beginning."""
 
-    def __init__(self, tokenizer, max_length: int, *, pad_id: int, bos_id: int | None):
+    def __init__(self, tokenizer, max_length: int, *, pad_id: int, bos_id: int | None,
+                 own_special_tokens: bool = False):
         super().__init__(tokenizer, max_length)
         self.pad_id = pad_id
         self.bos_id = bos_id
+        self.own_special_tokens = own_special_tokens  # a tokenizer.json's post-processor adds BOS itself
 
     @classmethod
     def from_json(cls, document: str, settings: dict) -> "DecoderTokenizer":
@@ -84,7 +86,7 @@ class DecoderTokenizer(TextTokenizer):
 
     def encode(self, text: str) -> TokenizedText:
         text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
-        ids = list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        ids = list(self._tokenizer.encode(text, add_special_tokens=self.own_special_tokens).ids)
         if self.bos_id is not None:
             ids = [self.bos_id] + ids
         truncated_from = None

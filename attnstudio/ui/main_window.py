@@ -198,7 +198,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Save session as…", "Ctrl+Shift+S", files.save_as)
         file_menu.addSeparator()
         self._action(file_menu, "Open model folder…", "Ctrl+Shift+O", self.open_model_folder,
-                     "Load any local Hugging Face BERT-family folder or HF cache entry")
+                     "Load a local Hugging Face folder or HF cache entry: a BERT encoder or a Llama decoder")
         self._action(file_menu, "Open GGUF model…", None, self.open_gguf_file,
                      "Load a Llama-family decoder from a .gguf file (llama.cpp's format)")
         file_menu.addSeparator()
