@@ -159,3 +159,24 @@ def test_decoder_panels_are_readable_in_both_themes_and_across_a_toggle(qtbot, q
                 assert low_contrast(view_text(view, f"toggled/{view_class.__name__}")) == []
     finally:
         apply_theme("light")
+
+
+def test_opening_a_gguf_file_switches_to_it_and_a_damaged_one_changes_nothing(make_window, qtbot, tmp_path,
+                                                                                monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from tests.core.tiny_gguf import HEADS, LAYERS, write_tiny_llama
+
+    monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    good, bad = tmp_path / "tiny.gguf", tmp_path / "broken.gguf"
+    write_tiny_llama(good)
+    bad.write_bytes(good.read_bytes()[:500])
+    window = make_window()
+    assert not window.load_model_folder(str(bad))
+    assert "damaged" in window.statusBar().currentMessage() and window.session.model == "minilm"
+    for dialog in [d for d in window.findChildren(QMessageBox) if d.isVisible()]:
+        dialog.accept()
+    assert window.load_model_folder(str(good))
+    wait_for_result(qtbot, window, lambda r: r.model_name == "tiny")
+    assert (window.results.result.num_layers, window.results.result.heads) == (LAYERS, HEADS)
+    assert window.controls.model.currentText() == "File: tiny.gguf"
