@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from attnstudio.core.families import bert, llama
+from attnstudio.core.families import bert, gpt2, llama
 from attnstudio.core.transformer import AttentionTrace, ForwardResult
 from attnstudio.errors import InvalidSetting
 
@@ -35,8 +35,10 @@ class ModelFamily:
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family for family in (
         ModelFamily("bert", "encoder (BERT)", bert.BertParameters, causal=False, has_head=False, forward=bert.forward),
-        ModelFamily("llama", "decoder (Llama)", llama.LlamaParameters, causal=True, has_head=True,
+        ModelFamily("llama", "decoder (Llama, Mistral, Qwen2)", llama.LlamaParameters, causal=True, has_head=True,
                     forward=llama.forward, logit_lens=llama.logit_lens),
+        ModelFamily("gpt2", "decoder (GPT-2)", gpt2.Gpt2Parameters, causal=True, has_head=True,
+                    forward=gpt2.forward, logit_lens=gpt2.logit_lens),
     )
 }
 

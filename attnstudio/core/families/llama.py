@@ -1,4 +1,4 @@
-"""The Llama decoder family (SmolLM2, Llama 2/3, Mistral-style models): causal, RoPE, GQA, SwiGLU.
+"""The Llama decoder family (SmolLM2, Llama 2/3, Mistral, Qwen2 with its q/k/v biases): causal, RoPE, GQA, SwiGLU.
 
 Follows Hugging Face's ``modeling_llama.py`` step by step (eager attention, float32):
 per layer, RMSNorm -> attention with rotary positions and grouped key/value heads ->
@@ -30,6 +30,7 @@ class LlamaLayer:
     mlp_norm: Any  # (d_model,) RMSNorm weight before the feed-forward
     gate_up_weight: Any  # (d_model, 2 d_ff): gate and up projections side by side
     down_weight: Any  # (d_ff, d_model)
+    qkv_bias: Any | None = None  # (q + 2 kv widths,): Qwen2's q/k/v biases; None: no bias (Llama)
 
 
 @dataclass
@@ -114,6 +115,8 @@ def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, s
     """Grouped-query self-attention with every step kept.  (n, d_model) -> (output (n, d_model), trace)."""
     q_width, kv_width = p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim
     qkv = x @ layer.qkv_weight  # (n, q_width + 2 kv_width): one matmul for all three projections
+    if layer.qkv_bias is not None:
+        qkv = qkv + layer.qkv_bias
     q = split_heads(qkv[:, :q_width], p.num_heads)  # (heads, n, head_dim)
     k = split_heads(qkv[:, q_width:q_width + kv_width], p.num_kv_heads)  # (kv_heads, n, head_dim)
     v = split_heads(qkv[:, q_width + kv_width:], p.num_kv_heads)  # (kv_heads, n, head_dim)
