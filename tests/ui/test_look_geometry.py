@@ -285,3 +285,23 @@ def test_the_profiler_shows_a_sentence_until_it_has_measurements(qtbot):
     session.update(profile=profile.to_json_dict())
     qtbot.wait(20)
     assert view.canvas.isVisible() and not view.empty_note.isVisible()
+
+
+def test_a_long_token_list_stays_small_and_folds_away(make_window, qtbot):
+    window = make_window(Session(text=" ".join([SENTENCE] * 28), backend="numpy"))  # 478 tokens
+    window.resize(*SMALL)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == SMALL)
+    settle(qtbot)
+    controls = window.controls
+    assert controls.tokens_toggle.text() == f"{len(window.results.result.query_tokens)} tokens"
+    line = controls.tokens.fontMetrics().lineSpacing()
+    assert controls.tokens_box.height() <= 5 * line + 10, "a few lines that scroll, not a 20-line wall"
+    assert controls.tokens_box.verticalScrollBar().maximum() > 0, "every token is still there to scroll to"
+    model_top = controls.model.mapTo(controls, QPoint(0, 0)).y()
+    controls.tokens_toggle.click()
+    qtbot.wait(30)
+    assert not controls.tokens_box.isVisible()
+    assert controls.model.mapTo(controls, QPoint(0, 0)).y() < model_top - 3 * line, "folding moves the model up"
+    controls.tokens_toggle.click()
+    qtbot.wait(30)
+    assert controls.tokens_box.isVisible()
