@@ -38,6 +38,7 @@ SHORTCUTS = [
     ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+R", "run the profiler"), ("Ctrl+O / Ctrl+S", "open / save a session"),
     ("Ctrl+Shift+O", "open a model folder"), ("Ctrl+E / Ctrl+Shift+E", "export the view / the whole session"),
     ("Ctrl+Shift+C", "copy the view"),
+    ("Wheel / drag / double-click", "zoom / pan / show all of a heatmap"),
     ("Ctrl+T", "light / dark theme"), ("F1", "this list"), ("Ctrl+Q", "quit"),
 ]
 

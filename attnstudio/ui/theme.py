@@ -17,7 +17,6 @@ THEMES = {
         "background": (255, 255, 255),  # canvases
         "foreground": (40, 40, 40),  # text, axes
         "accent": (180, 70, 0),  # highlighted text (the hovered token)
-        "selection": (255, 140, 0),  # frames around a selected panel
         "lines": (40, 90, 160),  # the Lines view's attention lines
         "mask_allowed": (255, 255, 255),
         "mask_blocked": (60, 60, 60),
@@ -26,7 +25,6 @@ THEMES = {
         "background": (30, 32, 38),
         "foreground": (220, 220, 220),
         "accent": (255, 170, 80),
-        "selection": (255, 140, 0),
         "lines": (110, 170, 235),
         "mask_allowed": (112, 128, 156),  # a calm slate, not a glaring white panel
         "mask_blocked": (10, 10, 12),
