@@ -169,6 +169,10 @@ class MainWindow(QMainWindow):
     def show_error(self, message: str) -> None:
         self.last_error = message
         self.statusBar().showMessage(f"⚠ {message}", 15_000)
+        if self.results.result is None:  # nothing computed yet: the views say why instead of "Computing…"
+            for view in self.views.values():
+                if hasattr(view, "show_waiting"):
+                    view.show_waiting(f"No result yet: {message}")
 
     def _on_session_changed(self, name: str) -> None:
         if name == "view":

@@ -305,3 +305,16 @@ def test_a_long_token_list_stays_small_and_folds_away(make_window, qtbot):
     controls.tokens_toggle.click()
     qtbot.wait(30)
     assert controls.tokens_box.isVisible()
+
+
+def test_a_failed_first_compute_says_why_instead_of_computing(qtbot, settings):
+    from attnstudio.ui.main_window import MainWindow
+
+    window = MainWindow(Session(model="/nowhere/model", backend="numpy"), settings=settings, restore=False)
+    qtbot.addWidget(window)
+    with qtbot.waitSignal(window.controller.failed, timeout=30_000):
+        window.show()
+    heatmap = window.views["heatmap"]
+    assert heatmap.waiting.isVisible()
+    assert heatmap.waiting.text() == "No result yet: model folder /nowhere/model does not exist"
+    window.controller.shutdown()
