@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         self.backend_label, self.tokens_label, self.time_label = QLabel(), QLabel(), QLabel()
         for widget in (self.busy, self.backend_label, self.tokens_label, self.time_label):
             self.statusBar().addPermanentWidget(widget)
+        apply_theme(self.theme, self)  # every canvas item built above takes the theme from the one place
         self.files = FileActions(self)
         self._build_menus()
 

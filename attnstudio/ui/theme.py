@@ -30,6 +30,7 @@ THEMES = {
         "mask_blocked": (10, 10, 12),
     },
 }
+LEGEND_ALPHA = 210  # legends let the curves behind them show faintly
 _current = {"name": "light"}
 
 
@@ -72,8 +73,9 @@ def style_canvas(canvas: pg.GraphicsView) -> None:
         if isinstance(item, pg.AxisItem):
             item.setPen(foreground)
             item.setTextPen(foreground)
-        elif isinstance(item, pg.LegendItem):
+        elif isinstance(item, pg.LegendItem):  # a legend over curves keeps its text on the theme's background
             item.setLabelTextColor(foreground)
+            item.setBrush(QColor(*theme["background"], LEGEND_ALPHA))
         elif isinstance(item, pg.LabelItem):  # titles and legend entries: re-render their html in the new colour
             item.setAttr("color", foreground)
             item.setText(item.text)
