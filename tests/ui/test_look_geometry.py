@@ -2,6 +2,8 @@
 the heatmap zooms and pans, Lines labels never overlap, and launch shows a neutral state."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
@@ -209,7 +211,7 @@ def test_lines_labels_never_overlap_and_the_view_scrolls(qtbot, long_result):
     for side in ("query", "key"):
         column = sorted((box for s, box, _ in boxes if s == side), key=lambda box: box.top())
         assert len(column) >= 512 // 2, "most tokens are labelled"
-        assert all(a.bottom() <= b.top() + 1e-6 for a, b in zip(column, column[1:])), f"{side} labels overlap"
+        assert all(a.bottom() <= b.top() + 1e-6 for a, b in itertools.pairwise(column)), f"{side} labels overlap"
     assert view.canvas.label_font().pixelSize() >= 9, "labels stay readable"
     assert view.scroll.verticalScrollBar().maximum() > 0, "512 rows scroll instead of shrinking to 1 px"
     assert reachable(view.canvas, view.canvas.rect(), view) is None
