@@ -207,7 +207,7 @@ class MatrixPlot(pg.PlotItem):
         view = self.getViewBox()
         (x0, x1), (y0, y1) = view.viewRange()
         width, height = view.width(), view.height()
-        spacing = QFontMetrics(self.getAxis("top").font()).height()  # one line of text between labels
+        spacing = QFontMetrics(self.getAxis("top").font()).ascent() + 1  # glyphs of neighbours never touch
         rows = visible_ticks(self.row_labels, y0 - 0.5, y1 - 0.5, height / max(y1 - y0, 1e-9), spacing)
         cols = visible_ticks(self.col_labels, x0 - 0.5, x1 - 0.5, width / max(x1 - x0, 1e-9), spacing)
         self.getAxis("left").setTicks([[(i + 0.5, label) for i, label in rows]])
