@@ -89,7 +89,8 @@ def apply_theme(name: str, root: QWidget | None = None) -> None:
     _current["name"] = name
     pg.setConfigOptions(background=theme["background"], foreground=theme["foreground"], antialias=True)
     app = QApplication.instance()
-    app.setStyle("Fusion")
+    if app.style().name().lower() != "fusion":  # setting it again would re-polish every widget
+        app.setStyle("Fusion")
     app.setPalette(_dark_palette() if name == "dark" else app.style().standardPalette())
     if root is None:
         return

@@ -320,3 +320,18 @@ def test_a_failed_first_compute_says_why_instead_of_computing(qtbot, settings):
     assert heatmap.waiting.isVisible()
     assert heatmap.waiting.text() == "No result yet: model folder /nowhere/model does not exist"
     window.controller.shutdown()
+
+
+def test_lines_hover_highlights_one_row_and_survives_a_shorter_text(qtbot, long_result):
+    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    view = shown(qtbot, LinesView(session, results), size=(700, 560))
+    results.set_result(long_result)
+    qtbot.wait(30)
+    canvas = view.canvas
+    row = canvas.row_height()
+    y = int(28 + 20.5 * row)  # the middle of query row 20
+    qtbot.mouseMove(canvas, QPoint(int(canvas.columns()[0]) - 30, y))
+    qtbot.waitUntil(lambda: view.hovered_row == 20)
+    results.set_result(Engine().compute(Session(backend="numpy")))  # 13 tokens: row 20 is gone
+    qtbot.wait(30)
+    assert pixels(canvas).std() > 5 and view.hovered_row is None

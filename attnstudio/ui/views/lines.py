@@ -96,6 +96,8 @@ class LinesCanvas(QWidget):
         painter.drawText(QRectF(0, 4, self.width(), 20), Qt.AlignCenter,
                          f"layer {layer + 1}, head {head + 1}: queries → keys (line opacity = weight)")
         clip_top, clip_bottom = event.rect().top(), event.rect().bottom()
+        if self.hovered_row is not None and self.hovered_row >= n_q:  # a shorter text arrived under the mouse
+            self.hovered_row = None
         rows = range(n_q) if self.hovered_row is None else [self.hovered_row]
         color = theme.color("lines")
         for i in rows:
