@@ -16,6 +16,7 @@ import numpy as np
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
+from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.next_token import top_next_tokens
@@ -114,6 +115,7 @@ class Engine:
         configure_host_allocator()  # a third of the CPU forward pass was page faults without it
         self._weights: dict[tuple[str, str], EncoderWeights] = {}
         self._lock = threading.Lock()
+        self._prefix = PrefixCache()
 
     def model(self, session: Session) -> PretrainedModel:
         """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
@@ -174,8 +176,14 @@ class Engine:
             pair_mask = None
             if keys is not None and valid_keys is not None and valid_keys < len(keys):
                 pair_mask = backend.asarray(build_mask(mask_spec, len(keys), len(keys), valid_keys=valid_keys))
-            forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score, scale=scale,
-                                     seed=session.seed, num_layers=num_layers, pair_ids=key_ids, pair_mask=pair_mask)
+            if family.extend is not None and key_ids is None:  # causal: reuse the rows an edit kept
+                forward = self._prefix.forward(family, weights, queries.ids, query_ids, mask_host=mask_host, mask=mask,
+                                               heads=heads, score=session.score, scale=scale, seed=session.seed,
+                                               num_layers=num_layers)
+            else:
+                forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score,
+                                         scale=scale, seed=session.seed, num_layers=num_layers, pair_ids=key_ids,
+                                         pair_mask=pair_mask)
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started

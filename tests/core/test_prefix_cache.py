@@ -86,3 +86,22 @@ def test_a_prefix_that_does_not_fit_is_refused():
     ids = model.tokenizer.encode(TEXT).ids
     with pytest.raises(InvalidSetting, match="cannot extend"):
         family.extend(model.weights, family.forward(model.weights, ids), ids)
+
+
+def test_the_engine_reuses_the_kept_prefix_while_typing_and_matches_a_fresh_engine():
+    from attnstudio.engine import Engine
+    from attnstudio.session import Session
+
+    folder = str(DATA / "tiny-llama")
+    typing, fresh = Engine(), Engine()
+    texts = [TEXT, TEXT + " A", TEXT + " And", TEXT[:20], TEXT[:20] + " mat"]
+    for text, spec in zip(texts, [MaskSpec()] * 4 + [MaskSpec("window", width=2)], strict=True):
+        session = Session(text=text, model=folder, backend="numpy", mask=spec)
+        live, full = typing.compute(session), fresh.compute(session)
+        fresh._prefix.clear()
+        np.testing.assert_allclose(live.attentions(), full.attentions(), rtol=0, atol=1e-6)
+        assert [t.token_id for t in live.next_tokens] == [t.token_id for t in full.next_tokens]
+    reused = typing._prefix.reused
+    assert reused == 0  # the window mask changed the rows before the edit: computed from scratch
+    typing.compute(Session(text=TEXT[:20] + " mat!", model=folder, backend="numpy", mask=MaskSpec("window", width=2)))
+    assert typing._prefix.reused > 0

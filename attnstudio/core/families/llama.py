@@ -205,8 +205,8 @@ def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=Non
     return ForwardResult(traces, hidden_states, next_logits)
 
 
-def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, mask=None, score="scaled_dot", scale=None,
-           seed=0, num_layers: int | None = None) -> ForwardResult:
+def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | None = None, mask=None,
+           score="scaled_dot", scale=None, seed=0, num_layers: int | None = None) -> ForwardResult:
     """:func:`forward` on ``input_ids`` (n,) reusing ``past``, a forward pass over its first m tokens.
 
     A causal model's first m rows (their keys, values, weights, hidden states) depend only on those
@@ -214,6 +214,8 @@ def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, mask=None, sco
     ``past`` must come from the same parameters and options; ``mask`` (n, n) is the user's mask (the
     causal one is added) and its first m rows must be those ``past`` was computed with.
     """
+    if heads not in (None, p.num_heads):
+        raise InvalidSetting(f"this model has {p.num_heads} query heads; its heads cannot be re-split")
     xp = array_namespace(p.token_embeddings)
     n, m = input_ids.shape[0], past.traces[0].weights.shape[-1]
     total_layers = len(p.layers)
