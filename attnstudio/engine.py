@@ -57,6 +57,7 @@ class ComputeResult:
     next_tokens: list[NextToken] = field(default_factory=list)  # decoders: the most likely next tokens
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
+    kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
@@ -191,7 +192,14 @@ class Engine:
                              elapsed, notices, cross_attention=keys is not None,
                              causal_model=family.causal and not session.is_synthetic,
                              next_tokens=_next_tokens(forward, model),
-                             logit_lens=_lens_for(family, weights, model, forward))
+                             logit_lens=_lens_for(family, weights, model, forward),
+                             kv_heads=_kv_heads(weights, heads, session))
+
+
+def _kv_heads(weights, heads: int, session: Session) -> int | None:
+    """How many key/value heads the query heads share, where fewer than the query heads (GQA)."""
+    kv_heads = getattr(weights, "num_kv_heads", None)
+    return kv_heads if not session.is_synthetic and kv_heads is not None and kv_heads < heads else None
 
 
 def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextToken]:

@@ -214,3 +214,25 @@ def test_the_model_menu_lists_cached_and_ollama_models_and_refuses_an_unsupporte
     wait_for_result(qtbot, window, lambda r: r.model_name == "tiny:latest")
     assert (window.results.result.num_layers, window.results.result.heads) == (LAYERS, HEADS)
     assert combo.currentText() == "Ollama: tiny:latest"
+
+
+def test_the_heads_grid_labels_which_query_heads_share_a_key_value_head(make_window, qtbot, tmp_path, monkeypatch):
+    from tests.core.tiny_gguf import HEADS, KV_HEADS, write_tiny_llama
+
+    monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    write_tiny_llama(tmp_path / "tiny.gguf")
+    window = make_window()
+    assert window.load_model_folder(str(tmp_path / "tiny.gguf"))
+    wait_for_result(qtbot, window, lambda r: r.model_name == "tiny")
+    assert window.results.result.kv_heads == KV_HEADS
+    window.session.update(view="heads")
+    view = window.views["heads"]
+    qtbot.waitUntil(lambda: len(view.head_plots) == HEADS and "KV" in view.head_plots[0].titleLabel.text)
+    kv_of = [int(plot.titleLabel.text.split("KV ")[1].split(" ")[0]) for plot in view.head_plots]
+    assert kv_of == [1, 1, 2, 2]  # repeat_kv: consecutive query heads share one key/value head
+    assert "4 query heads share 2 key/value heads, 2 each" in view.caption.text()
+
+    window.session.update(model="minilm")  # an encoder: every head has its own keys and values
+    wait_for_result(qtbot, window, lambda r: r.model_name == "minilm")
+    qtbot.waitUntil(lambda: len(view.head_plots) == 12)
+    assert window.results.result.kv_heads is None and all("KV" not in p.titleLabel.text for p in view.head_plots)

@@ -16,6 +16,13 @@ from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 SELECTED_PEN = pg.mkPen((255, 140, 0), width=3)
 
 
+def kv_label(result, head: int) -> str:
+    """' · KV k' for a grouped-query model (consecutive query heads share a key/value head), else ''."""
+    if not result.kv_heads:
+        return ""
+    return f" · KV {head // (result.heads // result.kv_heads) + 1}"
+
+
 class HeadsView(ResultView):
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -81,10 +88,14 @@ class HeadsView(ResultView):
             weights = attentions[layer, head]
             image.setImage(weights, autoLevels=False, levels=(0.0, 1.0))
             image.setRect(0, 0, weights.shape[1], weights.shape[0])
-            plot.setTitle(f"head {head + 1} · H={entropy[layer, head]:.2f}", size="9pt")
+            plot.setTitle(f"head {head + 1}{kv_label(result, head)} · H={entropy[layer, head]:.2f}", size="9pt")
             plot.getViewBox().setBorder(SELECTED_PEN if head == selected else None)
             plot.getViewBox().autoRange(padding=0)
         fit_minimum(self.grid)
+        if result.kv_heads:
+            group = result.heads // result.kv_heads
+            self.caption.setText(f"{result.heads} query heads share {result.kv_heads} key/value heads, {group} each "
+                                 f"(KV n above a head: the key/value head it reads). Low entropy = sharp, focused head.")
         self.overview.set_matrix(entropy, [str(i + 1) for i in range(entropy.shape[0])],
                                  [str(h + 1) for h in range(entropy.shape[1])])
         self.overview_canvas.setVisible(result.num_layers > 1)
