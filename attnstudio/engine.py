@@ -17,17 +17,22 @@ from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.masks import build_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
-from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
+from attnstudio.core.synthetic import LIMITS, SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderWeights, ForwardResult, encode
 from attnstudio.errors import InvalidSetting
 from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, load_pretrained_cached
-from attnstudio.session import Session
+from attnstudio.session import SYNTHETIC, Session
 
 
 @dataclass
 class ComputeResult:
-    """What one compute produced, with arrays still on their backend."""
+    """What one compute produced, with arrays still on their backend, and the session it was computed from.
 
+    Every title, caption and hover text next to a picture of this result reads ``session`` (and the
+    layer/head the result model clamped when it published it), never the session being edited now.
+    """
+
+    session: Session  # a copy, as it was when the compute started
     query_tokens: list[str]
     key_tokens: list[str]
     forward: ForwardResult
@@ -75,6 +80,30 @@ class ComputeResult:
         return to_numpy(getattr(self.forward.traces[layer], name))
 
 
+def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
+    """The head counts ``model`` can run with, and its own count (None for the synthetic model).
+
+    A pretrained model's heads re-split its width, so only the divisors of d_model (within the limits) work.
+    """
+    low, high = LIMITS["heads"]
+    if model == SYNTHETIC:
+        return tuple(range(low, high + 1)), None
+    loaded = load_pretrained_cached(model)
+    width = loaded.weights.d_model
+    return tuple(count for count in range(low, high + 1) if width % count == 0), loaded.num_heads
+
+
+def check_heads(model: str, heads: int | None) -> None:
+    """Raise InvalidSetting unless ``heads`` (None: the model's own) suits ``model``."""
+    if heads is None or model == SYNTHETIC:
+        return
+    counts, _ = valid_head_counts(model)
+    if heads not in counts:
+        width = load_pretrained_cached(model).weights.d_model
+        raise InvalidSetting(f"{heads} heads do not divide the model width {width}; choose one of "
+                             f"{', '.join(map(str, counts))}")
+
+
 def _weights_on(weights: EncoderWeights, backend: Backend) -> EncoderWeights:
     """A copy of ``weights`` with every array moved to ``backend``."""
     def move(value: Any):
@@ -111,7 +140,7 @@ class Engine:
 
     def compute(self, session: Session, *, num_layers: int | None = None) -> ComputeResult:
         """Tokenize, build the mask and run the session's model.  Raises AttnStudioError subclasses."""
-        session.validate()
+        session = dataclasses.replace(session.validate())  # the result keeps its own copy
         backend = resolve_backend(session.backend)
         model = self.model(session)
         started = time.perf_counter()
@@ -122,7 +151,7 @@ class Engine:
 
         # Key padding: pad the key sequence with [PAD] tokens and hide them from every query.
         valid_keys = None
-        if mask_spec.kind == "padding":
+        if mask_spec.has("padding"):
             if keys is None:
                 valid_keys = len(queries)
                 queries = _padded(queries, mask_spec.padded_length(len(queries)), model)
@@ -158,7 +187,7 @@ class Engine:
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started
-        return ComputeResult(queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
+        return ComputeResult(session, queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
                              elapsed, notices, cross_attention=keys is not None)
 
 

@@ -50,7 +50,7 @@ class MainWindow(QMainWindow):
         if session is None and restore:
             session = self._restored_session()
         self.session = SessionModel(session)
-        self.results = ResultModel(self)
+        self.results = ResultModel(self.session, self)
         self.controller = ComputeController(parent=self)
         self.theme = str(self.settings.value("theme", "light"))
         apply_theme(self.theme)
@@ -82,7 +82,9 @@ class MainWindow(QMainWindow):
         self.busy.setVisible(False)
         self.busy.setToolTip("Computing…")
         self.backend_label, self.tokens_label, self.time_label = QLabel(), QLabel(), QLabel()
-        for widget in (self.busy, self.backend_label, self.tokens_label, self.time_label):
+        self.stale_label = QLabel()  # stays until a result of the current settings is on screen
+        self.stale_label.setVisible(False)
+        for widget in (self.busy, self.stale_label, self.backend_label, self.tokens_label, self.time_label):
             self.statusBar().addPermanentWidget(widget)
         self.files = FileActions(self)
         self._build_menus()
@@ -95,6 +97,8 @@ class MainWindow(QMainWindow):
         self.controller.busy_changed.connect(self.busy.setVisible)
         self._seen_result = False
         self.last_error = ""
+        self._message_from_result = False
+        self._result_message = ""
         self._restore_layout()
         self._on_view_changed()
         self.request_compute()
@@ -132,25 +136,38 @@ class MainWindow(QMainWindow):
 
     # --- results and errors -----------------------------------------------------------------------------
     def _on_result(self, result) -> None:
+        """Publish a result; every permanent label in the status bar describes it (and only it)."""
         self.results.set_result(result)
-        layer, head = self.results.clamp(self.session.layer, self.session.head)
-        self.session.update(layer=layer, head=head)
         self.backend_label.setText(f"backend: {result.backend.description}")
         n_q, n_k = len(result.query_tokens), len(result.key_tokens)
         self.tokens_label.setText(f"{n_q} tokens" if not result.cross_attention else f"{n_q} → {n_k} tokens")
         self.time_label.setText(f"{result.elapsed_s * 1000:.1f} ms")
-        if result.notices:
-            self.statusBar().showMessage(" ".join(result.notices), 10_000)
-        elif self.last_error:
+        # The message line belongs to this result: its notices, or nothing (never the previous text's notice).
+        self._result_message = " ".join(result.notices)
+        if self._result_message:
+            self.statusBar().showMessage(self._result_message)
+        elif self._message_from_result or self.last_error:
             self.statusBar().clearMessage()
+        self._message_from_result = bool(self._result_message)
         self.last_error = ""
+        self._update_stale_label()
         if not self._seen_result:
             self._seen_result = True
             self.first_result.emit()
 
     def show_error(self, message: str) -> None:
         self.last_error = message
+        self._message_from_result = False
         self.statusBar().showMessage(f"⚠ {message}", 15_000)
+        self._update_stale_label()
+
+    def _update_stale_label(self) -> None:
+        """Say, for as long as it is true, that the picture is not of what the controls show."""
+        result = self.results.result
+        stale = self.last_error and result is not None
+        self.stale_label.setText(f"⚠ showing the previous result ({self.last_error})" if stale else "")
+        self.stale_label.setToolTip("The views show the last settings that worked; fix the setting to update them")
+        self.stale_label.setVisible(bool(stale))
 
     def _on_session_changed(self, name: str) -> None:
         if name == "view":
@@ -212,11 +229,12 @@ class MainWindow(QMainWindow):
         self._action(help_menu, "About attnstudio", None, self.show_about)
 
     def step(self, name: str, delta: int) -> None:
+        """Alt+arrows: the next layer or head from the one on screen, within the result on screen."""
         result = self.results.result
         if result is None:
             return
         limit = result.num_layers if name == "layer" else result.heads
-        self.session.update(**{name: max(0, min(limit - 1, getattr(self.session, name) + delta))})
+        self.session.update(**{name: max(0, min(limit - 1, getattr(self.results.shown, name) + delta))})
 
     def open_model_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a Hugging Face model folder")

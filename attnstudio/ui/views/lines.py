@@ -22,7 +22,6 @@ class LinesView(ResultView):
         self.setMouseTracking(True)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setToolTip("Hover a token on the left to see only its attention")
-        session.changed.connect(lambda name: self.request_refresh() if name in ("layer", "head") else None)
         results.changed.connect(self.request_refresh)
 
     def _geometry(self, n_q: int, n_k: int):
@@ -43,8 +42,8 @@ class LinesView(ResultView):
             painter.setPen(text_color)
             painter.drawText(self.rect(), Qt.AlignCenter, "Computing…")
             return
-        layer, head = self.results.clamp(self.session.layer, self.session.head)
-        weights = self.results.weights(layer, head)
+        layer, head = self.results.layer, self.results.head
+        weights = self.results.weights()
         n_q, n_k = weights.shape
         top, row, left_x, right_x = self._geometry(n_q, n_k)
         painter.setPen(text_color)
