@@ -175,6 +175,7 @@ class ProfilerView(QWidget):
         self.progress.setRange(0, len(config.lengths) * len(config.kernels) * len(config.backends))
         self.progress.setValue(0)
         self.status.setText("Running… the rest of the app stays usable.")
+        self._show(self.partial)  # the plots and table now describe this sweep (empty), not the last one
         program, arguments = profile_command(config)
         self.process.start(program, arguments)
         return True
@@ -222,7 +223,7 @@ class ProfilerView(QWidget):
         self.partial.points.append(point)
         if self._redraw_clock.elapsed() >= REDRAW_INTERVAL_MS:  # keep the GUI thread light mid-sweep
             self._redraw_clock.restart()
-            self._show(self.partial, with_table=False)
+            self._show(self.partial)
 
     def _on_finished(self, result: ProfileResult) -> None:
         self._idle()
@@ -263,9 +264,9 @@ class ProfilerView(QWidget):
                 parts.append(f"{name}: time ∝ n^{fitted['time']:.2f}, memory ∝ n^{fitted['memory']:.2f}")
         return f"Fitted for n ≥ {result.fit_min_n()} — " + "; ".join(parts) if parts else ""
 
-    def _show(self, result: ProfileResult, *, with_table: bool = True) -> None:
-        """Update the curves in place (new data, new legend text); rebuilding them mid-sweep costs the GUI
-        thread tens of milliseconds while the sweep keeps both cores busy."""
+    def _show(self, result: ProfileResult) -> None:
+        """Update the curves and the table in place (new data, new legend text); rebuilding the curves mid-sweep
+        costs the GUI thread tens of milliseconds while the sweep keeps both cores busy."""
         exponents = result.exponents()
         wanted = set()
         for kernel in result.config.kernels:
@@ -287,8 +288,7 @@ class ProfilerView(QWidget):
         for item_key in [k for k in self._curves if k not in wanted]:
             plot = self.time_plot if item_key[2] == "time" else self.memory_plot
             plot.removeItem(self._curves.pop(item_key))
-        if with_table:
-            self._fill_table(result)
+        self._fill_table(result)
 
     def _curve(self, plot, key: tuple[str, str, str], name: str, pen=None):
         """The curve for ``key``, created on first use; its legend entry follows ``name``."""
