@@ -13,7 +13,8 @@ import numpy as np
 
 # The one registry of colour scales: session value -> what the caption and the menus call it.
 COLOR_SCALES = {"auto": "auto (0 to max)", "unit": "0–1", "row": "per row (row max = top)", "log": "log₁₀"}
-COLORBAR_TITLES = {"auto": "weight", "unit": "weight", "row": "weight / row max", "log": "log₁₀ weight"}
+COLORBAR_TITLES = {"auto": "weight (0 to max)", "unit": "weight (0–1)", "row": "weight / row max",
+                   "log": "log₁₀ weight"}
 LOG_FLOOR = -4.0  # log scale: weights below 1e-4 share the lowest colour
 MASKED_RGBA = (150, 150, 150, 255)  # neutral grey: no colour map here starts or ends with it
 SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]", "[MASK]", "<s>", "</s>", "<pad>", "<bos>", "<eos>",

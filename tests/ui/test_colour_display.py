@@ -80,7 +80,7 @@ def test_per_row_scale_makes_every_rows_largest_weight_the_top_colour(masked_win
     top_cells = colours[np.arange(n), weights.argmax(axis=1)]
     assert close(top_cells, TOP, 20).all(), top_cells
     assert heatmap.plot.colorbar.getAxis("left").labelText == "weight / row max"
-    assert "colour: per row" in heatmap.plot.titleLabel.text and "colour: per row" in window.files.caption()
+    assert "colour: per row" in window.files.caption()
     # on the 0–1 scale most rows' largest weight is below the top colour
     window.session.update(color_scale="unit")
     colours = cell_colours(heatmap.canvas, heatmap.plot, n, n)
@@ -93,7 +93,7 @@ def test_log_and_auto_scales_change_the_picture_and_say_so(masked_window):
     heatmap = window.views["heatmap"]
     n = len(window.results.result.query_tokens)
     pictures = {}
-    for scale, title in (("unit", "weight"), ("auto", "weight"), ("log", "log₁₀ weight")):
+    for scale, title in (("unit", "weight (0–1)"), ("auto", "weight (0 to max)"), ("log", "log₁₀ weight")):
         window.session.update(color_scale=scale)
         pictures[scale] = cell_colours(heatmap.canvas, heatmap.plot, n, n)
         assert heatmap.plot.colorbar.getAxis("left").labelText == title

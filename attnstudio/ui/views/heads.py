@@ -37,6 +37,7 @@ class HeadsView(ResultView):
         self.overview.cell_hovered.connect(
             lambda layer, head, value: self.caption.setText(f"layer {layer + 1}, head {head + 1}: entropy {value:.3f}"))
         self.caption = QLabel(CAPTION_HINT)
+        self.caption.setWordWrap(True)  # a long caption wraps; it never widens the window
         splitter = QSplitter(Qt.Vertical)
         splitter.addWidget(self.grid)
         splitter.addWidget(self.overview_canvas)

@@ -7,7 +7,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from attnstudio.core.display import DisplayMatrix, describe_display, display_weights
+from attnstudio.core.display import DisplayMatrix, display_weights
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
@@ -41,6 +41,7 @@ class HeatmapView(ResultView):
         self.canvas.ci.layout.setRowStretchFactor(1, 1)
 
         self.readout = QLabel(HOVER_HINT)
+        self.readout.setWordWrap(True)  # a long hover text wraps; it never widens the window
         self.edit_mask = QCheckBox("Edit mask")
         self.edit_mask.setToolTip("When on, clicking a cell blocks (or unblocks) that query→key pair (M)")
         self.clear_cells = QPushButton("Clear cells")
@@ -74,9 +75,10 @@ class HeatmapView(ResultView):
         self.plot.set_matrix(display.values, display.row_labels, display.col_labels, levels=display.levels,
                              masked=display.masked, hover_values=display.weights,
                              colorbar_title=display.colorbar_title)
+        # The colour bar's title names the scale; the plot title stays short enough not to squeeze the bar.
+        hidden = " · special tokens hidden" if shown.hide_special else ""
         self.plot.setTitle(f"{result.model_name} · layer {shown.layer + 1}/{result.num_layers} · "
-                           f"head {shown.head + 1}/{result.heads} · {shown.mask.describe()} · "
-                           f"{describe_display(shown.color_scale, shown.hide_special)}")
+                           f"head {shown.head + 1}/{result.heads} · {shown.mask.describe()}{hidden}")
         row_of = {int(r): i for i, r in enumerate(display.row_index)}
         col_of = {int(c): j for j, c in enumerate(display.col_index)}
         cells = [(col_of[c] + 0.5, row_of[r] + 0.5) for r, c in shown.mask.blocked_cells

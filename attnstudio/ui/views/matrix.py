@@ -98,6 +98,9 @@ class MatrixPlot(pg.PlotItem):
         self.masked_image.setZValue(1)
         self.addItem(self.masked_image)
         self.mask_legend = pg.LabelItem("", justify="left")  # the view places it (next to the colour bar)
+        legend_width = QFontMetrics(self.mask_legend.item.font()).horizontalAdvance("■ masked") + 16
+        self.mask_legend.setMinimumWidth(legend_width)  # fixed: the text comes and goes with the mask
+        self.mask_legend.setMaximumWidth(legend_width)
         self.colorbar = None
         if colorbar:
             self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=self.colormap, interactive=False, width=12)
