@@ -6,6 +6,7 @@ their weights on each backend are cached, so typing only pays for the forward pa
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,8 +20,14 @@ from attnstudio.core.masks import build_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.synthetic import LIMITS, SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderWeights, ForwardResult, encode
-from attnstudio.errors import InvalidSetting
-from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, load_pretrained_cached
+from attnstudio.errors import AttnStudioError, InvalidSetting
+from attnstudio.models.loader import (
+    BUILTIN_MODEL,
+    PretrainedModel,
+    TokenizedText,
+    load_pretrained_cached,
+    resolve_model_folder,
+)
 from attnstudio.session import SYNTHETIC, Session
 
 
@@ -88,9 +95,21 @@ def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
     low, high = LIMITS["heads"]
     if model == SYNTHETIC:
         return tuple(range(low, high + 1)), None
+    width, own = _model_width_and_heads(model)
+    return tuple(count for count in range(low, high + 1) if width % count == 0), own
+
+
+def _model_width_and_heads(model: str) -> tuple[int, int]:
+    """(d_model, heads) of a pretrained model, from its config.json when it has one (no weights loaded)."""
+    try:
+        config = json.loads((resolve_model_folder(model) / "config.json").read_text(encoding="utf-8"))
+        width, heads = config["hidden_size"], config["num_attention_heads"]
+        if isinstance(width, int) and isinstance(heads, int) and width > 0 and heads > 0:
+            return width, heads
+    except (OSError, ValueError, KeyError, TypeError, AttnStudioError):
+        pass
     loaded = load_pretrained_cached(model)
-    width = loaded.weights.d_model
-    return tuple(count for count in range(low, high + 1) if width % count == 0), loaded.num_heads
+    return loaded.weights.d_model, loaded.num_heads
 
 
 def check_heads(model: str, heads: int | None) -> None:
@@ -99,7 +118,7 @@ def check_heads(model: str, heads: int | None) -> None:
         return
     counts, _ = valid_head_counts(model)
     if heads not in counts:
-        width = load_pretrained_cached(model).weights.d_model
+        width, _ = _model_width_and_heads(model)
         raise InvalidSetting(f"{heads} heads do not divide the model width {width}; choose one of "
                              f"{', '.join(map(str, counts))}")
 

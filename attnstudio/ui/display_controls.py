@@ -8,7 +8,15 @@ from __future__ import annotations
 import dataclasses
 
 from PySide6.QtCore import QSignalBlocker
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QSpinBox,
+    QWidget,
+)
 
 from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.masks import MASK_PART_LABELS

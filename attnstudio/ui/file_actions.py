@@ -97,11 +97,11 @@ class FileActions(QObject):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 session = Session.load(path)
+            self.session.replace(session)  # refuses a head count the session's model cannot take
         except AttnStudioError as error:
             self.window.show_error(f"not opened: {error}")
             self.window.warn("Cannot open the session", str(error))
             return False
-        self.session.replace(session)
         self.current_path = Path(path)
         self._remember(self.current_path)
         self.window.setWindowTitle(f"attnstudio — {self.current_path.name}")

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio import __version__
+from attnstudio.engine import check_heads
 from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
 from attnstudio.ui.compute_worker import ComputeController
@@ -111,7 +112,9 @@ class MainWindow(QMainWindow):
         if not stored:
             return None
         try:
-            return Session.from_json_dict(json.loads(str(stored)))
+            session = Session.from_json_dict(json.loads(str(stored)))
+            check_heads(session.model, session.heads)
+            return session
         except (AttnStudioError, ValueError):
             return None  # settings from another version: start fresh rather than fail
 

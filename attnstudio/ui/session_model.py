@@ -56,8 +56,10 @@ class SessionModel(QObject):
         return True
 
     def replace(self, session: Session) -> None:
-        """Load a whole session (e.g. from a file): every field is announced."""
-        self._session = session.validate()
+        """Load a whole session (e.g. from a file): every field is announced. Raises AttnStudioError
+        (and changes nothing) if the session is invalid, or its head count does not suit its model."""
+        check_heads(session.validate().model, session.heads)
+        self._session = session
         for field in dataclasses.fields(Session):
             self.changed.emit(field.name)
         self.compute_needed.emit()

@@ -4,7 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attnstudio.core.display import COLOR_SCALES, LOG_FLOOR, describe_display, display_weights
+from attnstudio.core.display import (
+    COLOR_SCALES,
+    LOG_FLOOR,
+    describe_display,
+    display_weights,
+)
 
 TOKENS = ["[CLS]", "the", "cat", "sat", "[SEP]"]
 

@@ -5,15 +5,17 @@ worker (a gate on the engine), and every label is checked against the settings o
 """
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QImage, QMouseEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from attnstudio.core.masks import MaskSpec
+from attnstudio.errors import AttnStudioError
 from attnstudio.export.session_export import SCORE_NAMES
 from attnstudio.session import Session
 from tests.ui.conftest import wait_for_result
@@ -26,12 +28,16 @@ class Gate:
         self._open = threading.Event()
         self._open.set()
         self.waiting = 0
+        self.fail_with: str | None = None  # set: the next compute fails with this message
         compute = engine.compute
 
         def gated(session, **kwargs):
             self.waiting += 1
             self._open.wait(30)
             self.waiting -= 1
+            if self.fail_with:
+                message, self.fail_with = self.fail_with, None
+                raise AttnStudioError(message)
             return compute(session, **kwargs)
 
         engine.compute = gated
@@ -95,7 +101,7 @@ def test_hover_value_follows_an_alt_arrow_head_switch(make_window, qtbot):
     heatmap = window.views["heatmap"]
     hover_cell(qtbot, heatmap, 5, 2)
     weights = window.results.result.attentions()
-    assert f"layer 1, head 1 · " in heatmap.readout.text()
+    assert "layer 1, head 1 · " in heatmap.readout.text()
     assert heatmap.readout.text().endswith(f"{weights[0, 0, 5, 2]:.4g}")
     window.tabs.setFocus()
     qtbot.keyClick(window, Qt.Key_Right, Qt.AltModifier)
@@ -157,7 +163,7 @@ def test_only_the_clicked_head_thumbnail_is_highlighted(make_window, qtbot):
     qtbot.wait(50)
     for head in (5, 2, 9):
         click_head(qtbot, heads_view, head)
-        qtbot.waitUntil(lambda: window.results.head == head)
+        qtbot.waitUntil(lambda h=head: window.results.head == h)
         qtbot.wait(50)
         counts = grid_border_pixels(window, heads_view)
         highlighted = [i for i, count in enumerate(counts) if count > 20]
@@ -216,6 +222,11 @@ def test_a_refused_or_failed_setting_says_the_picture_is_stale_until_fixed(gated
     assert_labels_describe_the_shown_result(window)
     window.controls.text.setPlainText("   ")  # refused: empty
     assert "empty" in window.stale_label.text()
+    gate.fail_with = "simulated failure"
+    window.controls.text.setPlainText("This compute fails.")
+    qtbot.waitUntil(lambda: "simulated failure" in window.stale_label.text())
+    assert window.stale_label.isVisible() and "fails" not in window.results.result.query_tokens
+    assert_labels_describe_the_shown_result(window)
     window.controls.text.setPlainText("Fixed now.")
     wait_for_result(qtbot, window, lambda r: "fixed" in r.query_tokens)
     assert not window.stale_label.isVisible()
@@ -239,3 +250,15 @@ def test_a_stale_result_never_clamps_the_users_head(gated_window, qtbot):
     assert window.session.head == 9 and window.results.head == 9
     assert window.controls.head.value() == 10
     assert_labels_describe_the_shown_result(window)
+
+
+def test_a_session_file_with_a_head_count_its_model_cannot_take_is_refused(make_window, tmp_path):
+    window = make_window()
+    path = tmp_path / "five.attnsession"
+    path.write_text(json.dumps({"format": "attnstudio-session", "version": 2,
+                                "session": {"model": "minilm", "heads": 5}}))
+    assert not window.files.open_path(path)
+    assert "divide" in window.stale_label.text() or "divide" in window.statusBar().currentMessage()
+    assert window.session.heads is None
+    for box in window.findChildren(QMessageBox):
+        box.accept()
