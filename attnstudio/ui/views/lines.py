@@ -49,6 +49,8 @@ class LinesView(ResultView):
         painter.setPen(text_color)
         painter.drawText(QRectF(0, 4, self.width(), 20), Qt.AlignCenter,
                          f"layer {layer + 1}, head {head + 1}: queries → keys (line opacity = weight)")
+        if self.hovered_row is not None and self.hovered_row >= n_q:  # a shorter text arrived under the mouse
+            self.hovered_row = None
         rows = range(n_q) if self.hovered_row is None else [self.hovered_row]
         color = QColor(68, 119, 170)
         for i in rows:
