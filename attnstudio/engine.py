@@ -9,6 +9,7 @@ import dataclasses
 import json
 import threading
 import time
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,7 @@ def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
     return tuple(count for count in range(low, high + 1) if width % count == 0), own
 
 
+@lru_cache(maxsize=32)
 def _model_width_and_heads(model: str) -> tuple[int, int]:
     """(d_model, heads) of a pretrained model, from its config.json when it has one (no weights loaded)."""
     try:
