@@ -68,6 +68,12 @@ def test_masked_cells_are_grey_with_a_legend_not_the_colour_of_zero(masked_windo
     heads = window.views["heads"]
     thumb = cell_colours(heads.grid, heads.head_plots[0], n, n)
     assert close(thumb[~allowed], MASKED_RGBA[:3], 30).all()
+    # and so does the pipeline's softmax step
+    window.session.update(view="pipeline")
+    pipeline = window.views["pipeline"]
+    steps = cell_colours(pipeline.canvas, pipeline.plots["weights"], n, n)
+    assert close(steps[~allowed], MASKED_RGBA[:3], 30).all() and not close(steps[allowed], MASKED_RGBA[:3]).any()
+    assert "grey = masked" in pipeline.plots["weights"].titleLabel.text
 
 
 def test_per_row_scale_makes_every_rows_largest_weight_the_top_colour(masked_window, qtbot):

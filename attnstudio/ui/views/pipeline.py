@@ -67,10 +67,15 @@ class PipelineView(ResultView):
         dims = [f"d{i}" for i in range(arrays["queries"].shape[1])]
         labels = {"queries": (result.query_tokens, dims), "keys": (result.key_tokens, dims),
                   "values": (result.key_tokens, dims), "context": (result.query_tokens, dims)}
-        for key, _, _, symmetric in STEPS:
+        masked = None if result.mask is None else ~result.mask  # weights: masked cells grey, not "near zero"
+        for key, title, _, symmetric in STEPS:
             rows, cols = labels.get(key, (result.query_tokens, result.key_tokens))
             levels = (0.0, 1.0) if key in ("weights", "mask") else None
-            self.plots[key].set_matrix(arrays[key], rows, cols, levels=levels, symmetric=symmetric)
+            self.plots[key].set_matrix(arrays[key], rows, cols, levels=levels, symmetric=symmetric,
+                                       masked=masked if key == "weights" else None)
+            if key == "weights":
+                self.plots[key].setTitle(title + (" (grey = masked)" if masked is not None and masked.any() else ""),
+                                         size="9pt")
         scale = score_scale(shown.score, result.d_k, None) / shown.temperature
         score_text = {"scaled_dot": f"Q Kᵀ / √{result.d_k}", "dot": "Q Kᵀ",
                       "additive": "v_aᵀ tanh(W_q q + W_k k)"}[shown.score]
