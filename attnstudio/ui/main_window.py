@@ -31,6 +31,7 @@ from attnstudio.ui.views import VIEW_CLASSES, VIEW_LABELS
 
 ICON = Path(__file__).resolve().parent.parent / "resources" / "attnstudio.svg"
 VIEWS = list(VIEW_LABELS.items())
+STALE_NOTE_PX = 420
 SHORTCUTS = [
     ("Ctrl+1 … Ctrl+6", "switch view"), ("Alt+Up / Alt+Down", "previous / next layer"),
     ("Alt+Left / Alt+Right", "previous / next head"), ("Ctrl+L", "edit the text"),
@@ -165,12 +166,15 @@ class MainWindow(QMainWindow):
         self._update_stale_label()
 
     def _update_stale_label(self) -> None:
-        """Say, for as long as it is true, that the picture is not of what the controls show."""
-        result = self.results.result
-        stale = self.last_error and result is not None
-        self.stale_label.setText(f"⚠ showing the previous result ({self.last_error})" if stale else "")
-        self.stale_label.setToolTip("The views show the last settings that worked; fix the setting to update them")
-        self.stale_label.setVisible(bool(stale))
+        """Say, until the next result or accepted change, that the views keep the last settings that worked.
+
+        The transient message above times out; this note stays (elided; its tooltip has the whole reason).
+        """
+        stale = bool(self.last_error) and self.results.result is not None
+        text = f"⚠ views show the last valid settings — {self.last_error}" if stale else ""
+        self.stale_label.setToolTip(text)
+        self.stale_label.setText(self.stale_label.fontMetrics().elidedText(text, Qt.ElideRight, STALE_NOTE_PX))
+        self.stale_label.setVisible(stale)
 
     def _on_session_changed(self, name: str) -> None:
         if name == "view":
