@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attnstudio.core.masks import (
     MaskSpec,
@@ -109,3 +111,17 @@ def test_mask_parts_switch_on_and_off():
     assert MaskSpec("none") == MaskSpec() and MaskSpec().describe() == "no mask"
     with pytest.raises(InvalidSetting, match="unknown mask"):
         MaskSpec(("causal", "zigzag"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.sets(st.sampled_from(["causal", "window", "padding"]), min_size=1), n_q=st.integers(1, 12),
+       n_k=st.integers(1, 12), width=st.integers(0, 5), valid=st.integers(0, 12))
+def test_any_combination_is_the_and_of_its_single_masks(parts, n_q, n_k, width, valid):
+    singles = {"causal": causal_mask(n_q, n_k), "window": sliding_window_mask(n_q, n_k, width),
+               "padding": padding_mask(n_q, n_k, valid)}
+    expected = np.logical_and.reduce([singles[part] for part in parts])
+    mask = build_mask(MaskSpec(tuple(parts), width=width), n_q, n_k, valid_keys=valid)
+    if mask is None:  # nothing masked (only padding, with no padded keys)
+        assert expected.all()
+    else:
+        np.testing.assert_array_equal(mask, expected)
