@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="attnstudio", description="A desktop playground for transformer attention.")
     parser.add_argument("--version", action="version", version=f"attnstudio {__version__}")
     parser.add_argument("--selftest", metavar="OUT.png",
-                        help="open the window offscreen with the default sentence, save a screenshot, exit")
+                        help="open the window with the default sentence on this display (offscreen where there is none), check "
+                             "its text has glyphs, save a screenshot, exit 0 only if all of that worked")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     compute = commands.add_parser("compute", help="compute attention weights and write them to .npz")
@@ -227,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--view", default="heatmap", choices=("heatmap", "heads", "pipeline", "lines", "rollout"))
     export.add_argument("--layer", type=int, default=1, help="layer to show, from 1")
     export.add_argument("--head", type=int, default=1, help="head to show, from 1")
-    export.add_argument("--color-scale", default="auto", choices=tuple(COLOR_SCALES),
-                        help="weights to colours: auto (0 to max), unit (0-1), row (per row), log")
+    export.add_argument("--color-scale", default="unit", choices=tuple(COLOR_SCALES),
+                        help="weights to colours: unit (0-1, the default), auto (0 to the largest weight), "
+                             "row (each row's largest weight at the top), log")
     export.add_argument("--hide-special", action="store_true",
                         help="hide [CLS], [SEP], BOS… rows and columns and renormalise the rows")
     export.add_argument("--scale", type=float, default=2.0, help="PNG size as a multiple of 1200x800 (default 2)")

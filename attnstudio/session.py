@@ -45,7 +45,7 @@ class Session:
     temperature: float = 1.0  # divides the scores: < 1 sharpens, > 1 flattens
     mask: MaskSpec = field(default_factory=MaskSpec)
     backend: str = "auto"
-    color_scale: str = "auto"  # one of core.display.COLOR_SCALES
+    color_scale: str = "unit"  # one of core.display.COLOR_SCALES; 0–1, as every format-1 file was drawn
     hide_special: bool = False  # hide [CLS], [SEP], BOS… and renormalise the rows
     layer: int = 0
     head: int = 0

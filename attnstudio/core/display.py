@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # The one registry of colour scales: session value -> what the caption and the menus call it.
-COLOR_SCALES = {"auto": "auto (0 to max)", "unit": "0–1", "row": "per row (row max = top)", "log": "log₁₀"}
+COLOR_SCALES = {"auto": "auto", "unit": "0–1", "row": "per row", "log": "log₁₀"}  # short: they go in captions
 COLORBAR_TITLES = {"auto": "weight (0 to max)", "unit": "weight (0–1)", "row": "weight / row max",
                    "log": "log₁₀ weight"}
 LOG_FLOOR = -4.0  # log scale: weights below 1e-4 share the lowest colour
@@ -30,7 +30,7 @@ def is_special_token(token: str) -> bool:
 def describe_display(color_scale: str, hide_special: bool) -> str:
     """The caption's words for a colour setting, e.g. "colour: per row, special tokens hidden"."""
     text = f"colour: {COLOR_SCALES[color_scale]}"
-    return text + (", special tokens hidden (rows renormalised)" if hide_special else "")
+    return text + (", special tokens hidden" if hide_special else "")
 
 
 @dataclass

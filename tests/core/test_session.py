@@ -104,7 +104,7 @@ def test_format_1_files_with_one_mask_kind_still_open(tmp_path):
         "text": "old file", "mask": {"kind": "window", "width": 3, "pad_to": None, "blocked_cells": [[1, 0]]}}}))
     session = Session.load(path)
     assert session.mask == MaskSpec(("window",), width=3, blocked_cells=((1, 0),))
-    assert (session.color_scale, session.hide_special) == ("auto", False)
+    assert (session.color_scale, session.hide_special) == ("unit", False)
     path.write_text(json.dumps({"format": "attnstudio-session", "version": 1, "session": {"mask": {"kind": "none"}}}))
     assert Session.load(path).mask == MaskSpec()
 

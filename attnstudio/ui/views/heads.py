@@ -13,6 +13,7 @@ from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
 from attnstudio.ui.views.matrix import MatrixPlot
+from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
 SELECTED_PEN = pg.mkPen((255, 140, 0), width=3)
 NO_PEN = pg.mkPen(None)
@@ -39,7 +40,7 @@ class HeadsView(ResultView):
         self.caption = QLabel(CAPTION_HINT)
         self.caption.setWordWrap(True)  # a long caption wraps; it never widens the window
         splitter = QSplitter(Qt.Vertical)
-        splitter.addWidget(self.grid)
+        splitter.addWidget(scroll_area(self.grid))  # many heads or a narrow window: scroll, never clip
         splitter.addWidget(self.overview_canvas)
         splitter.setSizes([500, 200])
         layout = QVBoxLayout(self)
@@ -96,6 +97,7 @@ class HeadsView(ResultView):
             plot.getViewBox().setBorder(SELECTED_PEN if head == selected else NO_PEN)
             plot.getViewBox().update()  # the border is painted by the box: repaint so an old highlight goes
             plot.getViewBox().autoRange(padding=0)
+        fit_minimum(self.grid)
         self.overview.set_matrix(entropy, [str(i + 1) for i in range(entropy.shape[0])],
                                  [str(h + 1) for h in range(entropy.shape[1])])
         self.overview_canvas.setVisible(result.num_layers > 1)
