@@ -44,7 +44,7 @@ def close(a, b, tolerance=12) -> np.ndarray:
 @pytest.fixture
 def masked_window(make_window, qtbot):
     window = make_window(Session(backend="numpy", mask=MaskSpec(("causal", "window"), width=2)))
-    window.resize(1300, 900)
+    window.resize(1300, 860)
     qtbot.wait(50)
     return window
 
@@ -162,3 +162,29 @@ def test_cli_export_uses_and_names_the_mask_parts_and_colour_scale(tmp_path):
     assert "mask: causal + sliding window ±1" in svg
     assert "colour: log₁₀, special tokens hidden" in svg
     assert "[CLS]" not in svg  # the hidden tokens are not labelled either
+
+
+def test_masked_cells_stay_grey_edge_to_edge_in_an_exported_png(masked_window, tmp_path):
+    """The grey lines up with the cells in the export too: no sliver of the colour map's 0 at a cell's edge."""
+    from attnstudio.export.images import export_view
+
+    heatmap, result = masked_window.views["heatmap"], masked_window.results.result
+    canvas = heatmap.export_target()
+    path = export_view(canvas, tmp_path / "masked.png", scale=2, caption=None)
+    image = QImage(str(path)).convertToFormat(QImage.Format_RGB32)
+    pixels = np.frombuffer(image.constBits(), dtype=np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)
+    rgb = pixels[:, : image.width(), 2::-1].astype(int)
+    origin = canvas.mapToScene(canvas.viewport().rect()).boundingRect().topLeft()
+    box = heatmap.plot.getViewBox()
+    sampled, where = [], []
+    for r, c in zip(*np.nonzero(~result.mask)):
+        edge = [0.06, 0.2, 0.5, 0.8, 0.94]  # points across the cell each way, near its edges too
+        for fx, fy in [(0.5, f) for f in edge] + [(f, 0.5) for f in edge]:
+            if (r == 0 and fy < 0.5) or (c == 0 and fx < 0.5):
+                continue  # the axes' tick marks reach into the first row and column
+            scene = box.mapViewToScene(QPointF(c + fx, r + fy))
+            sampled.append(rgb[int((scene.y() - origin.y()) * 2), int((scene.x() - origin.x()) * 2)])
+            where.append((int(r), int(c), fx, fy))
+    grey = close(np.array(sampled), MASKED_RGBA[:3])
+    assert grey.all(), (f"{(~grey).sum()} of {grey.size} points inside masked cells are not grey: "
+                        f"{np.array(sampled)[~grey][:6].tolist()} at {np.array(where)[~grey][:6].tolist()}")

@@ -8,11 +8,11 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
-from attnstudio.core.display import MASKED_RGBA, describe_display, display_weights
+from attnstudio.core.display import describe_display, display_weights
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
-from attnstudio.ui.views.matrix import MatrixPlot
+from attnstudio.ui.views.matrix import MatrixPlot, masked_backdrop
 from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
 SELECTED_PEN = pg.mkPen((255, 140, 0), width=3)
@@ -27,7 +27,7 @@ class HeadsView(ResultView):
         self.grid = pg.GraphicsLayoutWidget()
         self.head_plots: list[pg.PlotItem] = []
         self.head_images: list[pg.ImageItem] = []
-        self.masked_images: list[pg.ImageItem] = []
+        self.masked_backdrops: list = []
         self.overview_canvas = pg.GraphicsLayoutWidget()
         self.overview = MatrixPlot("mean attention entropy (nats) per layer and head · click to focus",
                                    colormap="magma", axis_titles=("layer", "head"))
@@ -52,15 +52,14 @@ class HeadsView(ResultView):
 
     def _build_grid(self, heads: int) -> None:
         self.grid.clear()
-        self.head_plots, self.head_images, self.masked_images = [], [], []
+        self.head_plots, self.head_images, self.masked_backdrops = [], [], []
         columns = max(1, math.ceil(math.sqrt(heads)))
         for head in range(heads):
             plot = self.grid.addPlot(row=head // columns, col=head % columns)
             image = pg.ImageItem(axisOrder="row-major")
             image.setColorMap(pg.colormap.get("viridis"))
             plot.addItem(image)
-            masked = pg.ImageItem(axisOrder="row-major")
-            masked.setZValue(1)
+            masked = masked_backdrop()  # masked cells are holes in the image over this grey
             plot.addItem(masked)
             plot.invertY(True)
             plot.hideAxis("left")
@@ -70,7 +69,7 @@ class HeadsView(ResultView):
             plot.getViewBox().setMouseEnabled(x=False, y=False)
             self.head_plots.append(plot)
             self.head_images.append(image)
-            self.masked_images.append(masked)
+            self.masked_backdrops.append(masked)
 
     def refresh(self) -> None:
         result, shown = self.results.result, self.results.shown
@@ -80,19 +79,17 @@ class HeadsView(ResultView):
         if len(self.head_plots) != result.heads:
             self._build_grid(result.heads)
         entropy = result.head_entropy()  # (layers, heads), computed by the worker
-        for head, (plot, image, masked_image) in enumerate(zip(self.head_plots, self.head_images,
-                                                                self.masked_images)):
+        for head, (plot, image, backdrop) in enumerate(zip(self.head_plots, self.head_images,
+                                                                self.masked_backdrops)):
             display = display_weights(self.results.weights(head), result.mask, result.query_tokens,
                                       result.key_tokens, shown.color_scale, shown.hide_special)
-            image.setImage(display.values, autoLevels=False, levels=display.levels)
-            image.setRect(0, 0, display.values.shape[1], display.values.shape[0])
-            if display.masked is None:
-                masked_image.clear()
-            else:
-                rgba = np.zeros((*display.masked.shape, 4), dtype=np.uint8)  # (rows, cols, RGBA)
-                rgba[display.masked] = MASKED_RGBA
-                masked_image.setImage(rgba, autoLevels=False, levels=(0, 255))
-                masked_image.setRect(0, 0, rgba.shape[1], rgba.shape[0])
+            values = display.values
+            if display.masked is not None:
+                values = np.where(display.masked, np.nan, values)  # transparent: the grey backdrop shows
+            image.setImage(values, autoLevels=False, levels=display.levels)
+            image.setRect(0, 0, values.shape[1], values.shape[0])
+            backdrop.setRect(0, 0, values.shape[1], values.shape[0])
+            backdrop.setVisible(display.masked is not None)
             plot.setTitle(f"head {head + 1} · H={entropy[layer, head]:.2f}", size="9pt")
             plot.getViewBox().setBorder(SELECTED_PEN if head == selected else NO_PEN)
             plot.getViewBox().update()  # the border is painted by the box: repaint so an old highlight goes

@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QFontMetrics
+from PySide6.QtGui import QColor, QFontMetrics, QPen
+from PySide6.QtWidgets import QGraphicsRectItem
 
 from attnstudio.core.display import MASKED_RGBA
 
@@ -32,6 +33,20 @@ def visible_ticks(labels: list[str], first: float, last: float, pixels_per_item:
 def _short(label: str, limit: int = 14) -> str:
     label = label.replace("\n", " ").replace("\t", " ")
     return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def masked_backdrop() -> QGraphicsRectItem:
+    """A neutral grey rectangle behind a matrix image whose masked cells are NaN (transparent).
+
+    One image with holes rather than a second image on top: the grey lines up with the cells exactly,
+    on screen and in every export format.
+    """
+    backdrop = QGraphicsRectItem()
+    backdrop.setPen(QPen(Qt.NoPen))
+    backdrop.setBrush(QColor(*MASKED_RGBA))
+    backdrop.setZValue(-1)
+    backdrop.setVisible(False)
+    return backdrop
 
 
 class VerticalTokenAxis(pg.AxisItem):
@@ -104,10 +119,9 @@ class MatrixPlot(pg.PlotItem):
         self.hovered: tuple[int, int] | None = None
         self.colormap = pg.colormap.get(colormap)
         self.image.setColorMap(self.colormap)
-        # Masked cells: a neutral grey layer above the colours, so they never pass for near-zero attention.
-        self.masked_image = pg.ImageItem(axisOrder="row-major")
-        self.masked_image.setZValue(1)
-        self.addItem(self.masked_image)
+        # Masked cells: holes in the image over a neutral grey backdrop, so they never pass for near-zero attention.
+        self.masked_backdrop = masked_backdrop()
+        self.addItem(self.masked_backdrop)
         self.mask_legend = pg.LabelItem("", justify="left")  # the view places it (next to the colour bar)
         legend_width = QFontMetrics(self.mask_legend.item.font()).horizontalAdvance("■ masked") + 16
         self.mask_legend.setMinimumWidth(legend_width)  # fixed: the text comes and goes with the mask
@@ -153,9 +167,12 @@ class MatrixPlot(pg.PlotItem):
         self.matrix = matrix
         self.hover_values = matrix if hover_values is None or hover_values.shape != matrix.shape else hover_values
         display = np.where(np.isfinite(matrix), matrix, np.nan)  # -inf (masked) scores draw blank
+        masked = masked if masked is not None and masked.shape == matrix.shape and masked.any() else None
+        if masked is not None:
+            display[masked] = np.nan  # transparent: the grey backdrop shows through
         self.image.setImage(display, autoLevels=False, levels=levels)
         self.image.setRect(0, 0, matrix.shape[1], matrix.shape[0])
-        self._set_masked(masked if masked is not None and masked.shape == matrix.shape and masked.any() else None)
+        self._set_masked(masked)
         if self.colorbar is not None:
             self.colorbar.setLevels(levels)
             if colorbar_title is not None:
@@ -169,16 +186,11 @@ class MatrixPlot(pg.PlotItem):
 
     def _set_masked(self, masked: np.ndarray | None) -> None:
         self.masked = masked
+        self.masked_backdrop.setVisible(masked is not None)
         if masked is None:
-            self.masked_image.clear()
-            self.masked_image.setVisible(False)
             self.mask_legend.setText("")
             return
-        rgba = np.zeros((*masked.shape, 4), dtype=np.uint8)  # (rows, cols, RGBA): transparent where allowed
-        rgba[masked] = MASKED_RGBA
-        self.masked_image.setImage(rgba, autoLevels=False, levels=(0, 255))
-        self.masked_image.setRect(0, 0, masked.shape[1], masked.shape[0])
-        self.masked_image.setVisible(True)
+        self.masked_backdrop.setRect(0, 0, masked.shape[1], masked.shape[0])
         grey = "#{:02x}{:02x}{:02x}".format(*MASKED_RGBA[:3])
         self.mask_legend.setText(f"<span style='color:{grey}'>■</span> masked")
 
