@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from attnstudio.core.display import describe_display
-from attnstudio.engine import ComputeResult
+from attnstudio.engine import ComputeResult, mask_caption
 from attnstudio.errors import FileWriteError
 from attnstudio.export.images import export_view
 from attnstudio.fileio import write_atomic
@@ -30,7 +30,7 @@ def caption_for(shown: Session, result: ComputeResult) -> str:
     """
     pair = f" · cross-attention ({len(result.key_tokens)} keys)" if result.cross_attention else ""
     return (f"attnstudio · model {result.model_name} · layer {shown.layer + 1}/{result.num_layers} · head "
-            f"{shown.head + 1}/{result.heads} (d_k {result.d_k}) · mask: {shown.mask.describe()} · score: "
+            f"{shown.head + 1}/{result.heads} (d_k {result.d_k}) · mask: {mask_caption(result, shown.mask)} · score: "
             f"{SCORE_NAMES[shown.score]} · temperature {shown.temperature:g} · "
             f"{describe_display(shown.color_scale, shown.hide_special)}{pair}")
 
@@ -109,8 +109,8 @@ def _report_html(session: Session, result: ComputeResult, caption: str, names: l
     settings = {
         "text": session.text, "second text (keys/values)": session.pair_text or "—", "model": result.model_name,
         "heads": result.heads, "d_k": result.d_k, "score": SCORE_NAMES[session.score],
-        "temperature": session.temperature, "mask": session.mask.describe(), "backend": result.backend.description,
-        "colour": describe_display(session.color_scale, session.hide_special),
+        "temperature": session.temperature, "mask": mask_caption(result, session.mask),
+        "backend": result.backend.description, "colour": describe_display(session.color_scale, session.hide_special),
         "tokens": " ".join(result.query_tokens), "compute time": f"{result.elapsed_s * 1000:.1f} ms",
     }
     if session.is_synthetic:

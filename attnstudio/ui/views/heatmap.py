@@ -8,6 +8,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from attnstudio.core.display import DisplayMatrix, display_weights
+from attnstudio.engine import mask_caption
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
@@ -84,7 +85,7 @@ class HeatmapView(ResultView):
         # The colour bar's title names the scale; the plot title stays short enough not to squeeze the bar.
         hidden = " · special tokens hidden" if shown.hide_special else ""
         self.plot.setTitle(f"{result.model_name} · layer {shown.layer + 1}/{result.num_layers} · "
-                           f"head {shown.head + 1}/{result.heads} · {shown.mask.describe()}{hidden}")
+                           f"head {shown.head + 1}/{result.heads} · {mask_caption(result, shown.mask)}{hidden}")
         row_of = {int(r): i for i, r in enumerate(display.row_index)}
         col_of = {int(c): j for j, c in enumerate(display.col_index)}
         cells = [(col_of[c] + 0.5, row_of[r] + 0.5) for r, c in shown.mask.blocked_cells
