@@ -330,7 +330,8 @@ def test_a_failed_first_compute_says_why_instead_of_computing(qtbot, settings):
 
 
 def test_lines_hover_highlights_one_row_and_survives_a_shorter_text(qtbot, long_result):
-    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    session = SessionModel(Session(backend="numpy"))
+    results = ResultModel(session)
     view = shown(qtbot, LinesView(session, results), size=(700, 560))
     results.set_result(long_result)
     qtbot.wait(30)
