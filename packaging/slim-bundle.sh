@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Makes a PyInstaller bundle fit for other systems than the build machine, in place:
+#  - leaves out the system libraries every target has (the .deb's Depends names them), because the build
+#    machine's copies can need a newer glibc than the target's (libstdc++ and libexpat from Debian 12 need
+#    GLIBC_2.36; Ubuntu 22.04 has 2.35);
+#  - strips debug symbols, and build-machine paths from RUNPATHs (they point at the builder's Python);
+#  - removes files the app never loads.
+# Usage: packaging/slim-bundle.sh BUNDLE_FOLDER
+set -euo pipefail
+BUNDLE=$1
+INTERNAL=$BUNDLE/_internal
+
+# libstdc++6, libgcc-s1 and zlib1g are required packages on every Debian and Ubuntu system (and present on any
+# desktop Linux); libexpat1 comes with fontconfig, which the window needs anyway. Their sonames have been stable
+# for decades, and the system's copy is at least as new as the floor check_abi.py enforces.
+for lib in libstdc++.so.6 libgcc_s.so.1 libz.so.1 libexpat.so.1; do
+    rm -f "$INTERNAL/$lib"
+done
+
+# Files the app never loads (each removal is proven by the clean-system test, tests/packaging):
+#  - the Vulkan display platform plugin: attnstudio runs on xcb (offscreen for the self-test without display).
+rm -f "$INTERNAL/PySide6/Qt/plugins/platforms/libqvkkhrdisplay.so"
+
+# Debug symbols and local symbol tables are most of libpython's and the extension modules' size; what the
+# dynamic linker needs stays. Files that auditwheel rewrote with patchelf (numpy.libs, and the libraries
+# that link to them) break when stripped, so those are left alone.
+find "$BUNDLE" -type f \( -name '*.so' -o -name '*.so.*' \) -not -path '*/numpy.libs/*' -print0 \
+    | xargs -0 -r strip --strip-unneeded 2>/dev/null || true
+
+# RUNPATH entries outside the bundle ($ORIGIN-relative ones stay): the builder's Python prefix is no path
+# on the user's machine, and a writable one there would let another user's libraries in.
+find "$BUNDLE" -type f \( -name '*.so' -o -name '*.so.*' \) -print0 | while IFS= read -r -d '' file; do
+    runpath=$(patchelf --print-rpath "$file" 2>/dev/null) || continue
+    [ -n "$runpath" ] || continue
+    kept=$(printf '%s' "$runpath" | tr ':' '\n' | grep '^\$ORIGIN' | paste -sd: - || true)
+    if [ "$kept" != "$runpath" ]; then
+        if [ -n "$kept" ]; then patchelf --set-rpath "$kept" "$file"; else patchelf --remove-rpath "$file"; fi
+    fi
+done
