@@ -20,7 +20,7 @@ VERSION=$(python3 -c "import tomllib;print(tomllib.load(open('pyproject.toml','r
           || sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
 ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 
-for tool in strip objdump patchelf dpkg-deb tar xz gzip; do
+for tool in strip objdump as ld patchelf dpkg-deb tar xz gzip; do
     command -v "$tool" >/dev/null || { echo "packaging needs $tool (apt-get install binutils patchelf dpkg xz-utils)"; exit 2; }
 done
 if [ ! -x "$VENV/bin/pyinstaller" ]; then
@@ -68,8 +68,9 @@ here=$(dirname "$(readlink -f "$0")")
 exec "$here/app/attnstudio" "$@"
 LAUNCH
 chmod +x "$STAGE/attnstudio" "$STAGE/install-desktop-entry.sh"
-rm -f dist/attnstudio-*-linux-*.tar.gz dist/attnstudio-*-linux-*.tar.xz
-TARBALL=dist/attnstudio-$VERSION-linux-$(uname -m).tar.xz
+rm -f dist/attnstudio*-linux-*.tar.gz dist/attnstudio*-linux-*.tar.xz
+NAME=attnstudio$([ "$GPU" = 1 ] && echo -gpu || true)   # the GPU build's files are attnstudio-gpu*
+TARBALL=dist/$NAME-$VERSION-linux-$(uname -m).tar.xz
 tar -C build/tar --owner=0 --group=0 -cf - "attnstudio-$VERSION" | xz -T0 -6 > "$TARBALL"
 
 # --- .deb: /opt/attnstudio, /usr/bin/attnstudio, desktop entry, icon, man page, licences ----------------------
@@ -87,8 +88,8 @@ install -m 644 packaging/lintian-overrides "$DEB/usr/share/lintian/overrides/att
 find "$DEB" -type d -exec chmod 755 {} +
 SIZE_KB=$(du -sk --exclude=DEBIAN "$DEB" | cut -f1)
 sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE_KB/" packaging/deb-control.in > "$DEB/DEBIAN/control"
-rm -f dist/attnstudio_*_"$ARCH".deb
-DEBFILE=dist/attnstudio_${VERSION}_${ARCH}.deb
+rm -f dist/attnstudio*_"$ARCH".deb
+DEBFILE=dist/${NAME}_${VERSION}_${ARCH}.deb
 dpkg-deb --root-owner-group -Zxz --build "$DEB" "$DEBFILE" >/dev/null
 
 MiB=1048576

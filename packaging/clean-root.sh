@@ -39,6 +39,14 @@ if [ ! -f "$CACHE/.complete" ]; then
     chroot "$CACHE" apt-get clean
     touch "$CACHE/.complete"
 fi
-rm -rf "$DEST"
+# A test that was killed can leave /proc, /dev and the X socket folder mounted inside the old copy: unmount
+# them before deleting it, and never cross into another file system while deleting.
+if [ -d "$DEST" ]; then
+    dest_abs=$(readlink -f "$DEST")
+    awk -v root="$dest_abs/" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r | while read -r where; do
+        umount "$where" 2>/dev/null || umount -l "$where"
+    done
+    rm -rf --one-file-system "$DEST"
+fi
 cp -a "$CACHE" "$DEST"
 cp /etc/resolv.conf "$DEST/etc/resolv.conf"

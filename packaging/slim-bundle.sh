@@ -20,6 +20,39 @@ done
 # Files the app never loads (each removal is proven by the clean-system test, tests/packaging):
 #  - the Vulkan display platform plugin: attnstudio runs on xcb (offscreen for the self-test without display).
 rm -f "$INTERNAL/PySide6/Qt/plugins/platforms/libqvkkhrdisplay.so"
+#  - ICU's data (31 MiB): Qt links ICU, but attnstudio uses none of what needs its tables (collation, legacy
+#    text codecs, ICU time zones): Qt's own Unicode tables do case mapping, text layout and UTF-8. The library
+#    must still exist, so it becomes ICU's own "stubdata": the data entry point with an empty table of contents
+#    (ICU then reports U_MISSING_RESOURCE_ERROR for any lookup instead of reading data).
+for icudata in "$INTERNAL"/PySide6/Qt/lib/libicudata.so.[0-9]*; do
+    [ -f "$icudata" ] && [ ! -L "$icudata" ] || continue
+    soname=$(basename "$icudata")
+    symbol=$(objdump -T "$icudata" | awk '/ icudt[0-9]+_dat$/ {print $NF}')
+    [ -n "$symbol" ] || { echo "slim-bundle: no ICU data symbol in $icudata"; exit 1; }
+    stub=$(mktemp -d)
+    cat > "$stub/stub.s" <<ASM
+    .section .rodata
+    .globl $symbol
+    .type $symbol, @object
+    .balign 16
+$symbol:
+    .short 32               # headerSize
+    .byte 0xda, 0x27        # magic
+    .short 20, 0            # sizeof(UDataInfo), reserved
+    .byte 0, 0, 2, 0        # little endian, ASCII, sizeof(UChar), reserved
+    .ascii "ToCP"           # data format: a table of contents of pointers
+    .byte 1, 0, 0, 0        # format version
+    .byte 0, 0, 0, 0        # data version
+    .zero 8                 # padding to headerSize
+    .long 0, 0              # no entries, reserved
+    .quad 0, 0
+    .size $symbol, . - $symbol
+    .section .note.GNU-stack,"",@progbits
+ASM
+    as --64 -o "$stub/stub.o" "$stub/stub.s"
+    ld -shared -soname "$soname" -o "$icudata" "$stub/stub.o"
+    rm -rf "$stub"
+done
 
 # Debug symbols and local symbol tables are most of libpython's and the extension modules' size; what the
 # dynamic linker needs stays. Files that auditwheel rewrote with patchelf (numpy.libs, and the libraries

@@ -57,8 +57,11 @@ class CleanSystem:
             if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
                 subprocess.run(["umount", "-l", str(where)], capture_output=True)
         self.mounts.clear()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self.root)
+        still_mounted = [line for line in Path("/proc/mounts").read_text().splitlines()
+                         if line.split()[1].startswith(f"{self.root.resolve()}/")]
+        if not still_mounted:  # never delete through a mount into the host's /dev
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self.root)
 
     def path(self, inside: str) -> Path:
         """The host path of a path inside the root."""

@@ -107,6 +107,31 @@ def test_no_runpath_points_at_the_build_machine(tmp_path):
             assert all(entry.startswith("$ORIGIN") for entry in runpath.split(":")), f"{path}: {runpath}"
 
 
+def test_sizes():
+    sys.path.insert(0, str(PROJECT_ROOT / "packaging"))
+    import sizes
+
+    files, totals = sizes.sizes(DIST / "attnstudio")
+    installed = sum(totals.values())
+    deb = artifact("attnstudio_*.deb").stat().st_size
+    tarball = artifact("attnstudio-*.tar.xz").stat().st_size
+    print(f"bundle {installed / MiB:.1f} MiB installed, .deb {deb / MiB:.1f} MiB, tar.xz {tarball / MiB:.1f} MiB")
+    assert totals["ICU (Qt's Unicode library)"] < 6 * MiB, "ICU's 31 MiB data table is replaced by its stub"
+    assert totals["built-in model"] > 85 * MiB, "MiniLM stays lossless float32"
+    # The goal is 200 MiB installed and a 110 MiB .deb; what remains (model 87, NumPy and OpenBLAS 40, Qt 29,
+    # PySide6 24, Python 16) is all loaded by the app. These bounds keep it from growing again.
+    assert installed <= 225 * MiB
+    assert deb <= 118 * MiB and tarball <= 118 * MiB
+
+
+def test_lintian_has_nothing_but_the_overridden_tags():
+    done = subprocess.run(["lintian", "--display-info", "--tag-display-limit", "0", str(artifact("attnstudio_*.deb"))],
+                          capture_output=True, text=True, timeout=900)
+    tags = [line for line in done.stdout.splitlines() if line[:2] in ("E:", "W:", "I:")]
+    print(f"lintian: {len(tags)} tags left after the overrides")
+    assert not [t for t in tags if t[:2] in ("E:", "W:") or "unused-override" in t or "mismatched-override" in t], tags
+
+
 # --- the .deb on Debian 12 -------------------------------------------------------------------------------------
 
 def test_the_deb_on_a_clean_debian_12_installs_runs_upgrades_and_purges():
