@@ -86,6 +86,7 @@ install -m 644 "$DOCS/copyright" "$DOCS/changelog.gz" "$DEB/usr/share/doc/attnst
 install -m 644 "$DOCS/attnstudio.1.gz" "$DEB/usr/share/man/man1/"
 install -m 644 packaging/lintian-overrides "$DEB/usr/share/lintian/overrides/attnstudio"
 find "$DEB" -type d -exec chmod 755 {} +
+(cd "$DEB" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) > "$DEB/DEBIAN/md5sums"
 SIZE_KB=$(du -sk --exclude=DEBIAN "$DEB" | cut -f1)
 sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE_KB/" packaging/deb-control.in > "$DEB/DEBIAN/control"
 rm -f dist/attnstudio*_"$ARCH".deb

@@ -58,7 +58,9 @@ done
 # dynamic linker needs stays. Files that auditwheel rewrote with patchelf (numpy.libs, and the libraries
 # that link to them) break when stripped, so those are left alone.
 find "$BUNDLE" -type f \( -name '*.so' -o -name '*.so.*' \) -not -path '*/numpy.libs/*' -print0 \
-    | xargs -0 -r strip --strip-unneeded 2>/dev/null || true
+    | xargs -0 -r strip --strip-unneeded -R .comment -R .note 2>/dev/null || true
+# Shared libraries are mapped, not executed: only the app's executable keeps the executable bit.
+find "$BUNDLE" -type f \( -name '*.so' -o -name '*.so.*' \) -exec chmod 644 {} +
 
 # RUNPATH entries outside the bundle ($ORIGIN-relative ones stay): the builder's Python prefix is no path
 # on the user's machine, and a writable one there would let another user's libraries in.

@@ -167,8 +167,8 @@ def cupy_status() -> tuple[bool, str]:
         import cupy  # noqa: PLC0415 - optional dependency
     except ImportError:
         if getattr(sys, "frozen", False):
-            return False, ("this is the CPU build of attnstudio; the GPU build (attnstudio-gpu, which adds "
-                              "CuPy for NVIDIA GPUs with CUDA 12 drivers) is published next to it with each release")
+            return False, ("this is the CPU build; the GPU build (attnstudio-gpu: CuPy for NVIDIA GPUs, "
+                              "CUDA 12) comes with each release")
         return False, "CuPy is not installed (pip install 'attnstudio[gpu]')"
     except Exception as error:  # a broken CUDA install can raise anything on import
         return False, f"CuPy failed to import: {error}"

@@ -58,6 +58,9 @@ def selftest_on_display(system: CleanSystem, command: str, shot: str = "/tmp/sel
     out = system.must(f"{command} --selftest {shot}", display=True)
     assert "first heatmap painted" in out and "on the xcb platform" in out, out
     check_screenshot(system.path(shot))
+    kept = PROJECT_ROOT / "build" / "package-test" / f"{system.suite}-{Path(command.strip(chr(39))).parent.name or 'deb'}.png"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(system.path(shot).read_bytes())  # to look at after the root is gone
     return out
 
 
@@ -129,7 +132,7 @@ def test_lintian_has_nothing_but_the_overridden_tags():
                           capture_output=True, text=True, timeout=900)
     tags = [line for line in done.stdout.splitlines() if line[:2] in ("E:", "W:", "I:")]
     print(f"lintian: {len(tags)} tags left after the overrides")
-    assert not [t for t in tags if t[:2] in ("E:", "W:") or "unused-override" in t or "mismatched-override" in t], tags
+    assert not tags, tags  # errors, warnings and infos; unused overrides show up as infos too
 
 
 # --- the .deb on Debian 12 -------------------------------------------------------------------------------------
