@@ -158,8 +158,15 @@ def test_the_deb_on_a_clean_debian_12_installs_runs_upgrades_and_purges():
         compute_and_export(system, "attnstudio")
 
         # Upgrade: version N+1 over N keeps the user's settings, recent files and autosave.
-        user_data = {"/root/.config/attnstudio/attnstudio.conf": "[General]\ntheme=dark\nrecent_files=/root/a.attnsession\n",
-                     "/root/.local/share/attnstudio/autosave.attnsession": '{"version": 1, "text": "kept"}\n'}
+        # Where the app keeps them (QSettings and QStandardPaths.AppDataLocation for organisation and app
+        # "attnstudio"; ui/file_actions.py): settings with the recent-files list, and the autosaved session.
+        from attnstudio.session import Session
+
+        saved = system.path("/root/a.attnsession")
+        Session(text="Kept across the upgrade.", backend="numpy").save(saved)
+        user_data = {"/root/.config/attnstudio/attnstudio.conf": "[General]\ntheme=dark\nrecent=/root/a.attnsession\n",
+                     "/root/.local/share/attnstudio/attnstudio/autosave.attnsession": saved.read_text(),
+                     "/root/a.attnsession": saved.read_text()}
         for inside, text in user_data.items():
             system.path(inside).parent.mkdir(parents=True, exist_ok=True)
             system.path(inside).write_text(text)
@@ -168,7 +175,10 @@ def test_the_deb_on_a_clean_debian_12_installs_runs_upgrades_and_purges():
         assert system.must("dpkg-query -W -f='${Version}' attnstudio") == deb_field(bumped, "Version")
         for inside, text in user_data.items():
             assert system.path(inside).read_text() == text, f"{inside} changed by the upgrade"
-        system.must("attnstudio --version")
+        # The new version opens the user's saved session (the recent file) and the autosave.
+        for session_file in ("/root/a.attnsession", "/root/.local/share/attnstudio/attnstudio/autosave.attnsession"):
+            system.must(f"attnstudio export --session {session_file} --out-dir /tmp/upgraded", display=True)
+        assert (system.path("/tmp/upgraded") / "report.html").exists()
 
         owned = system.must("dpkg -L attnstudio").split()
         system.must("apt-get purge -y -q attnstudio")
