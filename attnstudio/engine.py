@@ -6,28 +6,48 @@ their weights on each backend are cached, so typing only pays for the forward pa
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
+from functools import lru_cache
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
-from attnstudio.core.masks import build_mask
+from attnstudio.core.families import family_of
+from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
-from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
-from attnstudio.core.transformer import EncoderWeights, ForwardResult, encode
-from attnstudio.errors import InvalidSetting
-from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, load_pretrained_cached
-from attnstudio.session import Session
+from attnstudio.core.next_token import top_next_tokens
+from attnstudio.core.synthetic import LIMITS, SyntheticConfig, synthetic_forward
+from attnstudio.core.transformer import EncoderWeights, ForwardResult
+from attnstudio.errors import AttnStudioError, InvalidSetting
+from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, resolve_model_folder
+from attnstudio.models.registry import load_model_cached
+from attnstudio.session import SYNTHETIC, Session
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """One candidate for the token after the text."""
+
+    token_id: int
+    text: str  # what appending it adds to the text (' cat')
+    label: str  # how the views write it (line breaks and tabs made visible)
+    probability: float  # softmax of the logits at temperature 1, over the whole vocabulary
 
 
 @dataclass
 class ComputeResult:
-    """What one compute produced, with arrays still on their backend."""
+    """What one compute produced, with arrays still on their backend, and the session it was computed from.
 
+    Every title, caption and hover text next to a picture of this result reads ``session`` (and the
+    layer/head the result model clamped when it published it), never the session being edited now.
+    """
+
+    session: Session  # a copy, as it was when the compute started
     query_tokens: list[str]
     key_tokens: list[str]
     forward: ForwardResult
@@ -39,6 +59,10 @@ class ComputeResult:
     elapsed_s: float
     notices: list[str] = field(default_factory=list)
     cross_attention: bool = False
+    causal_model: bool = False  # the model's own causal mask was applied (decoders), besides the session's
+    next_tokens: list[NextToken] = field(default_factory=list)  # decoders: the most likely next tokens
+    # decoders: logit_lens(position) -> each layer's most likely next token after that position
+    logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
@@ -75,6 +99,51 @@ class ComputeResult:
         return to_numpy(getattr(self.forward.traces[layer], name))
 
 
+def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
+    """The head counts ``model`` can run with, and its own count (None for the synthetic model).
+
+    An encoder's heads re-split its width, so the divisors of d_model (within the limits) work; a decoder
+    whose key/value heads are shared keeps its own count.
+    """
+    low, high = LIMITS["heads"]
+    if model == SYNTHETIC:
+        return tuple(range(low, high + 1)), None
+    width, own, resplits = _model_heads(model)
+    if not resplits:
+        return (own,), own
+    return tuple(count for count in range(low, high + 1) if width % count == 0), own
+
+
+@lru_cache(maxsize=32)
+def _model_heads(model: str) -> tuple[int, int, bool]:
+    """(d_model, heads, whether the heads can be re-split) of a pretrained model; an encoder's come from its
+    config.json (no weights loaded on the GUI thread), anything else from the loaded model."""
+    try:
+        config = json.loads((resolve_model_folder(model) / "config.json").read_text(encoding="utf-8"))
+        width, heads = config["hidden_size"], config["num_attention_heads"]
+        if config.get("model_type", "bert") == "bert" and isinstance(width, int) and isinstance(heads, int) \
+                and width > 0 and heads > 0:
+            return width, heads, True
+    except (OSError, ValueError, KeyError, TypeError, AttnStudioError):
+        pass
+    loaded = load_model_cached(model)
+    return loaded.weights.d_model, loaded.num_heads, family_of(loaded.weights).name == "bert"
+
+
+def check_heads(model: str, heads: int | None) -> None:
+    """Raise InvalidSetting unless ``heads`` (None: the model's own) suits ``model``."""
+    if heads is None or model == SYNTHETIC:
+        return
+    counts, own = valid_head_counts(model)
+    if heads not in counts:
+        width, _, resplits = _model_heads(model)
+        if not resplits:
+            raise InvalidSetting(f"this model keeps its own {own} heads (its key/value heads are shared); "
+                                 f"{heads} heads cannot be split from it")
+        raise InvalidSetting(f"{heads} heads do not divide the model width {width}; choose one of "
+                             f"{', '.join(map(str, counts))}")
+
+
 def _weights_on(weights: EncoderWeights, backend: Backend) -> EncoderWeights:
     """A copy of ``weights`` with every array moved to ``backend``."""
     def move(value: Any):
@@ -100,7 +169,7 @@ class Engine:
 
     def model(self, session: Session) -> PretrainedModel:
         """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
-        return load_pretrained_cached(BUILTIN_MODEL if session.is_synthetic else session.model)
+        return load_model_cached(BUILTIN_MODEL if session.is_synthetic else session.model)
 
     def weights(self, model: PretrainedModel, backend: Backend) -> EncoderWeights:
         key = (str(model.folder), backend.name)
@@ -111,7 +180,7 @@ class Engine:
 
     def compute(self, session: Session, *, num_layers: int | None = None) -> ComputeResult:
         """Tokenize, build the mask and run the session's model.  Raises AttnStudioError subclasses."""
-        session.validate()
+        session = dataclasses.replace(session.validate())  # the result keeps its own copy
         backend = resolve_backend(session.backend)
         model = self.model(session)
         started = time.perf_counter()
@@ -122,7 +191,7 @@ class Engine:
 
         # Key padding: pad the key sequence with [PAD] tokens and hide them from every query.
         valid_keys = None
-        if mask_spec.kind == "padding":
+        if mask_spec.has("padding"):
             if keys is None:
                 valid_keys = len(queries)
                 queries = _padded(queries, mask_spec.padded_length(len(queries)), model)
@@ -131,6 +200,10 @@ class Engine:
                 keys = _padded(keys, mask_spec.padded_length(len(keys)), model)
         key_seq = keys if keys is not None else queries
         mask_host = build_mask(mask_spec, len(queries), len(key_seq), valid_keys=valid_keys)
+        family = family_of(model.weights)
+        if family.causal and not session.is_synthetic:  # the model's own mask; the user's combine with it
+            own = causal_mask(len(queries), len(key_seq))
+            mask_host = own if mask_host is None else own & mask_host
         mask = None if mask_host is None else backend.asarray(mask_host)
         weights = self.weights(model, backend)
         table = weights.word_embeddings
@@ -148,18 +221,52 @@ class Engine:
             heads = session.heads or model.num_heads
             if weights.d_model % heads:
                 raise InvalidSetting(f"{heads} heads do not divide the model width {weights.d_model}")
-            d_k = weights.d_model // heads
+            d_k = getattr(weights, "head_dim", None) or weights.d_model // heads
             scale = score_scale(session.score, d_k, None) / session.temperature
             pair_mask = None
             if keys is not None and valid_keys is not None and valid_keys < len(keys):
                 pair_mask = backend.asarray(build_mask(mask_spec, len(keys), len(keys), valid_keys=valid_keys))
-            forward = encode(weights, query_ids, heads=heads, mask=mask, score=session.score, scale=scale,
-                             seed=session.seed, num_layers=num_layers, pair_ids=key_ids, pair_mask=pair_mask)
+            forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score, scale=scale,
+                                     seed=session.seed, num_layers=num_layers, pair_ids=key_ids, pair_mask=pair_mask)
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started
-        return ComputeResult(queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
-                             elapsed, notices, cross_attention=keys is not None)
+        return ComputeResult(session, queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
+                             elapsed, notices, cross_attention=keys is not None,
+                             causal_model=family.causal and not session.is_synthetic,
+                             next_tokens=_next_tokens(forward, model),
+                             logit_lens=_lens_for(family, weights, model, forward))
+
+
+def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextToken]:
+    if forward.next_logits is None or not hasattr(model.tokenizer, "decode_token"):
+        return []
+    ids, probabilities = top_next_tokens(to_numpy(forward.next_logits))
+    return [NextToken(int(i), model.tokenizer.decode_token(i), model.tokenizer.readable_token(i), float(p))
+            for i, p in zip(ids, probabilities, strict=True)]
+
+
+def _lens_for(family, weights, model: PretrainedModel, forward: ForwardResult):
+    if family.logit_lens is None or forward.next_logits is None or not hasattr(model.tokenizer, "decode_token"):
+        return None
+
+    def lens(position: int) -> list[NextToken]:
+        logits = to_numpy(family.logit_lens(weights, forward.hidden_states, position))  # (layers, vocab)
+        tops = []
+        for row in logits:
+            (token_id,), (probability,) = top_next_tokens(row, k=1)
+            tops.append(NextToken(int(token_id), model.tokenizer.decode_token(token_id),
+                                  model.tokenizer.readable_token(token_id), float(probability)))
+        return tops
+    return lens
+
+
+def mask_caption(result: ComputeResult, spec: MaskSpec) -> str:
+    """The mask ``result`` was computed with, in words: a decoder's own causal mask, then the session's."""
+    chosen = spec.describe()
+    if not result.causal_model:
+        return chosen
+    return "causal (the model's own)" + ("" if chosen == MaskSpec().describe() else f" + {chosen}")
 
 
 def _tokenize(model: PretrainedModel, text: str, what: str, notices: list[str]) -> TokenizedText:
