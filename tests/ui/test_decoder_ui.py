@@ -237,6 +237,7 @@ def test_the_heads_grid_labels_which_query_heads_share_a_key_value_head(make_win
     assert kv_of == [1, 1, 2, 2]  # repeat_kv: consecutive query heads share one key/value head
     assert "4 query heads share 2 key/value heads, 2 each" in view.caption.text()
     assert "tiny" in view.caption.text()
+    assert "causal (the model's own)" in view.caption.text() and "no mask" not in view.caption.text()
 
     window.session.update(model="minilm")  # an encoder: every head has its own keys and values
     wait_for_result(qtbot, window, lambda r: r.model_name == "minilm")

@@ -9,6 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
 from attnstudio.core.display import describe_display, display_weights
+from attnstudio.engine import mask_caption
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
@@ -115,7 +116,7 @@ class HeadsView(ResultView):
         self.overview_canvas.setVisible(result.num_layers > 1)
         masked_note = " Grey cells are masked." if result.mask is not None and not result.mask.all() else ""
         self.caption.setText(f"{result.model_name} · layer {layer + 1}/{result.num_layers} · head {selected + 1} "
-                             f"selected · {shown.mask.describe()} · "
+                             f"selected · {mask_caption(result, shown.mask)} · "
                              f"{describe_display(shown.color_scale, shown.hide_special)}.{masked_note}"
                              f"{kv_note(result)} {CAPTION_HINT}")
 
