@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-from attnstudio.errors import FileWriteError
+from attnstudio.errors import FileReadError, FileWriteError
 
 
 def write_atomic(path: Path, payload: bytes) -> None:
@@ -38,3 +39,43 @@ def _file_mode(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def read_regular_file(path: Path, limit: int, what: str, error: type[Exception] = FileReadError) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes; else ``error`` with one clear sentence.
+
+    Never blocks on a FIFO and never reads a device or a huge file whole.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as problem:
+        raise error(f"cannot read {path}: {problem.strerror or problem}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{path} is a folder, not a {what}")
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{path} is not a regular file (a device, pipe or socket); choose a {what}")
+    if info.st_size > limit:
+        raise error(f"{path.name} is too large for a {what} ({format_size(info.st_size)}; at most {format_size(limit)})")
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as problem:
+        raise error(f"cannot read {path}: {problem.strerror or problem}") from None
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):  # replaced between the two looks
+            raise error(f"{path} is not a regular file; choose a {what}")
+        try:
+            payload = stream.read(limit + 1)
+        except OSError as problem:
+            raise error(f"cannot read {path}: {problem.strerror or problem}") from None
+    if len(payload) > limit:
+        raise error(f"{path.name} is too large for a {what} (at most {format_size(limit)})")
+    return payload
+
+
+def format_size(count: int) -> str:
+    """1536 -> "1.5 KiB"."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} bytes"
