@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from attnstudio.core.backend import cupy_status
 from attnstudio.errors import InvalidSetting
-from attnstudio.core.synthetic import LIMITS
+from attnstudio.limits import LIMITS
 from attnstudio.session import SYNTHETIC
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
@@ -51,7 +51,7 @@ OPEN_FOLDER = "__open__"
 
 def _spin(low: int, high: int, tooltip: str) -> QSpinBox:
     spin = QSpinBox()
-    spin.setRange(low, high)
+    spin.setRange(int(low), int(high))
     spin.setToolTip(tooltip)
     spin.setKeyboardTracking(False)
     return spin
@@ -101,14 +101,14 @@ class ControlPanel(QWidget):
         self.layer.valueChanged.connect(lambda v: self.session.update(layer=v - 1))
         self.head = _spin(1, 1, "Which head the views show (Alt+Left / Alt+Right)")
         self.head.valueChanged.connect(lambda v: self.session.update(head=v - 1))
-        self.heads = _spin(*LIMITS["heads"], "Head count. Pretrained: re-splits the model's projections "
+        self.heads = _spin(LIMITS["heads"].low, LIMITS["heads"].high, "Head count. Pretrained: re-splits the model's projections "
                                               "(must divide the width, e.g. 1, 2, 3, 4, 6, 12, 24 for 384)")
         self.heads.valueChanged.connect(lambda v: self.session.update(heads=v))
-        self.d_k = _spin(*LIMITS["d_k"], "Width of each head's queries and keys (synthetic)")
+        self.d_k = _spin(LIMITS["d_k"].low, LIMITS["d_k"].high, "Width of each head's queries and keys (synthetic)")
         self.d_k.valueChanged.connect(lambda v: self.session.update(d_k=v))
-        self.d_model = _spin(*LIMITS["d_model"], "Width of the token vectors (synthetic)")
+        self.d_model = _spin(LIMITS["d_model"].low, LIMITS["d_model"].high, "Width of the token vectors (synthetic)")
         self.d_model.valueChanged.connect(lambda v: self.session.update(d_model=v))
-        self.seed = _spin(0, 2**31 - 1, "Random seed of the synthetic weights and the additive score")
+        self.seed = _spin(LIMITS["seed"].low, LIMITS["seed"].high, "Random seed of the synthetic weights and the additive score")
         self.seed.valueChanged.connect(lambda v: self.session.update(seed=v))
 
         self.score = QComboBox()
@@ -117,8 +117,8 @@ class ControlPanel(QWidget):
         self.score.setToolTip("How a query and a key are compared before the softmax")
         self.score.activated.connect(lambda _: self.session.update(score=self.score.currentData()))
         self.temperature = QDoubleSpinBox()
-        self.temperature.setRange(0.01, 100.0)
-        self.temperature.setDecimals(2)
+        self.temperature.setDecimals(LIMITS["temperature"].decimals)  # before the range: 0.001 must show
+        self.temperature.setRange(LIMITS["temperature"].low, LIMITS["temperature"].high)
         self.temperature.setSingleStep(0.1)
         self.temperature.setKeyboardTracking(False)
         self.temperature.setToolTip("Scores are divided by the temperature: below 1 sharpens, above 1 flattens")
@@ -129,9 +129,9 @@ class ControlPanel(QWidget):
         self.mask_kind.setToolTip("Which query→key pairs are allowed. Click cells in the heatmap (Edit mask) "
                                   "to block single pairs")
         self.mask_kind.activated.connect(lambda _: self._update_mask(kind=self.mask_kind.currentData()))
-        self.window = _spin(0, 512, "Sliding window: each token sees this many neighbours on each side")
+        self.window = _spin(LIMITS["window"].low, LIMITS["window"].high, "Sliding window: each token sees this many neighbours on each side")
         self.window.valueChanged.connect(lambda v: self._update_mask(width=v))
-        self.pad_to = _spin(0, 512, "Key padding: pad the sentence with [PAD] to this length (0 = next multiple "
+        self.pad_to = _spin(0, LIMITS["pad_to"].high, "Key padding: pad the sentence with [PAD] to this length (0 = next multiple "
                                     "of 8); the pads are masked as keys")
         self.pad_to.setSpecialValueText("auto")
         self.pad_to.valueChanged.connect(lambda v: self._update_mask(pad_to=v or None))
