@@ -1,5 +1,6 @@
 """The app as a user meets it: launch to first painted heatmap (the selftest's own timer), and keystroke to
-painted heatmap for the built-in model (6 layers, 12 heads, every weight) at 32 and 128 tokens."""
+painted heatmap for the built-in model (6 layers, 12 heads, every weight) at 32 and 128 tokens, and the longest
+event-loop stall while a 512-token text is computed and drawn (goal: under 100 ms)."""
 from __future__ import annotations
 
 import os
@@ -62,6 +63,53 @@ def keystroke_ms(tokens: int, repeats: int = 15) -> list[float]:
     return samples
 
 
+def longest_stall_ms(repeats: int = 3) -> list[float]:
+    """The longest gap between ticks of a 10 ms timer while a 512-token text is computed and every view redraws."""
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from attnstudio.session import Session
+    from attnstudio.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    stalls = []
+    with tempfile.TemporaryDirectory() as folder:
+        window = MainWindow(Session(backend="numpy"), settings=QSettings(f"{folder}/s.ini", QSettings.IniFormat),
+                            restore=False)
+        window.show()
+        while window.results.result is None:
+            app.processEvents()
+        for index in range(repeats):
+            gaps, clock = [], QElapsedTimer()
+            clock.start()
+            last = [clock.elapsed()]
+
+            def tick():
+                gaps.append(clock.elapsed() - last[0])
+                last[0] = clock.elapsed()
+
+            timer = QTimer(interval=10)
+            timer.timeout.connect(tick)
+            timer.start()
+            loop = QEventLoop()
+            window.results.changed.connect(loop.quit)
+            text = f"{'one two three'.split()[index % 3]} " * 600
+            expected = window.controller.engine.model(window.session.session).tokenizer.encode(text).tokens
+            assert len(expected) == 512
+            window.controls.text.setPlainText(text)
+            while window.results.result.query_tokens != expected:
+                loop.exec()
+            settle = QTimer(singleShot=True, interval=300)
+            settle.timeout.connect(loop.quit)
+            settle.start()
+            loop.exec()
+            timer.stop()
+            window.results.changed.disconnect(loop.quit)
+            stalls.append(float(max(gaps)))
+        window.close()
+    return stalls
+
+
 def main() -> None:
     launch = startup_ms()
     print(f"launch to first heatmap: median {statistics.median(launch):.0f} ms ({', '.join(f'{t:.0f}' for t in launch)})")
@@ -70,9 +118,11 @@ def main() -> None:
         samples = keystroke_ms(tokens)
         live[tokens] = statistics.median(samples)
         print(f"keystroke to painted heatmap at {tokens} tokens: median {live[tokens]:.1f} ms")
-    write("app", {"startup_ms": launch, "startup_median_ms": statistics.median(launch),
+    stalls = longest_stall_ms()
+    print(f"longest event-loop stall during a 512-token compute: {', '.join(f'{t:.0f}' for t in stalls)} ms")
+    write("app", {"startup_ms": launch, "stall_512_tokens_ms": stalls, "startup_median_ms": statistics.median(launch),
                   "keystroke_to_paint_median_ms": live,
-                  "targets": {"startup_ms": 2000, "keystroke_ms": {"32": 33, "128": 100}}})
+                  "targets": {"stall_ms": 100, "startup_ms": 2000, "keystroke_ms": {"32": 33, "128": 100}}})
 
 
 if __name__ == "__main__":

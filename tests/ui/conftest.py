@@ -40,6 +40,12 @@ def wait_for_result(qtbot, window, predicate, timeout=20_000):
     qtbot.waitUntil(lambda: window.results.result is not None and predicate(window.results.result), timeout=timeout)
 
 
+# A stall this long means work ran on the GUI thread (a 512-token compute or a profiler sweep there takes
+# seconds). The 100 ms goal itself is measured by benchmarks/bench_app.py: on a shared 2-core machine the
+# scheduler alone can hold the process for ~100 ms, so a test with that bound fails at random.
+STALL_LIMIT_MS = 400
+
+
 @contextlib.contextmanager
 def event_loop_gaps(interval_ms: int = 10):
     """Collect the gaps (ms) between ticks of a 10 ms timer while the block runs: a long gap is a stall.
