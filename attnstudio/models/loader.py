@@ -314,7 +314,10 @@ def load_pretrained(reference: str | Path | None = None) -> PretrainedModel:
 
     Raises ModelLoadError (one sentence) for anything wrong with the folder, never another exception.
     """
-    folder = resolve_model_folder(reference)
+    try:
+        folder = resolve_model_folder(reference)
+    except OSError as error:
+        raise ModelLoadError(f"cannot open the model folder {reference}: {error.strerror or error}") from None
     try:
         config = _read_config(folder)
         weights = _encoder_weights(_read_tensors(folder), config, folder)

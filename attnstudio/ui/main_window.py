@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
@@ -47,6 +48,7 @@ class MainWindow(QMainWindow):
                  restore: bool = True):
         super().__init__()
         self.settings = settings if settings is not None else QSettings()
+        self.restore_problem = ""
         if session is None and restore:
             session = self._restored_session()
         self.session = SessionModel(session)
@@ -98,18 +100,25 @@ class MainWindow(QMainWindow):
         self._restore_layout()
         self._on_view_changed()
         self.request_compute()
-        if self.files.mark_running() and restore:
-            self.files.offer_recovery()
+        orphans = self.files.mark_running(look_for_orphans=restore)
+        if orphans:
+            self.files.offer_recovery(orphans)
+        if self.restore_problem:
+            self.statusBar().showMessage(f"⚠ {self.restore_problem}", 20_000)
 
     # --- state ------------------------------------------------------------------------------------------
     def _restored_session(self) -> Session | None:
+        """The last session from the settings; anything wrong with it starts the defaults instead (and says why)."""
         stored = self.settings.value("session/json")
         if not stored:
             return None
         try:
-            return Session.from_json_dict(json.loads(str(stored)))
-        except (AttnStudioError, ValueError):
-            return None  # settings from another version: start fresh rather than fail
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return Session.from_json_text(str(stored), "the last session")
+        except Exception as error:  # noqa: BLE001 - restoring state must never stop the app from starting
+            self.restore_problem = f"the last session could not be restored ({error}); started with the defaults"
+            return None
 
     def _restore_layout(self) -> None:
         geometry, state = self.settings.value("window/geometry"), self.settings.value("window/state")
@@ -229,7 +238,9 @@ class MainWindow(QMainWindow):
 
         try:
             load_pretrained_cached(folder)
-        except AttnStudioError as error:
+        except Exception as error:  # noqa: BLE001 - a bad folder must never escape as a traceback
+            if not isinstance(error, AttnStudioError):
+                error = f"cannot load the model in {folder}: {type(error).__name__}: {str(error)[:160]}"
             self.show_error(str(error))
             self.warn("Cannot open model", str(error))
             return False
