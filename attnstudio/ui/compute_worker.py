@@ -134,7 +134,7 @@ class ComputeController(QObject):
         self._jobs.put(None)  # the old thread ends once its compute returns
         self._thread = self._start_thread()
         seconds = self._watchdog.interval() / 1000
-        self._on_failed(self._ticket, f"the compute took longer than {seconds:.0f} s and was abandoned; "
+        self._on_failed(self._ticket, f"the compute took longer than {seconds:g} s and was abandoned; "
                                       f"try a shorter text, a smaller model or fewer heads")
 
     def _settle(self) -> None:

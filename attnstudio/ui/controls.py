@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from PySide6.QtCore import QSignalBlocker, Signal
+from PySide6.QtGui import QTextOption
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -57,6 +58,30 @@ def _spin(low: int, high: int, tooltip: str) -> QSpinBox:
     return spin
 
 
+LONGEST_WORD_TO_WRAP = 500  # Qt's word-boundary wrapping of a 99k-character "word" stalls the GUI for seconds
+
+
+def _fit_wrap_mode(editor: QPlainTextEdit, text: str) -> None:
+    """Wrap at word boundaries, except for text with a huge unbroken run: wrap that anywhere (instant)."""
+    longest = max(map(len, text.split()), default=0)
+    mode = QTextOption.WrapAnywhere if longest > LONGEST_WORD_TO_WRAP else QTextOption.WrapAtWordBoundaryOrAnywhere
+    if editor.wordWrapMode() != mode:
+        editor.setWordWrapMode(mode)
+
+
+class _TextEdit(QPlainTextEdit):
+    """A plain-text editor that picks its wrap mode before new text is laid out (layout happens on insert)."""
+
+    def setPlainText(self, text: str) -> None:  # noqa: N802 - Qt override
+        _fit_wrap_mode(self, text)
+        super().setPlainText(text)
+
+    def insertFromMimeData(self, source) -> None:  # noqa: N802 - Qt override: paste and drop
+        if source.hasText():
+            _fit_wrap_mode(self, self.toPlainText() + source.text())
+        super().insertFromMimeData(source)
+
+
 def _select_data(combo: QComboBox, data) -> None:
     index = combo.findData(data)
     if index >= 0 and index != combo.currentIndex():
@@ -71,11 +96,11 @@ class ControlPanel(QWidget):
         super().__init__(parent)
         self.session, self.results = session, results
 
-        self.text = QPlainTextEdit()
+        self.text = _TextEdit()
         self.text.setPlaceholderText("Type a sentence…")
         self.text.setToolTip("The sentence whose attention you see; every view updates as you type")
         self.text.setMaximumHeight(90)
-        self.text.textChanged.connect(lambda: self.session.update(text=self.text.toPlainText()))
+        self.text.textChanged.connect(self._on_text_typed)
         self.pair = QLineEdit()
         self.pair.setPlaceholderText("optional: keys and values from this sentence (cross-attention)")
         self.pair.setToolTip("Cross-attention: queries come from the text above, keys and values from here")
@@ -271,6 +296,11 @@ class ControlPanel(QWidget):
         self.tokens.setText(f"{len(result.query_tokens)} tokens: " + " · ".join(shown) + more)
 
     # --- widgets -> session ---------------------------------------------------------------------------
+    def _on_text_typed(self) -> None:
+        text = self.text.toPlainText()
+        _fit_wrap_mode(self.text, text)  # before the next paint lays the text out
+        self.session.update(text=text)
+
     def _update_mask(self, **changes) -> None:
         try:
             mask = dataclasses.replace(self.session.mask, **changes)
