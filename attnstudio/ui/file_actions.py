@@ -18,6 +18,7 @@ from attnstudio.errors import AttnStudioError
 from attnstudio.export.images import export_view
 from attnstudio.export.session_export import caption_for, export_session, weights_csv, weights_npy
 from attnstudio.fileio import write_atomic
+from attnstudio.limits import LIMITS
 from attnstudio.session import SESSION_SUFFIX, Session
 
 MAX_RECENT = 8
@@ -240,6 +241,7 @@ class FileActions(QObject):
     def export_image_to(self, path: Path, *, view: str | None = None, scale: float = 2.0) -> bool:
         target = self.window.views[view or self.current_view_name()].export_target()
         try:
+            LIMITS["export_scale"].check(scale)
             export_view(target, path, scale=scale, caption=self.caption())
         except AttnStudioError as error:
             self.window.show_error(f"not exported: {error}")
