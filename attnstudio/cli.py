@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="attnstudio", description="A desktop playground for transformer attention.")
     parser.add_argument("--version", action="version", version=f"attnstudio {__version__}")
     parser.add_argument("--selftest", metavar="OUT.png",
-                        help="open the window offscreen with the default sentence, save a screenshot, exit")
+                        help="open the window with the default sentence on this display (offscreen where there is none), check "
+                             "its text has glyphs, save a screenshot, exit 0 only if all of that worked")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     compute = commands.add_parser("compute", help="compute attention weights and write them to .npz")

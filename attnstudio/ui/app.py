@@ -1,4 +1,4 @@
-"""Starting the app, and the offscreen self-test used by packaging checks."""
+"""Starting the app, and the self-test the installers run (see ui/selftest.py)."""
 from __future__ import annotations
 
 import gc
@@ -12,9 +12,14 @@ SELFTEST_TIMEOUT_MS = 60_000
 
 
 def run_app(selftest: str | None = None) -> int:
-    """Open the main window; with ``selftest`` render it offscreen, save a screenshot and exit."""
+    """Open the main window; with ``selftest`` open it on the environment's platform (offscreen only where
+    there is no display), check its text has glyphs, save a screenshot and exit (0 only when all of it worked)."""
     if selftest:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        from attnstudio.ui.selftest import choose_platform  # noqa: PLC0415
+
+        platform = choose_platform()
+        if platform:
+            os.environ["QT_QPA_PLATFORM"] = platform
     from PySide6.QtCore import QTimer  # noqa: PLC0415 - Qt loads only when a window is wanted
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415
 
@@ -42,17 +47,24 @@ def run_app(selftest: str | None = None) -> int:
         outcome = {"code": 1}
 
         def capture():
+            from attnstudio.ui.selftest import missing_glyphs  # noqa: PLC0415
+
             window.repaint()
             app.processEvents()
             painted_ms = (time.perf_counter() - LAUNCHED_AT) * 1000
             path = Path(selftest)
+            no_glyphs = missing_glyphs(window)
             if not window.grab().save(str(path)):
                 print(f"selftest: cannot write {path}", file=sys.stderr)
+            elif no_glyphs:
+                print(f"selftest: failed: {no_glyphs} (install fonts, e.g. fonts-dejavu-core; screenshot {path})",
+                      file=sys.stderr)
             else:
                 result = window.results.result
-                print(f"selftest: first heatmap painted {painted_ms:.0f} ms after launch; "
-                      f"{len(result.query_tokens)} tokens, {result.num_layers} layers x {result.heads} heads "
-                      f"on {result.backend.name}; screenshot {path}")
+                print(f"selftest: first heatmap painted {painted_ms:.0f} ms after launch on the "
+                      f"{app.platformName()} platform; {len(result.query_tokens)} tokens, {result.num_layers} layers "
+                      f"x {result.heads} heads on {result.backend.name}; text drawn with "
+                      f"{window.fontInfo().family()}; screenshot {path}")
                 outcome["code"] = 0
             window.close()
 

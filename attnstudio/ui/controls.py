@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from PySide6.QtCore import QSignalBlocker, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QTextOption
 from PySide6.QtWidgets import (
     QComboBox,
@@ -17,7 +17,10 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
+    QScrollArea,
+    QSizePolicy,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -48,6 +51,8 @@ MASKS = [("None", "none"), ("Causal (no peeking ahead)", "causal"), ("Key paddin
          ("Sliding window", "window")]
 BACKENDS = [("Auto", "auto"), ("NumPy (CPU)", "numpy"), ("CuPy (GPU)", "cupy")]
 OPEN_FOLDER = "__open__"
+TOKEN_LIST_LINES = 4  # the token list never grows taller than this: it scrolls, or folds away
+COMBO_MIN_CHARACTERS = 12  # long item names elide instead of widening the dock
 
 
 def _spin(low: int, high: int, tooltip: str) -> QSpinBox:
@@ -114,7 +119,22 @@ class ControlPanel(QWidget):
         self.presets.activated.connect(self._on_preset_chosen)
         self.tokens = QLabel()
         self.tokens.setWordWrap(True)
+        self.tokens.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.tokens.setToolTip("The tokens the model sees")
+        self.tokens_box = QScrollArea()
+        self.tokens_box.setWidget(self.tokens)
+        self.tokens_box.setWidgetResizable(True)
+        self.tokens_box.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.tokens_box.setMaximumHeight(self.tokens.fontMetrics().lineSpacing() * TOKEN_LIST_LINES + 8)
+        self.tokens_toggle = QToolButton()
+        self.tokens_toggle.setCheckable(True)
+        self.tokens_toggle.setChecked(True)
+        self.tokens_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.tokens_toggle.setArrowType(Qt.DownArrow)
+        self.tokens_toggle.setAutoRaise(True)
+        self.tokens_toggle.setText("Tokens")
+        self.tokens_toggle.setToolTip("Show or hide the list of tokens")
+        self.tokens_toggle.toggled.connect(self._on_tokens_toggled)
 
         self.model = QComboBox()
         self.model.addItem("Built-in: all-MiniLM-L6-v2", "minilm")
@@ -177,7 +197,8 @@ class ControlPanel(QWidget):
         form.addRow(self.presets)
         form.addRow(self.text)
         form.addRow("Pair", self.pair)
-        form.addRow(self.tokens)
+        form.addRow(self.tokens_toggle)
+        form.addRow(self.tokens_box)
         model_box = QGroupBox("Model")
         form = QFormLayout(model_box)
         form.addRow("Model", self.model)
@@ -198,6 +219,11 @@ class ControlPanel(QWidget):
         form = QFormLayout(compute_box)
         form.addRow("Backend", self.backend)
         form.addRow(self.backend_note)
+        for combo in (self.presets, self.model, self.score, self.mask_kind, self.backend):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(COMBO_MIN_CHARACTERS)
+        self.pair.setMinimumWidth(60)
+        self.text.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         layout = QVBoxLayout(self)
         for box in (text_box, model_box, attention_box, compute_box):
             layout.addWidget(box)
@@ -291,9 +317,13 @@ class ControlPanel(QWidget):
             with QSignalBlocker(self.d_k):
                 self.d_k.setValue(result.d_k)
         self._on_heads_changed()
-        shown = result.query_tokens[:200]
-        more = f" … (+{len(result.query_tokens) - 200})" if len(result.query_tokens) > 200 else ""
-        self.tokens.setText(f"{len(result.query_tokens)} tokens: " + " · ".join(shown) + more)
+        count = len(result.query_tokens)
+        self.tokens.setText(f"{count} tokens: " + " · ".join(result.query_tokens))
+        self.tokens_toggle.setText(f"{count} tokens")
+
+    def _on_tokens_toggled(self, shown: bool) -> None:
+        self.tokens_box.setVisible(shown)
+        self.tokens_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
 
     # --- widgets -> session ---------------------------------------------------------------------------
     def _on_text_typed(self) -> None:

@@ -5,7 +5,7 @@ import json
 import warnings
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -29,6 +29,8 @@ from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.theme import apply_theme
 from attnstudio.ui.views import VIEW_CLASSES, VIEW_LABELS
 
+DOCK_MIN_WIDTH = 250
+FIRST_COMPUTE_FALLBACK_MS = 300  # a window that is never shown computes anyway
 ICON = Path(__file__).resolve().parent.parent / "resources" / "attnstudio.svg"
 VIEWS = list(VIEW_LABELS.items())
 SHORTCUTS = [
@@ -47,6 +49,7 @@ class MainWindow(QMainWindow):
     def __init__(self, session: Session | None = None, settings: QSettings | None = None, *,
                  restore: bool = True):
         super().__init__()
+        self._first_compute_started = False
         self.settings = settings if settings is not None else QSettings()
         self.restore_problem = ""
         if session is None and restore:
@@ -72,7 +75,9 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidget(self.controls)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(330)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # the controls shrink to the dock: one bar
+        scroll.setMinimumWidth(max(self.controls.minimumSizeHint().width(), DOCK_MIN_WIDTH)
+                               + scroll.verticalScrollBar().sizeHint().width() + 2 * scroll.frameWidth())
         self.controls_dock = QDockWidget("Controls")
         self.controls_dock.setObjectName("controls")
         self.controls_dock.setWidget(scroll)
@@ -99,7 +104,9 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self._restore_layout()
         self._on_view_changed()
-        self.request_compute()
+        # The first compute starts once the window has painted: running it alongside the first paint
+        # starves the paint of the GIL and leaves the window black for half a second.
+        QTimer.singleShot(FIRST_COMPUTE_FALLBACK_MS, self._start_first_compute)
         orphans = self.files.mark_running(look_for_orphans=restore)
         if orphans:
             self.files.offer_recovery(orphans)
@@ -137,7 +144,17 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     def request_compute(self) -> None:
+        self._first_compute_started = True
         self.controller.request(self.session.session)
+
+    def _start_first_compute(self) -> None:
+        if not self._first_compute_started:
+            self.request_compute()
+
+    def event(self, event):  # Qt override
+        if event.type() == QEvent.Paint and not self._first_compute_started:
+            QTimer.singleShot(0, self._start_first_compute)  # after this paint has reached the screen
+        return super().event(event)
 
     # --- results and errors -----------------------------------------------------------------------------
     def _on_result(self, result) -> None:

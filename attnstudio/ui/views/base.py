@@ -1,20 +1,41 @@
-"""What every result view shares: redraw only when visible, catch up when shown."""
+"""What every result view shares: redraw only when visible, catch up when shown, a neutral state until
+the first result (never empty placeholder axes)."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QWidget
+
+WAITING_TEXT = "Computing…"
 
 
 class ResultView(QWidget):
     """A view that redraws on new results only while it is on screen; hidden tabs catch up when shown.
 
-    Subclasses implement ``refresh()``; they call ``request_refresh()`` from their signal handlers.
+    Subclasses set ``self.results`` (the ResultModel), implement ``refresh()`` and call
+    ``request_refresh()`` from their signal handlers. Until the first result arrives a plain
+    "Computing…" sheet covers the view.
     """
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._stale = False
+        self.waiting = QLabel(WAITING_TEXT, self)
+        self.waiting.setAlignment(Qt.AlignCenter)
+        self.waiting.setAutoFillBackground(True)
+
+    def has_result(self) -> bool:
+        results = getattr(self, "results", None)
+        return results is not None and results.result is not None
+
+    def _sync_waiting(self) -> None:
+        waiting = not self.has_result()
+        if waiting:
+            self.waiting.setGeometry(self.rect())
+            self.waiting.raise_()
+        self.waiting.setVisible(waiting)
 
     def request_refresh(self, *_args) -> None:
+        self._sync_waiting()
         if self.isVisible():
             self._stale = False
             self.refresh()
@@ -29,7 +50,12 @@ class ResultView(QWidget):
 
     def showEvent(self, event):  # noqa: N802 - Qt override
         super().showEvent(event)
+        self._sync_waiting()
         self.ensure_fresh()
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self.waiting.setGeometry(self.rect())
 
     def refresh(self) -> None:
         raise NotImplementedError

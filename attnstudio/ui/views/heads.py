@@ -11,6 +11,7 @@ from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
 from attnstudio.ui.views.matrix import MatrixPlot
+from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
 SELECTED_PEN = pg.mkPen((255, 140, 0), width=3)
 
@@ -32,8 +33,9 @@ class HeadsView(ResultView):
         self.overview.cell_hovered.connect(
             lambda layer, head, value: self.caption.setText(f"layer {layer + 1}, head {head + 1}: entropy {value:.3f}"))
         self.caption = QLabel("Click a head to focus it in the other views. Low entropy = sharp, focused head.")
+        self.caption.setWordWrap(True)
         splitter = QSplitter(Qt.Vertical)
-        splitter.addWidget(self.grid)
+        splitter.addWidget(scroll_area(self.grid))  # many heads or a narrow window: scroll, never clip
         splitter.addWidget(self.overview_canvas)
         splitter.setSizes([500, 200])
         layout = QVBoxLayout(self)
@@ -82,6 +84,7 @@ class HeadsView(ResultView):
             plot.setTitle(f"head {head + 1} · H={entropy[layer, head]:.2f}", size="9pt")
             plot.getViewBox().setBorder(SELECTED_PEN if head == selected else None)
             plot.getViewBox().autoRange(padding=0)
+        fit_minimum(self.grid)
         self.overview.set_matrix(entropy, [str(i + 1) for i in range(entropy.shape[0])],
                                  [str(h + 1) for h in range(entropy.shape[1])])
         self.overview_canvas.setVisible(result.num_layers > 1)

@@ -20,6 +20,7 @@ class HeatmapView(ResultView):
         self.selected_row = 0
         self.canvas = pg.GraphicsLayoutWidget()
         self.plot = MatrixPlot(axis_titles=("query", "key"))
+        self.plot.enable_zoom()
         self.canvas.addItem(self.plot, row=0, col=0)
         self.canvas.addItem(self.plot.colorbar, row=0, col=1)
         self.blocked_markers = pg.ScatterPlotItem(symbol="x", size=10, pen=pg.mkPen("r", width=2), brush=None)
@@ -37,13 +38,19 @@ class HeatmapView(ResultView):
         self.canvas.ci.layout.setRowStretchFactor(1, 1)
 
         self.readout = QLabel("Hover a cell to read its weight; click a row to see its distribution.")
+        self.readout.setWordWrap(True)  # a long token pair wraps instead of widening the window
         self.edit_mask = QCheckBox("Edit mask")
         self.edit_mask.setToolTip("When on, clicking a cell blocks (or unblocks) that query→key pair (M)")
         self.clear_cells = QPushButton("Clear cells")
         self.clear_cells.setToolTip("Remove every hand-blocked cell from the mask")
         self.clear_cells.clicked.connect(lambda: self.session.update(mask=self._mask_without_cells()))
+        self.reset_zoom = QPushButton("Reset zoom")
+        self.reset_zoom.setToolTip("Show the whole matrix again (or double-click it). "
+                                   "The mouse wheel zooms, dragging pans.")
+        self.reset_zoom.clicked.connect(self.plot.reset_zoom)
         bar = QHBoxLayout()
         bar.addWidget(self.readout, 1)
+        bar.addWidget(self.reset_zoom)
         bar.addWidget(self.edit_mask)
         bar.addWidget(self.clear_cells)
         layout = QVBoxLayout(self)

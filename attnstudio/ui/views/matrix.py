@@ -17,12 +17,13 @@ SIGNED_COLORMAP = "CET-D1"
 MIN_LABEL_SPACING_PX = 13
 
 
-def visible_ticks(labels: list[str], first: float, last: float, pixels_per_item: float) -> list[tuple[int, str]]:
-    """Every k-th label with index in [first, last], k chosen so shown labels are MIN_LABEL_SPACING_PX apart."""
+def visible_ticks(labels: list[str], first: float, last: float, pixels_per_item: float,
+                  spacing: float = MIN_LABEL_SPACING_PX) -> list[tuple[int, str]]:
+    """Every k-th label with index in [first, last], k chosen so shown labels are ``spacing`` pixels apart."""
     if not labels:
         return []
     start, stop = max(0, int(math.floor(first))), min(len(labels) - 1, int(math.ceil(last)))
-    step = max(1, math.ceil(MIN_LABEL_SPACING_PX / max(pixels_per_item, 1e-3)))
+    step = max(1, math.ceil(spacing / max(pixels_per_item, 1e-3)))
     return [(i, _short(labels[i])) for i in range(start - start % step, stop + 1, step) if i >= start]
 
 
@@ -42,14 +43,19 @@ class VerticalTokenAxis(pg.AxisItem):
         self._labels = labels
         metrics = QFontMetrics(self.font())
         longest = max((metrics.horizontalAdvance(text) for _, text in labels), default=10)
-        self.setHeight(min(longest, 120) + 12)
+        self.setHeight(min(longest, 120) + 12 + self._title_height())
         self.setTicks([[(value, "") for value, _ in labels]])
+
+    def _title_height(self) -> float:
+        """The room the axis title ("key") takes above the labels, so the two never overlap."""
+        return self.label.boundingRect().height() if self.label.isVisible() else 0.0
 
     def drawPicture(self, painter, axis_spec, tick_specs, text_specs):  # noqa: N802 - Qt override
         super().drawPicture(painter, axis_spec, tick_specs, [])
         if not self._labels or self.range[1] == self.range[0]:
             return
         bounds = self.mapRectFromParent(self.geometry())
+        length = max(bounds.height() - 7 - self._title_height(), 0.0)
         scale = bounds.width() / (self.range[1] - self.range[0])
         painter.setPen(self.textPen())
         painter.setFont(self.font())
@@ -57,10 +63,12 @@ class VerticalTokenAxis(pg.AxisItem):
             if not self.range[0] <= value <= self.range[1]:
                 continue
             x = bounds.left() + (value - self.range[0]) * scale
+            x = min(max(x, bounds.left() + 8), bounds.right() - 8)  # an edge label stays whole inside the axis
             painter.save()
             painter.translate(x, bounds.bottom() - 7)
             painter.rotate(-90)
-            painter.drawText(QRectF(0, -8, bounds.height(), 16), Qt.AlignLeft | Qt.AlignVCenter, text)
+            painter.drawText(QRectF(0, -8, length, 16), Qt.AlignLeft | Qt.AlignVCenter,
+                             painter.fontMetrics().elidedText(text, Qt.ElideRight, int(length)))
             painter.restore()
 
 
@@ -82,6 +90,9 @@ class MatrixPlot(pg.PlotItem):
         self.showAxis("top")
         self.hideAxis("bottom")
         self.getViewBox().setMouseEnabled(x=False, y=False)
+        for side in ("left", "top"):  # token axes: never "key (x0.001)"
+            self.getAxis(side).enableAutoSIPrefix(False)
+        self.zoomable = False
         self.row_labels: list[str] = []
         self.col_labels: list[str] = []
         self.matrix = np.zeros((1, 1), dtype=np.float32)
@@ -132,12 +143,72 @@ class MatrixPlot(pg.PlotItem):
             self.getViewBox().setRange(xRange=(0, matrix.shape[1]), yRange=(0, matrix.shape[0]), padding=0)
         self._update_ticks()
 
+    # --- titles elide to the panel's width (a long title must not widen the window) ----------------------
+    def setTitle(self, title=None, **args):  # noqa: N802 - pyqtgraph override
+        self.full_title = title
+        super().setTitle(title, **args)
+        self._fit_title()
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._fit_title()
+
+    def _fit_title(self) -> None:
+        title, label = getattr(self, "full_title", None), self.titleLabel
+        if not title:
+            return
+        available = max(self.width() - 12, 40.0)
+        shown = title
+        if label.text != title:
+            label.setText(title)
+        if label.itemRect().width() > available:  # the longest prefix that fits, with an ellipsis
+            low, high = 0, len(title)
+            while low < high:
+                middle = (low + high + 1) // 2
+                label.setText(title[:middle].rstrip() + "…")
+                low, high = (middle, high) if label.itemRect().width() <= available else (low, middle - 1)
+            shown = title[:low].rstrip() + "…"
+            label.setText(shown)
+        label.setToolTip(title if shown != title else "")
+        label.setMinimumWidth(0)  # the layout may narrow the title with its panel
+        label._sizeHint[Qt.SizeHint.MinimumSize] = (0, label._sizeHint[Qt.SizeHint.MinimumSize][1])
+        label.updateGeometry()
+
+    # --- zoom and pan (wheel zooms about the mouse, drag pans, double-click shows everything) -----------
+    def enable_zoom(self) -> None:
+        """Let the mouse zoom and pan this matrix, never past its edges; the token ticks re-thin as it zooms."""
+        self.zoomable = True
+        self.getViewBox().setMouseEnabled(x=True, y=True)
+        self.image.sigImageChanged.connect(self._limit_to_matrix)
+        self._limit_to_matrix()
+
+    def _limit_to_matrix(self) -> None:
+        rows, cols = self.matrix.shape
+        self.getViewBox().setLimits(xMin=0, xMax=cols, yMin=0, yMax=rows,
+                                    minXRange=min(2, cols), minYRange=min(2, rows))
+
+    def reset_zoom(self) -> None:
+        """Show the whole matrix again."""
+        rows, cols = self.matrix.shape
+        self.getViewBox().setRange(xRange=(0, cols), yRange=(0, rows), padding=0)
+
+    def visible_cells(self) -> tuple[float, float]:
+        """How many (rows, columns) of the matrix are in view now."""
+        (x0, x1), (y0, y1) = self.getViewBox().viewRange()
+        rows, cols = self.matrix.shape
+        return min(y1, rows) - max(y0, 0), min(x1, cols) - max(x0, 0)
+
+    def is_zoomed(self) -> bool:
+        rows, cols = self.visible_cells()
+        return rows < self.matrix.shape[0] - 1e-6 or cols < self.matrix.shape[1] - 1e-6
+
     def _update_ticks(self, *_):
         view = self.getViewBox()
         (x0, x1), (y0, y1) = view.viewRange()
         width, height = view.width(), view.height()
-        rows = visible_ticks(self.row_labels, y0 - 0.5, y1 - 0.5, height / max(y1 - y0, 1e-9))
-        cols = visible_ticks(self.col_labels, x0 - 0.5, x1 - 0.5, width / max(x1 - x0, 1e-9))
+        spacing = QFontMetrics(self.getAxis("top").font()).height()  # one line of text between labels
+        rows = visible_ticks(self.row_labels, y0 - 0.5, y1 - 0.5, height / max(y1 - y0, 1e-9), spacing)
+        cols = visible_ticks(self.col_labels, x0 - 0.5, x1 - 0.5, width / max(x1 - x0, 1e-9), spacing)
         self.getAxis("left").setTicks([[(i + 0.5, label) for i, label in rows]])
         self.getAxis("top").set_labels([(j + 0.5, label) for j, label in cols])
 
@@ -170,6 +241,10 @@ class MatrixPlot(pg.PlotItem):
             self.cell_hovered.emit(cell[0], cell[1], float(self.matrix[cell]))
 
     def _on_mouse_clicked(self, event):
+        if event.double():
+            if self.zoomable and self.sceneBoundingRect().contains(event.scenePos()):
+                self.reset_zoom()
+            return
         cell = self.cell_at(event.scenePos())
         if cell is not None:
             self.cell_clicked.emit(*cell)

@@ -3,20 +3,23 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from attnstudio.core.kernels import score_scale
+from attnstudio.ui import theme
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
 from attnstudio.ui.views.matrix import SIGNED_COLORMAP, MatrixPlot
+from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
+PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT = 260, 240  # a panel's axes, title and a readable matrix
 STEPS = [  # (key, title, colormap, symmetric)
     ("queries", "1 · Q = X W_Q", SIGNED_COLORMAP, True),
     ("keys", "2 · K = X W_K", SIGNED_COLORMAP, True),
     ("values", "3 · V = X W_V", SIGNED_COLORMAP, True),
     ("scores", "4 · Q Kᵀ · scale", SIGNED_COLORMAP, True),
-    ("mask", "5 · mask (white = allowed)", "CET-L1", False),
+    ("mask", "5 · mask (light = allowed, dark = blocked)", "CET-L1", False),  # colours follow the theme
     ("masked", "6 · masked (blank = −∞)", SIGNED_COLORMAP, True),
     ("weights", "7 · softmax → weights", "viridis", False),
     ("context", "8 · output = weights · V", SIGNED_COLORMAP, True),
@@ -31,22 +34,47 @@ class PipelineView(ResultView):
         self.formula.setWordWrap(True)
         self.canvas = pg.GraphicsLayoutWidget()
         self.plots: dict[str, MatrixPlot] = {}
-        for index, (key, title, colormap, _) in enumerate(STEPS):
+        for key, title, colormap, _ in STEPS:
             plot = MatrixPlot(colormap=colormap, colorbar=False)
             plot.setTitle(title, size="9pt")
-            self.canvas.addItem(plot, row=index // 4, col=index % 4)
+            plot.setMinimumSize(PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT)
+            plot.enable_zoom()
             self.plots[key] = plot
+        self.columns = 0
+        # A narrow window gets fewer columns and a vertical scroll bar, never panels cut off at the edge.
+        self.scroll = scroll_area(self.canvas)
         self.readout = QLabel("Hover any cell to read its value.")
+        self.readout.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # long tokens never widen the view
+        self._reflow()
         for plot in self.plots.values():
             plot.connect_scene()
             plot.cell_hovered.connect(lambda r, c, v, p=plot: self.readout.setText(p.describe_cell(r, c)))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.formula)
-        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.scroll, 1)
         layout.addWidget(self.readout)
         session.changed.connect(lambda name: self.request_refresh() if name in ("layer", "head") else None)
         results.changed.connect(self.request_refresh)
+
+    def _reflow(self) -> None:
+        """As many columns (up to 4) as fit the width; the canvas is never smaller than its panels need."""
+        width = self.scroll.width() - self.scroll.verticalScrollBar().sizeHint().width() - 2 * self.scroll.frameWidth()
+        columns = max(1, min(len(STEPS) // 2, width // PANEL_MIN_WIDTH))
+        if columns == 3:
+            columns = 2  # 3 + 3 + 2 panels leave a hole; two columns read in pipeline order
+        if columns != self.columns:
+            self.columns = columns
+            for plot in self.plots.values():
+                if plot.scene() is not None:
+                    self.canvas.removeItem(plot)
+            for index, plot in enumerate(self.plots.values()):
+                self.canvas.addItem(plot, row=index // columns, col=index % columns)
+        fit_minimum(self.canvas)
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._reflow()
 
     def steps(self) -> dict[str, np.ndarray]:
         """Every step's matrix for the selected layer and head, on the host."""
@@ -72,6 +100,7 @@ class PipelineView(ResultView):
             rows, cols = labels.get(key, (result.query_tokens, result.key_tokens))
             levels = (0.0, 1.0) if key in ("weights", "mask") else None
             self.plots[key].set_matrix(arrays[key], rows, cols, levels=levels, symmetric=symmetric)
+        self.plots["mask"].image.setColorMap(theme.mask_colormap())
         session = self.session
         scale = score_scale(session.score, result.d_k, None) / session.temperature
         score_text = {"scaled_dot": f"Q Kᵀ / √{result.d_k}", "dot": "Q Kᵀ",

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -34,8 +35,17 @@ from attnstudio.fileio import write_atomic
 from attnstudio.ui.session_model import SessionModel
 
 REDRAW_INTERVAL_MS = 500
+TIME_UNIT = ("ms", 1e-3)                          # (name, seconds per unit)
+MEMORY_UNITS = (("MiB", 2**20), ("GiB", 2**30))  # (name, bytes per unit); GiB once a peak reaches 1 GiB
 COLORS = {("naive", "numpy"): (214, 39, 40), ("tiled", "numpy"): (31, 119, 180), ("window", "numpy"): (44, 160, 44),
           ("naive", "cupy"): (255, 152, 150), ("tiled", "cupy"): (174, 199, 232), ("window", "cupy"): (152, 223, 138)}
+
+
+class DecimalLogAxis(pg.AxisItem):
+    """A log axis labelled 0.01, 0.1, 1, 10, 100 in the plot's unit, rather than 1e-2 or 10¹."""
+
+    def logTickStrings(self, values, scale, spacing):  # pyqtgraph override
+        return [f"{value:g}" for value in 10 ** np.asarray(values, dtype=float) * scale]
 
 
 def profile_command(config: ProfileConfig) -> tuple[str, list[str]]:
@@ -109,21 +119,32 @@ class ProfilerView(QWidget):
         form.addRow(self.progress)
 
         self.canvas = pg.GraphicsLayoutWidget()
-        self.time_plot = self.canvas.addPlot(row=0, col=0, title="median time vs n")
-        self.memory_plot = self.canvas.addPlot(row=0, col=1, title="peak memory vs n")
-        for plot, unit in ((self.time_plot, "s"), (self.memory_plot, "bytes")):
+        self.time_plot = self.canvas.addPlot(row=0, col=0, title="median time vs n",
+                                             axisItems={"left": DecimalLogAxis("left")})
+        self.memory_plot = self.canvas.addPlot(row=0, col=1, title="peak memory vs n",
+                                               axisItems={"left": DecimalLogAxis("left")})
+        for plot in (self.time_plot, self.memory_plot):
             plot.setLogMode(x=True, y=True)
             plot.showGrid(x=True, y=True, alpha=0.3)
             plot.setLabel("bottom", "sequence length n")
-            plot.setLabel("left", unit)
+            plot.getAxis("left").enableAutoSIPrefix(False)  # our own units, never "s (x0.001)"
             plot.addLegend(offset=(10, 10))
             plot.setMenuEnabled(False)
+        self._units = {"time": TIME_UNIT, "memory": MEMORY_UNITS[0]}
+        self._label_axes()
         self.table = QTableWidget(0, 6)
         self.table.setHorizontalHeaderLabels(["n", "kernel", "backend", "median time (ms)", "peak memory (MiB)",
                                               "theoretical (MiB)"])
         self.table.horizontalHeader().setStretchLastSection(True)
         splitter = QSplitter(Qt.Vertical)
-        splitter.addWidget(self.canvas)
+        # Before the first sweep: a sentence, not empty log axes with made-up decades.
+        self.empty_note = QLabel("No measurements yet: Run sweep (Ctrl+R) plots time and peak memory against n.")
+        self.empty_note.setAlignment(Qt.AlignCenter)
+        self.empty_note.setWordWrap(True)
+        self.plots_stack = QStackedWidget()
+        self.plots_stack.addWidget(self.empty_note)
+        self.plots_stack.addWidget(self.canvas)
+        splitter.addWidget(self.plots_stack)
         splitter.addWidget(self.table)
         splitter.setSizes([420, 200])
         layout = QVBoxLayout(self)
@@ -168,6 +189,7 @@ class ProfilerView(QWidget):
             self.status.setText(f"⚠ {error}")
             return False
         self.partial = ProfileResult(config)
+        self.plots_stack.setCurrentWidget(self.canvas)  # drawn now, before the sweep loads both cores
         self._redraw_clock.start()
         self._buffer, self._cancelled, self._final = b"", False, None
         self.run_button.setEnabled(False)
@@ -266,7 +288,13 @@ class ProfilerView(QWidget):
     def _show(self, result: ProfileResult, *, with_table: bool = True) -> None:
         """Update the curves in place (new data, new legend text); rebuilding them mid-sweep costs the GUI
         thread tens of milliseconds while the sweep keeps both cores busy."""
+        self.plots_stack.setCurrentWidget(self.canvas)
         exponents = result.exponents()
+        peaks = [p.peak_bytes for p in result.points if p.status == "ok" and p.peak_bytes]
+        memory_unit = MEMORY_UNITS[1] if peaks and max(peaks) >= MEMORY_UNITS[1][1] else MEMORY_UNITS[0]
+        if memory_unit != self._units["memory"]:
+            self._units["memory"] = memory_unit
+            self._label_axes()
         wanted = set()
         for kernel in result.config.kernels:
             for backend in result.config.backends:
@@ -279,7 +307,7 @@ class ProfilerView(QWidget):
                                           (self.memory_plot, [p.peak_bytes for p in points], "memory")):
                     exponent = "" if fitted[key] is None else f" (n^{fitted[key]:.2f})"
                     name = f"{kernel}/{backend}{exponent}"
-                    values = np.maximum(np.array(values, dtype=float), 1e-12)
+                    values = np.maximum(np.array(values, dtype=float) / self._units[key][1], 1e-12)
                     self._curve(plot, (kernel, backend, key), name).setData(n, values)
                     wanted.add((kernel, backend, key))
         self._draw_reference(result)
@@ -318,9 +346,13 @@ class ProfilerView(QWidget):
             anchor = max(naive, key=lambda p: p.n) if naive else None
             value = None if anchor is None else (anchor.median_s if key == "time" else anchor.peak_bytes)
             if value:
-                curve.setData(n, value * (n / anchor.n) ** 2)
+                curve.setData(n, value / self._units[key][1] * (n / anchor.n) ** 2)
             else:
                 curve.setData([], [])
+
+    def _label_axes(self) -> None:
+        self.time_plot.setLabel("left", f"median time ({self._units['time'][0]})")
+        self.memory_plot.setLabel("left", f"peak memory ({self._units['memory'][0]})")
 
     def _fill_table(self, result: ProfileResult) -> None:
         lengths = sorted({p.n for p in result.points})
