@@ -161,7 +161,8 @@ def _mask_array(path: Path, payload: bytes) -> np.ndarray:
         kind = "a .npz archive" if payload.startswith(b"PK") else "empty" if not payload else "not a .npy array"
         raise InvalidSetting(f"custom mask {path.name} is {kind}; save one matrix with numpy.save(FILE.npy, mask)")
     try:
-        allowed = np.load(io.BytesIO(payload), allow_pickle=False)
+        buffer = io.BytesIO(payload)
+        allowed = np.load(buffer, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise InvalidSetting(f"cannot read custom mask {path.name}: {str(error)[:120]}") from None
     if not isinstance(allowed, np.ndarray) or allowed.dtype.fields is not None or allowed.dtype.kind not in "biu":
