@@ -238,7 +238,7 @@ def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path)
             raise ModelLoadError(f"{source}: tensor {name!r} holds {tensor.dtype} values; weights must be "
                                  f"floating point")
         if len(tensor.shape) != len(shape) or any(want is not None and have != want
-                                                  for have, want in zip(tensor.shape, shape)):
+                                                  for have, want in zip(tensor.shape, shape, strict=True)):
             wanted = "(" + ", ".join("any" if want is None else str(want) for want in shape) + ")"
             raise ModelLoadError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}; hidden_size "
                                  f"{hidden} needs {wanted}")
