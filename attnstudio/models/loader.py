@@ -66,7 +66,7 @@ class TextTokenizer:
         """Tokens and ids of ``text``, cut to the model's length (keeping the final [SEP])."""
         # Lone surrogates cannot be encoded as UTF-8; replace them rather than fail.
         text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
-        encoding = _guarded(self._tokenizer.encode, text)
+        encoding = guarded_encode(self._tokenizer.encode, text)
         ids, tokens = list(encoding.ids), list(encoding.tokens)
         truncated_from = None
         if len(ids) > self.max_length:
@@ -79,7 +79,7 @@ class TextTokenizer:
 _NATIVE_STDERR_LOCK = threading.Lock()
 
 
-def _guarded(encode, text: str):
+def guarded_encode(encode, text: str):
     """``encode(text)``; a panic inside the tokenizers library (a BaseException that is not an exit request,
     e.g. a catastrophic regex in tokenizer.json) becomes an InvalidSetting, and the panic's message that the
     Rust runtime writes to stderr is held back (anything else written meanwhile is passed on)."""

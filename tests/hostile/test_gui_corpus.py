@@ -3,6 +3,7 @@ an exception; the window keeps computing afterwards. Start-up restore never stop
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -200,8 +201,11 @@ def test_the_largest_synthetic_model_is_refused_beyond_the_limit_and_cached_with
 
 
 def test_selftest_leaves_no_temporary_folder(tmp_path):
-    before = set(Path("/tmp").glob("attnstudio-selftest-*"))
+    scratch = tmp_path / "tmp"  # its own TMPDIR: other processes' self-tests do not race this check
+    scratch.mkdir()
     done = subprocess.run([sys.executable, "-m", "attnstudio", "--selftest", str(tmp_path / "shot.png")],
-                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=180)
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=180,
+                          env={**os.environ, "TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert set(Path("/tmp").glob("attnstudio-selftest-*")) <= before
+    assert (tmp_path / "shot.png").is_file()
+    assert not list(scratch.glob("attnstudio-selftest-*"))

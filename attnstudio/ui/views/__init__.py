@@ -2,12 +2,16 @@
 from attnstudio.ui.views.heads import HeadsView
 from attnstudio.ui.views.heatmap import HeatmapView
 from attnstudio.ui.views.lines import LinesView
+from attnstudio.ui.views.logit_lens import LogitLensView
+from attnstudio.ui.views.next_token import NextTokenView
 from attnstudio.ui.views.pipeline import PipelineView
 from attnstudio.ui.views.profiler import ProfilerView
 from attnstudio.ui.views.rollout import RolloutView
 
 # Tab order in the main window; the profiler takes only the session model.
 VIEW_CLASSES = {"heatmap": HeatmapView, "heads": HeadsView, "pipeline": PipelineView, "lines": LinesView,
-                "rollout": RolloutView, "profiler": ProfilerView}
+                "rollout": RolloutView, "next_token": NextTokenView,
+                "logit_lens": LogitLensView, "profiler": ProfilerView}
 VIEW_LABELS = {"heatmap": "Heatmap", "heads": "Heads", "pipeline": "Pipeline", "lines": "Lines",
-               "rollout": "Rollout", "profiler": "Profiler"}
+               "rollout": "Rollout", "next_token": "Next token",
+               "logit_lens": "Logit lens", "profiler": "Profiler"}
