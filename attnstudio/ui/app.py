@@ -77,13 +77,26 @@ def run_app(selftest: str | None = None) -> int:
         QTimer.singleShot(SELFTEST_TIMEOUT_MS, lambda: fail("no result within 60 s"))
         try:
             app.exec()
+            _dispose(window)
         finally:
             import shutil  # noqa: PLC0415
 
             settings.sync()
             shutil.rmtree(scratch, ignore_errors=True)  # its settings and autosave were only for this run
         return outcome["code"]
-    return app.exec()
+    code = app.exec()
+    _dispose(window)
+    return code
+
+
+def _dispose(window) -> None:
+    """Destroy the window's C++ objects now, while Python still runs: left to the interpreter's exit, Qt deletes
+    them after Python's own teardown has begun, and their Python overrides (resize and geometry handlers of
+    pyqtgraph items) then crash the process (seen as a segfault in 1 of 4 self-tests)."""
+    import shiboken6  # noqa: PLC0415
+
+    if shiboken6.isValid(window):
+        shiboken6.delete(window)
 
 
 def _open_window(window_class, settings, *, restore: bool):
