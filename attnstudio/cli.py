@@ -14,6 +14,7 @@ import numpy as np
 
 from attnstudio import __version__
 from attnstudio.core.backend import configure_host_allocator, to_numpy
+from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.masks import parse_mask_spec
 from attnstudio.errors import AttnStudioError
@@ -136,7 +137,7 @@ def _export(args: argparse.Namespace) -> int:
     LIMITS["export_scale"].check(args.scale)
     check_writable(Path(args.output))
     session = session_from_args(args, args.text)
-    session.view = args.view
+    session.view, session.color_scale, session.hide_special = args.view, args.color_scale, args.hide_special
     views, session_model, results = offscreen_views(session)
     views["profiler"].shutdown()
     result = results.result
@@ -152,7 +153,7 @@ def _export(args: argparse.Namespace) -> int:
     session_model.update(layer=args.layer - 1, head=args.head - 1)
     QApplication.processEvents()
     export_view(views[args.view].export_target(), Path(args.output), scale=args.scale,
-                caption=caption_for(session_model.session, result))
+                caption=caption_for(results.shown, result))
     print(f"wrote {args.output} ({args.view}, layer {args.layer}, head {args.head})")
     return 0
 
@@ -271,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--view", default="heatmap", choices=("heatmap", "heads", "pipeline", "lines", "rollout"))
     export.add_argument("--layer", type=int, default=1, help="layer to show, from 1")
     export.add_argument("--head", type=int, default=1, help="head to show, from 1")
+    export.add_argument("--color-scale", default="unit", choices=tuple(COLOR_SCALES),
+                        help="weights to colours: unit (0-1, the default), auto (0 to the largest weight), "
+                             "row (each row's largest weight at the top), log")
+    export.add_argument("--hide-special", action="store_true",
+                        help="hide [CLS], [SEP], BOS… rows and columns and renormalise the rows")
     export.add_argument("--scale", type=float, default=2.0,
                         help=f"PNG size as a multiple of 1200x800 (default 2; {LIMITS['export_scale'].low:g} to "
                              f"{LIMITS['export_scale'].high:g})")

@@ -16,6 +16,7 @@ from typing import Any
 
 from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.backend import BACKEND_NAMES
+from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.masks import MaskSpec
 from attnstudio.core.profiling import ProfileResult
 from attnstudio.core.synthetic import check_synthetic_setting, check_synthetic_width
@@ -23,14 +24,14 @@ from attnstudio.errors import InvalidSetting, SessionFileError
 from attnstudio.fileio import format_size as _size, read_regular_file, write_atomic
 from attnstudio.limits import LIMITS, check
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the mask holds several parts ("kinds"); colour scale and hide-special fields
 SESSION_SUFFIX = ".attnsession"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 SYNTHETIC = "synthetic"
 MAX_TEXT_CHARACTERS = LIMITS["text_characters"].high
 MAX_NAME_CHARACTERS = 4096  # a model folder path or a view name
 MAX_INT_DIGITS = 20  # every integer setting fits in 64 bits; longer ones are refused before int() parses them
-STRING_FIELDS = ("text", "pair_text", "model", "score", "backend", "view")
+STRING_FIELDS = ("text", "pair_text", "model", "score", "backend", "view", "color_scale")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Session:
     temperature: float = 1.0  # divides the scores: < 1 sharpens, > 1 flattens
     mask: MaskSpec = field(default_factory=MaskSpec)
     backend: str = "auto"
+    color_scale: str = "unit"  # one of core.display.COLOR_SCALES; 0–1, as every format-1 file was drawn
+    hide_special: bool = False  # hide [CLS], [SEP], BOS… and renormalise the rows
     layer: int = 0
     head: int = 0
     view: str = "heatmap"
@@ -96,6 +99,10 @@ class Session:
         if not isinstance(self.mask, MaskSpec):
             raise InvalidSetting("mask must be a MaskSpec")
         check_mask_limits(self.mask)
+        if self.color_scale not in COLOR_SCALES:
+            raise InvalidSetting(f"unknown colour scale {self.color_scale!r:.60}; choose one of {', '.join(COLOR_SCALES)}")
+        if not isinstance(self.hide_special, bool):
+            raise InvalidSetting("hide_special must be true or false")
         check("temperature", self.temperature)
         if self.heads is not None:
             check_synthetic_setting("heads", self.heads)
@@ -112,8 +119,7 @@ class Session:
     # --- JSON -------------------------------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["mask"] = {"kind": self.mask.kind, "width": self.mask.width, "pad_to": self.mask.pad_to,
-                        "blocked_cells": [list(cell) for cell in self.mask.blocked_cells]}
+        data["mask"] = self.mask.to_json_dict()
         return {"format": "attnstudio-session", "version": FORMAT_VERSION, "session": data}
 
     @classmethod
@@ -150,7 +156,7 @@ class Session:
                           stacklevel=2)
         try:
             if "mask" in values:
-                values["mask"] = _mask_from_json(values["mask"])
+                values["mask"] = _mask_from_json(values["mask"], version)
             return cls(**values).validate()
         except (InvalidSetting, TypeError, ValueError, OverflowError) as error:
             raise SessionFileError(f"the session file has an invalid setting: {_short(str(error), 200)}") from None
@@ -216,9 +222,15 @@ def _short_int(text: str) -> int:
     return int(text)
 
 
-def _mask_from_json(mask: Any) -> MaskSpec:
+def _mask_from_json(mask: Any, version: int) -> MaskSpec:
+    """Format 1 kept one mask kind ("kind": "causal"); format 2 keeps every part ("kinds": ["causal", "window"]).
+
+    Every value is checked before the MaskSpec is built: cells are pairs of small integers, nothing else."""
     if not isinstance(mask, dict):
         raise InvalidSetting("mask must be an object")
+    kinds = mask.get("kind", "none") if version < 2 else mask.get("kinds", [])
+    if not isinstance(kinds, (str, list)) or isinstance(kinds, list) and not all(isinstance(k, str) for k in kinds):
+        raise InvalidSetting("mask kinds must be a list of names")
     cells = mask.get("blocked_cells", [])
     if not isinstance(cells, list):
         raise InvalidSetting("mask blocked_cells must be a list of [query, key] pairs")
@@ -229,7 +241,7 @@ def _mask_from_json(mask: Any) -> MaskSpec:
                 and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < side for v in cell)):
             raise InvalidSetting(f"a blocked mask cell must be a pair of integers from 0 to {side - 1}, "
                                  f"got {_short(repr(cell))}")
-    return MaskSpec(kind=mask.get("kind", "none"), width=mask.get("width", 2), pad_to=mask.get("pad_to"),
+    return MaskSpec(kinds=kinds, width=mask.get("width", 2), pad_to=mask.get("pad_to"),
                     blocked_cells=tuple(tuple(cell) for cell in cells))
 
 
