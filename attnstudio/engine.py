@@ -18,6 +18,7 @@ import numpy as np
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
+from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.next_token import top_next_tokens
@@ -64,6 +65,7 @@ class ComputeResult:
     next_tokens: list[NextToken] = field(default_factory=list)  # decoders: the most likely next tokens
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
+    kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
@@ -167,6 +169,7 @@ class Engine:
         configure_host_allocator()  # a third of the CPU forward pass was page faults without it
         self._weights: dict[tuple[str, str], EncoderWeights] = {}
         self._lock = threading.Lock()
+        self._prefix = PrefixCache()
 
     def model(self, session: Session) -> PretrainedModel:
         """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
@@ -227,8 +230,14 @@ class Engine:
             pair_mask = None
             if keys is not None and valid_keys is not None and valid_keys < len(keys):
                 pair_mask = backend.asarray(build_mask(mask_spec, len(keys), len(keys), valid_keys=valid_keys))
-            forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score, scale=scale,
-                                     seed=session.seed, num_layers=num_layers, pair_ids=key_ids, pair_mask=pair_mask)
+            if family.extend is not None and key_ids is None:  # causal: reuse the rows an edit kept
+                forward = self._prefix.forward(family, weights, queries.ids, query_ids, mask_host=mask_host, mask=mask,
+                                               heads=heads, score=session.score, scale=scale, seed=session.seed,
+                                               num_layers=num_layers)
+            else:
+                forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score,
+                                         scale=scale, seed=session.seed, num_layers=num_layers, pair_ids=key_ids,
+                                         pair_mask=pair_mask)
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started
@@ -236,7 +245,14 @@ class Engine:
                              elapsed, notices, cross_attention=keys is not None,
                              causal_model=family.causal and not session.is_synthetic,
                              next_tokens=_next_tokens(forward, model),
-                             logit_lens=_lens_for(family, weights, model, forward))
+                             logit_lens=_lens_for(family, weights, model, forward),
+                             kv_heads=_kv_heads(weights, heads, session))
+
+
+def _kv_heads(weights, heads: int, session: Session) -> int | None:
+    """How many key/value heads the query heads share, where fewer than the query heads (GQA)."""
+    kv_heads = getattr(weights, "num_kv_heads", None)
+    return kv_heads if not session.is_synthetic and kv_heads is not None and kv_heads < heads else None
 
 
 def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextToken]:

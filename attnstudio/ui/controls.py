@@ -30,6 +30,7 @@ from attnstudio.engine import valid_head_counts
 from attnstudio.errors import AttnStudioError
 from attnstudio.limits import LIMITS
 from attnstudio.models.registry import BUILTIN_MODELS, is_gguf_reference
+from attnstudio.models.sources import discover_models
 from attnstudio.session import SYNTHETIC
 from attnstudio.ui.display_controls import MaskColourBox
 from attnstudio.ui.result_model import ResultModel
@@ -99,6 +100,7 @@ def _select_data(combo: QComboBox, data) -> None:
 class ControlPanel(QWidget):
     open_model_folder_requested = Signal()
     open_gguf_requested = Signal()
+    found_model_chosen = Signal(str)  # a model found in the Hugging Face cache or the Ollama store
 
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -142,6 +144,11 @@ class ControlPanel(QWidget):
         self.model = QComboBox()
         for builtin in BUILTIN_MODELS.values():
             self.model.addItem(builtin.label, builtin.key)
+        found_models = discover_models()
+        self._found_models = {found.reference for found in found_models}
+        for found in found_models:
+            self.model.addItem(found.label, found.reference)
+            self.model.setItemData(self.model.count() - 1, str(found.path), Qt.ToolTipRole)
         self.model.addItem("Synthetic (seeded random W_Q, W_K, W_V)", SYNTHETIC)
         self.model.addItem("Open model folder…", OPEN_FOLDER)
         self.model.addItem("Open GGUF file…", OPEN_GGUF)
@@ -340,6 +347,10 @@ class ControlPanel(QWidget):
         if data in (OPEN_FOLDER, OPEN_GGUF):
             _select_data(self.model, self.session.model)
             (self.open_model_folder_requested if data == OPEN_FOLDER else self.open_gguf_requested).emit()
+            return
+        if data in self._found_models and data != self.session.model:  # checked by loading before it is chosen
+            _select_data(self.model, self.session.model)
+            self.found_model_chosen.emit(data)
             return
         heads = None if data != SYNTHETIC else (self.session.heads or 4)
         self.session.update(model=data, heads=heads, layer=0, head=0)

@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
         self.controls = ControlPanel(self.session, self.results)
         self.controls.open_model_folder_requested.connect(self.open_model_folder)
         self.controls.open_gguf_requested.connect(self.open_gguf_file)
+        self.controls.found_model_chosen.connect(self.load_model_folder)
         scroll = QScrollArea()
         scroll.setWidget(self.controls)
         scroll.setWidgetResizable(True)

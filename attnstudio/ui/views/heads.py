@@ -20,6 +20,21 @@ NO_PEN = pg.mkPen(None)
 CAPTION_HINT = "Click a head to focus it in the other views. Low entropy = sharp, focused head."
 
 
+def kv_label(result, head: int) -> str:
+    """' · KV k' for a grouped-query model (consecutive query heads share a key/value head), else ''."""
+    if not result.kv_heads:
+        return ""
+    return f" · KV {head // (result.heads // result.kv_heads) + 1}"
+
+
+def kv_note(result) -> str:
+    """A sentence saying how the query heads share key/value heads, for grouped-query models."""
+    if not result.kv_heads:
+        return ""
+    return (f" {result.heads} query heads share {result.kv_heads} key/value heads, {result.heads // result.kv_heads} "
+            f"each (KV n: the key/value head a head reads).")
+
+
 class HeadsView(ResultView):
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -90,7 +105,7 @@ class HeadsView(ResultView):
             image.setRect(0, 0, values.shape[1], values.shape[0])
             backdrop.setRect(0, 0, values.shape[1], values.shape[0])
             backdrop.setVisible(display.masked is not None)
-            plot.setTitle(f"head {head + 1} · H={entropy[layer, head]:.2f}", size="9pt")
+            plot.setTitle(f"head {head + 1}{kv_label(result, head)} · H={entropy[layer, head]:.2f}", size="9pt")
             plot.getViewBox().setBorder(SELECTED_PEN if head == selected else NO_PEN)
             plot.getViewBox().update()  # the border is painted by the box: repaint so an old highlight goes
             plot.getViewBox().autoRange(padding=0)
@@ -101,8 +116,8 @@ class HeadsView(ResultView):
         masked_note = " Grey cells are masked." if result.mask is not None and not result.mask.all() else ""
         self.caption.setText(f"{result.model_name} · layer {layer + 1}/{result.num_layers} · head {selected + 1} "
                              f"selected · {shown.mask.describe()} · "
-                             f"{describe_display(shown.color_scale, shown.hide_special)}.{masked_note} "
-                             f"{CAPTION_HINT}")
+                             f"{describe_display(shown.color_scale, shown.hide_special)}.{masked_note}"
+                             f"{kv_note(result)} {CAPTION_HINT}")
 
     def _on_grid_clicked(self, event) -> None:
         for head, plot in enumerate(self.head_plots):
