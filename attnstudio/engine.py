@@ -22,8 +22,9 @@ from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.next_token import top_next_tokens
-from attnstudio.core.synthetic import LIMITS, SyntheticConfig, synthetic_forward
+from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderWeights, ForwardResult
+from attnstudio.limits import LIMITS
 from attnstudio.errors import AttnStudioError, InvalidSetting
 from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, resolve_model_folder
 from attnstudio.models.registry import load_model_cached
@@ -107,7 +108,7 @@ def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
     An encoder's heads re-split its width, so the divisors of d_model (within the limits) work; a decoder
     whose key/value heads are shared keeps its own count.
     """
-    low, high = LIMITS["heads"]
+    low, high = LIMITS["heads"].low, LIMITS["heads"].high
     if model == SYNTHETIC:
         return tuple(range(low, high + 1)), None
     width, own, resplits = _model_heads(model)
@@ -126,7 +127,7 @@ def _model_heads(model: str) -> tuple[int, int, bool]:
         if config.get("model_type", "bert") == "bert" and isinstance(width, int) and isinstance(heads, int) \
                 and width > 0 and heads > 0:
             return width, heads, True
-    except (OSError, ValueError, KeyError, TypeError, AttnStudioError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, AttnStudioError):
         pass
     loaded = load_model_cached(model)
     return loaded.weights.d_model, loaded.num_heads, family_of(loaded.weights).name == "bert"

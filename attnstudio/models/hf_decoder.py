@@ -15,7 +15,8 @@ import numpy as np
 from attnstudio.core.families.gpt2 import Gpt2Layer, Gpt2Parameters
 from attnstudio.core.families.llama import LlamaLayer, LlamaParameters
 from attnstudio.errors import ModelLoadError
-from attnstudio.models.loader import PretrainedModel
+from attnstudio.fileio import read_regular_file
+from attnstudio.models.loader import MAX_CONFIG_BYTES, PretrainedModel
 from attnstudio.models.tokenizer_gguf import DecoderTokenizer
 
 LLAMA_MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -25,10 +26,19 @@ DECODER_MODEL_TYPES = (*LLAMA_MODEL_TYPES, "gpt2")
 def read_model_type(folder: Path) -> str | None:
     """config.json's model_type, or None where there is no readable config (the caller reports that)."""
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        config = _config_json(folder)
+    except ModelLoadError:
         return None
     return config.get("model_type") if isinstance(config, dict) else None
+
+
+def _config_json(folder: Path):
+    """config.json parsed, read only if it is a regular file of at most 1 MiB (never a FIFO, never 1 GB)."""
+    try:
+        raw = read_regular_file(folder / "config.json", MAX_CONFIG_BYTES, "config.json", ModelLoadError)
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ModelLoadError(f"cannot read {folder / 'config.json'}: {str(error)[:160]}") from None
 
 
 def load_hf_decoder(folder: Path) -> PretrainedModel:
@@ -44,10 +54,9 @@ def load_hf_decoder(folder: Path) -> PretrainedModel:
 
 
 def _config(folder: Path) -> dict:
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"cannot read {folder / 'config.json'}: {error}") from None
+    config = _config_json(folder)
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{folder / 'config.json'} is not a JSON object")
     for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "vocab_size"):
         if not isinstance(config.get(key), int) or config[key] < 1:
             raise ModelLoadError(f"{folder / 'config.json'} has no valid {key!r}")
