@@ -26,7 +26,14 @@ from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderWeights, ForwardResult
 from attnstudio.limits import LIMITS
 from attnstudio.errors import AttnStudioError, InvalidSetting
-from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, resolve_model_folder
+from attnstudio.fileio import read_regular_file
+from attnstudio.models.loader import (
+    BUILTIN_MODEL,
+    MAX_CONFIG_BYTES,
+    PretrainedModel,
+    TokenizedText,
+    resolve_model_folder,
+)
 from attnstudio.models.registry import load_model_cached
 from attnstudio.session import SYNTHETIC, Session
 
@@ -122,12 +129,13 @@ def _model_heads(model: str) -> tuple[int, int, bool]:
     """(d_model, heads, whether the heads can be re-split) of a pretrained model; an encoder's come from its
     config.json (no weights loaded on the GUI thread), anything else from the loaded model."""
     try:
-        config = json.loads((resolve_model_folder(model) / "config.json").read_text(encoding="utf-8"))
+        raw = read_regular_file(resolve_model_folder(model) / "config.json", MAX_CONFIG_BYTES, "config.json")
+        config = json.loads(raw.decode("utf-8"))
         width, heads = config["hidden_size"], config["num_attention_heads"]
         if config.get("model_type", "bert") == "bert" and isinstance(width, int) and isinstance(heads, int) \
                 and width > 0 and heads > 0:
             return width, heads, True
-    except (OSError, ValueError, KeyError, TypeError, RecursionError, AttnStudioError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, AttnStudioError):  # the loader says why
         pass
     loaded = load_model_cached(model)
     return loaded.weights.d_model, loaded.num_heads, family_of(loaded.weights).name == "bert"

@@ -213,3 +213,29 @@ def test_a_profiler_section_from_the_crash_loop_is_refused(tmp_path):
     document = json.loads((HOSTILE / "sessions" / "profile_median_fast.attnsession").read_text())
     with pytest.raises(SessionFileError, match="median_s"):
         Session.from_json_dict(document)
+
+
+def test_a_model_folder_whose_config_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    """Offering head counts reads config.json before any weights: a FIFO there must not hang the GUI thread."""
+    import threading
+
+    from attnstudio.engine import check_heads
+    from attnstudio.errors import AttnStudioError
+
+    os.mkfifo(tmp_path / "config.json")
+    outcome = []
+
+    def ask():
+        try:
+            check_heads(str(tmp_path), 4)
+        except AttnStudioError as error:
+            outcome.append(str(error))
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    asker.join(20)
+    if asker.is_alive():  # unblock the reader so the test process can end, then fail
+        with open(tmp_path / "config.json", "w"):
+            pass
+        pytest.fail("check_heads blocked on a FIFO config.json")
+    assert outcome and "\n" not in outcome[0], outcome
