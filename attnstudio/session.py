@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnstudio.core.ablation import Ablation
 from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.backend import BACKEND_NAMES
 from attnstudio.core.masks import MaskSpec
@@ -27,6 +28,7 @@ DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 SYNTHETIC = "synthetic"
 MAX_TEXT_CHARACTERS = 100_000
 TEMPERATURE_RANGE = (1e-3, 1e3)
+MAX_WORD_CHARACTERS = 100
 
 
 @dataclass
@@ -48,6 +50,9 @@ class Session:
     head: int = 0
     view: str = "heatmap"
     profile: dict = field(default_factory=dict)  # the profiler's last results, kept with the session
+    compare_text: str = ""  # text B of the Compare view: the same settings run on it beside text A
+    compare_word: str = ""  # the word followed in both texts ("" = the first word they share)
+    ablation: Ablation = field(default_factory=Ablation)  # heads switched off in every compute
 
     @property
     def is_synthetic(self) -> bool:
@@ -59,12 +64,12 @@ class Session:
 
     def validate(self) -> "Session":
         """Raise InvalidSetting with a readable sentence for the first bad field."""
-        for name in ("text", "pair_text", "model", "score", "backend", "view"):
+        for name in ("text", "pair_text", "model", "score", "backend", "view", "compare_text", "compare_word"):
             if not isinstance(getattr(self, name), str):
                 raise InvalidSetting(f"{name} must be text")
         if not self.text.strip():
             raise InvalidSetting("the text is empty: type a sentence")
-        if len(self.text) > MAX_TEXT_CHARACTERS or len(self.pair_text) > MAX_TEXT_CHARACTERS:
+        if max(len(self.text), len(self.pair_text), len(self.compare_text)) > MAX_TEXT_CHARACTERS:
             raise InvalidSetting(f"the text is longer than {MAX_TEXT_CHARACTERS:,} characters")
         if self.score not in SCORE_FUNCTIONS:
             raise InvalidSetting(f"unknown score function {self.score!r}; choose one of {', '.join(SCORE_FUNCTIONS)}")
@@ -72,6 +77,10 @@ class Session:
             raise InvalidSetting(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
         if not isinstance(self.mask, MaskSpec):
             raise InvalidSetting("mask must be a MaskSpec")
+        if not isinstance(self.ablation, Ablation):
+            raise InvalidSetting("ablation must be an Ablation")
+        if len(self.compare_word) > MAX_WORD_CHARACTERS:
+            raise InvalidSetting(f"the compared word is longer than {MAX_WORD_CHARACTERS} characters")
         temperature = self.temperature
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
                 or not TEMPERATURE_RANGE[0] <= temperature <= TEMPERATURE_RANGE[1]:
@@ -91,6 +100,7 @@ class Session:
         data = dataclasses.asdict(self)
         data["mask"] = {"kind": self.mask.kind, "width": self.mask.width, "pad_to": self.mask.pad_to,
                         "blocked_cells": [list(cell) for cell in self.mask.blocked_cells]}
+        data["ablation"] = {"heads": [list(pair) for pair in self.ablation.heads], "mode": self.ablation.mode}
         return {"format": "attnstudio-session", "version": FORMAT_VERSION, "session": data}
 
     @classmethod
@@ -120,6 +130,13 @@ class Session:
                 values["mask"] = MaskSpec(kind=mask.get("kind", "none"), width=mask.get("width", 2),
                                           pad_to=mask.get("pad_to"),
                                           blocked_cells=tuple(tuple(c) for c in mask.get("blocked_cells", [])))
+            if "ablation" in values:
+                ablation = values["ablation"]
+                if not isinstance(ablation, dict) or not isinstance(ablation.get("heads", []), list):
+                    raise InvalidSetting("ablation must be an object with a list of heads")
+                values["ablation"] = Ablation(heads=tuple(tuple(pair) if isinstance(pair, list) else pair
+                                                          for pair in ablation.get("heads", [])),
+                                              mode=ablation.get("mode", "zero"))
             if "profile" in values and not isinstance(values["profile"], dict):
                 raise InvalidSetting("profile must be an object")
             return cls(**values).validate()
