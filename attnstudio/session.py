@@ -53,6 +53,7 @@ class Session:
     compare_text: str = ""  # text B of the Compare view: the same settings run on it beside text A
     compare_word: str = ""  # the word followed in both texts ("" = the first word they share)
     ablation: Ablation = field(default_factory=Ablation)  # heads switched off in every compute
+    cell: tuple[int, int] = (0, 0)  # (query, key) explained by "Why this score" and ranked by the head finder
 
     @property
     def is_synthetic(self) -> bool:
@@ -89,6 +90,9 @@ class Session:
             check_synthetic_setting("heads", self.heads)
         for name in ("d_k", "d_model", "seed"):
             check_synthetic_setting(name, getattr(self, name))
+        if not isinstance(self.cell, tuple) or len(self.cell) != 2 or not all(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0 for value in self.cell):
+            raise InvalidSetting(f"cell must be a (query, key) pair of integers >= 0, got {self.cell!r}")
         for name in ("layer", "head"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -137,6 +141,8 @@ class Session:
                 values["ablation"] = Ablation(heads=tuple(tuple(pair) if isinstance(pair, list) else pair
                                                           for pair in ablation.get("heads", [])),
                                               mode=ablation.get("mode", "zero"))
+            if isinstance(values.get("cell"), list):
+                values["cell"] = tuple(values["cell"])
             if "profile" in values and not isinstance(values["profile"], dict):
                 raise InvalidSetting("profile must be an object")
             return cls(**values).validate()

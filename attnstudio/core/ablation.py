@@ -45,11 +45,11 @@ class Ablation:
         return tuple(head for pair_layer, head in self.heads if pair_layer == layer)
 
     def describe(self) -> str:
-        """A caption fragment: 'zeroed L0·H3, L2·H1' or 'none'."""
+        """A caption fragment, layers and heads counted from 1 as the app shows them: 'zeroed L1·H4, L3·H2'."""
         if not self.heads:
             return "none"
         verb = "zeroed" if self.mode == "zero" else "uniform"
-        return f"{verb} " + ", ".join(f"L{layer}·H{head}" for layer, head in self.heads)
+        return f"{verb} " + ", ".join(f"L{layer + 1}·H{head + 1}" for layer, head in self.heads)
 
 
 def uniform_pattern(weights, mask=None):
@@ -76,7 +76,7 @@ def ablate_heads(weights, values, heads: tuple[int, ...], mode: str, mask=None):
     off = [False] * weights.shape[0]
     for head in heads:
         if head >= weights.shape[0]:
-            raise InvalidSetting(f"cannot ablate head {head}: the layer has {weights.shape[0]} heads")
+            raise InvalidSetting(f"cannot ablate head {head + 1}: the layer has {weights.shape[0]} heads")
         off[head] = True
     switched_off = xp.reshape(xp.asarray(off), (weights.shape[0], 1, 1))  # (heads, 1, 1)
     if mode == "uniform":
@@ -90,4 +90,5 @@ def check_ablation_fits(ablation: Ablation | None, layers: int, heads: int) -> N
     """InvalidSetting naming the first ablated head the model does not have."""
     for layer, head in (ablation.heads if ablation else ()):
         if layer >= layers or head >= heads:
-            raise InvalidSetting(f"cannot ablate L{layer}·H{head}: the model has {layers} layers of {heads} heads")
+            raise InvalidSetting(f"cannot ablate L{layer + 1}·H{head + 1}: the model has {layers} layers of {heads} "
+                                 "heads")

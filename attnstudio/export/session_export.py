@@ -15,8 +15,8 @@ from attnstudio.errors import FileWriteError
 from attnstudio.export.images import export_view
 from attnstudio.fileio import write_atomic
 from attnstudio.session import SESSION_SUFFIX, Session
+from attnstudio.view_names import VIEW_NAMES
 
-VIEW_NAMES = ("heatmap", "heads", "pipeline", "lines", "rollout", "profiler")
 SCORE_NAMES = {"scaled_dot": "scaled dot product", "dot": "dot product", "additive": "additive"}
 
 
@@ -24,6 +24,10 @@ def caption_for(session: Session, result: ComputeResult) -> str:
     """One line that lets a figure stand alone: model, layer, head, mask, score, temperature."""
     layer, head = min(session.layer, result.num_layers - 1), min(session.head, result.heads - 1)
     pair = f" · cross-attention ({len(result.key_tokens)} keys)" if result.cross_attention else ""
+    if session.ablation:
+        pair += f" · ablation: {session.ablation.describe()}"
+    if result.compare is not None:
+        pair += f" · compared with: {session.compare_text!r}"
     return (f"attnstudio · model {result.model_name} · layer {layer + 1}/{result.num_layers} · head {head + 1}/"
             f"{result.heads} (d_k {result.d_k}) · mask: {session.mask.describe()} · score: "
             f"{SCORE_NAMES[session.score]} · temperature {session.temperature:g}{pair}")

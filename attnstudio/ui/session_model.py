@@ -9,7 +9,7 @@ from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
 
 # Fields that only change what is drawn, not what is computed.
-VIEW_FIELDS = frozenset({"layer", "head", "view", "profile", "compare_word"})
+VIEW_FIELDS = frozenset({"layer", "head", "view", "profile", "compare_word", "cell"})
 
 
 class SessionModel(QObject):

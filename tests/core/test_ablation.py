@@ -94,13 +94,13 @@ def test_synthetic_model_ablation():
     context = ablated.traces[0].context
     assert np.abs(context[1]).max() == 0.0
     np.testing.assert_array_equal(context[0], plain.traces[0].context[0])
-    with pytest.raises(InvalidSetting, match="L1·H0"):
+    with pytest.raises(InvalidSetting, match="L2·H1"):
         synthetic_forward(table, ids, config, ablation=Ablation(((1, 0),)))
 
 
 def test_ablation_settings_are_checked_and_described():
     assert Ablation(((2, 1), (0, 3), (2, 1))).heads == ((0, 3), (2, 1))
-    assert Ablation(((0, 3),), "uniform").describe() == "uniform L0·H3"
+    assert Ablation(((0, 3),), "uniform").describe() == "uniform L1·H4"
     assert Ablation().describe() == "none" and not Ablation()
     for bad in ((("a", 1),), ((0, -1),), ((0, 1, 2),), ((True, 0),)):
         with pytest.raises(InvalidSetting):

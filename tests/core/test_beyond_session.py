@@ -61,7 +61,7 @@ def test_engine_runs_text_b_and_the_unablated_baseline():
 
 
 def test_engine_refuses_an_ablation_the_model_does_not_have():
-    with pytest.raises(InvalidSetting, match="cannot ablate L9·H0"):
+    with pytest.raises(InvalidSetting, match="cannot ablate L10·H1"):
         Engine().compute(Session(ablation=Ablation(((9, 0),)), backend="numpy"))
 
 
@@ -72,3 +72,22 @@ def test_head_roles_of_a_result():
     # MiniLM's layer 1 head 3 attends to the previous token (measured: 1.00 on this sentence)
     assert roles["previous"][0, 2] > 0.95 and roles["previous"][0, 2] == roles["previous"].max()
     assert roles["previous"][0, 2] > roles["previous"][0, 3] + 0.5
+
+
+def test_export_command_takes_cell_compare_and_ablation(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    out = tmp_path / "why.png"
+    done = subprocess.run([sys.executable, "-m", "attnstudio", "export", "The cat sat on the mat because it was tired.",
+                           "--view", "why", "--cell", "8,2", "--ablate", "1.3,2.5", "--ablation-mode", "uniform",
+                           "-o", str(out), "--backend", "numpy"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 10_000
+    for bad, message in ((["--ablate", "1.x"], "layer.head"), (["--ablate", "9.1"], "cannot ablate L9·H1"),
+                         (["--cell", "1,2,3"], "--cell")):
+        done = subprocess.run([sys.executable, "-m", "attnstudio", "export", "x", "-o", str(out), *bad],
+                              cwd=PROJECT_ROOT, capture_output=True, text=True)
+        assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr

@@ -5,9 +5,10 @@ from attnstudio.ui.views.lines import LinesView
 from attnstudio.ui.views.pipeline import PipelineView
 from attnstudio.ui.views.profiler import ProfilerView
 from attnstudio.ui.views.rollout import RolloutView
+from attnstudio.ui.views.why import WhyView
 
 # Tab order in the main window; the profiler takes only the session model.
 VIEW_CLASSES = {"heatmap": HeatmapView, "heads": HeadsView, "pipeline": PipelineView, "lines": LinesView,
-                "rollout": RolloutView, "profiler": ProfilerView}
+                "rollout": RolloutView, "why": WhyView, "profiler": ProfilerView}
 VIEW_LABELS = {"heatmap": "Heatmap", "heads": "Heads", "pipeline": "Pipeline", "lines": "Lines",
-               "rollout": "Rollout", "profiler": "Profiler"}
+               "rollout": "Rollout", "why": "Why this score", "profiler": "Profiler"}

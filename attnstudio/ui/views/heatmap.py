@@ -106,6 +106,7 @@ class HeatmapView(ResultView):
             self.session.update(mask=self.session.mask.with_cell_toggled(row, col))
             return
         self.selected_row = row
+        self.session.update(cell=(row, col))  # the cell "Why this score" explains and the head finder ranks
         if self.results.result is not None:
             self._show_distribution(self.results.weights(self.session.layer, self.session.head))
 
