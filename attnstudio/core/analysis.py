@@ -164,6 +164,23 @@ def induction_scores(attentions, period: int, start: int = 0) -> np.ndarray:
     return weights.mean(axis=-1).astype(np.float64)
 
 
+INDUCTION_PERIOD = 25
+
+
+def measure_induction(forward, parameters, vocab_size: int, *, period: int = INDUCTION_PERIOD, seed: int = 0,
+                      prefix=(), **options) -> np.ndarray:
+    """Induction scores of a causal model: run ``forward`` on ``prefix`` + a random block + the same block.
+
+    forward: a family's forward pass; prefix: e.g. the BOS id. Random ids avoid the first 100 ids of the
+    vocabulary (special and byte tokens).  -> (layers, heads).
+    """
+    xp = array_namespace(parameters.token_embeddings)
+    low = min(100, max(0, vocab_size - 2 * period))
+    ids = repeated_random_ids(np.arange(low, vocab_size), min(period, vocab_size - low), seed, prefix)
+    attentions = forward(parameters, xp.asarray(ids), **options).attentions()  # (layers, heads, n, n)
+    return induction_scores(attentions, min(period, vocab_size - low), len(prefix))
+
+
 # --- Head finder --------------------------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ class AttentionTrace:
 class ForwardResult:
     traces: list[AttentionTrace]
     hidden_states: list[Any] = field(default_factory=list)  # (n, d_model) per layer boundary
+    next_logits: Any = None  # (vocab,) at the last position, for models with a language-model head
 
     def attentions(self):
         """(layers, heads, n_q, n_k) weights stacked on the result's backend."""

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from attnstudio.engine import ComputeResult
+from attnstudio.engine import ComputeResult, mask_caption
 from attnstudio.errors import FileWriteError
 from attnstudio.export.images import export_view
 from attnstudio.fileio import write_atomic
@@ -29,7 +29,7 @@ def caption_for(session: Session, result: ComputeResult) -> str:
     if result.compare is not None:
         pair += f" · compared with: {session.compare_text!r}"
     return (f"attnstudio · model {result.model_name} · layer {layer + 1}/{result.num_layers} · head {head + 1}/"
-            f"{result.heads} (d_k {result.d_k}) · mask: {session.mask.describe()} · score: "
+            f"{result.heads} (d_k {result.d_k}) · mask: {mask_caption(result, session.mask)} · score: "
             f"{SCORE_NAMES[session.score]} · temperature {session.temperature:g}{pair}")
 
 
@@ -105,7 +105,7 @@ def _report_html(session: Session, result: ComputeResult, caption: str, names: l
     settings = {
         "text": session.text, "second text (keys/values)": session.pair_text or "—", "model": result.model_name,
         "heads": result.heads, "d_k": result.d_k, "score": SCORE_NAMES[session.score],
-        "temperature": session.temperature, "mask": session.mask.describe(), "backend": result.backend.description,
+        "temperature": session.temperature, "mask": mask_caption(result, session.mask), "backend": result.backend.description,
         "tokens": " ".join(result.query_tokens), "compute time": f"{result.elapsed_s * 1000:.1f} ms",
     }
     if session.is_synthetic:

@@ -6,6 +6,7 @@ through ``SessionModel.update``; nothing here computes.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtWidgets import (
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
 from attnstudio.core.backend import cupy_status
 from attnstudio.errors import InvalidSetting
 from attnstudio.core.synthetic import LIMITS
+from attnstudio.models.registry import BUILTIN_MODELS, is_gguf_reference
 from attnstudio.session import SYNTHETIC
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
@@ -50,6 +52,7 @@ MASKS = [("None", "none"), ("Causal (no peeking ahead)", "causal"), ("Key paddin
          ("Sliding window", "window")]
 BACKENDS = [("Auto", "auto"), ("NumPy (CPU)", "numpy"), ("CuPy (GPU)", "cupy")]
 OPEN_FOLDER = "__open__"
+OPEN_GGUF = "__open_gguf__"
 TOKEN_LIST_LINES = 4  # the token list never grows taller than this: it scrolls, or folds away
 COMBO_MIN_CHARACTERS = 12  # long item names elide instead of widening the dock
 
@@ -71,6 +74,7 @@ def _select_data(combo: QComboBox, data) -> None:
 
 class ControlPanel(QWidget):
     open_model_folder_requested = Signal()
+    open_gguf_requested = Signal()
 
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -112,10 +116,13 @@ class ControlPanel(QWidget):
         self.tokens_toggle.toggled.connect(self._on_tokens_toggled)
 
         self.model = QComboBox()
-        self.model.addItem("Built-in: all-MiniLM-L6-v2", "minilm")
+        for builtin in BUILTIN_MODELS.values():
+            self.model.addItem(builtin.label, builtin.key)
         self.model.addItem("Synthetic (seeded random W_Q, W_K, W_V)", SYNTHETIC)
         self.model.addItem("Open model folder…", OPEN_FOLDER)
-        self.model.setToolTip("A pretrained BERT-family encoder, or a synthetic one-layer model you shape")
+        self.model.addItem("Open GGUF file…", OPEN_GGUF)
+        self.model.setToolTip("A pretrained encoder (BERT family, a Hugging Face folder), a decoder (Llama family, "
+                              "a GGUF file), or a synthetic one-layer model you shape")
         self.model.activated.connect(self._on_model_chosen)
         self.layer = _spin(1, 1, "Which layer the views show (Alt+Up / Alt+Down)")
         self.layer.valueChanged.connect(lambda v: self.session.update(layer=v - 1))
@@ -234,7 +241,8 @@ class ControlPanel(QWidget):
     def _on_model_changed(self) -> None:
         model = self.session.model
         if self.model.findData(model) < 0:
-            self.model.insertItem(self.model.count() - 1, f"Folder: {model}", model)
+            label = f"File: {Path(model).name}" if is_gguf_reference(model) else f"Folder: {model}"
+            self.model.insertItem(self.model.findData(OPEN_FOLDER), label, model)
         _select_data(self.model, model)
         synthetic = model == SYNTHETIC
         for widget in (self.d_k, self.d_model, self.seed):
@@ -320,9 +328,9 @@ class ControlPanel(QWidget):
 
     def _on_model_chosen(self, index: int) -> None:
         data = self.model.itemData(index)
-        if data == OPEN_FOLDER:
+        if data in (OPEN_FOLDER, OPEN_GGUF):
             _select_data(self.model, self.session.model)
-            self.open_model_folder_requested.emit()
+            (self.open_model_folder_requested if data == OPEN_FOLDER else self.open_gguf_requested).emit()
             return
         heads = None if data != SYNTHETIC else (self.session.heads or 4)
         self.session.update(model=data, heads=heads, layer=0, head=0)

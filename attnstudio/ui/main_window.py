@@ -70,6 +70,7 @@ class MainWindow(QMainWindow):
 
         self.controls = ControlPanel(self.session, self.results)
         self.controls.open_model_folder_requested.connect(self.open_model_folder)
+        self.controls.open_gguf_requested.connect(self.open_gguf_file)
         scroll = QScrollArea()
         scroll.setWidget(self.controls)
         scroll.setWidgetResizable(True)
@@ -197,7 +198,9 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Save session as…", "Ctrl+Shift+S", files.save_as)
         file_menu.addSeparator()
         self._action(file_menu, "Open model folder…", "Ctrl+Shift+O", self.open_model_folder,
-                     "Load any local Hugging Face BERT-family folder or HF cache entry")
+                     "Load a local Hugging Face folder or HF cache entry: a BERT encoder or a Llama decoder")
+        self._action(file_menu, "Open GGUF model…", None, self.open_gguf_file,
+                     "Load a Llama-family decoder from a .gguf file (llama.cpp's format)")
         file_menu.addSeparator()
         self._action(file_menu, "Export image…", "Ctrl+E", files.export_image,
                      "The current view as PNG (2× or more), SVG or PDF, with a caption")
@@ -240,12 +243,17 @@ class MainWindow(QMainWindow):
         if folder:
             self.load_model_folder(folder)
 
+    def open_gguf_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "", "GGUF models (*.gguf)")
+        if path:
+            self.load_model_folder(path)
+
     def load_model_folder(self, folder: str) -> bool:
-        """Switch to the model in ``folder``, checking it loads first so a bad folder changes nothing."""
-        from attnstudio.models.loader import load_pretrained_cached  # noqa: PLC0415
+        """Switch to the model in ``folder`` (or a .gguf file), checking it loads first so a bad one changes nothing."""
+        from attnstudio.models.registry import load_model_cached  # noqa: PLC0415
 
         try:
-            load_pretrained_cached(folder)
+            load_model_cached(folder)
         except AttnStudioError as error:
             self.show_error(str(error))
             self.warn("Cannot open model", str(error))

@@ -34,7 +34,7 @@ def test_core_models_and_engine_source_import_no_qt():
 
 
 def test_core_never_imports_cupy_at_module_level():
-    for path in (PROJECT_ROOT / "attnstudio" / "core").glob("*.py"):
+    for path in (PROJECT_ROOT / "attnstudio" / "core").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         top_level = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
         top_level |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}

@@ -7,6 +7,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from attnstudio.engine import mask_caption
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
@@ -79,7 +80,7 @@ class HeatmapView(ResultView):
         weights = self.results.weights(layer, head)
         self.plot.set_matrix(weights, result.query_tokens, result.key_tokens, levels=(0.0, 1.0))
         self.plot.setTitle(f"{result.model_name} · layer {layer + 1}/{result.num_layers} · "
-                           f"head {head + 1}/{result.heads} · {self.session.mask.describe()}")
+                           f"head {head + 1}/{result.heads} · {mask_caption(result, self.session.mask)}")
         cells = [(c + 0.5, r + 0.5) for r, c in self.session.mask.blocked_cells
                  if r < weights.shape[0] and c < weights.shape[1]]
         self.blocked_markers.setData(pos=cells) if cells else self.blocked_markers.clear()

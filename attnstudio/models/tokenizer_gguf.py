@@ -1,0 +1,121 @@
+"""Tokenizers from a GGUF file's ``tokenizer.ggml.*`` fields, built with the ``tokenizers`` library.
+
+GGUF stores a GPT-2-style byte-level BPE as its vocabulary (``tokens``), ``merges``,
+token types (3 = control: special tokens such as ``<|im_start|>``) and the name of
+llama.cpp's pre-tokenizer (``pre``). The regular expressions below are llama.cpp's
+for each pre-tokenizer name (``llama-vocab.cpp``); the byte-level alphabet and BPE
+merging are the library's own.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from attnstudio.errors import ModelLoadError
+from attnstudio.models.loader import TextTokenizer, TokenizedText, _has_surrogates
+
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+LLAMA3_PATTERN = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# llama.cpp's pre-tokenizer name -> the expressions it splits with, in order.
+PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
+    "gpt2": (GPT2_PATTERN,),
+    "smollm": (r"\p{N}", GPT2_PATTERN),
+    "starcoder": (r"\p{N}", GPT2_PATTERN),
+    "refact": (r"\p{N}", GPT2_PATTERN),
+    "llama-bpe": (LLAMA3_PATTERN,),
+}
+TOKEN_TYPE_CONTROL = 3
+VISIBLE_WHITESPACE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "⏎"})
+
+
+def tokenizer_json_from_fields(fields: dict) -> str:
+    """A ``tokenizers`` JSON document for the GGUF fields ``fields`` (key -> value)."""
+    from tokenizers import (  # noqa: PLC0415
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+    )
+
+    kind = fields.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise ModelLoadError(f"the GGUF tokenizer is {kind!r}; attnstudio reads byte-level BPE ('gpt2') tokenizers")
+    pre = fields.get("tokenizer.ggml.pre", "gpt2")
+    if pre not in PRE_TOKENIZERS:
+        raise ModelLoadError(f"the GGUF pre-tokenizer {pre!r} is not supported; attnstudio knows "
+                             f"{', '.join(PRE_TOKENIZERS)}")
+    tokens, merges = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.merges")
+    if not isinstance(tokens, list) or not isinstance(merges, list) or not tokens:
+        raise ModelLoadError("the GGUF file has no tokenizer vocabulary or merges")
+    token_types = fields.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    if len(token_types) != len(tokens):
+        raise ModelLoadError(f"the GGUF tokenizer lists {len(tokens)} tokens but {len(token_types)} token types")
+    try:
+        vocab = {token: index for index, token in enumerate(tokens)}
+        pairs = [tuple(merge.split(" ", 1)) for merge in merges]
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=False))
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(pattern), behavior="isolated") for pattern in PRE_TOKENIZERS[pre]]
+            + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False)
+                                      for token, kind in zip(tokens, token_types, strict=True) if kind == TOKEN_TYPE_CONTROL])
+        return tokenizer.to_str()
+    except Exception as error:  # the library raises several types for inconsistent vocabularies
+        raise ModelLoadError(f"cannot build the tokenizer from the GGUF file: {error}") from None
+
+
+class DecoderTokenizer(TextTokenizer):
+    """A decoder's tokenizer: an optional BOS token first; long texts keep their beginning."""
+
+    def __init__(self, tokenizer, max_length: int, *, pad_id: int, bos_id: int | None,
+                 own_special_tokens: bool = False):
+        super().__init__(tokenizer, max_length)
+        self.pad_id = pad_id
+        self.bos_id = bos_id
+        self.own_special_tokens = own_special_tokens  # a tokenizer.json's post-processor adds BOS itself
+
+    @classmethod
+    def from_json(cls, document: str, settings: dict) -> "DecoderTokenizer":
+        from tokenizers import Tokenizer  # noqa: PLC0415
+
+        return cls(Tokenizer.from_str(document), int(settings["max_length"]), pad_id=int(settings["pad_id"]),
+                   bos_id=settings.get("bos_id"))
+
+    def encode(self, text: str) -> TokenizedText:
+        text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
+        ids = list(self._tokenizer.encode(text, add_special_tokens=self.own_special_tokens).ids)
+        if self.bos_id is not None:
+            ids = [self.bos_id] + ids
+        truncated_from = None
+        if len(ids) > self.max_length:
+            truncated_from = len(ids)
+            ids = ids[:self.max_length]
+        return TokenizedText([self.readable_token(i) for i in ids], np.asarray(ids, dtype=np.int64), truncated_from)
+
+    def raw_tokens(self, ids) -> list[str]:
+        """The vocabulary's own strings ('Ġcat'), as Hugging Face's convert_ids_to_tokens gives them."""
+        return [self._tokenizer.id_to_token(int(i)) for i in ids]
+
+    def readable_token(self, token_id: int) -> str:
+        """The text a token stands for (' cat'), with line breaks and tabs drawn as ↵ and ⇥; a token that is
+        only part of a UTF-8 character keeps its byte-level spelling."""
+        text = self.decode_token(token_id)
+        if "\ufffd" in text or not text:
+            return self._tokenizer.id_to_token(int(token_id))
+        return text.translate(VISIBLE_WHITESPACE)
+
+    def decode_token(self, token_id: int) -> str:
+        """The text one token stands for (byte-level tokens decoded: 'Ġcat' -> ' cat')."""
+        return self._tokenizer.decode([int(token_id)], skip_special_tokens=False)
+
+
+def tokenizer_settings(fields: dict, context_length: int) -> dict:
+    """The few numbers a :class:`DecoderTokenizer` needs besides its JSON."""
+    bos = fields.get("tokenizer.ggml.bos_token_id")
+    add_bos = bool(fields.get("tokenizer.ggml.add_bos_token", False))
+    pad = fields.get("tokenizer.ggml.padding_token_id", fields.get("tokenizer.ggml.eos_token_id", 0))
+    return {"max_length": int(context_length), "pad_id": int(pad),
+            "bos_id": int(bos) if add_bos and bos is not None else None}

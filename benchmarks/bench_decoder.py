@@ -1,0 +1,70 @@
+"""The built-in decoder SmolLM2-135M: load time (from the GGUF, then from the float32 cache), the forward pass
+with every attention weight at 10/128/512 tokens against transformers' LlamaForCausalLM (eager, float32,
+output_attentions=True, inference mode) where it is installed, and resident memory with the model loaded."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from attnstudio.core.backend import configure_host_allocator
+from attnstudio.core.families import family_of
+from attnstudio.models.gguf import load_gguf, smollm2_path
+from common import median_time, write
+
+
+def resident_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    configure_host_allocator()  # as the app does (Engine and the CLI call it)
+    path = smollm2_path()
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["ATTNSTUDIO_CACHE_DIR"] = cache
+        started = time.perf_counter()
+        load_gguf(path, name="smollm2")
+        first_load = time.perf_counter() - started
+        started = time.perf_counter()
+        model = load_gguf(path, name="smollm2")
+        cached_load = time.perf_counter() - started
+    print(f"load: {first_load:.2f} s from the GGUF (dequantize + cache), {cached_load:.2f} s from the cache")
+    try:
+        import torch
+        from transformers import LlamaForCausalLM
+
+        hf = LlamaForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, torch_dtype=torch.float32,
+                                              attn_implementation="eager").eval()
+    except ImportError:
+        torch = hf = None
+    forward = family_of(model.weights).forward
+    rows = []
+    print(f"{'tokens':>6} {'ours ms':>8} {'HF ms':>8} {'ours/HF':>8}")
+    words = "The cat sat on the mat because it was tired and then it slept".split()
+    for n in (10, 128, 512):
+        ids = np.asarray(model.tokenizer.encode(" ".join(words * (n // len(words) + 1))).ids[:n])
+        ours = median_time(lambda ids=ids: forward(model.weights, ids), repeats=5)
+        reference = None
+        if hf is not None:
+            tensor = torch.tensor(ids)[None]
+            with torch.inference_mode():
+                reference = median_time(lambda tensor=tensor: hf(tensor, output_attentions=True), repeats=5)
+        rows.append({"tokens": n, "ours_s": ours, "hf_s": reference,
+                     "ours_over_hf": None if reference is None else ours / reference})
+        print(f"{n:>6} {ours * 1e3:>8.1f} {'-' if reference is None else f'{reference * 1e3:.1f}':>8} "
+              f"{'-' if reference is None else f'{ours / reference:.2f}':>8}")
+    del hf
+    memory = resident_mib()
+    print(f"resident memory with SmolLM2 loaded (after the forward passes): {memory:.0f} MiB")
+    write("decoder", {"load_first_s": first_load, "load_cached_s": cached_load, "points": rows,
+                      "resident_mib": memory, "targets": {"ours_over_hf": 0.5, "resident_mib": 1228}})
+
+
+if __name__ == "__main__":
+    main()

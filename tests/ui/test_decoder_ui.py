@@ -1,0 +1,182 @@
+"""The built-in decoder in the app: picked from the model menu, drawn causal in the heatmap."""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF
+
+from tests.ui.conftest import wait_for_result
+from tests.ui.test_main_window import pixels
+
+VIRIDIS_ZERO = np.array([84, 1, 68])  # weight 0: viridis (68, 1, 84) as pixels() reads it, blue first
+
+
+def cell_pixel(view, image: np.ndarray, row: int, col: int) -> np.ndarray:
+    scene_point = view.plot.getViewBox().mapViewToScene(QPointF(col + 0.5, row + 0.5))
+    point = view.canvas.mapFromScene(scene_point)
+    return image[point.y(), point.x()].astype(int)
+
+
+def test_smollm2_from_the_model_menu_draws_a_causal_heatmap(make_window, qtbot):
+    window = make_window()
+    picker = window.controls.model
+    index = picker.findData("smollm2")
+    assert picker.itemText(index) == "Built-in: SmolLM2-135M (decoder)"
+    picker.setCurrentIndex(index)
+    picker.activated.emit(index)
+    wait_for_result(qtbot, window, lambda r: r.model_name == "smollm2", timeout=120_000)
+    result = window.results.result
+    assert (result.num_layers, result.heads) == (30, 9)
+    assert result.query_tokens[:3] == ["The", " cat", " sat"]  # the text each token stands for, not 'Ġcat'
+    window.session.update(layer=2, head=3)
+    heatmap = window.views["heatmap"]
+    qtbot.waitUntil(lambda: "layer 3/30 · head 4/9" in heatmap.plot.titleLabel.text)
+    assert "smollm2" in heatmap.plot.titleLabel.text and "causal (the model's own)" in heatmap.plot.titleLabel.text
+    image = pixels(heatmap.canvas)
+    weights = result.attentions()[2, 3]
+    n = weights.shape[0]
+    # Above the diagonal the model's own causal mask leaves weight 0: the colour map's dark end.
+    for row, col in [(0, n - 1), (2, 5), (n - 2, n - 1)]:
+        assert weights[row, col] == 0
+        assert np.abs(cell_pixel(heatmap, image, row, col) - VIRIDIS_ZERO).max() <= 12
+    # The first token is this head's attention sink: bright where the weights are large.
+    assert weights[0, 0] == 1.0
+    assert cell_pixel(heatmap, image, 0, 0).sum() > cell_pixel(heatmap, image, 0, n - 1).sum() + 200
+    assert picker.currentText() == "Built-in: SmolLM2-135M (decoder)"
+
+
+def test_a_chosen_mask_combines_with_the_models_own(make_window, qtbot):
+    from attnstudio.core.masks import MaskSpec
+    from attnstudio.session import Session
+
+    window = make_window(Session(text="one two three four five six", model="smollm2", backend="numpy",
+                                 mask=MaskSpec("window", width=1)))
+    result = window.results.result
+    n = len(result.query_tokens)
+    expected = np.tril(np.ones((n, n), dtype=bool)) & ~np.tri(n, n, -2, dtype=bool)  # causal and |i - j| <= 1
+    np.testing.assert_array_equal(result.mask, expected)
+    assert (result.attentions()[:, :, ~expected] == 0).all()
+    title = window.views["heatmap"].plot.titleLabel.text
+    assert "causal (the model's own) + sliding window ±1" in title
+
+
+def test_next_token_panel_draws_the_predictions_and_a_click_appends_one(make_window, qtbot):
+    from PySide6.QtCore import QPoint, Qt
+
+    from attnstudio.session import Session
+    from attnstudio.ui.views.next_token import BAR_COLOUR
+
+    window = make_window(Session(text="The cat sat on the mat because it was tired", model="smollm2",
+                                 backend="numpy"))
+    window.session.update(view="next_token")
+    view = window.views["next_token"]
+    result = window.results.result
+    candidates = result.next_tokens
+    assert len(candidates) == 10 and candidates[0].probability >= candidates[-1].probability
+    assert "10 most likely tokens after '␣tired'" in view.plot.titleLabel.text
+    image = pixels(view.canvas)
+    bar = np.all(np.abs(image.astype(int) - np.array(BAR_COLOUR[::-1])) <= 3, axis=-1)  # pixels() is B, G, R
+    widths = []
+    for row in range(len(candidates)):
+        point = view.canvas.mapFromScene(view.plot.vb.mapViewToScene(QPointF(0, row)))
+        widths.append(int(bar[point.y()].sum()))
+    assert widths[0] > 100 and all(a >= b - 1 for a, b in zip(widths, widths[1:], strict=False)), widths
+    ratio = candidates[1].probability / candidates[0].probability
+    assert abs(widths[1] / widths[0] - ratio) < 0.03, "bar lengths follow the probabilities"
+    # Click the top bar: its token is appended and the text recomputed with one more token.
+    point = view.canvas.mapFromScene(view.plot.vb.mapViewToScene(QPointF(candidates[0].probability * 50, 0)))
+    qtbot.mouseClick(view.canvas.viewport(), Qt.LeftButton, pos=QPoint(point.x(), point.y()))
+    expected = "The cat sat on the mat because it was tired" + candidates[0].text
+    qtbot.waitUntil(lambda: window.session.text == expected)
+    wait_for_result(qtbot, window, lambda r: len(r.query_tokens) == 11, timeout=60_000)
+
+
+def test_an_encoder_says_it_predicts_no_next_token(make_window):
+    window = make_window()
+    window.session.update(view="next_token")
+    view = window.views["next_token"]
+    assert "has no language-model head" in view.note.text() and not view.canvas.isVisible()
+
+
+def test_logit_lens_shows_each_layers_prediction_for_the_chosen_position(make_window, qtbot):
+    from attnstudio.session import Session
+
+    window = make_window(Session(text="The cat sat on the mat because it was tired", model="smollm2",
+                                 backend="numpy"))
+    window.session.update(view="logit_lens")
+    view = window.views["logit_lens"]
+    result = window.results.result
+    assert view.position.value() == 10
+    assert "each layer's next token after '␣tired' (position 10/10)" in view.plot.titleLabel.text
+    visible = [label for label in view.labels if label.isVisible()]
+    assert len(visible) == 30
+    top = result.next_tokens[0]
+    assert visible[-1].toPlainText() == f"{top.label}  {top.probability:.0%}", "the last layer is the prediction"
+    image = pixels(view.canvas)
+    from attnstudio.ui.views.next_token import BAR_COLOUR
+
+    bar = np.all(np.abs(image.astype(int) - np.array(BAR_COLOUR[::-1])) <= 3, axis=-1)
+    assert bar.any(axis=1).sum() > 300, "thirty bars are drawn"
+    view.position.setValue(3)  # ' sat': later layers predict ' on'
+    qtbot.waitUntil(lambda: "after '␣sat' (position 3/10)" in view.plot.titleLabel.text)
+    assert view.labels[29].toPlainText().startswith("␣on")
+
+
+def test_logit_lens_explains_an_encoder_has_none(make_window):
+    window = make_window()
+    window.session.update(view="logit_lens")
+    view = window.views["logit_lens"]
+    assert "no language-model head" in view.note.text() and not view.canvas.isVisible()
+
+
+def test_decoder_panels_are_readable_in_both_themes_and_across_a_toggle(qtbot, qapp, smollm2):
+    from attnstudio.engine import Engine
+    from attnstudio.session import Session
+    from attnstudio.ui.result_model import ResultModel
+    from attnstudio.ui.session_model import SessionModel
+    from attnstudio.ui.theme import apply_theme
+    from attnstudio.ui.views.logit_lens import LogitLensView
+    from attnstudio.ui.views.next_token import NextTokenView
+    from tests.ui.looks import low_contrast, view_text
+
+    result = Engine().compute(Session(text="The cat sat on the mat", model="smollm2", backend="numpy"))
+    try:
+        for view_class in (NextTokenView, LogitLensView):
+            for theme in ("dark", "light", "dark"):
+                apply_theme(theme)
+                qapp.processEvents()
+                results = ResultModel()
+                view = view_class(SessionModel(Session(text="The cat sat on the mat", model="smollm2")), results)
+                qtbot.addWidget(view)
+                view.resize(900, 650)
+                view.show()
+                qtbot.waitExposed(view)
+                results.set_result(result)
+                samples = view_text(view, f"{theme}/{view_class.__name__}")
+                assert len(samples) > 10, "the bars' values and the token labels are found"
+                assert low_contrast(samples) == []
+                apply_theme("light" if theme == "dark" else "dark", view)  # a toggle after drawing
+                qapp.processEvents()
+                assert low_contrast(view_text(view, f"toggled/{view_class.__name__}")) == []
+    finally:
+        apply_theme("light")
+
+
+def test_opening_a_gguf_file_switches_to_it_and_a_damaged_one_changes_nothing(make_window, qtbot, tmp_path,
+                                                                                monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from tests.core.tiny_gguf import HEADS, LAYERS, write_tiny_llama
+
+    monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    good, bad = tmp_path / "tiny.gguf", tmp_path / "broken.gguf"
+    write_tiny_llama(good)
+    bad.write_bytes(good.read_bytes()[:500])
+    window = make_window()
+    assert not window.load_model_folder(str(bad))
+    assert "damaged" in window.statusBar().currentMessage() and window.session.model == "minilm"
+    for dialog in [d for d in window.findChildren(QMessageBox) if d.isVisible()]:
+        dialog.accept()
+    assert window.load_model_folder(str(good))
+    wait_for_result(qtbot, window, lambda r: r.model_name == "tiny")
+    assert (window.results.result.num_layers, window.results.result.heads) == (LAYERS, HEADS)
+    assert window.controls.model.currentText() == "File: tiny.gguf"
