@@ -79,6 +79,8 @@ ROLES = {  # name -> what the score measures (for legends and hover text)
     "broad": "normalised row entropy (1 = uniform)",
     "induction": "attention to the token after the previous copy (repeated random tokens)",
 }
+# A head "has" a role when its score reaches this (the heads grid's role filter).
+ROLE_THRESHOLDS = {"previous": 0.5, "first": 0.5, "separator": 0.5, "local": 0.7, "broad": 0.8, "induction": 0.3}
 SEPARATOR_TOKENS = frozenset({"[SEP]", "</s>", "<|endoftext|>", "<|im_end|>", "<eos>"})
 WORD_PREFIXES = ("##", "Ġ", "▁")
 

@@ -200,3 +200,10 @@ def test_alignment_of_two_texts_and_the_difference_is_b_minus_a():
     difference = aligned_difference(weights_a, weights_c, index_a, index_c)
     assert difference.shape == (5, 5)
     assert difference[4, 3] == pytest.approx(weights_c[6, 4] - weights_a[6, 3], abs=1e-6)
+
+
+def test_every_role_has_a_threshold_and_a_description():
+    from attnstudio.core.analysis import ROLE_THRESHOLDS
+
+    assert set(ROLE_THRESHOLDS) == set(ROLES)
+    assert all(0 < value < 1 for value in ROLE_THRESHOLDS.values())

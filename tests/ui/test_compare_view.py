@@ -62,7 +62,7 @@ def test_same_word_cosines_per_layer_and_sentence_similarity(qtbot):
     np.testing.assert_array_equal(x, np.arange(7))
     assert f"{expected[-1]:.3f}" in view.cosine_plot.titleLabel.text
     similarity = cosine_similarity(result.sentence_embedding(), result.compare.sentence_embedding())
-    assert f"{similarity:.3f}" in view.sentence_label.text
+    assert f"{similarity:.4f}" in view.sentence_label.text
 
 
 def test_ablation_shows_similarity_with_and_without(qtbot):
@@ -72,7 +72,7 @@ def test_ablation_shows_similarity_with_and_without(qtbot):
     without = cosine_similarity(result.baseline.sentence_embedding(), result.baseline.compare.sentence_embedding())
     assert view.similarity_without == pytest.approx(without)
     assert abs(view.similarity - without) > 1e-3
-    assert f"{without:.3f} without" in view.sentence_label.text and "zeroed L1·H1" in view.sentence_label.text
+    assert f"{without:.4f} without" in view.sentence_label.text and "zeroed L1·H1" in view.sentence_label.text
 
 
 def test_preset_and_typing_set_the_session(qtbot):
