@@ -76,5 +76,18 @@ def run_app(selftest: str | None = None) -> int:
         window.controller.failed.connect(fail)
         QTimer.singleShot(SELFTEST_TIMEOUT_MS, lambda: fail("no result within 60 s"))
         app.exec()
+        _dispose(window)
         return outcome["code"]
-    return app.exec()
+    code = app.exec()
+    _dispose(window)
+    return code
+
+
+def _dispose(window) -> None:
+    """Destroy the window's C++ objects now, while Python still runs: left to the interpreter's exit, Qt deletes
+    them after Python's own teardown has begun, and their Python overrides (resize and geometry handlers of
+    pyqtgraph items) then crash the process (seen as a segfault in 1 of 4 self-tests)."""
+    import shiboken6  # noqa: PLC0415
+
+    if shiboken6.isValid(window):
+        shiboken6.delete(window)

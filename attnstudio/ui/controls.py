@@ -96,7 +96,7 @@ class ControlPanel(QWidget):
             self.presets.addItem(label, (text, pair))
         self.presets.setToolTip("Classic example sentences")
         self.presets.activated.connect(self._on_preset_chosen)
-        self.tokens = QLabel()
+        self.tokens = QLabel("Computing…")
         self.tokens.setWordWrap(True)
         self.tokens.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.tokens.setToolTip("The tokens the model sees")

@@ -38,6 +38,7 @@ SHORTCUTS = [
     ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+R", "run the profiler"), ("Ctrl+O / Ctrl+S", "open / save a session"),
     ("Ctrl+Shift+O", "open a model folder"), ("Ctrl+E / Ctrl+Shift+E", "export the view / the whole session"),
     ("Ctrl+Shift+C", "copy the view"),
+    ("Wheel / drag / double-click", "zoom / pan / show all of a heatmap"),
     ("Ctrl+T", "light / dark theme"), ("F1", "this list"), ("Ctrl+Q", "quit"),
 ]
 
@@ -90,6 +91,7 @@ class MainWindow(QMainWindow):
         self.backend_label, self.tokens_label, self.time_label = QLabel(), QLabel(), QLabel()
         for widget in (self.busy, self.backend_label, self.tokens_label, self.time_label):
             self.statusBar().addPermanentWidget(widget)
+        apply_theme(self.theme, self)  # every canvas item built above takes the theme from the one place
         self.files = FileActions(self)
         self._build_menus()
 
@@ -169,6 +171,10 @@ class MainWindow(QMainWindow):
     def show_error(self, message: str) -> None:
         self.last_error = message
         self.statusBar().showMessage(f"⚠ {message}", 15_000)
+        if self.results.result is None:  # nothing computed yet: the views say why instead of "Computing…"
+            for view in self.views.values():
+                if hasattr(view, "show_waiting"):
+                    view.show_waiting(f"No result yet: {message}")
 
     def _on_session_changed(self, name: str) -> None:
         if name == "view":

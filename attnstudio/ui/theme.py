@@ -17,7 +17,6 @@ THEMES = {
         "background": (255, 255, 255),  # canvases
         "foreground": (40, 40, 40),  # text, axes
         "accent": (180, 70, 0),  # highlighted text (the hovered token)
-        "selection": (255, 140, 0),  # frames around a selected panel
         "lines": (40, 90, 160),  # the Lines view's attention lines
         "mask_allowed": (255, 255, 255),
         "mask_blocked": (60, 60, 60),
@@ -26,12 +25,12 @@ THEMES = {
         "background": (30, 32, 38),
         "foreground": (220, 220, 220),
         "accent": (255, 170, 80),
-        "selection": (255, 140, 0),
         "lines": (110, 170, 235),
         "mask_allowed": (112, 128, 156),  # a calm slate, not a glaring white panel
         "mask_blocked": (10, 10, 12),
     },
 }
+LEGEND_ALPHA = 210  # legends let the curves behind them show faintly
 _current = {"name": "light"}
 
 
@@ -74,8 +73,9 @@ def style_canvas(canvas: pg.GraphicsView) -> None:
         if isinstance(item, pg.AxisItem):
             item.setPen(foreground)
             item.setTextPen(foreground)
-        elif isinstance(item, pg.LegendItem):
+        elif isinstance(item, pg.LegendItem):  # a legend over curves keeps its text on the theme's background
             item.setLabelTextColor(foreground)
+            item.setBrush(QColor(*theme["background"], LEGEND_ALPHA))
         elif isinstance(item, pg.LabelItem):  # titles and legend entries: re-render their html in the new colour
             item.setAttr("color", foreground)
             item.setText(item.text)
@@ -89,7 +89,8 @@ def apply_theme(name: str, root: QWidget | None = None) -> None:
     _current["name"] = name
     pg.setConfigOptions(background=theme["background"], foreground=theme["foreground"], antialias=True)
     app = QApplication.instance()
-    app.setStyle("Fusion")
+    if app.style().name().lower() != "fusion":  # setting it again would re-polish every widget
+        app.setStyle("Fusion")
     app.setPalette(_dark_palette() if name == "dark" else app.style().standardPalette())
     if root is None:
         return

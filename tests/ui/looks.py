@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRect
+from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QAbstractScrollArea, QLabel, QScrollArea, QWidget
 
@@ -84,9 +84,15 @@ def canvas_text(canvas: pg.GraphicsView, where: str) -> list[TextSample]:
                 for color in _text_item_colors(item.label):
                     samples.append(TextSample(f"{name}({item.orientation}) label", item.labelText, color, background))
         elif isinstance(item, pg.LabelItem):
+            behind = background
+            legend = item.parentItem()
+            while legend is not None and not isinstance(legend, pg.LegendItem):
+                legend = legend.parentItem()
+            if legend is not None and legend.brush().style() != Qt.NoBrush:
+                behind = over(legend.brush().color(), background)  # a legend's own panel
             if item.text and item.text.strip():
                 for color in _text_item_colors(item.item):
-                    samples.append(TextSample(name, item.text, color, background))
+                    samples.append(TextSample(name, item.text, color, behind))
         elif isinstance(item, pg.TextItem):
             samples.append(TextSample(name, item.textItem.toPlainText(), item.color, background))
     return samples

@@ -2,6 +2,8 @@
 the heatmap zooms and pans, Lines labels never overlap, and launch shows a neutral state."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
@@ -209,7 +211,7 @@ def test_lines_labels_never_overlap_and_the_view_scrolls(qtbot, long_result):
     for side in ("query", "key"):
         column = sorted((box for s, box, _ in boxes if s == side), key=lambda box: box.top())
         assert len(column) >= 512 // 2, "most tokens are labelled"
-        assert all(a.bottom() <= b.top() + 1e-6 for a, b in zip(column, column[1:])), f"{side} labels overlap"
+        assert all(a.bottom() <= b.top() + 1e-6 for a, b in itertools.pairwise(column)), f"{side} labels overlap"
     assert view.canvas.label_font().pixelSize() >= 9, "labels stay readable"
     assert view.scroll.verticalScrollBar().maximum() > 0, "512 rows scroll instead of shrinking to 1 px"
     assert reachable(view.canvas, view.canvas.rect(), view) is None
@@ -285,3 +287,51 @@ def test_the_profiler_shows_a_sentence_until_it_has_measurements(qtbot):
     session.update(profile=profile.to_json_dict())
     qtbot.wait(20)
     assert view.canvas.isVisible() and not view.empty_note.isVisible()
+
+
+def test_a_long_token_list_stays_small_and_folds_away(make_window, qtbot):
+    window = make_window(Session(text=" ".join([SENTENCE] * 28), backend="numpy"))  # 478 tokens
+    window.resize(*SMALL)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == SMALL)
+    settle(qtbot)
+    controls = window.controls
+    assert controls.tokens_toggle.text() == f"{len(window.results.result.query_tokens)} tokens"
+    line = controls.tokens.fontMetrics().lineSpacing()
+    assert controls.tokens_box.height() <= 5 * line + 10, "a few lines that scroll, not a 20-line wall"
+    assert controls.tokens_box.verticalScrollBar().maximum() > 0, "every token is still there to scroll to"
+    model_top = controls.model.mapTo(controls, QPoint(0, 0)).y()
+    controls.tokens_toggle.click()
+    qtbot.wait(30)
+    assert not controls.tokens_box.isVisible()
+    assert controls.model.mapTo(controls, QPoint(0, 0)).y() < model_top - 3 * line, "folding moves the model up"
+    controls.tokens_toggle.click()
+    qtbot.wait(30)
+    assert controls.tokens_box.isVisible()
+
+
+def test_a_failed_first_compute_says_why_instead_of_computing(qtbot, settings):
+    from attnstudio.ui.main_window import MainWindow
+
+    window = MainWindow(Session(model="/nowhere/model", backend="numpy"), settings=settings, restore=False)
+    qtbot.addWidget(window)
+    with qtbot.waitSignal(window.controller.failed, timeout=30_000):
+        window.show()
+    heatmap = window.views["heatmap"]
+    assert heatmap.waiting.isVisible()
+    assert heatmap.waiting.text() == "No result yet: model folder /nowhere/model does not exist"
+    window.controller.shutdown()
+
+
+def test_lines_hover_highlights_one_row_and_survives_a_shorter_text(qtbot, long_result):
+    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    view = shown(qtbot, LinesView(session, results), size=(700, 560))
+    results.set_result(long_result)
+    qtbot.wait(30)
+    canvas = view.canvas
+    row = canvas.row_height()
+    y = int(28 + 20.5 * row)  # the middle of query row 20
+    qtbot.mouseMove(canvas, QPoint(int(canvas.columns()[0]) - 30, y))
+    qtbot.waitUntil(lambda: view.hovered_row == 20)
+    results.set_result(Engine().compute(Session(backend="numpy")))  # 13 tokens: row 20 is gone
+    qtbot.wait(30)
+    assert pixels(canvas).std() > 5 and view.hovered_row is None

@@ -21,11 +21,16 @@ class ResultView(QWidget):
         self._stale = False
         self.waiting = QLabel(WAITING_TEXT, self)
         self.waiting.setAlignment(Qt.AlignCenter)
+        self.waiting.setWordWrap(True)
         self.waiting.setAutoFillBackground(True)
 
     def has_result(self) -> bool:
         results = getattr(self, "results", None)
         return results is not None and results.result is not None
+
+    def show_waiting(self, text: str) -> None:
+        """What the sheet says until the first result (why there is none, when a compute failed)."""
+        self.waiting.setText(text)
 
     def _sync_waiting(self) -> None:
         waiting = not self.has_result()

@@ -32,6 +32,7 @@ class HeatmapView(ResultView):
         self.distribution.setYRange(0, 1)
         self.distribution.getViewBox().setMouseEnabled(x=False, y=False)
         self.distribution.setLabel("left", "weight")
+        self.distribution.getAxis("bottom").enableAutoSIPrefix(False)  # a token axis
         self.bars = pg.BarGraphItem(x=[0], height=[0], width=0.8, brush=pg.mkBrush(68, 119, 170))
         self.distribution.addItem(self.bars)
         self.canvas.addItem(self.distribution, row=1, col=0)

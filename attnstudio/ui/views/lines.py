@@ -27,7 +27,7 @@ LABEL_WIDTH = 200.0
 class LinesCanvas(QWidget):
     """Paints the lines; as tall as its rows need (the scroll area around it shows a part)."""
 
-    def __init__(self, view: "LinesView"):
+    def __init__(self, view: LinesView):
         super().__init__()
         self.view = view
         self.hovered_row: int | None = None
@@ -43,7 +43,7 @@ class LinesCanvas(QWidget):
 
     def fit(self, available_height: int) -> None:
         """Fill ``available_height`` when the rows fit at MIN_ROW_HEIGHT; otherwise grow and let it scroll."""
-        needed = int(math.ceil(TOP + BOTTOM + self.rows() * MIN_ROW_HEIGHT))
+        needed = math.ceil(TOP + BOTTOM + self.rows() * MIN_ROW_HEIGHT)
         self.setMinimumHeight(needed if needed > available_height else 0)
 
     def row_height(self) -> float:
@@ -89,13 +89,15 @@ class LinesCanvas(QWidget):
             return
         layer, head = self.view.results.clamp(self.view.session.layer, self.view.session.head)
         weights = self.view.results.weights(layer, head)
-        n_q, n_k = weights.shape
+        n_q = weights.shape[0]
         row = self.row_height()
         left_x, right_x = self.columns()
         painter.setPen(text_color)
         painter.drawText(QRectF(0, 4, self.width(), 20), Qt.AlignCenter,
                          f"layer {layer + 1}, head {head + 1}: queries → keys (line opacity = weight)")
         clip_top, clip_bottom = event.rect().top(), event.rect().bottom()
+        if self.hovered_row is not None and self.hovered_row >= n_q:  # a shorter text arrived under the mouse
+            self.hovered_row = None
         rows = range(n_q) if self.hovered_row is None else [self.hovered_row]
         color = theme.color("lines")
         for i in rows:
@@ -111,7 +113,7 @@ class LinesCanvas(QWidget):
         for side, box, token in self.label_boxes():
             if box.bottom() < clip_top or box.top() > clip_bottom:
                 continue
-            index = int(round((box.center().y() - TOP) / row - 0.5))
+            index = round((box.center().y() - TOP) / row - 0.5)
             highlighted = side == "query" and index == self.hovered_row
             painter.setPen(colors["highlighted"][0] if highlighted else text_color)
             align = Qt.AlignRight if side == "query" else Qt.AlignLeft

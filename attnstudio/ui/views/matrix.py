@@ -15,6 +15,7 @@ from PySide6.QtGui import QFontMetrics
 WEIGHTS_COLORMAP = "viridis"
 SIGNED_COLORMAP = "CET-D1"
 MIN_LABEL_SPACING_PX = 13
+EDGE_LABEL_MARGIN_PX = 10
 
 
 def visible_ticks(labels: list[str], first: float, last: float, pixels_per_item: float,
@@ -38,6 +39,7 @@ class VerticalTokenAxis(pg.AxisItem):
     def __init__(self):
         super().__init__("top")
         self._labels: list[tuple[float, str]] = []
+        self.setStyle(hideOverlappingLabels=EDGE_LABEL_MARGIN_PX)  # room for half a label past each end
 
     def set_labels(self, labels: list[tuple[float, str]]) -> None:
         self._labels = labels
@@ -63,7 +65,6 @@ class VerticalTokenAxis(pg.AxisItem):
             if not self.range[0] <= value <= self.range[1]:
                 continue
             x = bounds.left() + (value - self.range[0]) * scale
-            x = min(max(x, bounds.left() + 8), bounds.right() - 8)  # an edge label stays whole inside the axis
             painter.save()
             painter.translate(x, bounds.bottom() - 7)
             painter.rotate(-90)
@@ -206,7 +207,7 @@ class MatrixPlot(pg.PlotItem):
         view = self.getViewBox()
         (x0, x1), (y0, y1) = view.viewRange()
         width, height = view.width(), view.height()
-        spacing = QFontMetrics(self.getAxis("top").font()).height()  # one line of text between labels
+        spacing = QFontMetrics(self.getAxis("top").font()).ascent() + 1  # glyphs of neighbours never touch
         rows = visible_ticks(self.row_labels, y0 - 0.5, y1 - 0.5, height / max(y1 - y0, 1e-9), spacing)
         cols = visible_ticks(self.col_labels, x0 - 0.5, x1 - 0.5, width / max(x1 - x0, 1e-9), spacing)
         self.getAxis("left").setTicks([[(i + 0.5, label) for i, label in rows]])
