@@ -282,3 +282,12 @@ def attention_change(baseline, ablated) -> np.ndarray:
     """Mean |Δ weight| per layer.  (layers, heads, n_q, n_k) twice -> (layers,)."""
     baseline, ablated = to_numpy(baseline), to_numpy(ablated)
     return np.abs(ablated.astype(np.float64) - baseline).mean(axis=(1, 2, 3))
+
+
+def kl_divergence(logits_p, logits_q) -> float:
+    """KL(p ‖ q) in nats between softmax(logits_p) and softmax(logits_q).  (vocab,), (vocab,) -> float."""
+    p_logits = to_numpy(logits_p).astype(np.float64)
+    q_logits = to_numpy(logits_q).astype(np.float64)
+    log_p = p_logits - p_logits.max() - np.log(np.exp(p_logits - p_logits.max()).sum())
+    log_q = q_logits - q_logits.max() - np.log(np.exp(q_logits - q_logits.max()).sum())
+    return float(max(0.0, (np.exp(log_p) * (log_p - log_q)).sum()))

@@ -207,3 +207,15 @@ def test_every_role_has_a_threshold_and_a_description():
 
     assert set(ROLE_THRESHOLDS) == set(ROLES)
     assert all(0 < value < 1 for value in ROLE_THRESHOLDS.values())
+
+
+def test_kl_divergence_of_softmaxes():
+    from attnstudio.core.analysis import kl_divergence
+
+    logits = np.array([2.0, 1.0, -1.0, 0.5])
+    assert kl_divergence(logits, logits) == 0.0
+    assert kl_divergence(logits, logits + 7.0) == pytest.approx(0.0, abs=1e-12)  # a shift changes no probability
+    p = np.exp(logits) / np.exp(logits).sum()
+    q_logits = np.array([0.0, 0.0, 0.0, 0.0])
+    assert kl_divergence(logits, q_logits) == pytest.approx(float((p * np.log(p / 0.25)).sum()))
+    assert kl_divergence(np.array([1000.0, 0.0]), np.array([0.0, 1000.0])) == pytest.approx(1000.0)

@@ -76,3 +76,20 @@ def test_clicking_heads_switches_them_off_and_the_effect_is_shown(qtbot):
     view.ablate.setChecked(False)
     click_panel(qtbot, view, 6)
     assert model.head == 6 and not model.ablation
+
+
+def test_decoder_ablation_shows_the_next_token_before_and_after(qtbot, tmp_path, monkeypatch):
+    from attnstudio.core.analysis import kl_divergence
+    from tests.core.tiny_gguf import write_tiny_llama
+
+    monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "tiny.gguf"
+    write_tiny_llama(path)
+    session = Session(text="the cat sat", model=str(path), backend="numpy", ablation=Ablation(((0, 0), (0, 1))))
+    view, _, _, result = build(qtbot, session)
+    text = view.caption.text()
+    divergence = kl_divergence(result.baseline.forward.next_logits, result.forward.next_logits)
+    assert divergence > 0 and f"(KL {divergence:.4f} nats)" in text
+    before, after = result.baseline.next_tokens[0], result.next_tokens[0]
+    assert f"before: {before.label!r} {before.probability:.0%}" in text and f"after: {after.label!r}" in text
+    assert "Switched off: zeroed L1·H1, L1·H2" in text

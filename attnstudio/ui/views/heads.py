@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from attnstudio.core.ablation import ABLATION_MODES, Ablation
-from attnstudio.core.analysis import ROLE_THRESHOLDS, ROLES, attention_change
+from attnstudio.core.analysis import ROLE_THRESHOLDS, ROLES, attention_change, kl_divergence
 
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
@@ -152,7 +152,21 @@ class HeadsView(ResultView):
             change = attention_change(result.baseline.attentions(), result.attentions())
             parts.append(f"Switched off: {self.session.ablation.describe()}. Mean |Δ attention| per layer: "
                          + ", ".join(f"L{i + 1} {value:.3f}" for i, value in enumerate(change)) + ".")
-        return " ".join(parts) or "Click a head to focus it in the other views. Low entropy = sharp, focused head."
+            parts.append(self._next_token_shift(result))
+        return " ".join(part for part in parts if part) or "Click a head to focus it in the other views. Low entropy = sharp, focused head."
+
+    @staticmethod
+    def _next_token_shift(result) -> str:
+        """Decoders: the top next tokens before and after the ablation, and KL(before ‖ after)."""
+        before, after = result.baseline, result
+        if before.forward.next_logits is None or not before.next_tokens or not after.next_tokens:
+            return ""
+
+        def top(tokens) -> str:
+            return ", ".join(f"{token.label!r} {token.probability:.0%}" for token in tokens[:5])
+
+        divergence = kl_divergence(before.forward.next_logits, after.forward.next_logits)
+        return f"Next token before: {top(before.next_tokens)}; after: {top(after.next_tokens)} (KL {divergence:.4f} nats)."
 
     def _on_grid_clicked(self, event) -> None:
         for head, plot in zip(self.grid_heads, self.head_plots):
