@@ -16,6 +16,7 @@ import numpy as np
 from attnstudio import __version__
 from attnstudio.core.ablation import ABLATION_MODES, Ablation
 from attnstudio.core.backend import configure_host_allocator, to_numpy
+from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.masks import parse_mask_spec
 from attnstudio.errors import AttnStudioError
@@ -152,7 +153,8 @@ def _export(args: argparse.Namespace) -> int:
     session = session_from_args(args, args.text)
     if len(args.cell) != 2:
         raise UsageError("--cell takes two token positions: QUERY,KEY")
-    session = dataclasses.replace(session, view=args.view, cell=tuple(args.cell), compare_text=args.compare,
+    session = dataclasses.replace(session, view=args.view, cell=tuple(args.cell), color_scale=args.color_scale,
+                                  hide_special=args.hide_special, compare_text=args.compare,
                                   compare_word=args.word).validate()
     views, session_model, results = offscreen_views(session)
     views["profiler"].shutdown()
@@ -164,7 +166,7 @@ def _export(args: argparse.Namespace) -> int:
     session_model.update(layer=args.layer - 1, head=args.head - 1)
     QApplication.processEvents()
     export_view(views[args.view].export_target(), Path(args.output), scale=args.scale,
-                caption=caption_for(session_model.session, result))
+                caption=caption_for(results.shown, result))
     print(f"wrote {args.output} ({args.view}, layer {args.layer}, head {args.head})")
     return 0
 
@@ -269,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the query,key token positions (from 0) the why view explains")
     export.add_argument("--compare", default="", metavar="TEXT_B", help="the compare view's second text")
     export.add_argument("--word", default="", help="the word the compare view follows in both texts")
+    export.add_argument("--color-scale", default="unit", choices=tuple(COLOR_SCALES),
+                        help="weights to colours: unit (0-1, the default), auto (0 to the largest weight), "
+                             "row (each row's largest weight at the top), log")
+    export.add_argument("--hide-special", action="store_true",
+                        help="hide [CLS], [SEP], BOS… rows and columns and renormalise the rows")
     export.add_argument("--scale", type=float, default=2.0, help="PNG size as a multiple of 1200x800 (default 2)")
     export.add_argument("--session", metavar="FILE", help="export every view of a saved session")
     export.add_argument("--out-dir", metavar="DIR", help="folder for --session exports")

@@ -6,8 +6,10 @@ their weights on each backend are cached, so typing only pays for the forward pa
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,12 +23,12 @@ from attnstudio.core.families import family_of
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.next_token import top_next_tokens
-from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
+from attnstudio.core.synthetic import LIMITS, SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderWeights, ForwardResult
-from attnstudio.errors import InvalidSetting
-from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText
+from attnstudio.errors import AttnStudioError, InvalidSetting
+from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, resolve_model_folder
 from attnstudio.models.registry import load_model_cached
-from attnstudio.session import Session
+from attnstudio.session import SYNTHETIC, Session
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,13 @@ class NextToken:
 
 @dataclass
 class ComputeResult:
-    """What one compute produced, with arrays still on their backend."""
+    """What one compute produced, with arrays still on their backend, and the session it was computed from.
 
+    Every title, caption and hover text next to a picture of this result reads ``session`` (and the
+    layer/head the result model clamped when it published it), never the session being edited now.
+    """
+
+    session: Session  # a copy, as it was when the compute started
     query_tokens: list[str]
     key_tokens: list[str]
     forward: ForwardResult
@@ -120,6 +127,51 @@ class ComputeResult:
         return to_numpy(getattr(self.forward.traces[layer], name))
 
 
+def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
+    """The head counts ``model`` can run with, and its own count (None for the synthetic model).
+
+    An encoder's heads re-split its width, so the divisors of d_model (within the limits) work; a decoder
+    whose key/value heads are shared keeps its own count.
+    """
+    low, high = LIMITS["heads"]
+    if model == SYNTHETIC:
+        return tuple(range(low, high + 1)), None
+    width, own, resplits = _model_heads(model)
+    if not resplits:
+        return (own,), own
+    return tuple(count for count in range(low, high + 1) if width % count == 0), own
+
+
+@lru_cache(maxsize=32)
+def _model_heads(model: str) -> tuple[int, int, bool]:
+    """(d_model, heads, whether the heads can be re-split) of a pretrained model; an encoder's come from its
+    config.json (no weights loaded on the GUI thread), anything else from the loaded model."""
+    try:
+        config = json.loads((resolve_model_folder(model) / "config.json").read_text(encoding="utf-8"))
+        width, heads = config["hidden_size"], config["num_attention_heads"]
+        if config.get("model_type", "bert") == "bert" and isinstance(width, int) and isinstance(heads, int) \
+                and width > 0 and heads > 0:
+            return width, heads, True
+    except (OSError, ValueError, KeyError, TypeError, AttnStudioError):
+        pass
+    loaded = load_model_cached(model)
+    return loaded.weights.d_model, loaded.num_heads, family_of(loaded.weights).name == "bert"
+
+
+def check_heads(model: str, heads: int | None) -> None:
+    """Raise InvalidSetting unless ``heads`` (None: the model's own) suits ``model``."""
+    if heads is None or model == SYNTHETIC:
+        return
+    counts, own = valid_head_counts(model)
+    if heads not in counts:
+        width, _, resplits = _model_heads(model)
+        if not resplits:
+            raise InvalidSetting(f"this model keeps its own {own} heads (its key/value heads are shared); "
+                                 f"{heads} heads cannot be split from it")
+        raise InvalidSetting(f"{heads} heads do not divide the model width {width}; choose one of "
+                             f"{', '.join(map(str, counts))}")
+
+
 def _weights_on(weights: EncoderWeights, backend: Backend) -> EncoderWeights:
     """A copy of ``weights`` with every array moved to ``backend``."""
     def move(value: Any):
@@ -156,7 +208,7 @@ class Engine:
 
     def compute(self, session: Session, *, num_layers: int | None = None) -> ComputeResult:
         """Tokenize, build the mask and run the session's model.  Raises AttnStudioError subclasses."""
-        session.validate()
+        session = dataclasses.replace(session.validate())  # the result keeps its own copy
         backend = resolve_backend(session.backend)
         model = self.model(session)
         started = time.perf_counter()
@@ -167,7 +219,7 @@ class Engine:
 
         # Key padding: pad the key sequence with [PAD] tokens and hide them from every query.
         valid_keys = None
-        if mask_spec.kind == "padding":
+        if mask_spec.has("padding"):
             if keys is None:
                 valid_keys = len(queries)
                 queries = _padded(queries, mask_spec.padded_length(len(queries)), model)
@@ -208,7 +260,7 @@ class Engine:
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started
-        result = ComputeResult(queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
+        result = ComputeResult(session, queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
                                elapsed, notices, cross_attention=keys is not None,
                                causal_model=family.causal and not session.is_synthetic,
                                next_tokens=_next_tokens(forward, model),

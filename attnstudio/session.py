@@ -17,12 +17,13 @@ from typing import Any
 from attnstudio.core.ablation import Ablation
 from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.backend import BACKEND_NAMES
+from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.masks import MaskSpec
 from attnstudio.core.synthetic import LIMITS, check_synthetic_setting
 from attnstudio.errors import InvalidSetting, SessionFileError
 from attnstudio.fileio import write_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the mask holds several parts ("kinds"); colour scale and hide-special fields
 SESSION_SUFFIX = ".attnsession"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 SYNTHETIC = "synthetic"
@@ -46,6 +47,8 @@ class Session:
     temperature: float = 1.0  # divides the scores: < 1 sharpens, > 1 flattens
     mask: MaskSpec = field(default_factory=MaskSpec)
     backend: str = "auto"
+    color_scale: str = "unit"  # one of core.display.COLOR_SCALES; 0–1, as every format-1 file was drawn
+    hide_special: bool = False  # hide [CLS], [SEP], BOS… and renormalise the rows
     layer: int = 0
     head: int = 0
     view: str = "heatmap"
@@ -65,7 +68,8 @@ class Session:
 
     def validate(self) -> "Session":
         """Raise InvalidSetting with a readable sentence for the first bad field."""
-        for name in ("text", "pair_text", "model", "score", "backend", "view", "compare_text", "compare_word"):
+        for name in ("text", "pair_text", "model", "score", "backend", "view", "color_scale", "compare_text",
+                     "compare_word"):
             if not isinstance(getattr(self, name), str):
                 raise InvalidSetting(f"{name} must be text")
         if not self.text.strip():
@@ -82,6 +86,10 @@ class Session:
             raise InvalidSetting("ablation must be an Ablation")
         if len(self.compare_word) > MAX_WORD_CHARACTERS:
             raise InvalidSetting(f"the compared word is longer than {MAX_WORD_CHARACTERS} characters")
+        if self.color_scale not in COLOR_SCALES:
+            raise InvalidSetting(f"unknown colour scale {self.color_scale!r}; choose one of {', '.join(COLOR_SCALES)}")
+        if not isinstance(self.hide_special, bool):
+            raise InvalidSetting("hide_special must be true or false")
         temperature = self.temperature
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
                 or not TEMPERATURE_RANGE[0] <= temperature <= TEMPERATURE_RANGE[1]:
@@ -102,8 +110,7 @@ class Session:
     # --- JSON -------------------------------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["mask"] = {"kind": self.mask.kind, "width": self.mask.width, "pad_to": self.mask.pad_to,
-                        "blocked_cells": [list(cell) for cell in self.mask.blocked_cells]}
+        data["mask"] = self.mask.to_json_dict()
         data["ablation"] = {"heads": [list(pair) for pair in self.ablation.heads], "mode": self.ablation.mode}
         return {"format": "attnstudio-session", "version": FORMAT_VERSION, "session": data}
 
@@ -131,9 +138,7 @@ class Session:
                 mask = values["mask"]
                 if not isinstance(mask, dict):
                     raise InvalidSetting("mask must be an object")
-                values["mask"] = MaskSpec(kind=mask.get("kind", "none"), width=mask.get("width", 2),
-                                          pad_to=mask.get("pad_to"),
-                                          blocked_cells=tuple(tuple(c) for c in mask.get("blocked_cells", [])))
+                values["mask"] = _mask_from_json(mask, version)
             if "ablation" in values:
                 ablation = values["ablation"]
                 if not isinstance(ablation, dict) or not isinstance(ablation.get("heads", []), list):
@@ -167,6 +172,15 @@ class Session:
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise SessionFileError(f"{path.name} is damaged or truncated (not valid JSON)") from None
         return cls.from_json_dict(document)
+
+
+def _mask_from_json(mask: dict, version: int) -> MaskSpec:
+    """Format 1 kept one mask kind ("kind": "causal"); format 2 keeps every part ("kinds": ["causal", "window"])."""
+    kinds = mask.get("kind", "none") if version < 2 else mask.get("kinds", [])
+    if not isinstance(kinds, (str, list)):
+        raise InvalidSetting("mask kinds must be a list of names")
+    return MaskSpec(kinds=kinds, width=mask.get("width", 2), pad_to=mask.get("pad_to"),
+                    blocked_cells=tuple(tuple(c) for c in mask.get("blocked_cells", [])))
 
 
 __all__ = ["Session", "write_atomic", "FORMAT_VERSION", "SESSION_SUFFIX", "DEFAULT_TEXT", "SYNTHETIC", "LIMITS"]

@@ -1,19 +1,19 @@
 """Attention masks. True means "this query may attend to this key".
 
-A :class:`MaskSpec` is the user's description (kind, window width, padding
-length, hand-blocked cells); :func:`build_mask` turns it into a boolean
+A :class:`MaskSpec` is the user's description (the parts that apply together,
+window width, padding length, hand-blocked cells); :func:`build_mask` turns it into a boolean
 (n_q, n_k) array on any backend.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from attnstudio.errors import InvalidSetting
 
-MASK_KINDS = ("none", "causal", "padding", "window")
+MASK_KINDS = ("none", "causal", "window", "padding")  # "none" only in the CLI syntax and old files
 MAX_WINDOW = 1_000_000
 
 
@@ -48,28 +48,59 @@ def cells_mask(n_q: int, n_k: int, blocked_cells, xp=np):
     return xp.asarray(allowed)
 
 
+MASK_PART_LABELS = {"causal": "causal", "window": "sliding window", "padding": "key padding"}
+
+
 @dataclass(frozen=True)
 class MaskSpec:
-    """What the user chose: a kind, its parameter, and cells blocked by hand."""
+    """What the user chose: the mask parts that apply together, their parameters, and cells blocked by hand.
 
-    kind: str = "none"
+    ``kinds`` holds any of "causal", "window", "padding" (a "+"-joined string is accepted too); a query
+    may attend to a key only where every part allows it.
+    """
+
+    kinds: tuple[str, ...] = ()
     width: int = 2  # sliding window: neighbours on each side
     pad_to: int | None = None  # padding: length after padding (None: the next multiple of 8)
     blocked_cells: tuple[tuple[int, int], ...] = field(default_factory=tuple)
 
     def __post_init__(self):
-        if self.kind not in MASK_KINDS:
-            raise InvalidSetting(f"unknown mask {self.kind!r}; choose one of {', '.join(MASK_KINDS)}")
-        if not isinstance(self.width, int) or not 0 <= self.width <= MAX_WINDOW:
+        kinds = self.kinds
+        if isinstance(kinds, str):
+            kinds = kinds.split("+")
+        try:
+            names = {str(kind).strip().lower() for kind in kinds} - {""}
+        except TypeError:
+            raise InvalidSetting(f"mask kinds must be a list of names, got {self.kinds!r}") from None
+        for name in names:
+            if name not in MASK_KINDS:
+                raise InvalidSetting(f"unknown mask {name!r}; choose from {', '.join(MASK_KINDS)}")
+        # One canonical order, so equal masks compare equal however they were written.
+        object.__setattr__(self, "kinds", tuple(kind for kind in MASK_KINDS if kind in names and kind != "none"))
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or not 0 <= self.width <= MAX_WINDOW:
             raise InvalidSetting(f"window width must be an integer from 0 to {MAX_WINDOW}, got {self.width!r}")
-        if self.pad_to is not None and (not isinstance(self.pad_to, int) or not 1 <= self.pad_to <= 512):
+        if self.pad_to is not None and (isinstance(self.pad_to, bool) or not isinstance(self.pad_to, int)
+                                        or not 1 <= self.pad_to <= 512):
             raise InvalidSetting(f"padding length must be an integer from 1 to 512, got {self.pad_to!r}")
         cells = tuple((int(row), int(col)) for row, col in self.blocked_cells)
         object.__setattr__(self, "blocked_cells", cells)
 
+    @property
+    def kind(self) -> str:
+        """The parts as the CLI writes them ("causal+window"), or "none"."""
+        return "+".join(self.kinds) or "none"
+
+    def has(self, kind: str) -> bool:
+        return kind in self.kinds
+
+    def with_kind(self, kind: str, on: bool) -> "MaskSpec":
+        """This mask with the part ``kind`` switched on or off."""
+        kinds = set(self.kinds) | {kind} if on else set(self.kinds) - {kind}
+        return replace(self, kinds=tuple(kinds))
+
     def padded_length(self, n_tokens: int) -> int:
-        """Sequence length after padding (only for kind "padding")."""
-        if self.kind != "padding":
+        """Sequence length after padding (only when the padding part is on)."""
+        if not self.has("padding"):
             return n_tokens
         if self.pad_to is not None:
             return max(self.pad_to, n_tokens)
@@ -78,38 +109,45 @@ class MaskSpec:
     def with_cell_toggled(self, row: int, col: int) -> "MaskSpec":
         cells = set(self.blocked_cells)
         cells.symmetric_difference_update({(row, col)})
-        return MaskSpec(self.kind, self.width, self.pad_to, tuple(sorted(cells)))
+        return replace(self, blocked_cells=tuple(sorted(cells)))
 
     def describe(self) -> str:
-        text = {"none": "no mask", "causal": "causal", "padding": "key padding",
-                "window": f"sliding window ±{self.width}"}[self.kind]
+        """Every part, e.g. "causal + sliding window ±2 + 3 custom cell(s)"."""
+        parts = [f"sliding window ±{self.width}" if kind == "window" else MASK_PART_LABELS[kind]
+                 for kind in self.kinds]
         if self.blocked_cells:
-            text += f" + {len(self.blocked_cells)} custom cell(s)"
-        return text
+            parts.append(f"{len(self.blocked_cells)} custom cell(s)")
+        return " + ".join(parts) or "no mask"
+
+    def to_json_dict(self) -> dict:
+        return {"kinds": list(self.kinds), "width": self.width, "pad_to": self.pad_to,
+                "blocked_cells": [list(cell) for cell in self.blocked_cells]}
 
 
 def parse_mask_spec(text: str) -> MaskSpec:
     """Parse the CLI syntax: none | causal | window:W | padding[:N] | custom:FILE.npy, joined by '+'.
 
+    Every part applies: the mask is the intersection of what each part allows.
     ``custom:FILE.npy`` is a boolean (n_q, n_k) matrix, True where attention is allowed.
     """
-    kind, width, pad_to, cells = "none", 2, None, []
+    kinds, width, pad_to, cells = set(), 2, None, []
     for part in (p.strip() for p in text.split("+")):
         name, _, argument = part.partition(":")
         name = name.strip().lower()
         if name in ("none", "causal") and not argument:
-            kind = name if name != "none" else kind
+            kinds.add(name)
         elif name == "window":
-            kind, width = "window", _parse_int(argument, "window width")
+            kinds.add("window")
+            width = _parse_int(argument, "window width")
         elif name == "padding":
-            kind = "padding"
+            kinds.add("padding")
             pad_to = _parse_int(argument, "padding length") if argument else None
         elif name == "custom" and argument:
             cells.extend(_load_blocked_cells(Path(argument)))
         else:
             raise InvalidSetting(
                 f"unknown mask {part!r}; use none, causal, window:W, padding[:N] or custom:FILE.npy")
-    return MaskSpec(kind, width, pad_to, tuple(cells))
+    return MaskSpec(tuple(kinds), width, pad_to, tuple(cells))
 
 
 def _parse_int(text: str, what: str) -> int:
@@ -130,13 +168,13 @@ def _load_blocked_cells(path: Path) -> list[tuple[int, int]]:
 
 
 def build_mask(spec: MaskSpec, n_q: int, n_k: int, *, valid_keys: int | None = None, xp=np):
-    """The boolean (n_q, n_k) mask for ``spec``, or None when nothing is masked."""
+    """The boolean (n_q, n_k) mask for ``spec`` (the AND of every part), or None when nothing is masked."""
     parts = []
-    if spec.kind == "causal":
+    if spec.has("causal"):
         parts.append(causal_mask(n_q, n_k, xp))
-    elif spec.kind == "window":
+    if spec.has("window"):
         parts.append(sliding_window_mask(n_q, n_k, spec.width, xp))
-    elif spec.kind == "padding" and valid_keys is not None and valid_keys < n_k:
+    if spec.has("padding") and valid_keys is not None and valid_keys < n_k:
         parts.append(padding_mask(n_q, n_k, valid_keys, xp))
     if spec.blocked_cells:
         parts.append(cells_mask(n_q, n_k, spec.blocked_cells, xp))
@@ -144,5 +182,5 @@ def build_mask(spec: MaskSpec, n_q: int, n_k: int, *, valid_keys: int | None = N
         return None
     mask = parts[0]
     for part in parts[1:]:
-        mask = xp.logical_and(mask, part)
+        mask = xp.logical_and(mask, part)  # a key is visible only where every part allows it
     return mask

@@ -3,6 +3,7 @@ and an HTML report; plus building the views offscreen for the ``attnstudio expor
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import io
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from attnstudio.core.display import describe_display
 from attnstudio.engine import ComputeResult, mask_caption
 from attnstudio.errors import FileWriteError
 from attnstudio.export.images import export_view
@@ -20,17 +22,21 @@ from attnstudio.view_names import VIEW_NAMES
 SCORE_NAMES = {"scaled_dot": "scaled dot product", "dot": "dot product", "additive": "additive"}
 
 
-def caption_for(session: Session, result: ComputeResult) -> str:
-    """One line that lets a figure stand alone: model, layer, head, mask, score, temperature."""
-    layer, head = min(session.layer, result.num_layers - 1), min(session.head, result.heads - 1)
+def caption_for(shown: Session, result: ComputeResult) -> str:
+    """One line that lets a figure stand alone: model, layer, head, mask, score, temperature, colour scale.
+
+    ``shown`` is the result model's ``shown`` settings: the result's own session with the layer and head
+    on screen (already clamped to the result), so the caption always describes the picture.
+    """
     pair = f" · cross-attention ({len(result.key_tokens)} keys)" if result.cross_attention else ""
-    if session.ablation:
-        pair += f" · ablation: {session.ablation.describe()}"
+    if shown.ablation:
+        pair += f" · ablation: {shown.ablation.describe()}"
     if result.compare is not None:
-        pair += f" · compared with: {session.compare_text!r}"
-    return (f"attnstudio · model {result.model_name} · layer {layer + 1}/{result.num_layers} · head {head + 1}/"
-            f"{result.heads} (d_k {result.d_k}) · mask: {mask_caption(result, session.mask)} · score: "
-            f"{SCORE_NAMES[session.score]} · temperature {session.temperature:g}{pair}")
+        pair += f" · compared with: {shown.compare_text!r}"
+    return (f"attnstudio · model {result.model_name} · layer {shown.layer + 1}/{result.num_layers} · head "
+            f"{shown.head + 1}/{result.heads} (d_k {result.d_k}) · mask: {mask_caption(result, shown.mask)} · score: "
+            f"{SCORE_NAMES[shown.score]} · temperature {shown.temperature:g} · "
+            f"{describe_display(shown.color_scale, shown.hide_special)}{pair}")
 
 
 def weights_csv(result: ComputeResult, layer: int, head: int) -> bytes:
@@ -59,12 +65,13 @@ def export_session(views: dict, session_model, results, out_dir: Path,
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise FileWriteError(f"cannot create {out_dir}: {error.strerror or error}") from None
-    session, result = session_model.session, results.result
+    result = results.result
     if result is None:
         raise FileWriteError("nothing to export yet: the first compute has not finished")
+    session = results.shown  # the settings of the pictures, whatever is being edited meanwhile
     caption = caption_for(session, result)
-    names = [name for name in VIEW_NAMES if name in views and (name != "profiler" or session.profile)]
-    layer, selected_head = results.clamp(session.layer, session.head)
+    names = [name for name in VIEW_NAMES if name in views and (name != "profiler" or session_model.profile)]
+    layer, selected_head = session.layer, session.head
     total = 2 * len(names) + result.heads + 4
     written: list[Path] = []
 
@@ -80,20 +87,21 @@ def export_session(views: dict, session_model, results, out_dir: Path,
     heads_dir = out_dir / f"layer{layer + 1}_heads"
     heads_dir.mkdir(exist_ok=True)
     heatmap = views["heatmap"]
+    users_head = session_model.head  # put back as it was, not as it was clamped
     try:
         for head in range(result.heads):
             session_model.update(head=head)
             step(f"head {head + 1}", export_view(heatmap.export_target(), heads_dir / f"head{head + 1:02d}.png",
-                                                 caption=caption_for(session_model.session, result)))
+                                                 caption=caption_for(results.shown, result)))
     finally:
-        session_model.update(head=selected_head)
+        session_model.update(head=users_head)
     write_atomic(out_dir / "weights.npy", weights_npy(result))
     step("weights.npy", out_dir / "weights.npy")
     write_atomic(out_dir / f"weights_layer{layer + 1}_head{selected_head + 1}.csv",
                  weights_csv(result, layer, selected_head))
     step("weights.csv", out_dir / f"weights_layer{layer + 1}_head{selected_head + 1}.csv")
     session_path = out_dir / f"session{SESSION_SUFFIX}"
-    session.save(session_path)
+    dataclasses.replace(session, profile=session_model.profile).save(session_path)
     step("session", session_path)
     report = out_dir / "report.html"
     write_atomic(report, _report_html(session, result, caption, names, heads_dir.name).encode("utf-8"))
@@ -105,7 +113,8 @@ def _report_html(session: Session, result: ComputeResult, caption: str, names: l
     settings = {
         "text": session.text, "second text (keys/values)": session.pair_text or "—", "model": result.model_name,
         "heads": result.heads, "d_k": result.d_k, "score": SCORE_NAMES[session.score],
-        "temperature": session.temperature, "mask": mask_caption(result, session.mask), "backend": result.backend.description,
+        "temperature": session.temperature, "mask": mask_caption(result, session.mask),
+        "backend": result.backend.description, "colour": describe_display(session.color_scale, session.hide_special),
         "tokens": " ".join(result.query_tokens), "compute time": f"{result.elapsed_s * 1000:.1f} ms",
     }
     if session.is_synthetic:
@@ -142,7 +151,8 @@ def offscreen_views(session: Session, size: tuple[int, int] = (1200, 800)):
     from attnstudio.ui.views import VIEW_CLASSES  # noqa: PLC0415
 
     apply_theme("light")
-    session_model, results = SessionModel(session), ResultModel()
+    session_model = SessionModel(session)
+    results = ResultModel(session_model)
     views = {}
     for name, view_class in VIEW_CLASSES.items():
         view = view_class(session_model) if name == "profiler" else view_class(session_model, results)

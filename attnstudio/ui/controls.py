@@ -5,7 +5,6 @@ through ``SessionModel.update``; nothing here computes.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
@@ -26,10 +25,12 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio.core.backend import cupy_status
-from attnstudio.errors import InvalidSetting
 from attnstudio.core.synthetic import LIMITS
+from attnstudio.engine import valid_head_counts
+from attnstudio.errors import AttnStudioError
 from attnstudio.models.registry import BUILTIN_MODELS, is_gguf_reference
 from attnstudio.session import SYNTHETIC
+from attnstudio.ui.display_controls import MaskColourBox
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 
@@ -48,8 +49,6 @@ PRESETS = [
 ]
 SCORES = [("Scaled dot product  QKᵀ/√d_k", "scaled_dot"), ("Dot product  QKᵀ (no scaling)", "dot"),
           ("Additive (Bahdanau)", "additive")]
-MASKS = [("None", "none"), ("Causal (no peeking ahead)", "causal"), ("Key padding", "padding"),
-         ("Sliding window", "window")]
 BACKENDS = [("Auto", "auto"), ("NumPy (CPU)", "numpy"), ("CuPy (GPU)", "cupy")]
 OPEN_FOLDER = "__open__"
 OPEN_GGUF = "__open_gguf__"
@@ -128,9 +127,10 @@ class ControlPanel(QWidget):
         self.layer.valueChanged.connect(lambda v: self.session.update(layer=v - 1))
         self.head = _spin(1, 1, "Which head the views show (Alt+Left / Alt+Right)")
         self.head.valueChanged.connect(lambda v: self.session.update(head=v - 1))
-        self.heads = _spin(*LIMITS["heads"], "Head count. Pretrained: re-splits the model's projections "
-                                              "(must divide the width, e.g. 1, 2, 3, 4, 6, 12, 24 for 384)")
-        self.heads.valueChanged.connect(lambda v: self.session.update(heads=v))
+        self.heads = QComboBox()
+        self.heads.setToolTip("Head count. Pretrained: re-splits the model's projections; only the counts that "
+                              "divide the model width are offered")
+        self.heads.activated.connect(lambda _: self.session.update(heads=self.heads.currentData()))
         self.d_k = _spin(*LIMITS["d_k"], "Width of each head's queries and keys (synthetic)")
         self.d_k.valueChanged.connect(lambda v: self.session.update(d_k=v))
         self.d_model = _spin(*LIMITS["d_model"], "Width of the token vectors (synthetic)")
@@ -150,18 +150,7 @@ class ControlPanel(QWidget):
         self.temperature.setKeyboardTracking(False)
         self.temperature.setToolTip("Scores are divided by the temperature: below 1 sharpens, above 1 flattens")
         self.temperature.valueChanged.connect(lambda v: self.session.update(temperature=v))
-        self.mask_kind = QComboBox()
-        for label, value in MASKS:
-            self.mask_kind.addItem(label, value)
-        self.mask_kind.setToolTip("Which query→key pairs are allowed. Click cells in the heatmap (Edit mask) "
-                                  "to block single pairs")
-        self.mask_kind.activated.connect(lambda _: self._update_mask(kind=self.mask_kind.currentData()))
-        self.window = _spin(0, 512, "Sliding window: each token sees this many neighbours on each side")
-        self.window.valueChanged.connect(lambda v: self._update_mask(width=v))
-        self.pad_to = _spin(0, 512, "Key padding: pad the sentence with [PAD] to this length (0 = next multiple "
-                                    "of 8); the pads are masked as keys")
-        self.pad_to.setSpecialValueText("auto")
-        self.pad_to.valueChanged.connect(lambda v: self._update_mask(pad_to=v or None))
+        self.mask_colour = MaskColourBox(session)
 
         self.backend = QComboBox()
         usable, detail = cupy_status()
@@ -194,27 +183,24 @@ class ControlPanel(QWidget):
         form = QFormLayout(attention_box)
         form.addRow("Score", self.score)
         form.addRow("Temperature", self.temperature)
-        form.addRow("Mask", self.mask_kind)
-        form.addRow("Window ±", self.window)
-        form.addRow("Pad to", self.pad_to)
         compute_box = QGroupBox("Compute")
         form = QFormLayout(compute_box)
         form.addRow("Backend", self.backend)
         form.addRow(self.backend_note)
-        for combo in (self.presets, self.model, self.score, self.mask_kind, self.backend):
+        for combo in (self.presets, self.model, self.heads, self.score, self.mask_colour.color_scale, self.backend):
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(COMBO_MIN_CHARACTERS)
         self.pair.setMinimumWidth(60)
         self.text.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         layout = QVBoxLayout(self)
-        for box in (text_box, model_box, attention_box, compute_box):
+        for box in (text_box, model_box, attention_box, self.mask_colour, compute_box):
             layout.addWidget(box)
         layout.addStretch(1)
 
         session.changed.connect(self._on_session_changed)
         results.changed.connect(self._on_result_changed)
         for name in ("text", "pair_text", "model", "layer", "head", "heads", "d_k", "d_model", "seed", "score",
-                     "temperature", "mask", "backend"):
+                     "temperature", "backend"):
             self._on_session_changed(name)
 
     # --- session -> widgets ---------------------------------------------------------------------------
@@ -258,10 +244,21 @@ class ControlPanel(QWidget):
         self._set(self.head, self.session.head + 1)
 
     def _on_heads_changed(self) -> None:
-        default = 4 if self.session.model == SYNTHETIC else 12
-        if self.results.result is not None and self.session.heads is None:
-            default = self.results.result.heads
-        self._set(self.heads, self.session.heads or default)
+        """Offer only the head counts the session's model can take; show the one in use."""
+        try:
+            counts, own = valid_head_counts(self.session.model)
+        except AttnStudioError:
+            counts, own = (), None
+        shown = [self.heads.itemData(i) for i in range(self.heads.count())]
+        if shown != list(counts):
+            with QSignalBlocker(self.heads):
+                self.heads.clear()
+                for count in counts:
+                    self.heads.addItem(f"{count} (the model's own)" if count == own else str(count), count)
+        _select_data(self.heads, self.session.heads or own)
+        with QSignalBlocker(self.head):  # the spin shows what it can; the session keeps the user's head
+            self.head.setMaximum(self.session.heads or own or 1)
+        self._on_head_changed()
 
     def _on_d_k_changed(self) -> None:
         self._set(self.d_k, self.session.d_k)
@@ -278,22 +275,13 @@ class ControlPanel(QWidget):
     def _on_temperature_changed(self) -> None:
         self._set(self.temperature, self.session.temperature)
 
-    def _on_mask_changed(self) -> None:
-        mask = self.session.mask
-        _select_data(self.mask_kind, mask.kind)
-        self._set(self.window, mask.width)
-        self._set(self.pad_to, mask.pad_to or 0)
-        self.window.setEnabled(mask.kind == "window")
-        self.pad_to.setEnabled(mask.kind == "padding")
-
     def _on_backend_changed(self) -> None:
         _select_data(self.backend, self.session.backend)
 
     def _on_result_changed(self) -> None:
         result = self.results.result
-        with QSignalBlocker(self.layer), QSignalBlocker(self.head):
+        with QSignalBlocker(self.layer):
             self.layer.setMaximum(result.num_layers)
-            self.head.setMaximum(result.heads)
         self._on_layer_changed()
         self._on_head_changed()
         if self.session.model != SYNTHETIC:
@@ -309,15 +297,6 @@ class ControlPanel(QWidget):
         self.tokens_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
 
     # --- widgets -> session ---------------------------------------------------------------------------
-    def _update_mask(self, **changes) -> None:
-        try:
-            mask = dataclasses.replace(self.session.mask, **changes)
-        except InvalidSetting as error:
-            self.session.rejected.emit(str(error))
-            return
-        self.session.update(mask=mask)
-        self._on_mask_changed()
-
     def _on_preset_chosen(self, index: int) -> None:
         data = self.presets.itemData(index)
         if data is not None:

@@ -97,11 +97,11 @@ class FileActions(QObject):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 session = Session.load(path)
+            self.session.replace(session)  # refuses a head count the session's model cannot take
         except AttnStudioError as error:
             self.window.show_error(f"not opened: {error}")
             self.window.warn("Cannot open the session", str(error))
             return False
-        self.session.replace(session)
         self.current_path = Path(path)
         self._remember(self.current_path)
         self.window.setWindowTitle(f"attnstudio — {self.current_path.name}")
@@ -143,8 +143,9 @@ class FileActions(QObject):
         return self.session.view if self.session.view in self.window.views else "heatmap"
 
     def caption(self) -> str | None:
-        result = self.window.results.result
-        return None if result is None else caption_for(self.session.session, result)
+        """The caption of what is on screen: the shown result's own settings, not the ones being edited."""
+        results = self.window.results
+        return None if results.result is None else caption_for(results.shown, results.result)
 
     def export_image(self) -> None:
         name = self.current_view_name()
@@ -210,10 +211,11 @@ class FileActions(QObject):
             self.export_weights_to(Path(path))
 
     def export_weights_to(self, path: Path) -> bool:
-        result = self.window.results.result
+        results = self.window.results
+        result = results.result
         if result is None:
             return False
-        layer, head = self.window.results.clamp(self.session.layer, self.session.head)
+        layer, head = results.layer, results.head
         try:
             payload = weights_npy(result) if path.suffix.lower() == ".npy" else weights_csv(result, layer, head)
             write_atomic(path, payload)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio import __version__
+from attnstudio.engine import check_heads
 from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
 from attnstudio.ui.compute_worker import ComputeController
@@ -32,6 +33,7 @@ DOCK_MIN_WIDTH = 250
 FIRST_COMPUTE_FALLBACK_MS = 300  # a window that is never shown computes anyway
 ICON = Path(__file__).resolve().parent.parent / "resources" / "attnstudio.svg"
 VIEWS = list(VIEW_LABELS.items())
+STALE_NOTE_PX = 420
 SHORTCUTS = [
     ("Ctrl+1 … Ctrl+6", "switch view"), ("Alt+Up / Alt+Down", "previous / next layer"),
     ("Alt+Left / Alt+Right", "previous / next head"), ("Ctrl+L", "edit the text"),
@@ -54,7 +56,7 @@ class MainWindow(QMainWindow):
         if session is None and restore:
             session = self._restored_session()
         self.session = SessionModel(session)
-        self.results = ResultModel(self)
+        self.results = ResultModel(self.session, self)
         self.controller = ComputeController(parent=self)
         self.theme = str(self.settings.value("theme", "light"))
         apply_theme(self.theme)
@@ -89,7 +91,9 @@ class MainWindow(QMainWindow):
         self.busy.setVisible(False)
         self.busy.setToolTip("Computing…")
         self.backend_label, self.tokens_label, self.time_label = QLabel(), QLabel(), QLabel()
-        for widget in (self.busy, self.backend_label, self.tokens_label, self.time_label):
+        self.stale_label = QLabel()  # stays until a result of the current settings is on screen
+        self.stale_label.setVisible(False)
+        for widget in (self.busy, self.stale_label, self.backend_label, self.tokens_label, self.time_label):
             self.statusBar().addPermanentWidget(widget)
         apply_theme(self.theme, self)  # every canvas item built above takes the theme from the one place
         self.files = FileActions(self)
@@ -103,6 +107,8 @@ class MainWindow(QMainWindow):
         self.controller.busy_changed.connect(self.busy.setVisible)
         self._seen_result = False
         self.last_error = ""
+        self._message_from_result = False
+        self._result_message = ""
         self._restore_layout()
         self._on_view_changed()
         # The first compute starts once the window has painted: running it alongside the first paint
@@ -117,7 +123,9 @@ class MainWindow(QMainWindow):
         if not stored:
             return None
         try:
-            return Session.from_json_dict(json.loads(str(stored)))
+            session = Session.from_json_dict(json.loads(str(stored)))
+            check_heads(session.model, session.heads)
+            return session
         except (AttnStudioError, ValueError):
             return None  # settings from another version: start fresh rather than fail
 
@@ -152,29 +160,45 @@ class MainWindow(QMainWindow):
 
     # --- results and errors -----------------------------------------------------------------------------
     def _on_result(self, result) -> None:
+        """Publish a result; every permanent label in the status bar describes it (and only it)."""
         self.results.set_result(result)
-        layer, head = self.results.clamp(self.session.layer, self.session.head)
-        self.session.update(layer=layer, head=head)
         self.backend_label.setText(f"backend: {result.backend.description}")
         n_q, n_k = len(result.query_tokens), len(result.key_tokens)
         self.tokens_label.setText(f"{n_q} tokens" if not result.cross_attention else f"{n_q} → {n_k} tokens")
         self.time_label.setText(f"{result.elapsed_s * 1000:.1f} ms")
-        if result.notices:
-            self.statusBar().showMessage(" ".join(result.notices), 10_000)
-        elif self.last_error:
+        # The message line belongs to this result: its notices, or nothing (never the previous text's notice).
+        self._result_message = " ".join(result.notices)
+        if self._result_message:
+            self.statusBar().showMessage(self._result_message)
+        elif self._message_from_result or self.last_error:
             self.statusBar().clearMessage()
+        self._message_from_result = bool(self._result_message)
         self.last_error = ""
+        self._update_stale_label()
         if not self._seen_result:
             self._seen_result = True
             self.first_result.emit()
 
     def show_error(self, message: str) -> None:
         self.last_error = message
+        self._message_from_result = False
         self.statusBar().showMessage(f"⚠ {message}", 15_000)
         if self.results.result is None:  # nothing computed yet: the views say why instead of "Computing…"
             for view in self.views.values():
                 if hasattr(view, "show_waiting"):
                     view.show_waiting(f"No result yet: {message}")
+        self._update_stale_label()
+
+    def _update_stale_label(self) -> None:
+        """Say, until the next result or accepted change, that the views keep the last settings that worked.
+
+        The transient message above times out; this note stays (elided; its tooltip has the whole reason).
+        """
+        stale = bool(self.last_error) and self.results.result is not None
+        text = f"⚠ views show the last valid settings — {self.last_error}" if stale else ""
+        self.stale_label.setToolTip(text)
+        self.stale_label.setText(self.stale_label.fontMetrics().elidedText(text, Qt.ElideRight, STALE_NOTE_PX))
+        self.stale_label.setVisible(stale)
 
     def _on_session_changed(self, name: str) -> None:
         if name == "view":
@@ -238,11 +262,12 @@ class MainWindow(QMainWindow):
         self._action(help_menu, "About attnstudio", None, self.show_about)
 
     def step(self, name: str, delta: int) -> None:
+        """Alt+arrows: the next layer or head from the one on screen, within the result on screen."""
         result = self.results.result
         if result is None:
             return
         limit = result.num_layers if name == "layer" else result.heads
-        self.session.update(**{name: max(0, min(limit - 1, getattr(self.session, name) + delta))})
+        self.session.update(**{name: max(0, min(limit - 1, getattr(self.results.shown, name) + delta))})
 
     def open_model_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a Hugging Face model folder")

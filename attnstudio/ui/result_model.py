@@ -1,30 +1,57 @@
-"""Holds the latest compute result for the views; they redraw when it changes."""
+"""Holds the result on screen and the settings it is shown with; the views redraw when either changes.
+
+A result is *published* here: its layer and head are clamped once, to what the result has, into
+``shown`` — the result's own session with the display fields (layer, head, colour scale, hide
+special tokens) the user picked. Every view, title, caption and hover text reads ``result`` and
+``shown`` from here, never the session being edited, so a picture and its labels always agree.
+The session keeps the user's own layer/head (a stale result never writes back into it).
+"""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from attnstudio.engine import ComputeResult
+from attnstudio.session import Session
+from attnstudio.ui.session_model import DISPLAY_FIELDS, SessionModel
 
 
 class ResultModel(QObject):
     changed = Signal()
 
-    def __init__(self, parent: QObject | None = None):
+    def __init__(self, session: SessionModel, parent: QObject | None = None):
         super().__init__(parent)
+        self._session = session
         self.result: ComputeResult | None = None
+        self.shown: Session | None = None  # the settings of what is on screen (None before the first result)
+        session.changed.connect(self._on_session_changed)
 
     def set_result(self, result: ComputeResult) -> None:
+        """Publish ``result``: from now on every view shows it, with the user's display settings."""
         self.result = result
+        self._publish()
+
+    def _on_session_changed(self, name: str) -> None:
+        if name in DISPLAY_FIELDS and self.result is not None:
+            self._publish()
+
+    def _publish(self) -> None:
+        result, wanted = self.result, self._session
+        self.shown = dataclasses.replace(  # the one place layer and head are clamped
+            result.session, layer=min(wanted.layer, result.num_layers - 1), head=min(wanted.head, result.heads - 1),
+            color_scale=wanted.color_scale, hide_special=wanted.hide_special)
         self.changed.emit()
 
-    def clamp(self, layer: int, head: int) -> tuple[int, int]:
-        """A (layer, head) that exists in the current result."""
-        if self.result is None:
-            return 0, 0
-        return min(layer, self.result.num_layers - 1), min(head, self.result.heads - 1)
+    @property
+    def layer(self) -> int:
+        return self.shown.layer
 
-    def weights(self, layer: int, head: int) -> np.ndarray:
-        """(n_q, n_k) weights of one head (a view into the one host copy)."""
-        layer, head = self.clamp(layer, head)
-        return self.result.attentions()[layer, head]
+    @property
+    def head(self) -> int:
+        return self.shown.head
+
+    def weights(self, head: int | None = None) -> np.ndarray:
+        """(n_q, n_k) weights of the shown layer's ``head`` (default: the shown head), a view of the host copy."""
+        return self.result.attentions()[self.shown.layer, self.shown.head if head is None else head]

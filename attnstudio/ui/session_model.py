@@ -5,11 +5,15 @@ import dataclasses
 
 from PySide6.QtCore import QObject, Signal
 
+from attnstudio.engine import check_heads
 from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
 
 # Fields that only change what is drawn, not what is computed.
-VIEW_FIELDS = frozenset({"layer", "head", "view", "profile", "compare_word", "cell"})
+VIEW_FIELDS = frozenset({"layer", "head", "view", "profile", "color_scale", "hide_special",
+                         "compare_word", "cell"})
+# View fields that change the picture of a result (the result model re-publishes on them).
+DISPLAY_FIELDS = frozenset({"layer", "head", "color_scale", "hide_special"})
 
 
 class SessionModel(QObject):
@@ -37,6 +41,8 @@ class SessionModel(QObject):
         """Apply ``changes`` if the result is valid; emit ``changed`` for each field that differs."""
         try:
             candidate = dataclasses.replace(self._session, **changes).validate()
+            if "heads" in changes or "model" in changes:
+                check_heads(candidate.model, candidate.heads)  # an invalid count never enters the session
         except (AttnStudioError, TypeError) as error:
             self.rejected.emit(str(error))
             return False
@@ -51,8 +57,10 @@ class SessionModel(QObject):
         return True
 
     def replace(self, session: Session) -> None:
-        """Load a whole session (e.g. from a file): every field is announced."""
-        self._session = session.validate()
+        """Load a whole session (e.g. from a file): every field is announced. Raises AttnStudioError
+        (and changes nothing) if the session is invalid, or its head count does not suit its model."""
+        check_heads(session.validate().model, session.heads)
+        self._session = session
         for field in dataclasses.fields(Session):
             self.changed.emit(field.name)
         self.compute_needed.emit()

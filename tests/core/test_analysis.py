@@ -21,7 +21,7 @@ from attnstudio.core.analysis import (
     score_breakdown,
     sentence_embedding,
 )
-from attnstudio.core.masks import MaskSpec
+from attnstudio.core.masks import parse_mask_spec
 from attnstudio.core.transformer import encode
 from attnstudio.engine import Engine
 from attnstudio.errors import InvalidSetting
@@ -33,7 +33,7 @@ from tests.conftest import GOLDEN_DIR
                                                     ("dot", 2.0, "none")])
 def test_breakdown_sum_is_the_trace_score_and_softmax_the_stored_weight(score, temperature, mask):
     session = Session(text="The bank raised its rates.", score=score, temperature=temperature,
-                      mask=MaskSpec(kind=mask), backend="numpy")
+                      mask=parse_mask_spec(mask), backend="numpy")
     result = Engine().compute(session)
     n = len(result.query_tokens)
     for layer, head, query, key in [(0, 0, 3, 1), (2, 5, n - 1, 0), (5, 11, 4, 4)]:
@@ -52,7 +52,7 @@ def test_breakdown_sum_is_the_trace_score_and_softmax_the_stored_weight(score, t
 
 
 def test_breakdown_masked_key_has_zero_weight_and_additive_is_refused():
-    result = Engine().compute(Session(text="one two three", mask=MaskSpec(kind="causal"), backend="numpy"))
+    result = Engine().compute(Session(text="one two three", mask=parse_mask_spec("causal"), backend="numpy"))
     cell = score_breakdown(result.forward.traces[0], 0, 0, 1, 3, mask=result.mask)
     assert cell.weight == 0.0 and cell.row_scores[3] == -math.inf
     assert cell.row_weights.sum() == pytest.approx(1.0)

@@ -85,3 +85,37 @@ def test_overlong_text_is_truncated_with_a_notice(tmp_path):
 def test_version():
     done = run_cli("--version")
     assert done.returncode == 0 and done.stdout.startswith("attnstudio ")
+
+
+@pytest.mark.parametrize("mask", ["causal+window:2", "causal+padding:16", "window:2+padding:16",
+                                  "causal+window:2+padding:16"])
+def test_compute_with_a_combined_mask_applies_every_part(tmp_path, mask):
+    """Through the CLI: the weights are zero wherever any single part forbids the pair."""
+    singles = {}
+    for part in mask.split("+"):
+        out = tmp_path / f"{part.replace(':', '_')}.npz"
+        done = run_cli("compute", "The cat sat on the mat because it was tired.", "--mask", part,
+                       "--backend", "numpy", "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        singles[part] = np.load(out, allow_pickle=False)["attentions"]
+    out = tmp_path / "combined.npz"
+    done = run_cli("compute", "The cat sat on the mat because it was tired.", "--mask", mask, "--backend", "numpy",
+                   "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    combined = np.load(out, allow_pickle=False)["attentions"]
+    n_q, n_k = combined.shape[-2:]
+    allowed = np.ones((n_q, n_k), bool)
+    for part, attentions in singles.items():
+        part_allowed = attentions[0, 0] > 0  # what this part alone lets through, read from its own output
+        if "padding" not in part:  # the other parts see the 13 tokens; extend them to the padded length
+            np.testing.assert_array_equal(part_allowed, _allowed_rows(part, 13))
+            part_allowed = _allowed_rows(part, n_q)
+        allowed &= part_allowed
+    assert (combined[..., ~allowed] == 0).all()
+    assert (combined[0, 0][allowed] > 0).all()
+    np.testing.assert_allclose(combined.sum(-1), np.broadcast_to(allowed.any(-1), combined.shape[:-1]), atol=1e-5)
+
+
+def _allowed_rows(part: str, n: int) -> np.ndarray:
+    rows, cols = np.arange(n)[:, None], np.arange(n)[None, :]
+    return cols <= rows if part == "causal" else np.abs(rows - cols) <= int(part.split(":")[1])

@@ -160,3 +160,23 @@ def test_broken_model_folders_give_a_clear_error(model_copy, damage, match):
     damage(model_copy)
     with pytest.raises(ModelLoadError, match=match):
         load_pretrained(model_copy)
+
+
+@pytest.mark.parametrize("parts", [("causal", "window"), ("causal", "padding"), ("window", "padding"),
+                                   ("causal", "window", "padding")], ids="+".join)
+def test_combined_masks_on_the_real_model_allow_only_what_every_part_allows(parts):
+    result = compute(mask=MaskSpec(parts, width=2, pad_to=16))
+    n_q, n_k = len(result.query_tokens), len(result.key_tokens)
+    valid = 13 if "padding" in parts else n_k
+    allowed = np.ones((n_q, n_k), bool)
+    if "causal" in parts:
+        allowed &= np.tril(np.ones((n_q, n_k), bool))
+    if "window" in parts:
+        allowed &= np.abs(np.arange(n_q)[:, None] - np.arange(n_k)[None, :]) <= 2
+    allowed[:, valid:] = False
+    np.testing.assert_array_equal(result.mask, allowed)
+    attentions = result.attentions()
+    assert (attentions[..., ~allowed] == 0).all()
+    # rows with nothing allowed (a pad query whose window holds only pads) are zeros, never NaN
+    np.testing.assert_allclose(attentions.sum(-1), np.broadcast_to(allowed.any(-1), attentions.shape[:-1]), atol=1e-5)
+    assert result.session.mask == MaskSpec(parts, width=2, pad_to=16)

@@ -95,3 +95,31 @@ def test_writing_into_a_read_only_folder_or_onto_a_folder_fails_clearly(tmp_path
     readonly.chmod(0o500)
     with pytest.raises(FileWriteError, match="cannot write"):
         write_atomic(readonly / "f", b"x")
+
+
+def test_format_1_files_with_one_mask_kind_still_open(tmp_path):
+    """Format 1 stored a single "kind"; it opens as a mask with that one part, colour settings at their defaults."""
+    path = tmp_path / "old.attnsession"
+    path.write_text(json.dumps({"format": "attnstudio-session", "version": 1, "session": {
+        "text": "old file", "mask": {"kind": "window", "width": 3, "pad_to": None, "blocked_cells": [[1, 0]]}}}))
+    session = Session.load(path)
+    assert session.mask == MaskSpec(("window",), width=3, blocked_cells=((1, 0),))
+    assert (session.color_scale, session.hide_special) == ("unit", False)
+    path.write_text(json.dumps({"format": "attnstudio-session", "version": 1, "session": {"mask": {"kind": "none"}}}))
+    assert Session.load(path).mask == MaskSpec()
+
+
+def test_combined_mask_and_colour_settings_round_trip(tmp_path):
+    session = Session(mask=MaskSpec(("causal", "window", "padding"), width=1, pad_to=16), color_scale="log",
+                      hide_special=True)
+    session.save(tmp_path / "s.attnsession")
+    document = json.loads((tmp_path / "s.attnsession").read_text())
+    assert document["session"]["mask"]["kinds"] == ["causal", "window", "padding"]
+    assert Session.load(tmp_path / "s.attnsession") == session
+
+
+@pytest.mark.parametrize("fields,match", [({"color_scale": "rainbow"}, "colour scale"),
+                                          ({"hide_special": "yes"}, "hide_special")])
+def test_bad_colour_settings_are_refused(fields, match):
+    with pytest.raises(InvalidSetting, match=match):
+        Session(**fields).validate()

@@ -17,7 +17,8 @@ A, B, _ = PRESETS["trophy: big / small"]
 
 
 def build(qtbot, session: Session):
-    model, results = SessionModel(session), ResultModel()
+    model = SessionModel(session)
+    results = ResultModel(model)
     view = CompareView(model, results)
     qtbot.addWidget(view)
     view.resize(1024, 700)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QPointF
 
+from attnstudio.core.display import MASKED_RGBA
 from tests.ui.conftest import wait_for_result
 from tests.ui.test_main_window import pixels
 
@@ -34,13 +35,16 @@ def test_smollm2_from_the_model_menu_draws_a_causal_heatmap(make_window, qtbot):
     image = pixels(heatmap.canvas)
     weights = result.attentions()[2, 3]
     n = weights.shape[0]
-    # Above the diagonal the model's own causal mask leaves weight 0: the colour map's dark end.
+    # Above the diagonal the model's own causal mask leaves weight 0, drawn as masked (grey), not as the
+    # colour map's dark end (which would read as near-zero attention).
     for row, col in [(0, n - 1), (2, 5), (n - 2, n - 1)]:
-        assert weights[row, col] == 0
-        assert np.abs(cell_pixel(heatmap, image, row, col) - VIRIDIS_ZERO).max() <= 12
+        assert weights[row, col] == 0 and not result.mask[row, col]
+        assert np.abs(cell_pixel(heatmap, image, row, col) - MASKED_RGBA[:3]).max() <= 12
+        assert np.abs(cell_pixel(heatmap, image, row, col) - VIRIDIS_ZERO).max() > 40
     # The first token is this head's attention sink: bright where the weights are large.
     assert weights[0, 0] == 1.0
-    assert cell_pixel(heatmap, image, 0, 0).sum() > cell_pixel(heatmap, image, 0, n - 1).sum() + 200
+    faint = int(np.argmin(weights[n - 1]))  # the last query's weakest (allowed) key
+    assert cell_pixel(heatmap, image, 0, 0).sum() > cell_pixel(heatmap, image, n - 1, faint).sum() + 200
     assert picker.currentText() == "Built-in: SmolLM2-135M (decoder)"
 
 
@@ -144,8 +148,9 @@ def test_decoder_panels_are_readable_in_both_themes_and_across_a_toggle(qtbot, q
             for theme in ("dark", "light", "dark"):
                 apply_theme(theme)
                 qapp.processEvents()
-                results = ResultModel()
-                view = view_class(SessionModel(Session(text="The cat sat on the mat", model="smollm2")), results)
+                session = SessionModel(Session(text="The cat sat on the mat", model="smollm2"))
+                results = ResultModel(session)
+                view = view_class(session, results)
                 qtbot.addWidget(view)
                 view.resize(900, 650)
                 view.show()

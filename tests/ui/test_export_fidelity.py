@@ -99,7 +99,7 @@ def exported(qapp, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fidelity")
     views, session_model, results = offscreen_views(Session(text=TEXT, backend="numpy"))
     views["profiler"].shutdown()
-    caption = caption_for(session_model.session, results.result)
+    caption = caption_for(results.shown, results.result)
     try:
         renderings = {name: export_all(views[name], folder, name, caption) for name in VIEWS}
         apply_theme("dark", root=views["heatmap"])  # the export is drawn on the view's own background

@@ -14,7 +14,8 @@ from attnstudio.ui.views.heads import ALL_HEADS, HeadsView
 
 
 def build(qtbot, session: Session):
-    model, results = SessionModel(session), ResultModel()
+    model = SessionModel(session)
+    results = ResultModel(model)
     view = HeadsView(model, results)
     qtbot.addWidget(view)
     view.resize(1024, 700)

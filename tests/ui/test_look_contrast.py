@@ -45,7 +45,7 @@ def themed(qapp):
 
 def build_view(qtbot, key, result, profile):
     session = SessionModel(Session(backend="numpy", profile=profile))
-    results = ResultModel()
+    results = ResultModel(session)
     view = VIEW_CLASSES[key](session) if key == "profiler" else VIEW_CLASSES[key](session, results)
     qtbot.addWidget(view)
     view.resize(900, 650)

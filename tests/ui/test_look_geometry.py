@@ -75,7 +75,8 @@ def test_every_view_fits_a_small_window(make_window, qtbot, text):
 
 
 def test_the_pipeline_scrolls_instead_of_cutting_off_panels(qtbot, long_result):
-    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    session = SessionModel(Session(backend="numpy"))
+    results = ResultModel(session)
     view = shown(qtbot, VIEW_CLASSES["pipeline"](session, results), size=(640, 560))
     results.set_result(long_result)
     qtbot.wait(30)
@@ -140,7 +141,8 @@ def double_click(qtbot, widget, point: QPoint):
 
 
 def test_the_heatmap_zooms_pans_and_resets(qtbot, long_result):
-    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    session = SessionModel(Session(backend="numpy"))
+    results = ResultModel(session)
     view = shown(qtbot, HeatmapView(session, results), size=(900, 700))
     results.set_result(long_result)
     qtbot.wait(30)
@@ -182,7 +184,8 @@ def test_the_heatmap_zooms_pans_and_resets(qtbot, long_result):
 
 
 def test_zoom_stays_inside_the_matrix(qtbot, long_result):
-    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    session = SessionModel(Session(backend="numpy"))
+    results = ResultModel(session)
     view = shown(qtbot, HeatmapView(session, results))
     results.set_result(long_result)
     qtbot.wait(30)
@@ -203,7 +206,8 @@ def test_token_axes_never_show_si_prefixes(qtbot):
 # --- Lines -----------------------------------------------------------------------------------------------
 
 def test_lines_labels_never_overlap_and_the_view_scrolls(qtbot, long_result):
-    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    session = SessionModel(Session(backend="numpy"))
+    results = ResultModel(session)
     view = shown(qtbot, LinesView(session, results), size=(700, 560))
     results.set_result(long_result)
     qtbot.wait(30)
@@ -228,7 +232,8 @@ def test_lines_labels_never_overlap_and_the_view_scrolls(qtbot, long_result):
 
 def test_lines_fits_a_short_sentence_without_scrolling(qtbot):
     computed = Engine().compute(Session(backend="numpy"))
-    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    session = SessionModel(Session(backend="numpy"))
+    results = ResultModel(session)
     view = shown(qtbot, LinesView(session, results), size=(700, 560))
     results.set_result(computed)
     qtbot.wait(30)
@@ -240,7 +245,8 @@ def test_lines_fits_a_short_sentence_without_scrolling(qtbot):
 
 @pytest.mark.parametrize("key", [key for key in VIEW_CLASSES if key != "profiler"])
 def test_before_the_first_result_a_view_says_computing(qtbot, key):
-    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    session = SessionModel(Session(backend="numpy"))
+    results = ResultModel(session)
     view = shown(qtbot, VIEW_CLASSES[key](session, results))
     qtbot.wait(20)
     assert view.waiting.isVisible() and view.waiting.text() == WAITING_TEXT
@@ -270,7 +276,8 @@ def test_the_window_paints_before_the_first_compute(make_window, qtbot, settings
 @pytest.mark.parametrize("size", [(600, 460), (480, 420)])
 def test_each_view_alone_fits_a_narrow_tab(qtbot, long_result, key, size):
     """The tab area a 1024x700 window leaves beside a widened dock, and narrower still."""
-    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    session = SessionModel(Session(backend="numpy"))
+    results = ResultModel(session)
     view = shown(qtbot, VIEW_CLASSES[key](session, results), size=size)
     results.set_result(long_result)
     settle(qtbot)
@@ -323,7 +330,8 @@ def test_a_failed_first_compute_says_why_instead_of_computing(qtbot, settings):
 
 
 def test_lines_hover_highlights_one_row_and_survives_a_shorter_text(qtbot, long_result):
-    session, results = SessionModel(Session(backend="numpy")), ResultModel()
+    session = SessionModel(Session(backend="numpy"))
+    results = ResultModel(session)
     view = shown(qtbot, LinesView(session, results), size=(700, 560))
     results.set_result(long_result)
     qtbot.wait(30)

@@ -59,7 +59,7 @@ def test_changing_heads_changes_the_grid(make_window, qtbot):
     window = make_window(Session(model="synthetic", heads=4, backend="numpy", view="heads"))
     heads_view = window.views["heads"]
     assert len(heads_view.head_plots) == 4
-    window.controls.heads.setValue(6)
+    choose(window.controls.heads, 6)
     wait_for_result(qtbot, window, lambda r: r.heads == 6)
     qtbot.wait(20)
     assert len(heads_view.head_plots) == 6
@@ -76,6 +76,12 @@ def test_clicking_a_head_focuses_it(make_window, qtbot):
     qtbot.waitUntil(lambda: window.session.head == 5)
     window.session.update(view="heatmap")  # hidden views catch up when shown
     assert window.views["heatmap"].plot.titleLabel.text.count("head 6/12") == 1
+
+
+def choose(combo, data) -> None:
+    """Pick the item holding ``data`` as a user would (the combo's activated signal)."""
+    combo.setCurrentIndex(combo.findData(data))
+    combo.activated.emit(combo.currentIndex())
 
 
 def click_cell(qtbot, view, row, col):
@@ -111,9 +117,8 @@ def test_clicking_a_row_shows_its_distribution(make_window, qtbot):
 def test_masks_and_scores_from_the_controls(make_window, qtbot):
     window = make_window()
     controls = window.controls
-    controls.mask_kind.setCurrentIndex(controls.mask_kind.findData("window"))
-    controls.mask_kind.activated.emit(controls.mask_kind.currentIndex())
-    controls.window.setValue(1)
+    controls.mask_colour.mask_parts["window"].setChecked(True)
+    controls.mask_colour.window.setValue(1)
     wait_for_result(qtbot, window, lambda r: r.mask is not None and r.mask[0, 2] == False)  # noqa: E712
     assert window.session.mask == MaskSpec("window", width=1)
     attentions = window.results.result.attentions()
@@ -123,18 +128,21 @@ def test_masks_and_scores_from_the_controls(make_window, qtbot):
     qtbot.waitUntil(lambda: window.session.score == "additive")
     controls.temperature.setValue(0.5)
     qtbot.waitUntil(lambda: window.session.temperature == 0.5)
-    qtbot.waitUntil(lambda: not window.controller.busy)
+    wait_for_result(qtbot, window, lambda r: (r.session.score, r.session.temperature) == ("additive", 0.5))
     window.session.update(view="pipeline")
     assert "effective scale 2, temperature 0.5" in window.views["pipeline"].formula.text()
 
 
 def test_errors_show_in_the_status_bar_and_the_app_keeps_running(make_window, qtbot):
     window = make_window()
-    window.controls.heads.setValue(5)  # does not divide 384
+    offered = [window.controls.heads.itemData(i) for i in range(window.controls.heads.count())]
+    assert offered == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]  # the divisors of 384: 5 is never offered
+    assert not window.session.update(heads=5)  # and refused if asked for anyway
     qtbot.waitUntil(lambda: "divide" in window.statusBar().currentMessage())
+    assert window.session.heads is None
     window.controls.text.setPlainText("   ")
     qtbot.waitUntil(lambda: "empty" in window.statusBar().currentMessage())
-    window.controls.heads.setValue(6)
+    choose(window.controls.heads, 6)
     window.controls.text.setPlainText("Still alive.")
     wait_for_result(qtbot, window, lambda r: r.heads == 6 and "alive" in r.query_tokens)
 

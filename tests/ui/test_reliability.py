@@ -93,7 +93,7 @@ def test_any_settings_are_applied_or_refused_clearly(views, model, heads, d_k, d
                                                      kind, width, layer, head):
     COUNTS["settings"] += 1
     try:
-        mask = MaskSpec(kind=kind, width=width)
+        mask = MaskSpec(kinds=kind, width=width)
     except AttnStudioError as error:
         assert str(error)
         COUNTS["refused"] += 1

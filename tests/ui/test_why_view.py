@@ -23,7 +23,7 @@ def test_view_registry_and_names_agree():
 @pytest.fixture
 def why(qtbot):
     session = SessionModel(Session(backend="numpy", layer=1, head=4, cell=(8, 2), temperature=0.5))
-    results = ResultModel()
+    results = ResultModel(session)
     view = WhyView(session, results)
     qtbot.addWidget(view)
     view.resize(1024, 700)
@@ -90,7 +90,7 @@ def test_choosing_a_key_updates_the_cell(why, qtbot):
 
 def test_additive_score_says_why_there_are_no_bars(qtbot):
     session = SessionModel(Session(backend="numpy", score="additive"))
-    results = ResultModel()
+    results = ResultModel(session)
     view = WhyView(session, results)
     qtbot.addWidget(view)
     view.show()

@@ -141,7 +141,7 @@ class CompareView(ResultView):
                               if not result.cross_attention else
                               "Compare needs self-attention: clear the cross-attention pair text.")
             return
-        layer, head = self.results.clamp(self.session.layer, self.session.head)
+        layer, head = self.results.shown.layer, self.results.shown.head
         where = f"layer {layer + 1} · head {head + 1}"
         weights_a, weights_b = result.attentions()[layer, head], compare.attentions()[layer, head]
         self.plot_a.set_matrix(weights_a, result.query_tokens, result.key_tokens, levels=(0.0, 1.0))

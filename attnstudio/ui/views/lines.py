@@ -87,8 +87,8 @@ class LinesCanvas(QWidget):
         result = self.view.results.result
         if result is None:
             return
-        layer, head = self.view.results.clamp(self.view.session.layer, self.view.session.head)
-        weights = self.view.results.weights(layer, head)
+        layer, head = self.view.results.layer, self.view.results.head
+        weights = self.view.results.weights()
         n_q = weights.shape[0]
         row = self.row_height()
         left_x, right_x = self.columns()
@@ -148,7 +148,6 @@ class LinesView(ResultView):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.scroll)
-        session.changed.connect(lambda name: self.request_refresh() if name in ("layer", "head") else None)
         results.changed.connect(self.request_refresh)
 
     @property

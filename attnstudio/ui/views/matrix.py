@@ -10,7 +10,10 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QFontMetrics
+from PySide6.QtGui import QColor, QFontMetrics, QPen
+from PySide6.QtWidgets import QGraphicsRectItem
+
+from attnstudio.core.display import MASKED_RGBA
 
 WEIGHTS_COLORMAP = "viridis"
 SIGNED_COLORMAP = "CET-D1"
@@ -31,6 +34,20 @@ def visible_ticks(labels: list[str], first: float, last: float, pixels_per_item:
 def _short(label: str, limit: int = 14) -> str:
     label = label.replace("\n", " ").replace("\t", " ")
     return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def masked_backdrop() -> QGraphicsRectItem:
+    """A neutral grey rectangle behind a matrix image whose masked cells are NaN (transparent).
+
+    One image with holes rather than a second image on top: the grey lines up with the cells exactly,
+    on screen and in every export format.
+    """
+    backdrop = QGraphicsRectItem()
+    backdrop.setPen(QPen(Qt.NoPen))
+    backdrop.setBrush(QColor(*MASKED_RGBA))
+    backdrop.setZValue(-1)
+    backdrop.setVisible(False)
+    return backdrop
 
 
 class VerticalTokenAxis(pg.AxisItem):
@@ -76,7 +93,8 @@ class VerticalTokenAxis(pg.AxisItem):
 class MatrixPlot(pg.PlotItem):
     """One matrix, rows top to bottom; emits the cell under the mouse and the cell clicked."""
 
-    cell_hovered = Signal(int, int, float)
+    cell_hovered = Signal(int, int, float)  # also re-sent when new data arrives under a resting mouse
+    hover_cleared = Signal()  # the cell under the mouse no longer exists (new data of another shape)
     cell_clicked = Signal(int, int)
 
     def __init__(self, title: str = "", *, colormap: str = WEIGHTS_COLORMAP, colorbar: bool = True,
@@ -97,8 +115,18 @@ class MatrixPlot(pg.PlotItem):
         self.row_labels: list[str] = []
         self.col_labels: list[str] = []
         self.matrix = np.zeros((1, 1), dtype=np.float32)
+        self.hover_values = self.matrix  # what the hover read-out reports (the weights, not their colour scale)
+        self.masked: np.ndarray | None = None  # (rows, cols) bool, True = forbidden by the mask
+        self.hovered: tuple[int, int] | None = None
         self.colormap = pg.colormap.get(colormap)
         self.image.setColorMap(self.colormap)
+        # Masked cells: holes in the image over a neutral grey backdrop, so they never pass for near-zero attention.
+        self.masked_backdrop = masked_backdrop()
+        self.addItem(self.masked_backdrop)
+        self.mask_legend = pg.LabelItem("", justify="left")  # the view places it (next to the colour bar)
+        legend_width = QFontMetrics(self.mask_legend.item.font()).horizontalAdvance("■ masked") + 16
+        self.mask_legend.setMinimumWidth(legend_width)  # fixed: the text comes and goes with the mask
+        self.mask_legend.setMaximumWidth(legend_width)
         self.colorbar = None
         if colorbar:
             self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=self.colormap, interactive=False, width=12)
@@ -114,8 +142,13 @@ class MatrixPlot(pg.PlotItem):
 
     def set_matrix(self, matrix: np.ndarray, row_labels: list[str] | None = None,
                    col_labels: list[str] | None = None, *, levels: tuple[float, float] | None = None,
-                   symmetric: bool = False) -> None:
-        """Show ``matrix`` (rows, cols). levels None: fit the data (symmetric about 0 if asked)."""
+                   symmetric: bool = False, masked: np.ndarray | None = None,
+                   hover_values: np.ndarray | None = None, colorbar_title: str | None = None) -> None:
+        """Show ``matrix`` (rows, cols). levels None: fit the data (symmetric about 0 if asked).
+
+        masked (rows, cols) bool: cells the mask forbids, drawn in MASKED_RGBA grey with a legend entry.
+        hover_values (rows, cols): what the hover read-out reports (default: ``matrix``).
+        """
         matrix = np.asarray(matrix, dtype=np.float32)
         if matrix.ndim == 1:
             matrix = matrix[None, :]
@@ -133,16 +166,45 @@ class MatrixPlot(pg.PlotItem):
                 levels = (low, high if high > low else low + 1.0)
         shape_changed = matrix.shape != self.matrix.shape
         self.matrix = matrix
+        self.hover_values = matrix if hover_values is None or hover_values.shape != matrix.shape else hover_values
         display = np.where(np.isfinite(matrix), matrix, np.nan)  # -inf (masked) scores draw blank
+        masked = masked if masked is not None and masked.shape == matrix.shape and masked.any() else None
+        if masked is not None:
+            display[masked] = np.nan  # transparent: the grey backdrop shows through
         self.image.setImage(display, autoLevels=False, levels=levels)
         self.image.setRect(0, 0, matrix.shape[1], matrix.shape[0])
+        self._set_masked(masked)
         if self.colorbar is not None:
             self.colorbar.setLevels(levels)
+            if colorbar_title is not None:
+                self.colorbar.getAxis("left").setLabel(colorbar_title)
         self.row_labels = list(row_labels) if row_labels is not None else [str(i) for i in range(matrix.shape[0])]
         self.col_labels = list(col_labels) if col_labels is not None else [str(j) for j in range(matrix.shape[1])]
         if shape_changed:
             self.getViewBox().setRange(xRange=(0, matrix.shape[1]), yRange=(0, matrix.shape[0]), padding=0)
         self._update_ticks()
+        self._rehover()
+
+    def _set_masked(self, masked: np.ndarray | None) -> None:
+        self.masked = masked
+        self.masked_backdrop.setVisible(masked is not None)
+        if masked is None:
+            self.mask_legend.setText("")
+            return
+        self.masked_backdrop.setRect(0, 0, masked.shape[1], masked.shape[0])
+        grey = "#{:02x}{:02x}{:02x}".format(*MASKED_RGBA[:3])
+        self.mask_legend.setText(f"<span style='color:{grey}'>■</span> masked")
+
+    def _rehover(self) -> None:
+        """New data under a resting mouse: say what the cell under it holds now (or that it is gone)."""
+        if self.hovered is None:
+            return
+        row, col = self.hovered
+        if row < self.matrix.shape[0] and col < self.matrix.shape[1]:
+            self.cell_hovered.emit(row, col, float(self.hover_values[row, col]))
+        else:
+            self.hovered = None
+            self.hover_cleared.emit()
 
     # --- titles elide to the panel's width (a long title must not widen the window) ----------------------
     def setTitle(self, title=None, **args):  # noqa: N802 - pyqtgraph override
@@ -226,7 +288,8 @@ class MatrixPlot(pg.PlotItem):
     def describe_cell(self, row: int, col: int) -> str:
         row_label = self.row_labels[row] if row < len(self.row_labels) else str(row)
         col_label = self.col_labels[col] if col < len(self.col_labels) else str(col)
-        return f"{row_label!r} (row {row}) → {col_label!r} (col {col}): {self.matrix[row, col]:.4g}"
+        value = "masked" if self.masked is not None and self.masked[row, col] else f"{self.hover_values[row, col]:.4g}"
+        return f"{row_label!r} (row {row}) → {col_label!r} (col {col}): {value}"
 
     def connect_scene(self) -> None:
         """Route the scene's mouse events to cell signals (call once the item is in a scene)."""
@@ -239,7 +302,8 @@ class MatrixPlot(pg.PlotItem):
     def _on_mouse_moved(self, scene_pos):
         cell = self.cell_at(scene_pos)
         if cell is not None:
-            self.cell_hovered.emit(cell[0], cell[1], float(self.matrix[cell]))
+            self.hovered = cell
+            self.cell_hovered.emit(cell[0], cell[1], float(self.hover_values[cell]))
 
     def _on_mouse_clicked(self, event):
         if event.double():

@@ -80,7 +80,8 @@ class NextTokenView(ResultView):
             return
         row = round(self.plot.vb.mapSceneToView(event.scenePos()).y())
         if 0 <= row < len(result.next_tokens):
-            self.session.update(text=self.session.text + result.next_tokens[row].text)
+            # the prediction follows the text this result was computed from, not one typed since
+            self.session.update(text=result.session.text + result.next_tokens[row].text)
 
     def _export_widget(self):
         return self.canvas

@@ -49,13 +49,12 @@ class PipelineView(ResultView):
         self._reflow()
         for plot in self.plots.values():
             plot.connect_scene()
-            plot.cell_hovered.connect(lambda r, c, v, p=plot: self.readout.setText(p.describe_cell(r, c)))
+            plot.cell_hovered.connect(lambda r, c, v, p=plot: self._on_cell_hovered(p, r, c))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.formula)
         layout.addWidget(self.scroll, 1)
         layout.addWidget(self.readout)
-        session.changed.connect(lambda name: self.request_refresh() if name in ("layer", "head") else None)
         results.changed.connect(self.request_refresh)
 
     def _reflow(self) -> None:
@@ -79,8 +78,7 @@ class PipelineView(ResultView):
 
     def steps(self) -> dict[str, np.ndarray]:
         """Every step's matrix for the selected layer and head, on the host."""
-        result = self.results.result
-        layer, head = self.results.clamp(self.session.layer, self.session.head)
+        result, layer, head = self.results.result, self.results.layer, self.results.head
         arrays = {name: result.step(layer, name)[head] for name in ("queries", "keys", "values", "scores", "context")}
         arrays["weights"] = result.attentions()[layer, head]
         mask = result.mask if result.mask is not None else np.ones(arrays["scores"].shape, dtype=bool)
@@ -92,25 +90,35 @@ class PipelineView(ResultView):
         result = self.results.result
         if result is None:
             return
-        layer, head = self.results.clamp(self.session.layer, self.session.head)
+        shown = self.results.shown
+        layer, head = shown.layer, shown.head
         arrays = self.steps()
         dims = [f"d{i}" for i in range(arrays["queries"].shape[1])]
         labels = {"queries": (result.query_tokens, dims), "keys": (result.key_tokens, dims),
                   "values": (result.key_tokens, dims), "context": (result.query_tokens, dims)}
-        for key, _, _, symmetric in STEPS:
+        masked = None if result.mask is None else ~result.mask  # weights: masked cells grey, not "near zero"
+        for key, title, _, symmetric in STEPS:
             rows, cols = labels.get(key, (result.query_tokens, result.key_tokens))
             levels = (0.0, 1.0) if key in ("weights", "mask") else None
-            self.plots[key].set_matrix(arrays[key], rows, cols, levels=levels, symmetric=symmetric)
+            self.plots[key].set_matrix(arrays[key], rows, cols, levels=levels, symmetric=symmetric,
+                                       masked=masked if key == "weights" else None)
+            if key == "weights":
+                self.plots[key].setTitle(title + (" (grey = masked)" if masked is not None and masked.any() else ""),
+                                         size="9pt")
         self.plots["mask"].image.setColorMap(theme.mask_colormap())
-        session = self.session
-        scale = score_scale(session.score, result.d_k, None) / session.temperature
+        scale = score_scale(shown.score, result.d_k, None) / shown.temperature
         score_text = {"scaled_dot": f"Q Kᵀ / √{result.d_k}", "dot": "Q Kᵀ",
-                      "additive": "v_aᵀ tanh(W_q q + W_k k)"}[session.score]
+                      "additive": "v_aᵀ tanh(W_q q + W_k k)"}[shown.score]
         self.formula.setText(
             f"<b>{result.model_name}</b>, layer {layer + 1}, head {head + 1}: "
-            f"output = softmax(mask({score_text} · {1 / session.temperature:g})) V  — "
-            f"effective scale {scale:.4g}, temperature {session.temperature:g}, d_k = {result.d_k}, "
-            f"mask: {mask_caption(result, session.mask)}")
+            f"output = softmax(mask({score_text} · {1 / shown.temperature:g})) V  — "
+            f"effective scale {scale:.4g}, temperature {shown.temperature:g}, d_k = {result.d_k}, "
+            f"mask: {mask_caption(result, shown.mask)}")
+
+    def _on_cell_hovered(self, plot: MatrixPlot, row: int, col: int) -> None:
+        shown = self.results.shown
+        where = "" if shown is None else f"layer {shown.layer + 1}, head {shown.head + 1} · "
+        self.readout.setText(f"{where}{plot.titleLabel.text} · {plot.describe_cell(row, col)}")
 
     def _export_widget(self):
         return self.canvas

@@ -197,6 +197,7 @@ class ProfilerView(QWidget):
         self.progress.setRange(0, len(config.lengths) * len(config.kernels) * len(config.backends))
         self.progress.setValue(0)
         self.status.setText("Running… the rest of the app stays usable.")
+        self._show(self.partial)  # the plots and table now describe this sweep (empty), not the last one
         program, arguments = profile_command(config)
         self.process.start(program, arguments)
         return True
@@ -244,7 +245,7 @@ class ProfilerView(QWidget):
         self.partial.points.append(point)
         if self._redraw_clock.elapsed() >= REDRAW_INTERVAL_MS:  # keep the GUI thread light mid-sweep
             self._redraw_clock.restart()
-            self._show(self.partial, with_table=False)
+            self._show(self.partial, live=True)
 
     def _on_finished(self, result: ProfileResult) -> None:
         self._idle()
@@ -285,9 +286,9 @@ class ProfilerView(QWidget):
                 parts.append(f"{name}: time ∝ n^{fitted['time']:.2f}, memory ∝ n^{fitted['memory']:.2f}")
         return f"Fitted for n ≥ {result.fit_min_n()} — " + "; ".join(parts) if parts else ""
 
-    def _show(self, result: ProfileResult, *, with_table: bool = True) -> None:
-        """Update the curves in place (new data, new legend text); rebuilding them mid-sweep costs the GUI
-        thread tens of milliseconds while the sweep keeps both cores busy."""
+    def _show(self, result: ProfileResult, *, live: bool = False) -> None:
+        """Update the curves and the table in place (new data, new legend text); rebuilding the curves mid-sweep
+        costs the GUI thread tens of milliseconds while the sweep keeps both cores busy."""
         self.plots_stack.setCurrentWidget(self.canvas)
         exponents = result.exponents()
         peaks = [p.peak_bytes for p in result.points if p.status == "ok" and p.peak_bytes]
@@ -315,8 +316,7 @@ class ProfilerView(QWidget):
         for item_key in [k for k in self._curves if k not in wanted]:
             plot = self.time_plot if item_key[2] == "time" else self.memory_plot
             plot.removeItem(self._curves.pop(item_key))
-        if with_table:
-            self._fill_table(result)
+        self._fill_table(result, live=live)
 
     def _curve(self, plot, key: tuple[str, str, str], name: str, pen=None):
         """The curve for ``key``, created on first use; its legend entry follows ``name``."""
@@ -354,19 +354,23 @@ class ProfilerView(QWidget):
         self.time_plot.setLabel("left", f"median time ({self._units['time'][0]})")
         self.memory_plot.setLabel("left", f"peak memory ({self._units['memory'][0]})")
 
-    def _fill_table(self, result: ProfileResult) -> None:
-        lengths = sorted({p.n for p in result.points})
-        for plot in (self.time_plot, self.memory_plot):  # label the measured lengths, not log-scale decades
-            plot.getAxis("bottom").setTicks([[(math.log10(n), str(n)) for n in lengths]])
+    def _fill_table(self, result: ProfileResult, *, live: bool = False) -> None:
+        """The table of ``result``'s points. live (mid-sweep): only append the new rows, cheaply."""
+        if not live:
+            lengths = sorted({p.n for p in result.points})
+            for plot in (self.time_plot, self.memory_plot):  # label the measured lengths, not log-scale decades
+                plot.getAxis("bottom").setTicks([[(math.log10(n), str(n)) for n in lengths]])
+        first = self.table.rowCount() if live else 0
         self.table.setRowCount(len(result.points))
-        for row, p in enumerate(result.points):
+        for row, p in enumerate(result.points[first:], start=first):
             values = [str(p.n), p.kernel, p.backend,
                       f"{p.median_s * 1000:.3f}" if p.median_s is not None else p.status,
                       f"{p.peak_bytes / 2**20:.2f}" if p.peak_bytes is not None else "-",
                       f"{p.theoretical_bytes / 2**20:.2f}"]
             for column, text in enumerate(values):
                 self.table.setItem(row, column, QTableWidgetItem(text))
-        self.table.resizeColumnsToContents()
+        if not live:
+            self.table.resizeColumnsToContents()
 
     def _on_export_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export profiler results", "profile.csv",

@@ -116,7 +116,7 @@ class WhyView(ResultView):
         result = self.results.result
         if result is None:
             return
-        layer, head = self.results.clamp(self.session.layer, self.session.head)
+        layer, head = self.results.shown.layer, self.results.shown.head
         query, key = self.current_cell()
         self._fill_choices(result, query, key)
         self._show_finder(result, query, key, layer, head)
