@@ -6,6 +6,7 @@ the user. Qt is imported only by the sub-commands that draw.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from attnstudio import __version__
+from attnstudio.core.ablation import ABLATION_MODES, Ablation
 from attnstudio.core.backend import configure_host_allocator, to_numpy
 from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.kernels import SCORE_FUNCTIONS
@@ -21,6 +23,7 @@ from attnstudio.errors import AttnStudioError
 from attnstudio.fileio import check_writable
 from attnstudio.limits import LIMITS
 from attnstudio.session import SYNTHETIC, Session
+from attnstudio.view_names import EXPORT_VIEWS
 
 EXIT_USAGE = 2
 
@@ -51,6 +54,21 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score", default="scaled_dot", choices=SCORE_FUNCTIONS)
     parser.add_argument("--temperature", type=float, default=1.0, help="divides the scores (default 1)")
     parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
+    parser.add_argument("--ablate", type=_head_list, default=(), metavar="L.H,...",
+                        help="switch heads off, e.g. 1.3,2.5 (layer.head, from 1)")
+    parser.add_argument("--ablation-mode", default="zero", choices=ABLATION_MODES,
+                        help="zero: the head outputs nothing; uniform: it attends evenly to the keys it may see")
+
+
+def _head_list(text: str) -> tuple[tuple[int, int], ...]:
+    """'1.3,2.5' -> ((0, 2), (1, 4)): layer.head pairs counted from 1, stored from 0."""
+    pairs = []
+    for part in (part.strip() for part in text.split(",") if part.strip()):
+        layer, dot, head = part.partition(".")
+        if not dot or not layer.isdigit() or not head.isdigit() or int(layer) < 1 or int(head) < 1:
+            raise argparse.ArgumentTypeError(f"expected layer.head pairs counted from 1 (e.g. 1.3,2.5), got {part!r}")
+        pairs.append((int(layer) - 1, int(head) - 1))
+    return tuple(pairs)
 
 
 def session_from_args(args: argparse.Namespace, text: str) -> Session:
@@ -59,7 +77,8 @@ def session_from_args(args: argparse.Namespace, text: str) -> Session:
         model = str(Path(model).expanduser())
     return Session(text=text, pair_text=args.pair, model=model, heads=args.heads, d_k=args.d_k,
                    d_model=args.d_model, seed=args.seed, score=args.score, temperature=args.temperature,
-                   mask=parse_mask_spec(args.mask), backend=args.backend).validate()
+                   mask=parse_mask_spec(args.mask), backend=args.backend,
+                   ablation=Ablation(args.ablate, args.ablation_mode)).validate()
 
 
 def _command_compute(args: argparse.Namespace) -> int:
@@ -137,7 +156,11 @@ def _export(args: argparse.Namespace) -> int:
     LIMITS["export_scale"].check(args.scale)
     check_writable(Path(args.output))
     session = session_from_args(args, args.text)
-    session.view, session.color_scale, session.hide_special = args.view, args.color_scale, args.hide_special
+    if len(args.cell) != 2:
+        raise UsageError("--cell takes two token positions: QUERY,KEY")
+    session = dataclasses.replace(session, view=args.view, cell=tuple(args.cell), color_scale=args.color_scale,
+                                  hide_special=args.hide_special, compare_text=args.compare,
+                                  compare_word=args.word).validate()
     views, session_model, results = offscreen_views(session)
     views["profiler"].shutdown()
     result = results.result
@@ -269,9 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("text", nargs="?", help="the sentence (queries)")
     add_model_options(export)
     export.add_argument("-o", "--output", metavar="OUT.png|svg|pdf")
-    export.add_argument("--view", default="heatmap", choices=("heatmap", "heads", "pipeline", "lines", "rollout"))
+    export.add_argument("--view", default="heatmap", choices=EXPORT_VIEWS)
     export.add_argument("--layer", type=int, default=1, help="layer to show, from 1")
     export.add_argument("--head", type=int, default=1, help="head to show, from 1")
+    export.add_argument("--cell", type=_int_list, default=(0, 0), metavar="Q,K",
+                        help="the query,key token positions (from 0) the why view explains")
+    export.add_argument("--compare", default="", metavar="TEXT_B", help="the compare view's second text")
+    export.add_argument("--word", default="", help="the word the compare view follows in both texts")
     export.add_argument("--color-scale", default="unit", choices=tuple(COLOR_SCALES),
                         help="weights to colours: unit (0-1, the default), auto (0 to the largest weight), "
                              "row (each row's largest weight at the top), log")

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from attnstudio.core.ablation import Ablation
+from attnstudio.core.analysis import head_roles, measure_induction, sentence_embedding
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
@@ -68,6 +70,8 @@ class ComputeResult:
     elapsed_s: float
     notices: list[str] = field(default_factory=list)
     cross_attention: bool = False
+    compare: ComputeResult | None = None  # the same settings on the session's compare_text (text B)
+    baseline: ComputeResult | None = None  # the same session without its ablation (with its own compare)
     causal_model: bool = False  # the model's own causal mask was applied (decoders), besides the session's
     next_tokens: list[NextToken] = field(default_factory=list)  # decoders: the most likely next tokens
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
@@ -98,11 +102,35 @@ class ComputeResult:
             self._summaries["rollout"] = None if self.cross_attention else attention_rollout(self.attentions())
         return self._summaries["rollout"]
 
+    def head_roles(self) -> dict[str, np.ndarray] | None:
+        """{role: (layers, heads)} scores (see core.analysis.head_roles), or None for cross-attention.
+
+        Causal models add "induction", measured by the engine on a repeated random sequence.
+        """
+        if "roles" not in self._summaries:
+            roles = None if self.cross_attention else head_roles(self.attentions(), self.key_tokens, self.mask)
+            if roles is not None and "induction" in self._summaries:
+                roles["induction"] = self._summaries["induction"]
+            self._summaries["roles"] = roles
+        return self._summaries["roles"]
+
+    def sentence_embedding(self) -> np.ndarray:
+        """(d_model,) mean-pooled, L2-normalised final hidden states over the non-padding tokens."""
+        if "embedding" not in self._summaries:
+            valid = np.array([token != "[PAD]" for token in self.query_tokens])
+            final = to_numpy(self.forward.hidden_states[-1])
+            self._summaries["embedding"] = to_numpy(sentence_embedding(final, valid))
+        return self._summaries["embedding"]
+
     def precompute_views(self) -> None:
         """Everything the views need from the (layers, heads, n, n) weights, so drawing stays cheap."""
         self.attentions()
         self.head_entropy()
         self.rollout()
+        self.head_roles()
+        for companion in (self.compare, self.baseline):
+            if companion is not None:
+                companion.precompute_views()
 
     def step(self, layer: int, name: str) -> np.ndarray:
         """One step of a layer's attention (queries, keys, values, scores, weights, context) on the host."""
@@ -227,7 +255,7 @@ class Engine:
                                      seed=session.seed)
             scale = score_scale(session.score, config.d_k, None) / session.temperature
             forward = synthetic_forward(table, query_ids, config, pair_ids=key_ids, mask=mask,
-                                        score=session.score, scale=scale)
+                                        score=session.score, scale=scale, ablation=session.ablation)
             heads, d_k, name = config.heads, config.d_k, "synthetic"
         else:
             heads = session.heads or model.num_heads
@@ -238,23 +266,34 @@ class Engine:
             pair_mask = None
             if keys is not None and valid_keys is not None and valid_keys < len(keys):
                 pair_mask = backend.asarray(build_mask(mask_spec, len(keys), len(keys), valid_keys=valid_keys))
-            if family.extend is not None and key_ids is None:  # causal: reuse the rows an edit kept
+            if family.extend is not None and key_ids is None and not session.ablation:  # causal: reuse kept rows
                 forward = self._prefix.forward(family, weights, queries.ids, query_ids, mask_host=mask_host, mask=mask,
                                                heads=heads, score=session.score, scale=scale, seed=session.seed,
                                                num_layers=num_layers)
             else:
                 forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score,
                                          scale=scale, seed=session.seed, num_layers=num_layers, pair_ids=key_ids,
-                                         pair_mask=pair_mask)
+                                         pair_mask=pair_mask, ablation=session.ablation)
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started
-        return ComputeResult(session, queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
-                             elapsed, notices, cross_attention=keys is not None,
-                             causal_model=family.causal and not session.is_synthetic,
-                             next_tokens=_next_tokens(forward, model),
-                             logit_lens=_lens_for(family, weights, model, forward),
-                             kv_heads=_kv_heads(weights, heads, session))
+        result = ComputeResult(session, queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
+                               elapsed, notices, cross_attention=keys is not None,
+                               causal_model=family.causal and not session.is_synthetic,
+                               next_tokens=_next_tokens(forward, model),
+                               logit_lens=_lens_for(family, weights, model, forward),
+                               kv_heads=_kv_heads(weights, heads, session))
+        if result.causal_model and num_layers is None:  # induction heads show on a repeated random sequence
+            bos = getattr(model.tokenizer, "bos_id", None)
+            prefix = () if bos is None else (bos,)
+            result._summaries["induction"] = measure_induction(
+                family.forward, weights, weights.token_embeddings.shape[0], prefix=prefix, ablation=session.ablation)
+        if session.compare_text.strip() and keys is None:  # text B with the same settings (not for pairs)
+            result.compare = self.compute(dataclasses.replace(session, text=session.compare_text, compare_text=""),
+                                          num_layers=num_layers)
+        if session.ablation:  # the unablated run, so views can show the effect
+            result.baseline = self.compute(dataclasses.replace(session, ablation=Ablation()), num_layers=num_layers)
+        return result
 
 
 def _kv_heads(weights, heads: int, session: Session) -> int | None:

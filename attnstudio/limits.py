@@ -63,6 +63,7 @@ LIMITS: dict[str, Limit] = {
     "pad_to": Limit(1, 512, "padding length"),
     "layer": Limit(0, 1023, "layer"),
     "head": Limit(0, 1023, "head"),
+    "token_index": Limit(0, 100_000, "token position"),  # a cell's query or key (the text's limit bounds them)
     "text_characters": Limit(0, 100_000, "text length"),
     "blocked_cells": Limit(0, 1024 * 1024, "number of blocked mask cells"),
     "mask_side": Limit(1, 1024, "custom mask side"),  # a custom mask is at most this many rows and columns

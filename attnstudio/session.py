@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnstudio.core.ablation import Ablation
 from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.backend import BACKEND_NAMES
 from attnstudio.core.display import COLOR_SCALES
@@ -30,8 +31,10 @@ DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 SYNTHETIC = "synthetic"
 MAX_TEXT_CHARACTERS = LIMITS["text_characters"].high
 MAX_NAME_CHARACTERS = 4096  # a model folder path or a view name
+MAX_WORD_CHARACTERS = 100  # the word the Compare view follows
 MAX_INT_DIGITS = 20  # every integer setting fits in 64 bits; longer ones are refused before int() parses them
-STRING_FIELDS = ("text", "pair_text", "model", "score", "backend", "view", "color_scale")
+STRING_FIELDS = ("text", "pair_text", "model", "score", "backend", "view", "color_scale", "compare_text",
+                 "compare_word")
 
 
 @dataclass
@@ -55,6 +58,10 @@ class Session:
     head: int = 0
     view: str = "heatmap"
     profile: dict = field(default_factory=dict)  # the profiler's last results, kept with the session
+    compare_text: str = ""  # text B of the Compare view: the same settings run on it beside text A
+    compare_word: str = ""  # the word followed in both texts ("" = the first word they share)
+    ablation: Ablation = field(default_factory=Ablation)  # heads switched off in every compute
+    cell: tuple[int, int] = (0, 0)  # (query, key) explained by "Why this score" and ranked by the head finder
 
     def __post_init__(self):
         # A lone UTF-16 surrogate (pasted, or JSON "\\ud800") cannot be written as UTF-8: replace it on input,
@@ -88,7 +95,7 @@ class Session:
         if not self.text.strip():
             raise InvalidSetting("the text is empty: type a sentence")
         most = LIMITS["text_characters"].high
-        if len(self.text) > most or len(self.pair_text) > most:
+        if max(len(self.text), len(self.pair_text), len(self.compare_text)) > most:
             raise InvalidSetting(f"the text is longer than {most:,} characters")
         if len(self.model) > MAX_NAME_CHARACTERS or len(self.view) > MAX_NAME_CHARACTERS:
             raise InvalidSetting(f"model and view names must be at most {MAX_NAME_CHARACTERS} characters")
@@ -99,6 +106,13 @@ class Session:
         if not isinstance(self.mask, MaskSpec):
             raise InvalidSetting("mask must be a MaskSpec")
         check_mask_limits(self.mask)
+        if not isinstance(self.ablation, Ablation):
+            raise InvalidSetting("ablation must be an Ablation")
+        for layer, head in self.ablation.heads:
+            check("layer", layer)
+            check("head", head)
+        if len(self.compare_word) > MAX_WORD_CHARACTERS:
+            raise InvalidSetting(f"the compared word is longer than {MAX_WORD_CHARACTERS} characters")
         if self.color_scale not in COLOR_SCALES:
             raise InvalidSetting(f"unknown colour scale {self.color_scale!r:.60}; choose one of {', '.join(COLOR_SCALES)}")
         if not isinstance(self.hide_special, bool):
@@ -110,6 +124,11 @@ class Session:
             check(name, getattr(self, name))
         if self.is_synthetic:
             check_synthetic_width(self.heads or 4, self.d_k)
+        if not isinstance(self.cell, tuple) or len(self.cell) != 2 or not all(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0 for value in self.cell):
+            raise InvalidSetting(f"cell must be a (query, key) pair of integers >= 0, got {_short(repr(self.cell))}")
+        for value in self.cell:
+            check("token_index", value)
         if not isinstance(self.profile, dict):
             raise InvalidSetting("profile must be an object")
         if self.profile:
@@ -120,6 +139,7 @@ class Session:
     def to_json_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["mask"] = self.mask.to_json_dict()
+        data["ablation"] = {"heads": [list(pair) for pair in self.ablation.heads], "mode": self.ablation.mode}
         return {"format": "attnstudio-session", "version": FORMAT_VERSION, "session": data}
 
     @classmethod
@@ -157,6 +177,15 @@ class Session:
         try:
             if "mask" in values:
                 values["mask"] = _mask_from_json(values["mask"], version)
+            if "ablation" in values:
+                ablation = values["ablation"]
+                if not isinstance(ablation, dict) or not isinstance(ablation.get("heads", []), list):
+                    raise InvalidSetting("ablation must be an object with a list of heads")
+                values["ablation"] = Ablation(heads=tuple(tuple(pair) if isinstance(pair, list) else pair
+                                                          for pair in ablation.get("heads", [])),
+                                              mode=ablation.get("mode", "zero"))
+            if isinstance(values.get("cell"), list):
+                values["cell"] = tuple(values["cell"])
             return cls(**values).validate()
         except (InvalidSetting, TypeError, ValueError, OverflowError) as error:
             raise SessionFileError(f"the session file has an invalid setting: {_short(str(error), 200)}") from None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.backend import array_namespace
 from attnstudio.core.transformer import AttentionTrace, ForwardResult, merge_heads, split_heads
@@ -94,9 +95,10 @@ def synthetic_inputs(embedding_table, ids, parameters: SyntheticParameters):
 
 
 def synthetic_forward(embedding_table, ids, config: SyntheticConfig, *, pair_ids=None, mask=None,
-                      score="scaled_dot", scale=None) -> ForwardResult:
+                      score="scaled_dot", scale=None, ablation: Ablation | None = None) -> ForwardResult:
     """One attention layer over ``ids`` (n,) (or from ``ids`` to ``pair_ids`` for cross-attention)."""
     xp = array_namespace(embedding_table)
+    check_ablation_fits(ablation, 1, config.heads)
     parameters = synthetic_parameters(config, embedding_table.shape[1])
     x_q = synthetic_inputs(embedding_table, ids, parameters)
     x_kv = x_q if pair_ids is None else synthetic_inputs(embedding_table, pair_ids, parameters)
@@ -105,5 +107,6 @@ def synthetic_forward(embedding_table, ids, config: SyntheticConfig, *, pair_ids
     v = split_heads(x_kv @ xp.asarray(parameters.w_v), config.heads)  # (heads, n_k, d_k)
     scores = attention_scores(q, k, score=score, scale=scale, seed=config.seed)  # (heads, n_q, n_k)
     weights = softmax(scores, mask)
-    context = weights @ v  # (heads, n_q, d_k)
+    weights, context = ablate_heads(weights, v, ablation.heads_in(0) if ablation else (),
+                                    ablation.mode if ablation else "zero", mask)  # context (heads, n_q, d_k)
     return ForwardResult([AttentionTrace(q, k, v, scores, weights, context)], [x_q, merge_heads(context)])

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.backend import array_namespace, fused_kernel, permute_dims
 from attnstudio.errors import InvalidSetting
@@ -156,8 +157,12 @@ def embed(weights: EncoderWeights, input_ids):
     return layer_norm(x, weights.embedding_norm, weights.layer_norm_eps)
 
 
-def attend(x_q, x_kv, layer: EncoderLayer, heads: int, *, mask=None, score="scaled_dot", scale=None, seed=0):
-    """One layer's multi-head attention with every step kept.  -> (attention output (n_q, d), trace)."""
+def attend(x_q, x_kv, layer: EncoderLayer, heads: int, *, mask=None, score="scaled_dot", scale=None, seed=0,
+           ablated_heads: tuple[int, ...] = (), ablation_mode: str = "zero"):
+    """One layer's multi-head attention with every step kept.  -> (attention output (n_q, d), trace).
+
+    ablated_heads: heads switched off in this layer (``ablation_mode`` "zero" or "uniform").
+    """
     d_model = x_q.shape[-1]
     w, b = layer.qkv_weight, layer.qkv_bias
     if x_kv is x_q:
@@ -170,7 +175,7 @@ def attend(x_q, x_kv, layer: EncoderLayer, heads: int, *, mask=None, score="scal
     q, k, v = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)  # (heads, n, d_head)
     scores = attention_scores(q, k, score=score, scale=scale, seed=seed)  # (heads, n_q, n_k)
     weights = softmax(scores, mask)
-    context = weights @ v  # (heads, n_q, d_head)
+    weights, context = ablate_heads(weights, v, ablated_heads, ablation_mode, mask)  # context (heads, n_q, d_head)
     output = merge_heads(context) @ layer.attention_out_weight + layer.attention_out_bias
     return output, AttentionTrace(q, k, v, scores, weights, context)
 
@@ -185,7 +190,8 @@ def encoder_layer(x, layer: EncoderLayer, heads: int, eps: float, *, x_kv=None, 
 
 
 def encode(weights: EncoderWeights, input_ids, *, heads: int | None = None, mask=None, score="scaled_dot",
-           scale=None, seed=0, num_layers: int | None = None, pair_ids=None, pair_mask=None) -> ForwardResult:
+           scale=None, seed=0, num_layers: int | None = None, pair_ids=None, pair_mask=None,
+           ablation: Ablation | None = None) -> ForwardResult:
     """Run the encoder on ``input_ids`` (n,), keeping every layer's attention.
 
     heads: re-split the model's projections into this many heads (must divide d_model).
@@ -193,12 +199,14 @@ def encode(weights: EncoderWeights, input_ids, *, heads: int | None = None, mask
     pair_ids: cross-attention: the pair (m,) is encoded as usual (with ``pair_mask``
     as its own self-attention mask), and each layer of the main sequence attends
     from its queries to the pair's keys and values at the same depth.
+    ablation: heads of the main sequence switched off (see :mod:`attnstudio.core.ablation`).
     """
     heads = weights.num_heads if heads is None else heads
     if heads < 1 or weights.d_model % heads:
         raise InvalidSetting(f"heads must divide the model width {weights.d_model}; "
                              f"choose one of {valid_head_counts(weights.d_model)}")
     num_layers = len(weights.layers) if num_layers is None else num_layers
+    check_ablation_fits(ablation, len(weights.layers), heads)
     eps = weights.layer_norm_eps
     options = {"score": score, "scale": scale, "seed": seed}
     pair_states = None
@@ -209,7 +217,9 @@ def encode(weights: EncoderWeights, input_ids, *, heads: int | None = None, mask
     hidden_states, traces = [x], []
     for index, layer in enumerate(weights.layers[:num_layers]):
         x_kv = None if pair_states is None else pair_states[index]
-        x, trace = encoder_layer(x, layer, heads, eps, x_kv=x_kv, mask=mask, **options)
+        switched_off = ablation.heads_in(index) if ablation else ()
+        x, trace = encoder_layer(x, layer, heads, eps, x_kv=x_kv, mask=mask, ablated_heads=switched_off,
+                                 ablation_mode=ablation.mode if ablation else "zero", **options)
         hidden_states.append(x)
         traces.append(trace)
     return ForwardResult(traces, hidden_states)

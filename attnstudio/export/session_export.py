@@ -17,8 +17,8 @@ from attnstudio.errors import FileWriteError
 from attnstudio.export.images import export_view
 from attnstudio.fileio import write_atomic
 from attnstudio.session import SESSION_SUFFIX, Session
+from attnstudio.view_names import VIEW_NAMES
 
-VIEW_NAMES = ("heatmap", "heads", "pipeline", "lines", "rollout", "profiler")
 SCORE_NAMES = {"scaled_dot": "scaled dot product", "dot": "dot product", "additive": "additive"}
 
 
@@ -29,6 +29,10 @@ def caption_for(shown: Session, result: ComputeResult) -> str:
     on screen (already clamped to the result), so the caption always describes the picture.
     """
     pair = f" · cross-attention ({len(result.key_tokens)} keys)" if result.cross_attention else ""
+    if shown.ablation:
+        pair += f" · ablation: {shown.ablation.describe()}"
+    if result.compare is not None:
+        pair += f" · compared with: {shown.compare_text!r}"
     return (f"attnstudio · model {result.model_name} · layer {shown.layer + 1}/{result.num_layers} · head "
             f"{shown.head + 1}/{result.heads} (d_k {result.d_k}) · mask: {mask_caption(result, shown.mask)} · score: "
             f"{SCORE_NAMES[shown.score]} · temperature {shown.temperature:g} · "

@@ -10,7 +10,8 @@ from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
 
 # Fields that only change what is drawn, not what is computed.
-VIEW_FIELDS = frozenset({"layer", "head", "view", "profile", "color_scale", "hide_special"})
+VIEW_FIELDS = frozenset({"layer", "head", "view", "profile", "color_scale", "hide_special",
+                         "compare_word", "cell"})
 # View fields that change the picture of a result (the result model re-publishes on them).
 DISPLAY_FIELDS = frozenset({"layer", "head", "color_scale", "hide_special"})
 

@@ -63,7 +63,7 @@ def test_changing_heads_changes_the_grid(make_window, qtbot):
     wait_for_result(qtbot, window, lambda r: r.heads == 6)
     qtbot.wait(20)
     assert len(heads_view.head_plots) == 6
-    assert all(plot.titleLabel.text.startswith(f"head {i + 1} · H=") for i, plot in enumerate(heads_view.head_plots))
+    assert all(plot.titleLabel.text.startswith(f"L1·H{i + 1} · H=") for i, plot in enumerate(heads_view.head_plots))
 
 
 def test_clicking_a_head_focuses_it(make_window, qtbot):

@@ -26,7 +26,8 @@ class ModelFamily:
     parameters_type: type
     causal: bool  # True: token i attends only to tokens 0..i (the model's own mask)
     has_head: bool  # True: the forward pass returns next-token logits
-    # forward(parameters, input_ids (n,), *, heads, mask, score, scale, seed, num_layers, pair_ids, pair_mask)
+    # forward(parameters, input_ids (n,), *, heads, mask, score, scale, seed, num_layers, pair_ids, pair_mask,
+    #         ablation) -- ablation: heads switched off (core.ablation), applied between softmax and values
     forward: Callable[..., ForwardResult]
     # logit_lens(parameters, hidden_states, position) -> (layers, vocab): each layer's prediction; None: no head
     logit_lens: Callable[..., Any] | None = None

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
+from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
 from attnstudio.core.transformer import AttentionTrace, ForwardResult, merge_heads, split_heads
@@ -111,11 +112,14 @@ def repeat_kv(x, num_heads: int):
     return xp.take(x, index, axis=0)
 
 
-def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, scale, seed, past=None):
+def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, scale, seed, past=None,
+           ablated_heads: tuple[int, ...] = (), ablation_mode: str = "zero"):
     """Grouped-query self-attention with every step kept.  (n_new, d_model) -> (output (n_new, d_model), trace).
 
     past: the trace of the first m positions (a prefix cache); then ``x``, ``cos``, ``sin`` and ``mask``
-    hold only the rows of positions m .. n-1, and the trace returned covers all n positions.
+    hold only the rows of positions m .. n-1, and the trace returned covers all n positions (no ablation then:
+    the engine uses the prefix cache only when no head is switched off).
+    ablated_heads: query heads switched off in this layer (see :mod:`attnstudio.core.ablation`).
     """
     q_width, kv_width = p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim
     qkv = x @ layer.qkv_weight  # (n, q_width + 2 kv_width): one matmul for all three projections
@@ -130,7 +134,7 @@ def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, s
         return _attend_after(past, q, k, v, layer, mask=mask, score=score, scale=scale, seed=seed)
     scores = attention_scores(q, k, score=score, scale=scale, seed=seed)  # (heads, n, n)
     weights = softmax(scores, mask)  # the mask includes the causal one
-    context = weights @ v  # (heads, n, head_dim)
+    weights, context = ablate_heads(weights, v, ablated_heads, ablation_mode, mask)  # context (heads, n, head_dim)
     output = merge_heads(context) @ layer.attention_out_weight  # (n, d_model)
     return output, AttentionTrace(q, k, v, scores, weights, context)
 
@@ -162,7 +166,8 @@ def feed_forward(x, layer: LlamaLayer):
 
 
 def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=None, score="scaled_dot", scale=None,
-            seed=0, num_layers: int | None = None, pair_ids=None, pair_mask=None) -> ForwardResult:
+            seed=0, num_layers: int | None = None, pair_ids=None, pair_mask=None,
+            ablation: Ablation | None = None) -> ForwardResult:
     """Run the decoder on ``input_ids`` (n,), keeping every layer's attention.
 
     mask: boolean (n, n), True = may attend; combined with the model's own causal mask.
@@ -182,6 +187,7 @@ def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=Non
         raise InvalidSetting("the text has no tokens")
     total_layers = len(p.layers)
     num_layers = total_layers if num_layers is None else num_layers
+    check_ablation_fits(ablation, total_layers, p.num_heads)
     own_mask = causal_mask(n, n, xp)  # (n, n)
     mask = own_mask if mask is None else own_mask & mask
     if scale is None and score == "scaled_dot":
@@ -191,8 +197,11 @@ def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=Non
 
     x = xp.take(p.token_embeddings, input_ids, axis=0)  # (n, d_model)
     hidden_states, traces = [x], []
-    for layer in p.layers[:num_layers]:
-        attended, trace = attend(rms_norm(x, layer.attention_norm, p.rms_norm_eps), layer, p, cos, sin, **options)
+    for index, layer in enumerate(p.layers[:num_layers]):
+        switched_off = ablation.heads_in(index) if ablation else ()
+        attended, trace = attend(rms_norm(x, layer.attention_norm, p.rms_norm_eps), layer, p, cos, sin,
+                                 ablated_heads=switched_off, ablation_mode=ablation.mode if ablation else "zero",
+                                 **options)
         x = x + attended
         x = x + feed_forward(rms_norm(x, layer.mlp_norm, p.rms_norm_eps), layer)
         hidden_states.append(x)

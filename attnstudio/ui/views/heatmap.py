@@ -119,6 +119,8 @@ class HeatmapView(ResultView):
             self.session.update(mask=self.session.mask.with_cell_toggled(*cell))
             return
         self.selected_row = row
+        # the cell "Why this score" explains and the head finder ranks, in the result's own positions
+        self.session.update(cell=(int(self.display.row_index[row]), int(self.display.col_index[col])))
         self._show_distribution()
 
     def _export_widget(self):
