@@ -23,9 +23,10 @@ from attnstudio.core.masks import parse_mask_spec
 from attnstudio.core.profiling import ProfileConfig, ProfilePoint, ProfileResult
 from attnstudio.export.images import CAPTION_HEIGHT, export_view
 from attnstudio.engine import Engine
-from attnstudio.export.session_export import caption_for, offscreen_views
+from attnstudio.export.session_export import caption_for
 from attnstudio.export.svg_portable import enlarge
 from attnstudio.session import Session
+from attnstudio.ui.offscreen import offscreen_views
 from attnstudio.ui.theme import apply_theme
 from tests.core.test_cli import run_cli
 
