@@ -38,10 +38,13 @@ $(BENCH_VENV)/.installed: pyproject.toml
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/run_all.py
 
+# The installers: dist/attnstudio_<version>_amd64.deb and dist/attnstudio-<version>-linux-x86_64.tar.xz.
 package:
-	./packaging/system-deps.sh
+	./packaging/system-deps.sh --packaging
 	./packaging/build.sh
 
+# Installs them on fresh minimal Debian 12, Ubuntu 22.04 and 24.04 systems (debootstrap roots cached under
+# build/roots; needs root and the distributions' archives), runs them there, and runs lintian on the .deb.
 package-test: package $(VENV)/.test-installed
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m packaging -s tests/packaging
 

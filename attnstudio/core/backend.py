@@ -167,7 +167,8 @@ def cupy_status() -> tuple[bool, str]:
         import cupy  # noqa: PLC0415 - optional dependency
     except ImportError:
         if getattr(sys, "frozen", False):
-            return False, "this build has no GPU support (build one with packaging/build.sh --gpu)"
+            return False, ("this is the CPU build; the GPU build (attnstudio-gpu: CuPy for NVIDIA GPUs, "
+                              "CUDA 12) comes with each release")
         return False, "CuPy is not installed (pip install 'attnstudio[gpu]')"
     except Exception as error:  # a broken CUDA install can raise anything on import
         return False, f"CuPy failed to import: {error}"
