@@ -18,6 +18,8 @@ from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.masks import parse_mask_spec
 from attnstudio.errors import AttnStudioError
+from attnstudio.fileio import check_writable
+from attnstudio.limits import LIMITS
 from attnstudio.session import SYNTHETIC, Session
 
 EXIT_USAGE = 2
@@ -66,6 +68,7 @@ def _command_compute(args: argparse.Namespace) -> int:
 
     session = session_from_args(args, args.text)
     result = Engine().compute(session)
+    check_custom_masks(args.mask, result)
     arrays = {"tokens": np.array(result.query_tokens, dtype=str), "attentions": _chosen_layers(result, args.layers)}
     if result.forward.next_logits is not None:  # decoders: the prediction after the last token
         arrays["next_logits"] = np.asarray(to_numpy(result.forward.next_logits), dtype=np.float32)
@@ -132,11 +135,18 @@ def _export(args: argparse.Namespace) -> int:
         raise UsageError("give TEXT and -o OUT.png|svg|pdf, or --session FILE --out-dir DIR")
     if Path(args.output).suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"output must end in {', '.join(IMAGE_SUFFIXES)}")
+    LIMITS["export_scale"].check(args.scale)
+    check_writable(Path(args.output))
     session = session_from_args(args, args.text)
     session.view, session.color_scale, session.hide_special = args.view, args.color_scale, args.hide_special
     views, session_model, results = offscreen_views(session)
     views["profiler"].shutdown()
     result = results.result
+    if result is None:
+        raise UsageError(f"nothing to export: {getattr(results, 'last_error', '') or 'the compute failed'}")
+    check_custom_masks(args.mask, result)
+    for notice in result.notices:
+        print(f"notice: {notice}", file=sys.stderr)
     if not 1 <= args.layer <= result.num_layers:
         raise UsageError(f"--layer must be from 1 to {result.num_layers}")
     if not 1 <= args.head <= result.heads:
@@ -147,6 +157,21 @@ def _export(args: argparse.Namespace) -> int:
                 caption=caption_for(results.shown, result))
     print(f"wrote {args.output} ({args.view}, layer {args.layer}, head {args.head})")
     return 0
+
+
+def check_custom_masks(mask_text: str, result) -> None:
+    """A custom:FILE.npy mask must be exactly (n_q, n_k) for the tokens the text became."""
+    from attnstudio.core.masks import load_custom_mask  # noqa: PLC0415
+
+    n_q, n_k = len(result.query_tokens), len(result.key_tokens)
+    for part in mask_text.split("+"):
+        name, _, argument = part.strip().partition(":")
+        if name.strip().lower() == "custom" and argument:
+            shape = load_custom_mask(Path(argument)).shape
+            if shape != (n_q, n_k):
+                raise UsageError(f"custom mask {Path(argument).name} is {shape[0]}x{shape[1]} but the text has "
+                                 f"{n_q} query and {n_k} key tokens: the mask must be {n_q}x{n_k} "
+                                 f"(see the tokens with `attnstudio compute`)")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -181,6 +206,9 @@ def _command_profile(args: argparse.Namespace) -> int:
 
     config = ProfileConfig(lengths=args.n, kernels=args.kernels, backends=args.backend, heads=args.heads,
                            d_k=args.d_k, dtype=args.dtype, repeats=args.repeats, window=args.window).validate()
+    for output in (args.json, args.csv):  # before the sweep, not after minutes of measuring
+        if output:
+            check_writable(Path(output))
     interactive = sys.stderr.isatty()
     if args.progress_json:  # the app's profiler panel runs sweeps in a child process and reads these lines
         from dataclasses import asdict  # noqa: PLC0415
@@ -250,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "row (each row's largest weight at the top), log")
     export.add_argument("--hide-special", action="store_true",
                         help="hide [CLS], [SEP], BOS… rows and columns and renormalise the rows")
-    export.add_argument("--scale", type=float, default=2.0, help="PNG size as a multiple of 1200x800 (default 2)")
+    export.add_argument("--scale", type=float, default=2.0,
+                        help=f"PNG size as a multiple of 1200x800 (default 2; {LIMITS['export_scale'].low:g} to "
+                             f"{LIMITS['export_scale'].high:g})")
     export.add_argument("--session", metavar="FILE", help="export every view of a saved session")
     export.add_argument("--out-dir", metavar="DIR", help="folder for --session exports")
     export.set_defaults(handler=_command_export)
@@ -274,7 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"attnstudio: note: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings  # noqa: PLC0415
+
+    warnings.formatwarning = _one_line_warning  # "ignoring unknown field(s) ...": a note, not a source listing
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_host_allocator()
@@ -293,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print("attnstudio: error: out of memory; try a shorter text or fewer heads", file=sys.stderr)
         return 1
-    except Exception as error:  # a bug: still one line for the user, not a traceback
-        print(f"attnstudio: internal error: {type(error).__name__}: {error} (please report this)", file=sys.stderr)
+    except SystemExit:
+        raise
+    except BaseException as error:  # noqa: BLE001 - a bug (or a native panic): still one line, not a traceback
+        text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        print(f"attnstudio: internal error: {type(error).__name__}: {text} (please report this)", file=sys.stderr)
         return 1

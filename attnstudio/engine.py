@@ -18,13 +18,22 @@ import numpy as np
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
+from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.next_token import top_next_tokens
-from attnstudio.core.synthetic import LIMITS, SyntheticConfig, synthetic_forward
+from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderWeights, ForwardResult
+from attnstudio.limits import LIMITS
 from attnstudio.errors import AttnStudioError, InvalidSetting
-from attnstudio.models.loader import BUILTIN_MODEL, PretrainedModel, TokenizedText, resolve_model_folder
+from attnstudio.fileio import read_regular_file
+from attnstudio.models.loader import (
+    BUILTIN_MODEL,
+    MAX_CONFIG_BYTES,
+    PretrainedModel,
+    TokenizedText,
+    resolve_model_folder,
+)
 from attnstudio.models.registry import load_model_cached
 from attnstudio.session import SYNTHETIC, Session
 
@@ -63,6 +72,7 @@ class ComputeResult:
     next_tokens: list[NextToken] = field(default_factory=list)  # decoders: the most likely next tokens
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
+    kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
@@ -105,7 +115,7 @@ def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
     An encoder's heads re-split its width, so the divisors of d_model (within the limits) work; a decoder
     whose key/value heads are shared keeps its own count.
     """
-    low, high = LIMITS["heads"]
+    low, high = LIMITS["heads"].low, LIMITS["heads"].high
     if model == SYNTHETIC:
         return tuple(range(low, high + 1)), None
     width, own, resplits = _model_heads(model)
@@ -119,12 +129,13 @@ def _model_heads(model: str) -> tuple[int, int, bool]:
     """(d_model, heads, whether the heads can be re-split) of a pretrained model; an encoder's come from its
     config.json (no weights loaded on the GUI thread), anything else from the loaded model."""
     try:
-        config = json.loads((resolve_model_folder(model) / "config.json").read_text(encoding="utf-8"))
+        raw = read_regular_file(resolve_model_folder(model) / "config.json", MAX_CONFIG_BYTES, "config.json")
+        config = json.loads(raw.decode("utf-8"))
         width, heads = config["hidden_size"], config["num_attention_heads"]
         if config.get("model_type", "bert") == "bert" and isinstance(width, int) and isinstance(heads, int) \
                 and width > 0 and heads > 0:
             return width, heads, True
-    except (OSError, ValueError, KeyError, TypeError, AttnStudioError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, AttnStudioError):  # the loader says why
         pass
     loaded = load_model_cached(model)
     return loaded.weights.d_model, loaded.num_heads, family_of(loaded.weights).name == "bert"
@@ -166,6 +177,7 @@ class Engine:
         configure_host_allocator()  # a third of the CPU forward pass was page faults without it
         self._weights: dict[tuple[str, str], EncoderWeights] = {}
         self._lock = threading.Lock()
+        self._prefix = PrefixCache()
 
     def model(self, session: Session) -> PretrainedModel:
         """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
@@ -226,8 +238,14 @@ class Engine:
             pair_mask = None
             if keys is not None and valid_keys is not None and valid_keys < len(keys):
                 pair_mask = backend.asarray(build_mask(mask_spec, len(keys), len(keys), valid_keys=valid_keys))
-            forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score, scale=scale,
-                                     seed=session.seed, num_layers=num_layers, pair_ids=key_ids, pair_mask=pair_mask)
+            if family.extend is not None and key_ids is None:  # causal: reuse the rows an edit kept
+                forward = self._prefix.forward(family, weights, queries.ids, query_ids, mask_host=mask_host, mask=mask,
+                                               heads=heads, score=session.score, scale=scale, seed=session.seed,
+                                               num_layers=num_layers)
+            else:
+                forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score,
+                                         scale=scale, seed=session.seed, num_layers=num_layers, pair_ids=key_ids,
+                                         pair_mask=pair_mask)
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started
@@ -235,7 +253,14 @@ class Engine:
                              elapsed, notices, cross_attention=keys is not None,
                              causal_model=family.causal and not session.is_synthetic,
                              next_tokens=_next_tokens(forward, model),
-                             logit_lens=_lens_for(family, weights, model, forward))
+                             logit_lens=_lens_for(family, weights, model, forward),
+                             kv_heads=_kv_heads(weights, heads, session))
+
+
+def _kv_heads(weights, heads: int, session: Session) -> int | None:
+    """How many key/value heads the query heads share, where fewer than the query heads (GQA)."""
+    kv_heads = getattr(weights, "num_kv_heads", None)
+    return kv_heads if not session.is_synthetic and kv_heads is not None and kv_heads < heads else None
 
 
 def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextToken]:

@@ -23,3 +23,7 @@ class SessionFileError(AttnStudioError):
 
 class FileWriteError(AttnStudioError):
     """An output file (session, image, data) that cannot be written."""
+
+
+class FileReadError(AttnStudioError):
+    """An input file (mask, text) that cannot be read: missing, not a regular file, too large."""

@@ -15,6 +15,11 @@ from attnstudio.models.gguf import load_gguf, smollm2_path
 from common import median_time, write
 
 
+# Fewer runs on a loaded machine: BENCH_DECODER_REPEATS=1 BENCH_DECODER_WARMUP=1
+REPEATS = int(os.environ.get("BENCH_DECODER_REPEATS", 5))
+WARMUP = int(os.environ.get("BENCH_DECODER_WARMUP", 2))
+
+
 def resident_mib() -> float:
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
@@ -39,7 +44,7 @@ def main() -> None:
         import torch
         from transformers import LlamaForCausalLM
 
-        hf = LlamaForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, torch_dtype=torch.float32,
+        hf = LlamaForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
                                               attn_implementation="eager").eval()
     except ImportError:
         torch = hf = None
@@ -49,21 +54,56 @@ def main() -> None:
     words = "The cat sat on the mat because it was tired and then it slept".split()
     for n in (10, 128, 512):
         ids = np.asarray(model.tokenizer.encode(" ".join(words * (n // len(words) + 1))).ids[:n])
-        ours = median_time(lambda ids=ids: forward(model.weights, ids), repeats=5)
+        ours = median_time(lambda ids=ids: forward(model.weights, ids), repeats=REPEATS, warmup=WARMUP)
         reference = None
         if hf is not None:
             tensor = torch.tensor(ids)[None]
             with torch.inference_mode():
-                reference = median_time(lambda tensor=tensor: hf(tensor, output_attentions=True), repeats=5)
+                reference = median_time(lambda tensor=tensor: hf(tensor, output_attentions=True), repeats=REPEATS,
+                                        warmup=WARMUP)
         rows.append({"tokens": n, "ours_s": ours, "hf_s": reference,
                      "ours_over_hf": None if reference is None else ours / reference})
         print(f"{n:>6} {ours * 1e3:>8.1f} {'-' if reference is None else f'{reference * 1e3:.1f}':>8} "
               f"{'-' if reference is None else f'{ours / reference:.2f}':>8}")
     del hf
+    typing = typing_points(model)
     memory = resident_mib()
     print(f"resident memory with SmolLM2 loaded (after the forward passes): {memory:.0f} MiB")
     write("decoder", {"load_first_s": first_load, "load_cached_s": cached_load, "points": rows,
-                      "resident_mib": memory, "targets": {"ours_over_hf": 0.5, "resident_mib": 1228}})
+                      "resident_mib": memory, "typing": typing, "targets": {"ours_over_hf": 0.5, "resident_mib": 1228,
+                                                                  "typing_128_s": 0.05, "typing_512_s": 0.1}})
+
+
+def typing_points(model) -> list[dict]:
+    """Typing one character at the end of an n-token text: Engine.compute with the prefix cache, and without.
+
+    The engine (tokenize, mask, forward, next tokens) only: painting the heatmap comes on top.
+    """
+    from attnstudio.engine import Engine
+    from attnstudio.models import registry
+    from attnstudio.session import Session
+
+    registry.load_model_cached.cache_clear()
+    engine = Engine()
+    rows = []
+    words = "The cat sat on the mat because it was tired and then it slept".split()
+    for n in (128, 512):
+        text = model.tokenizer._tokenizer.decode(model.tokenizer.encode(" ".join(words * (n // len(words) + 1))).ids[:n])
+        texts = [text + " a", text + " b"]  # each keystroke keeps the first n tokens
+        sessions = [Session(text=t, model="smollm2", backend="numpy") for t in texts]
+        engine.compute(sessions[1])
+        calls = iter(range(10**6))
+        live = median_time(lambda: engine.compute(sessions[next(calls) % 2]), repeats=REPEATS + 2, warmup=WARMUP)
+        reused = engine._prefix.reused
+
+        def full():
+            engine._prefix.clear()
+            engine.compute(sessions[0])
+        recompute = median_time(full, repeats=REPEATS, warmup=WARMUP)
+        rows.append({"tokens": n, "tokens_reused": reused, "with_prefix_cache_s": live, "full_recompute_s": recompute})
+        print(f"typing at {n} tokens: {live * 1e3:.1f} ms with the prefix cache ({reused} tokens reused), "
+              f"{recompute * 1e3:.1f} ms recomputing everything")
+    return rows
 
 
 if __name__ == "__main__":

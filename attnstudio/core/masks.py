@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from attnstudio.errors import InvalidSetting
+from attnstudio.errors import FileReadError, InvalidSetting
+from attnstudio.limits import LIMITS
 
 MASK_KINDS = ("none", "causal", "window", "padding")  # "none" only in the CLI syntax and old files
-MAX_WINDOW = 1_000_000
+MAX_WINDOW = LIMITS["window"].high
 
 
 def causal_mask(n_q: int, n_k: int, xp=np):
@@ -79,9 +80,8 @@ class MaskSpec:
         object.__setattr__(self, "kinds", tuple(kind for kind in MASK_KINDS if kind in names and kind != "none"))
         if isinstance(self.width, bool) or not isinstance(self.width, int) or not 0 <= self.width <= MAX_WINDOW:
             raise InvalidSetting(f"window width must be an integer from 0 to {MAX_WINDOW}, got {self.width!r}")
-        if self.pad_to is not None and (isinstance(self.pad_to, bool) or not isinstance(self.pad_to, int)
-                                        or not 1 <= self.pad_to <= 512):
-            raise InvalidSetting(f"padding length must be an integer from 1 to 512, got {self.pad_to!r}")
+        if self.pad_to is not None:
+            LIMITS["pad_to"].check(self.pad_to)
         cells = tuple((int(row), int(col)) for row, col in self.blocked_cells)
         object.__setattr__(self, "blocked_cells", cells)
 
@@ -158,13 +158,54 @@ def _parse_int(text: str, what: str) -> int:
 
 
 def _load_blocked_cells(path: Path) -> list[tuple[int, int]]:
+    """The (query, key) cells a custom mask file blocks."""
+    allowed = load_custom_mask(path)
+    return [tuple(cell) for cell in np.argwhere(~allowed).tolist()]
+
+
+def load_custom_mask(path: Path) -> np.ndarray:
+    """A custom mask file as a bool (n_q, n_k) matrix: a .npy bool (or 0/1 integer) array, True/1 = allowed.
+
+    Everything else is refused in one sentence: other files, other dtypes, values other than 0 and 1,
+    empty or non-2-D arrays, and masks larger than the longest sequence a model takes.
+    """
+    from attnstudio.fileio import read_regular_file  # noqa: PLC0415 - fileio is not part of core
+
     try:
-        allowed = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise InvalidSetting(f"cannot read custom mask {path}: {error}") from None
-    if allowed.ndim != 2:
-        raise InvalidSetting(f"custom mask {path} must be a 2-D matrix, got shape {allowed.shape}")
-    return [tuple(cell) for cell in np.argwhere(~allowed.astype(bool)).tolist()]
+        payload = read_regular_file(path, LIMITS["mask_file_bytes"].high, "custom mask file (.npy)")
+    except FileReadError as error:
+        raise InvalidSetting(str(error)) from None
+    allowed = _mask_array(path, payload)
+    if allowed.ndim != 2 or allowed.size == 0:
+        raise InvalidSetting(f"custom mask {path.name} must be a non-empty 2-D matrix (n_q, n_k), got shape "
+                             f"{allowed.shape}")
+    side = LIMITS["mask_side"].high
+    if max(allowed.shape) > side:
+        raise InvalidSetting(f"custom mask {path.name} is {allowed.shape[0]}x{allowed.shape[1]}; "
+                             f"a mask has at most {side} rows and columns")
+    if allowed.dtype != np.bool_:
+        if allowed.dtype.kind not in "iu" or not np.isin(allowed, (0, 1)).all():
+            raise InvalidSetting(f"custom mask {path.name} must hold booleans or 0/1 integers, got "
+                                 f"{allowed.dtype} values" if allowed.dtype.kind not in "iu" else
+                                 f"custom mask {path.name} must hold only 0 and 1")
+    return allowed.astype(bool)
+
+
+def _mask_array(path: Path, payload: bytes) -> np.ndarray:
+    import io  # noqa: PLC0415
+
+    if not payload.startswith(b"\x93NUMPY"):
+        kind = "a .npz archive" if payload.startswith(b"PK") else "empty" if not payload else "not a .npy array"
+        raise InvalidSetting(f"custom mask {path.name} is {kind}; save one matrix with numpy.save(FILE.npy, mask)")
+    try:
+        buffer = io.BytesIO(payload)
+        allowed = np.load(buffer, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise InvalidSetting(f"cannot read custom mask {path.name}: {str(error)[:120]}") from None
+    if not isinstance(allowed, np.ndarray) or allowed.dtype.fields is not None or allowed.dtype.kind not in "biu":
+        dtype = getattr(allowed, "dtype", type(allowed).__name__)
+        raise InvalidSetting(f"custom mask {path.name} must hold booleans or 0/1 integers, got {dtype} values")
+    return allowed
 
 
 def build_mask(spec: MaskSpec, n_q: int, n_k: int, *, valid_keys: int | None = None, xp=np):

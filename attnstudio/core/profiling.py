@@ -68,6 +68,22 @@ class ProfilePoint:
     peak_bytes: int | None = None
     theoretical_bytes: int = 0
 
+    def validate(self) -> "ProfilePoint":
+        if not _is_int(self.n) or not 1 <= self.n <= 1_048_576:
+            raise InvalidSetting(f"a point's n must be an integer from 1 to 1048576, got {self.n!r:.40}")
+        if self.kernel not in KERNELS or self.backend not in ("numpy", "cupy"):
+            raise InvalidSetting(f"a point has an unknown kernel or backend ({self.kernel!r:.40}/{self.backend!r:.40})")
+        if not isinstance(self.status, str) or len(self.status) > 500:
+            raise InvalidSetting("a point's status must be a short text")
+        if self.median_s is not None and (isinstance(self.median_s, bool) or not isinstance(self.median_s, (int, float))
+                                          or not math.isfinite(self.median_s) or self.median_s <= 0):
+            raise InvalidSetting(f"a point's median_s must be a positive number of seconds, got {self.median_s!r:.40}")
+        for name in ("peak_bytes", "theoretical_bytes"):
+            value = getattr(self, name)
+            if (value is not None or name == "theoretical_bytes") and (not _is_int(value) or not 0 <= value < 2**63):
+                raise InvalidSetting(f"a point's {name} must be a byte count, got {value!r:.40}")
+        return self
+
 
 @dataclass
 class ProfileResult:
@@ -104,11 +120,27 @@ class ProfileResult:
                 "cancelled": self.cancelled}
 
     @classmethod
-    def from_json_dict(cls, data: dict) -> "ProfileResult":
-        config = dict(data["config"])
-        for key in ("lengths", "kernels", "backends"):
-            config[key] = tuple(config[key])
-        return cls(ProfileConfig(**config), [ProfilePoint(**p) for p in data["points"]], bool(data.get("cancelled")))
+    def from_json_dict(cls, data: dict, *, max_points: int = 10_000) -> "ProfileResult":
+        """Rebuild saved results, checking every field (a session file may hold anything): InvalidSetting."""
+        try:
+            config = dict(data["config"])
+            for key in ("lengths", "kernels", "backends"):
+                if not isinstance(config[key], (list, tuple)):
+                    raise InvalidSetting(f"{key} must be a list")
+                config[key] = tuple(config[key])
+            budget = config.get("memory_budget_bytes")
+            if budget is not None and (not _is_int(budget) or not 0 <= budget < 2**63):
+                raise InvalidSetting("memory_budget_bytes must be a byte count")
+            points = data["points"]
+            if not isinstance(points, list) or len(points) > max_points:
+                raise InvalidSetting(f"points must be a list of at most {max_points}")
+            result = cls(ProfileConfig(**config).validate(), [ProfilePoint(**p).validate() for p in points],
+                         bool(data.get("cancelled")))
+        except InvalidSetting as error:
+            raise InvalidSetting(f"profiler results: {error}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InvalidSetting(f"profiler results are malformed ({type(error).__name__}: {error})") from None
+        return result
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -118,6 +150,10 @@ class ProfileResult:
             writer.writerow([p.n, p.kernel, p.backend, p.status, "" if p.median_s is None else f"{p.median_s:.6g}",
                              "" if p.peak_bytes is None else p.peak_bytes, p.theoretical_bytes])
         return buffer.getvalue()
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def fit_exponent(lengths, values) -> float | None:

@@ -7,6 +7,7 @@ on the host with NumPy, so one seed gives the same result on every backend.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -16,16 +17,22 @@ from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.backend import array_namespace
 from attnstudio.core.transformer import AttentionTrace, ForwardResult, merge_heads, split_heads
 from attnstudio.errors import InvalidSetting
+from attnstudio.limits import LIMITS
 
-LIMITS = {"heads": (1, 64), "d_k": (1, 512), "d_model": (1, 4096), "seed": (0, 2**32 - 1)}
+SYNTHETIC_SETTINGS = ("heads", "d_k", "d_model", "seed")
 
 
 def check_synthetic_setting(name: str, value) -> int:
     """``value`` as an int within the limits for ``name``, or InvalidSetting saying what is allowed."""
-    low, high = LIMITS[name]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise InvalidSetting(f"{name} must be an integer from {low} to {high}, got {value!r}")
-    return int(value)
+    return LIMITS[name].check(value)
+
+
+def check_synthetic_width(heads: int, d_k: int) -> None:
+    """The projections are (d_model, heads * d_k): their width bounds the time and memory of a compute."""
+    limit = LIMITS["synthetic_width"]
+    if heads * d_k > limit.high:
+        raise InvalidSetting(f"heads × d_k must be at most {limit.high} (got {heads} × {d_k} = {heads * d_k}): "
+                             f"use fewer heads or a smaller d_k")
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,9 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in LIMITS:
+        for name in SYNTHETIC_SETTINGS:
             check_synthetic_setting(name, getattr(self, name))
+        check_synthetic_width(self.heads, self.d_k)
 
 
 @dataclass
@@ -48,13 +56,19 @@ class SyntheticParameters:
     w_v: np.ndarray
 
 
+@functools.lru_cache(maxsize=2)
 def synthetic_parameters(config: SyntheticConfig, d_embed: int) -> SyntheticParameters:
-    """Seeded float32 parameters; the draw order is fixed so a seed always means the same model."""
+    """Seeded float32 parameters; the draw order is fixed so a seed always means the same model.
+
+    Remembered for the last few configurations: typing into a synthetic session pays only the forward pass.
+    """
     rng = np.random.default_rng(config.seed)
     width = config.heads * config.d_k
 
     def draw(rows: int, cols: int) -> np.ndarray:
-        return (rng.standard_normal((rows, cols)) / math.sqrt(rows)).astype(np.float32)
+        matrix = (rng.standard_normal((rows, cols)) / math.sqrt(rows)).astype(np.float32)
+        matrix.flags.writeable = False  # shared by every compute that uses this configuration
+        return matrix
 
     return SyntheticParameters(draw(d_embed, config.d_model), draw(config.d_model, width),
                                draw(config.d_model, width), draw(config.d_model, width))

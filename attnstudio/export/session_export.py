@@ -35,7 +35,18 @@ def caption_for(shown: Session, result: ComputeResult) -> str:
     return (f"attnstudio · model {result.model_name} · layer {shown.layer + 1}/{result.num_layers} · head "
             f"{shown.head + 1}/{result.heads} (d_k {result.d_k}) · mask: {mask_caption(result, shown.mask)} · score: "
             f"{SCORE_NAMES[shown.score]} · temperature {shown.temperature:g} · "
-            f"{describe_display(shown.color_scale, shown.hide_special)}{pair}")
+            f"{describe_display(shown.color_scale, shown.hide_special)}{pair}{truncation_note(result)}")
+
+
+def truncation_note(result: ComputeResult) -> str:
+    """" · text cut to 512 tokens" when the model could not take the whole text (the compute's notices say so)."""
+    notes = []
+    for notice in result.notices:
+        if "truncated" in notice:
+            cross = "second text" in notice
+            kept = len(result.key_tokens) if cross else len(result.query_tokens)
+            notes.append(f" · {'second text' if cross else 'text'} cut to {kept} tokens")
+    return "".join(notes)
 
 
 def weights_csv(result: ComputeResult, layer: int, head: int) -> bytes:
@@ -101,7 +112,12 @@ def export_session(figures: list[Figure], heads: Iterable[Figure], result: Compu
             step(f"{figure.name}{suffix}",
                  export_view(figure.widget, out_dir / f"{figure.name}{suffix}", caption=figure.caption))
     heads_dir = out_dir / f"layer{layer + 1}_heads"
-    heads_dir.mkdir(exist_ok=True)
+    try:
+        heads_dir.mkdir(exist_ok=True)
+    except FileExistsError:
+        raise FileWriteError(f"cannot create the folder {heads_dir}: a file of that name is in the way") from None
+    except OSError as error:
+        raise FileWriteError(f"cannot create the folder {heads_dir}: {error.strerror or error}") from None
     for figure in heads:
         step(figure.name, export_view(figure.widget, heads_dir / f"{figure.name}.png", caption=figure.caption))
     write_atomic(out_dir / "weights.npy", weights_npy(result))
@@ -126,6 +142,8 @@ def _report_html(session: Session, result: ComputeResult, caption: str, figures:
         "backend": result.backend.description, "colour": describe_display(session.color_scale, session.hide_special),
         "tokens": " ".join(result.query_tokens), "compute time": f"{result.elapsed_s * 1000:.1f} ms",
     }
+    if result.notices:
+        settings["notices"] = " ".join(result.notices)
     if session.is_synthetic:
         settings.update({"d_model": session.d_model, "seed": session.seed})
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in settings.items())

@@ -241,7 +241,8 @@ def _flatten(parameters: LlamaParameters) -> dict[str, np.ndarray]:
         arrays["rope_frequency_factors"] = parameters.rope_frequency_factors
     for index, layer in enumerate(parameters.layers):
         for field_name, value in vars(layer).items():
-            arrays[f"layers.{index}.{field_name}"] = value
+            if value is not None:  # Llama has no q/k/v bias
+                arrays[f"layers.{index}.{field_name}"] = value
     return arrays
 
 
@@ -287,7 +288,10 @@ def _read_cache(cache_file: Path, path: Path, name: str) -> PretrainedModel | No
                 return None
             arrays = {key: handle.get_tensor(key) for key in handle.keys()}
         config, settings = json.loads(metadata["config"]), json.loads(metadata["tokenizer"])
-        layers = [LlamaLayer(**{field: arrays[f"layers.{index}.{field}"] for field in LlamaLayer.__dataclass_fields__})
+        optional = {"qkv_bias"}  # absent: None; any other absent field makes the cache unusable
+        layers = [LlamaLayer(**{field: arrays.get(key) if field in optional else arrays[key]
+                                for field in LlamaLayer.__dataclass_fields__
+                                for key in [f"layers.{index}.{field}"]})
                   for index in range(config["num_layers"])]
         parameters = LlamaParameters(
             token_embeddings=arrays["token_embeddings"], layers=layers, final_norm=arrays["final_norm"],

@@ -7,7 +7,12 @@ of its snapshots). Weights are read only through safetensors, never pickle.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,10 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from attnstudio.core.transformer import EncoderLayer, EncoderWeights
-from attnstudio.errors import ModelLoadError
+from attnstudio.errors import InvalidSetting, ModelLoadError
+from attnstudio.fileio import read_regular_file
 
 BUILTIN_MODEL = "minilm"
 SUPPORTED_MODEL_TYPES = ("bert",)
+MAX_CONFIG_BYTES = 1024 * 1024
+# config.json integers and their largest sane values (a larger one is a damaged or hostile file)
+CONFIG_INTEGERS = {"hidden_size": 65_536, "num_attention_heads": 1024, "num_hidden_layers": 1024,
+                   "intermediate_size": 1_048_576, "max_position_embeddings": 1_048_576}
+CONFIG_DEFAULTS = {"intermediate_size": None, "max_position_embeddings": 512, "layer_norm_eps": 1e-12}
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,10 @@ class TextTokenizer:
         if self.pad_id is None:
             self.pad_id = 0
 
+    def largest_id(self) -> int:
+        """The largest token id this tokenizer can produce (it must index the embedding table)."""
+        return max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=0)
+
     @property
     def pad_token(self) -> str:
         return self._tokenizer.id_to_token(self.pad_id) or "[PAD]"
@@ -51,7 +66,7 @@ class TextTokenizer:
         """Tokens and ids of ``text``, cut to the model's length (keeping the final [SEP])."""
         # Lone surrogates cannot be encoded as UTF-8; replace them rather than fail.
         text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
-        encoding = self._tokenizer.encode(text)
+        encoding = guarded_encode(self._tokenizer.encode, text)
         ids, tokens = list(encoding.ids), list(encoding.tokens)
         truncated_from = None
         if len(ids) > self.max_length:
@@ -59,6 +74,48 @@ class TextTokenizer:
             ids = ids[:self.max_length - 1] + ids[-1:]
             tokens = tokens[:self.max_length - 1] + tokens[-1:]
         return TokenizedText(tokens, np.asarray(ids, dtype=np.int64), truncated_from)
+
+
+_NATIVE_STDERR_LOCK = threading.Lock()
+
+
+def guarded_encode(encode, text: str):
+    """``encode(text)``; a panic inside the tokenizers library (a BaseException that is not an exit request,
+    e.g. a catastrophic regex in tokenizer.json) becomes an InvalidSetting, and the panic's message that the
+    Rust runtime writes to stderr is held back (anything else written meanwhile is passed on)."""
+    with _NATIVE_STDERR_LOCK, _stderr_captured() as captured:
+        try:
+            return encode(text)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as error:  # noqa: BLE001 - pyo3_runtime.PanicException derives from BaseException
+            captured["panicked"] = True
+            reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+            raise InvalidSetting(f"the model's tokenizer failed on this text ({reason}); "
+                                 f"try another text or model") from None
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    state = {"panicked": False}
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2 (a GUI app on Windows): nothing to hold back
+        yield state
+        return
+    with tempfile.TemporaryFile() as spool:
+        os.dup2(spool.fileno(), 2)
+        try:
+            yield state
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not state["panicked"]:
+                spool.seek(0)
+                held = spool.read()
+                if held:
+                    os.write(2, held)
 
 
 def _has_surrogates(text: str) -> bool:
@@ -119,24 +176,38 @@ def resolve_model_folder(reference: str | Path | None) -> Path:
 
 
 def _read_config(folder: Path) -> dict:
+    path = folder / "config.json"
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"cannot read {folder / 'config.json'}: {error}") from None
+        raw = read_regular_file(path, MAX_CONFIG_BYTES, "config.json", ModelLoadError)
+        config = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as error:
+        raise ModelLoadError(f"cannot read {path}: {str(error)[:160]}") from None
     if not isinstance(config, dict):
-        raise ModelLoadError(f"{folder / 'config.json'} is not a JSON object")
+        raise ModelLoadError(f"{path} is not a JSON object")
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelLoadError(f"config.json says model_type {model_type!r}; attnstudio runs BERT-family "
+        raise ModelLoadError(f"config.json says model_type {str(model_type)[:60]!r}; attnstudio runs BERT-family "
                              f"encoders (model_type 'bert')")
     if config.get("hidden_act", "gelu") != "gelu":
-        raise ModelLoadError(f"activation {config.get('hidden_act')!r} is not supported (only 'gelu')")
-    for key in ("hidden_size", "num_attention_heads", "num_hidden_layers"):
-        if not isinstance(config.get(key), int) or config[key] < 1:
-            raise ModelLoadError(f"config.json has no valid {key!r}")
+        raise ModelLoadError(f"activation {str(config.get('hidden_act'))[:60]!r} is not supported (only 'gelu')")
+    for key, most in CONFIG_INTEGERS.items():
+        if key not in config and key in CONFIG_DEFAULTS:
+            continue
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise ModelLoadError(f"config.json has no valid {key!r} (an integer from 1 to {most}, "
+                                 f"got {str(value)[:40]!r})")
     if config["hidden_size"] % config["num_attention_heads"]:
         raise ModelLoadError("config.json: hidden_size is not divisible by num_attention_heads")
+    eps = config.get("layer_norm_eps", CONFIG_DEFAULTS["layer_norm_eps"])
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise ModelLoadError(f"config.json has no valid 'layer_norm_eps' (a small positive number such as 1e-12, "
+                             f"got {str(eps)[:40]!r})")
     return config
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"the number {name} is not allowed in a config")
 
 
 def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
@@ -154,46 +225,69 @@ def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
 
 
 def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path) -> EncoderWeights:
-    def get(name: str) -> np.ndarray:
-        try:
-            return np.ascontiguousarray(tensors[name], dtype=np.float32)
-        except KeyError:
-            raise ModelLoadError(f"{folder / 'model.safetensors'} lacks the tensor {name!r}; "
-                                 f"is this a BERT-family model?") from None
+    """The encoder's weights, every tensor checked for its shape and for finite floating-point values."""
+    hidden = config["hidden_size"]
+    source = folder / "model.safetensors"
 
-    def linear(prefix: str) -> tuple[np.ndarray, np.ndarray]:
-        return np.ascontiguousarray(get(prefix + ".weight").T), get(prefix + ".bias")  # stored (out, in)
+    def get(name: str, *shape: int | None) -> np.ndarray:
+        try:
+            tensor = tensors[name]
+        except KeyError:
+            raise ModelLoadError(f"{source} lacks the tensor {name!r}; is this a BERT-family model?") from None
+        if tensor.dtype.kind != "f":
+            raise ModelLoadError(f"{source}: tensor {name!r} holds {tensor.dtype} values; weights must be "
+                                 f"floating point")
+        if len(tensor.shape) != len(shape) or any(want is not None and have != want
+                                                  for have, want in zip(tensor.shape, shape, strict=True)):
+            wanted = "(" + ", ".join("any" if want is None else str(want) for want in shape) + ")"
+            raise ModelLoadError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}; hidden_size "
+                                 f"{hidden} needs {wanted}")
+        if not np.isfinite(tensor).all():
+            raise ModelLoadError(f"{source}: tensor {name!r} holds NaN or infinite values; the model is damaged")
+        return np.ascontiguousarray(tensor, dtype=np.float32)
+
+    def linear(prefix: str, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        # stored (out, in); used as x @ w
+        return np.ascontiguousarray(get(prefix + ".weight", rows, cols).T), get(prefix + ".bias", rows)
 
     def norm(prefix: str) -> tuple[np.ndarray, np.ndarray]:
-        return get(prefix + ".weight"), get(prefix + ".bias")
+        return get(prefix + ".weight", hidden), get(prefix + ".bias", hidden)
 
+    intermediate = config.get("intermediate_size")
     layers = []
     for index in range(config["num_hidden_layers"]):
         prefix = f"encoder.layer.{index}."
-        projections = [linear(prefix + f"attention.self.{name}") for name in ("query", "key", "value")]
+        width = intermediate or get(prefix + "intermediate.dense.weight", None, hidden).shape[0]
+        projections = [linear(prefix + f"attention.self.{name}", hidden, hidden) for name in ("query", "key", "value")]
+        attention_out = linear(prefix + "attention.output.dense", hidden, hidden)
+        up = linear(prefix + "intermediate.dense", width, hidden)
+        down = linear(prefix + "output.dense", hidden, width)
         layers.append(EncoderLayer(
             qkv_weight=np.ascontiguousarray(np.concatenate([w for w, _ in projections], axis=1)),
             qkv_bias=np.concatenate([b for _, b in projections]),
-            attention_out_weight=linear(prefix + "attention.output.dense")[0],
-            attention_out_bias=linear(prefix + "attention.output.dense")[1],
+            attention_out_weight=attention_out[0],
+            attention_out_bias=attention_out[1],
             attention_norm=norm(prefix + "attention.output.LayerNorm"),
-            intermediate_weight=linear(prefix + "intermediate.dense")[0],
-            intermediate_bias=linear(prefix + "intermediate.dense")[1],
-            output_weight=linear(prefix + "output.dense")[0],
-            output_bias=linear(prefix + "output.dense")[1],
+            intermediate_weight=up[0],
+            intermediate_bias=up[1],
+            output_weight=down[0],
+            output_bias=down[1],
             output_norm=norm(prefix + "output.LayerNorm"),
         ))
     weights = EncoderWeights(
-        word_embeddings=get("embeddings.word_embeddings.weight"),
-        position_embeddings=get("embeddings.position_embeddings.weight"),
-        token_type_embeddings=get("embeddings.token_type_embeddings.weight"),
+        word_embeddings=get("embeddings.word_embeddings.weight", None, hidden),
+        position_embeddings=get("embeddings.position_embeddings.weight", None, hidden),
+        token_type_embeddings=get("embeddings.token_type_embeddings.weight", None, hidden),
         embedding_norm=norm("embeddings.LayerNorm"),
         layers=layers,
         num_heads=config["num_attention_heads"],
-        layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+        layer_norm_eps=float(config.get("layer_norm_eps", CONFIG_DEFAULTS["layer_norm_eps"])),
     )
-    if weights.d_model != config["hidden_size"]:
-        raise ModelLoadError(f"embedding width {weights.d_model} does not match hidden_size {config['hidden_size']}")
+    for name, table, least in (("word", weights.word_embeddings, 1), ("position", weights.position_embeddings, 2),
+                               ("token-type", weights.token_type_embeddings, 1)):
+        if table.shape[0] < least:
+            raise ModelLoadError(f"{source}: the {name} embedding table has {table.shape[0]} rows; "
+                                 f"it needs at least {least}")
     return weights
 
 
@@ -216,12 +310,30 @@ def _read_tokenizer(folder: Path, max_length: int) -> TextTokenizer:
 
 
 def load_pretrained(reference: str | Path | None = None) -> PretrainedModel:
-    """Load a BERT-family encoder: None/"minilm" for the built-in model, or a folder path."""
-    folder = resolve_model_folder(reference)
-    config = _read_config(folder)
-    weights = _encoder_weights(_read_tensors(folder), config, folder)
-    max_length = min(int(config.get("max_position_embeddings", 512)), weights.max_positions)
-    tokenizer = _read_tokenizer(folder, max_length)
+    """Load a BERT-family encoder: None/"minilm" for the built-in model, or a folder path.
+
+    Raises ModelLoadError (one sentence) for anything wrong with the folder, never another exception.
+    """
+    try:
+        folder = resolve_model_folder(reference)
+    except OSError as error:
+        raise ModelLoadError(f"cannot open the model folder {reference}: {error.strerror or error}") from None
+    try:
+        config = _read_config(folder)
+        weights = _encoder_weights(_read_tensors(folder), config, folder)
+        max_length = min(config.get("max_position_embeddings", CONFIG_DEFAULTS["max_position_embeddings"]),
+                         weights.max_positions)
+        tokenizer = _read_tokenizer(folder, max_length)
+        largest_id = tokenizer.largest_id()
+        if largest_id >= weights.word_embeddings.shape[0]:
+            raise ModelLoadError(f"the tokenizer in {folder} has ids up to {largest_id} but the embedding table has "
+                                 f"{weights.word_embeddings.shape[0]} rows: they belong to different models")
+    except ModelLoadError:
+        raise
+    except MemoryError:
+        raise ModelLoadError(f"the model in {folder} does not fit in memory") from None
+    except Exception as error:  # a folder can be damaged in more ways than we check for
+        raise ModelLoadError(f"cannot load the model in {folder}: {type(error).__name__}: {str(error)[:160]}") from None
     name = BUILTIN_MODEL if reference in (None, BUILTIN_MODEL) else folder.name
     return PretrainedModel(name, folder, config, weights, tokenizer)
 

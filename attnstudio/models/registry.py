@@ -1,8 +1,9 @@
 """Every way to name a model, resolved to the module that reads its file format.
 
-Built-in names ("minilm", "smollm2"), a ``.gguf`` file (:mod:`attnstudio.models.gguf`)
-or a Hugging Face folder: Llama decoders (:mod:`attnstudio.models.hf_decoder`), BERT
-encoders (:mod:`attnstudio.models.loader`). Menus and the CLI read
+Built-in names ("minilm", "smollm2"), a ``.gguf`` file (:mod:`attnstudio.models.gguf`),
+a Hugging Face folder: decoders (:mod:`attnstudio.models.hf_decoder`), BERT encoders
+(:mod:`attnstudio.models.loader`); a Hugging Face repo id in the local cache or an
+Ollama model name (:mod:`attnstudio.models.sources`). Menus and the CLI read
 :data:`BUILTIN_MODELS`; nobody keeps a second list.
 """
 from __future__ import annotations
@@ -11,7 +12,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from attnstudio.models import gguf, hf_decoder, loader
+from attnstudio.core.families import FAMILIES
+from attnstudio.errors import ModelLoadError
+from attnstudio.models import gguf, hf_decoder, loader, sources
 from attnstudio.models.loader import PretrainedModel
 
 
@@ -34,17 +37,62 @@ def is_gguf_reference(reference: str | Path) -> bool:
     return str(reference).lower().endswith(GGUF_SUFFIX)
 
 
+def supported_families() -> str:
+    """One phrase naming what attnstudio runs, for every "unsupported model" message."""
+    return "the model families " + ", ".join(FAMILIES)
+
+
+def resolve_reference(reference: str | Path) -> Path:
+    """A path, a Hugging Face repo id in the local cache or an Ollama name -> the folder or GGUF file it names."""
+    path = Path(reference).expanduser()
+    if path.exists():
+        return path
+    text = str(reference)
+    snapshot = sources.resolve_hf_repo(text)
+    if snapshot is not None:
+        return snapshot
+    blob = sources.resolve_ollama(text)
+    if blob is not None:
+        return blob
+    if sources.REPO_ID.match(text) or sources.OLLAMA_NAME.match(text) and ":" in text:
+        raise ModelLoadError(f"{text!r} is neither a folder nor a file, nor in the Hugging Face cache "
+                             f"({', '.join(map(str, sources.hf_cache_roots()))}) or the Ollama store "
+                             f"({sources.ollama_root()})")
+    raise ModelLoadError(f"model folder {path} does not exist")
+
+
 def load_model(reference: str | Path | None = None) -> PretrainedModel:
-    """A built-in name, a .gguf file or a Hugging Face folder -> the loaded model (parameters + tokenizer)."""
-    if reference is not None and str(reference) == gguf.SMOLLM2:
+    """A built-in name, a path (.gguf or folder), a cached repo id or an Ollama name -> the loaded model."""
+    if reference is None or str(reference) == loader.BUILTIN_MODEL:
+        return loader.load_pretrained(reference)
+    if str(reference) == gguf.SMOLLM2:
         return gguf.load_gguf(gguf.smollm2_path(), name=gguf.SMOLLM2)
-    if reference is not None and is_gguf_reference(reference):
-        return gguf.load_gguf(reference)
-    if reference is not None and str(reference) != loader.BUILTIN_MODEL:
-        folder = loader.resolve_model_folder(reference)
-        if hf_decoder.read_model_type(folder) in hf_decoder.DECODER_MODEL_TYPES:
-            return hf_decoder.load_hf_decoder(folder)
-    return loader.load_pretrained(reference)
+    path = resolve_reference(reference)
+    if path.is_file() and (is_gguf_reference(path) or _is_gguf_file(path)):
+        return gguf.load_gguf(path, name=None if is_gguf_reference(path) else str(reference))
+    if path.is_file():
+        raise ModelLoadError(f"{path.name} is neither a .gguf file nor a model folder; attnstudio runs "
+                             f"{supported_families()}")
+    folder = loader.resolve_model_folder(path)
+    model_type = hf_decoder.read_model_type(folder)
+    if model_type in hf_decoder.DECODER_MODEL_TYPES:
+        model = hf_decoder.load_hf_decoder(folder)
+    elif model_type in loader.SUPPORTED_MODEL_TYPES or model_type is None:
+        model = loader.load_pretrained(folder)
+    else:
+        raise ModelLoadError(f"{folder.name} is a {model_type!r} model; attnstudio runs {supported_families()}")
+    if path != Path(reference).expanduser():  # found in a cache: name it the way the user did
+        model.name = str(reference)
+    return model
+
+
+def _is_gguf_file(path: Path) -> bool:
+    """True when the file starts with GGUF's magic bytes (Ollama's blobs have no suffix)."""
+    try:
+        with path.open("rb") as stream:
+            return stream.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 @lru_cache(maxsize=4)

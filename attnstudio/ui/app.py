@@ -37,7 +37,7 @@ def run_app(selftest: str | None = None) -> int:
 
         scratch = tempfile.mkdtemp(prefix="attnstudio-selftest-")
         settings = QSettings(str(Path(scratch) / "settings.ini"), QSettings.IniFormat)
-    window = MainWindow(settings=settings, restore=not selftest)
+    window = _open_window(MainWindow, settings, restore=not selftest)
     window.show()
     # Objects alive now live as long as the app: keep them out of the cyclic collector's full passes,
     # which would otherwise stall the event loop while the user types.
@@ -75,8 +75,14 @@ def run_app(selftest: str | None = None) -> int:
         window.first_result.connect(lambda: QTimer.singleShot(0, capture))
         window.controller.failed.connect(fail)
         QTimer.singleShot(SELFTEST_TIMEOUT_MS, lambda: fail("no result within 60 s"))
-        app.exec()
-        _dispose(window)
+        try:
+            app.exec()
+            _dispose(window)
+        finally:
+            import shutil  # noqa: PLC0415
+
+            settings.sync()
+            shutil.rmtree(scratch, ignore_errors=True)  # its settings and autosave were only for this run
         return outcome["code"]
     code = app.exec()
     _dispose(window)
@@ -91,3 +97,22 @@ def _dispose(window) -> None:
 
     if shiboken6.isValid(window):
         shiboken6.delete(window)
+
+
+def _open_window(window_class, settings, *, restore: bool):
+    """The main window; restoring the last state must never stop the app from starting."""
+    try:
+        return window_class(settings=settings, restore=restore)
+    except Exception as error:  # noqa: BLE001 - start with the defaults instead, and say why
+        if not restore:
+            raise
+        from PySide6.QtCore import QSettings  # noqa: PLC0415
+
+        store = settings if settings is not None else QSettings()
+        store.remove("session/json")
+        store.remove("window/state")
+        window = window_class(settings=settings, restore=False)
+        window.restore_problem = f"the last session could not be restored ({type(error).__name__}: {error}); " \
+                                 f"started with the defaults"
+        window.statusBar().showMessage(f"⚠ {window.restore_problem}", 20_000)
+        return window

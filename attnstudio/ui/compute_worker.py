@@ -1,7 +1,17 @@
-"""Runs the engine off the GUI thread, coalescing rapid edits so no stale work queues up."""
+"""Runs the engine off the GUI thread, coalescing rapid edits so no stale work queues up.
+
+The worker is a daemon thread that survives anything a compute raises (a tokenizer's Rust panic is a
+BaseException, not an Exception). A compute that runs longer than :data:`COMPUTE_TIMEOUT_MS` is
+abandoned: its thread finishes on its own and its answer is dropped, a fresh thread takes the next
+request, and the app stays usable. Daemon threads never hold the app open at exit.
+"""
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+import itertools
+import queue
+import threading
+
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from attnstudio.core.backend import is_out_of_memory
 from attnstudio.engine import ComputeResult, Engine
@@ -9,29 +19,53 @@ from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
 
 COALESCE_MS = 0  # the next event-loop pass: edits that arrive together still merge, and none waits longer
+COMPUTE_TIMEOUT_MS = 30_000  # the largest allowed compute takes about 2 s; 30 s means something is stuck
+EXIT_REQUESTS = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
-class _Worker(QObject):
-    finished = Signal(object)  # ComputeResult, with host copies made
-    failed = Signal(str)
+def describe_failure(error: BaseException) -> str:
+    """One line for the status bar about an exception a compute raised."""
+    if isinstance(error, AttnStudioError):
+        return str(error)
+    if isinstance(error, MemoryError) or is_out_of_memory(error):
+        return "out of memory: try a shorter text, fewer heads or the CPU backend"
+    text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return f"internal error: {type(error).__name__}: {text}"
 
-    def __init__(self, engine: Engine):
-        super().__init__()
-        self._engine = engine
 
-    @Slot(object)
-    def run(self, session: Session) -> None:
+class _Relay(QObject):
+    """Lives in the GUI thread; the worker thread emits through it (queued across threads)."""
+
+    finished = Signal(int, object)  # ticket, ComputeResult with host copies made
+    failed = Signal(int, str)  # ticket, message
+
+
+def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
+    """The worker thread's loop: one (ticket, session) at a time until it receives None."""
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        ticket, session = job
         try:
-            result = self._engine.compute(session)
+            result = engine.compute(session)
             result.precompute_views()  # host copy, entropies, rollout: the GUI thread only draws
-            self.finished.emit(result)
-        except AttnStudioError as error:
-            self.failed.emit(str(error))
-        except Exception as error:  # the app must survive anything a compute throws
-            if is_out_of_memory(error):
-                self.failed.emit("out of memory: try a shorter text, fewer heads or the CPU backend")
-            else:
-                self.failed.emit(f"internal error: {type(error).__name__}: {error}")
+            outcome = (relay.finished, result)
+        except BaseException as error:  # noqa: BLE001 - the app must survive anything a compute throws
+            outcome = (relay.failed, describe_failure(error))
+            if isinstance(error, EXIT_REQUESTS):
+                _emit(*outcome, ticket)
+                return  # the controller starts a fresh thread for the next request
+        if not _emit(*outcome, ticket):
+            return
+
+
+def _emit(signal, payload, ticket: int) -> bool:
+    try:
+        signal.emit(ticket, payload)
+    except RuntimeError:  # the window (and its relay) is gone: nobody is waiting any more
+        return False
+    return True
 
 
 class ComputeController(QObject):
@@ -40,25 +74,34 @@ class ComputeController(QObject):
     result_ready = Signal(object)
     failed = Signal(str)
     busy_changed = Signal(bool)
-    _run = Signal(object)
 
-    def __init__(self, engine: Engine | None = None, parent: QObject | None = None):
+    def __init__(self, engine: Engine | None = None, parent: QObject | None = None,
+                 timeout_ms: int = COMPUTE_TIMEOUT_MS):
         super().__init__(parent)
         self.engine = engine or Engine()
-        self._thread = QThread()
-        self._thread.setObjectName("attnstudio-compute")
-        self._worker = _Worker(self.engine)
-        self._worker.moveToThread(self._thread)
-        self._run.connect(self._worker.run)
-        self._worker.finished.connect(self._on_finished)
-        self._worker.failed.connect(self._on_failed)
-        self._thread.start()
+        self._relay = _Relay(self)
+        self._relay.finished.connect(self._on_finished)
+        self._relay.failed.connect(self._on_failed)
+        self._tickets = itertools.count(1)
+        self._ticket = 0  # the ticket of the compute in flight; answers to older tickets are dropped
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = self._start_thread()
         self._latest: Session | None = None
         self._in_flight = False
         self._timer = QTimer(self, singleShot=True, interval=COALESCE_MS)
         self._timer.timeout.connect(self._dispatch)
+        self._watchdog = QTimer(self, singleShot=True, interval=timeout_ms)
+        self._watchdog.timeout.connect(self.abandon)
         self.requests = 0
         self.runs = 0
+        self.abandoned = 0
+
+    def _start_thread(self) -> threading.Thread:
+        self._jobs = queue.SimpleQueue()
+        thread = threading.Thread(target=_serve, args=(self.engine, self._jobs, self._relay),
+                                  name="attnstudio-compute", daemon=True)
+        thread.start()
+        return thread
 
     @property
     def busy(self) -> bool:
@@ -73,29 +116,53 @@ class ComputeController(QObject):
     def _dispatch(self) -> None:
         if self._in_flight or self._latest is None:
             return  # the newest request runs when the current one finishes
+        if not self._thread.is_alive():  # it ended on an exit request: a fresh one takes over
+            self._thread = self._start_thread()
         session, self._latest = self._latest, None
         self._in_flight = True
+        self._ticket = next(self._tickets)
         self.runs += 1
         self.busy_changed.emit(True)
-        self._run.emit(session)
+        self._watchdog.start()
+        self._jobs.put((self._ticket, session))
+
+    def abandon(self) -> None:
+        """Give up on the compute in flight: its answer will be dropped and a fresh thread runs the next one."""
+        if not self._in_flight:
+            return
+        self.abandoned += 1
+        self._jobs.put(None)  # the old thread ends once its compute returns
+        self._thread = self._start_thread()
+        seconds = self._watchdog.interval() / 1000
+        self._on_failed(self._ticket, f"the compute took longer than {seconds:g} s and was abandoned; "
+                                      f"try a shorter text, a smaller model or fewer heads")
 
     def _settle(self) -> None:
+        self._watchdog.stop()
         self._in_flight = False
         if self._latest is not None:
             self._dispatch()
         else:
             self.busy_changed.emit(False)
 
-    def _on_finished(self, result: ComputeResult) -> None:
+    def _on_finished(self, ticket: int, result: ComputeResult) -> None:
+        if ticket != self._ticket or not self._in_flight:
+            return  # an abandoned compute finished after all: too late
         self._settle()
         self.result_ready.emit(result)  # shown even if a newer request is running: typing stays live
 
-    def _on_failed(self, message: str) -> None:
+    def _on_failed(self, ticket: int, message: str) -> None:
+        if ticket != self._ticket or not self._in_flight:
+            return
         self._settle()
         self.failed.emit(message)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait_s: float = 10.0) -> None:
+        """Stop taking requests and let the worker finish (a stuck one is left to end with the process)."""
         self._timer.stop()
+        self._watchdog.stop()
         self._latest = None
-        self._thread.quit()
-        self._thread.wait(10_000)
+        self._in_flight = False
+        self._jobs.put(None)
+        if self._thread is not threading.current_thread():
+            self._thread.join(wait_s)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
+from PySide6.QtGui import QTextOption
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -25,10 +26,11 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio.core.backend import cupy_status
-from attnstudio.core.synthetic import LIMITS
 from attnstudio.engine import valid_head_counts
 from attnstudio.errors import AttnStudioError
+from attnstudio.limits import LIMITS
 from attnstudio.models.registry import BUILTIN_MODELS, is_gguf_reference
+from attnstudio.models.sources import discover_models
 from attnstudio.session import SYNTHETIC
 from attnstudio.ui.display_controls import MaskColourBox
 from attnstudio.ui.result_model import ResultModel
@@ -58,10 +60,34 @@ COMBO_MIN_CHARACTERS = 12  # long item names elide instead of widening the dock
 
 def _spin(low: int, high: int, tooltip: str) -> QSpinBox:
     spin = QSpinBox()
-    spin.setRange(low, high)
+    spin.setRange(int(low), int(high))
     spin.setToolTip(tooltip)
     spin.setKeyboardTracking(False)
     return spin
+
+
+LONGEST_WORD_TO_WRAP = 500  # Qt's word-boundary wrapping of a 99k-character "word" stalls the GUI for seconds
+
+
+def _fit_wrap_mode(editor: QPlainTextEdit, text: str) -> None:
+    """Wrap at word boundaries, except for text with a huge unbroken run: wrap that anywhere (instant)."""
+    longest = max(map(len, text.split()), default=0)
+    mode = QTextOption.WrapAnywhere if longest > LONGEST_WORD_TO_WRAP else QTextOption.WrapAtWordBoundaryOrAnywhere
+    if editor.wordWrapMode() != mode:
+        editor.setWordWrapMode(mode)
+
+
+class _TextEdit(QPlainTextEdit):
+    """A plain-text editor that picks its wrap mode before new text is laid out (layout happens on insert)."""
+
+    def setPlainText(self, text: str) -> None:  # noqa: N802 - Qt override
+        _fit_wrap_mode(self, text)
+        super().setPlainText(text)
+
+    def insertFromMimeData(self, source) -> None:  # noqa: N802 - Qt override: paste and drop
+        if source.hasText():
+            _fit_wrap_mode(self, self.toPlainText() + source.text())
+        super().insertFromMimeData(source)
 
 
 def _select_data(combo: QComboBox, data) -> None:
@@ -74,16 +100,17 @@ def _select_data(combo: QComboBox, data) -> None:
 class ControlPanel(QWidget):
     open_model_folder_requested = Signal()
     open_gguf_requested = Signal()
+    found_model_chosen = Signal(str)  # a model found in the Hugging Face cache or the Ollama store
 
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.session, self.results = session, results
 
-        self.text = QPlainTextEdit()
+        self.text = _TextEdit()
         self.text.setPlaceholderText("Type a sentence…")
         self.text.setToolTip("The sentence whose attention you see; every view updates as you type")
         self.text.setMaximumHeight(90)
-        self.text.textChanged.connect(lambda: self.session.update(text=self.text.toPlainText()))
+        self.text.textChanged.connect(self._on_text_typed)
         self.pair = QLineEdit()
         self.pair.setPlaceholderText("optional: keys and values from this sentence (cross-attention)")
         self.pair.setToolTip("Cross-attention: queries come from the text above, keys and values from here")
@@ -117,6 +144,11 @@ class ControlPanel(QWidget):
         self.model = QComboBox()
         for builtin in BUILTIN_MODELS.values():
             self.model.addItem(builtin.label, builtin.key)
+        found_models = discover_models()
+        self._found_models = {found.reference for found in found_models}
+        for found in found_models:
+            self.model.addItem(found.label, found.reference)
+            self.model.setItemData(self.model.count() - 1, str(found.path), Qt.ToolTipRole)
         self.model.addItem("Synthetic (seeded random W_Q, W_K, W_V)", SYNTHETIC)
         self.model.addItem("Open model folder…", OPEN_FOLDER)
         self.model.addItem("Open GGUF file…", OPEN_GGUF)
@@ -131,11 +163,11 @@ class ControlPanel(QWidget):
         self.heads.setToolTip("Head count. Pretrained: re-splits the model's projections; only the counts that "
                               "divide the model width are offered")
         self.heads.activated.connect(lambda _: self.session.update(heads=self.heads.currentData()))
-        self.d_k = _spin(*LIMITS["d_k"], "Width of each head's queries and keys (synthetic)")
+        self.d_k = _spin(LIMITS["d_k"].low, LIMITS["d_k"].high, "Width of each head's queries and keys (synthetic)")
         self.d_k.valueChanged.connect(lambda v: self.session.update(d_k=v))
-        self.d_model = _spin(*LIMITS["d_model"], "Width of the token vectors (synthetic)")
+        self.d_model = _spin(LIMITS["d_model"].low, LIMITS["d_model"].high, "Width of the token vectors (synthetic)")
         self.d_model.valueChanged.connect(lambda v: self.session.update(d_model=v))
-        self.seed = _spin(0, 2**31 - 1, "Random seed of the synthetic weights and the additive score")
+        self.seed = _spin(LIMITS["seed"].low, LIMITS["seed"].high, "Random seed of the synthetic weights and the additive score")
         self.seed.valueChanged.connect(lambda v: self.session.update(seed=v))
 
         self.score = QComboBox()
@@ -144,8 +176,8 @@ class ControlPanel(QWidget):
         self.score.setToolTip("How a query and a key are compared before the softmax")
         self.score.activated.connect(lambda _: self.session.update(score=self.score.currentData()))
         self.temperature = QDoubleSpinBox()
-        self.temperature.setRange(0.01, 100.0)
-        self.temperature.setDecimals(2)
+        self.temperature.setDecimals(LIMITS["temperature"].decimals)  # before the range: 0.001 must show
+        self.temperature.setRange(LIMITS["temperature"].low, LIMITS["temperature"].high)
         self.temperature.setSingleStep(0.1)
         self.temperature.setKeyboardTracking(False)
         self.temperature.setToolTip("Scores are divided by the temperature: below 1 sharpens, above 1 flattens")
@@ -297,6 +329,11 @@ class ControlPanel(QWidget):
         self.tokens_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
 
     # --- widgets -> session ---------------------------------------------------------------------------
+    def _on_text_typed(self) -> None:
+        text = self.text.toPlainText()
+        _fit_wrap_mode(self.text, text)  # before the next paint lays the text out
+        self.session.update(text=text)
+
     def _on_preset_chosen(self, index: int) -> None:
         data = self.presets.itemData(index)
         if data is not None:
@@ -310,6 +347,10 @@ class ControlPanel(QWidget):
         if data in (OPEN_FOLDER, OPEN_GGUF):
             _select_data(self.model, self.session.model)
             (self.open_model_folder_requested if data == OPEN_FOLDER else self.open_gguf_requested).emit()
+            return
+        if data in self._found_models and data != self.session.model:  # checked by loading before it is chosen
+            _select_data(self.model, self.session.model)
+            self.found_model_chosen.emit(data)
             return
         heads = None if data != SYNTHETIC else (self.session.heads or 4)
         self.session.update(model=data, heads=heads, layer=0, head=0)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from attnstudio.limits import LIMITS
 from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.masks import MASK_PART_LABELS
 from attnstudio.errors import InvalidSetting
@@ -41,10 +42,10 @@ class MaskColourBox(QGroupBox):
             box.toggled.connect(lambda on, k=kind: self._update_mask(mask=self.session.mask.with_kind(k, on)))
             parts.addWidget(box)
             self.mask_parts[kind] = box
-        self.window = QSpinBox(minimum=0, maximum=512, keyboardTracking=False)
+        self.window = QSpinBox(minimum=LIMITS["window"].low, maximum=LIMITS["window"].high, keyboardTracking=False)
         self.window.setToolTip("Sliding window: each token sees this many neighbours on each side")
         self.window.valueChanged.connect(lambda v: self._update_mask(width=v))
-        self.pad_to = QSpinBox(minimum=0, maximum=512, keyboardTracking=False, specialValueText="auto")
+        self.pad_to = QSpinBox(minimum=0, maximum=LIMITS["pad_to"].high, keyboardTracking=False, specialValueText="auto")
         self.pad_to.setToolTip("Key padding: pad the sentence with [PAD] to this length (auto = the next multiple "
                                "of 8); the pads are masked as keys")
         self.pad_to.valueChanged.connect(lambda v: self._update_mask(pad_to=v or None))

@@ -4,10 +4,13 @@ Every write is atomic; a file that cannot be read or written gives a clear messa
 """
 from __future__ import annotations
 
+import datetime
+import os
+import secrets
 import warnings
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QStandardPaths, QTimer
+from PySide6.QtCore import QLockFile, QObject, QStandardPaths, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu, QMessageBox, QProgressDialog
 
@@ -15,10 +18,12 @@ from attnstudio.errors import AttnStudioError
 from attnstudio.export.images import export_view
 from attnstudio.export.session_export import caption_for, weights_csv, weights_npy
 from attnstudio.fileio import write_atomic
+from attnstudio.limits import LIMITS
 from attnstudio.session import SESSION_SUFFIX, Session
 from attnstudio.ui.offscreen import export_views
 
 MAX_RECENT = 8
+AUTOSAVE_PREFIX = "autosave-"
 AUTOSAVE_MS = 2000
 SESSION_FILTER = f"attnstudio session (*{SESSION_SUFFIX})"
 IMAGE_FILTER = "PNG image (*.png);;SVG vector image (*.svg);;PDF document (*.pdf)"
@@ -34,15 +39,13 @@ class FileActions(QObject):
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         self._autosave_timer = QTimer(self, singleShot=True, interval=AUTOSAVE_MS)
         self._autosave_timer.timeout.connect(self.autosave)
+        self._instance = f"{os.getpid()}-{secrets.token_hex(3)}"
+        self._lock: QLockFile | None = None
+        self._claimed: dict[Path, QLockFile] = {}  # orphaned autosaves this window is asking about
+        self.recovery_box: QMessageBox | None = None
         self.session.changed.connect(lambda _name: self._autosave_timer.start())
 
     # --- where things live --------------------------------------------------------------------------------
-    def autosave_path(self) -> Path:
-        folder = Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation) or Path.home() / ".attnstudio")
-        if self.settings.fileName().endswith(".ini"):  # tests and portable setups keep autosave beside the settings
-            folder = Path(self.settings.fileName()).parent
-        return folder / f"autosave{SESSION_SUFFIX}"
-
     def recent_files(self) -> list[str]:
         value = self.settings.value("recent", [])
         files = [value] if isinstance(value, str) else list(value or [])
@@ -111,33 +114,105 @@ class FileActions(QObject):
         return True
 
     # --- autosave and crash recovery ---------------------------------------------------------------------
+    # Each window autosaves into its own file, autosave-<id>.attnsession, and holds autosave-<id>.lock while
+    # it runs. A clean close deletes both. An autosave whose lock is free belongs to a window that crashed:
+    # that one, and only that one, is offered for recovery, and it stays on disk until the user answers.
+    def autosave_folder(self) -> Path:
+        if self.settings.fileName().endswith(".ini"):  # tests and portable setups keep autosave beside the settings
+            return Path(self.settings.fileName()).parent
+        return Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation) or Path.home() / ".attnstudio")
+
+    def autosave_path(self) -> Path:
+        return self.autosave_folder() / f"{AUTOSAVE_PREFIX}{self._instance}{SESSION_SUFFIX}"
+
     def autosave(self) -> None:
         try:
-            self.autosave_path().parent.mkdir(parents=True, exist_ok=True)
+            self.autosave_folder().mkdir(parents=True, exist_ok=True)
             self.session.session.save(self.autosave_path())
         except (AttnStudioError, OSError) as error:
             self.window.statusBar().showMessage(f"autosave failed: {error}", 5000)
 
-    def mark_running(self) -> bool:
-        """Note that the app is running; True if the last run did not close cleanly and left an autosave."""
-        crashed = self.settings.value("running", "false") == "true" and self.autosave_path().is_file()
-        self.settings.setValue("running", "true")
-        self.settings.sync()
-        return crashed
+    def mark_running(self, *, look_for_orphans: bool = True) -> list[Path]:
+        """Take this window's autosave lock; return the autosaves left by windows that did not close cleanly."""
+        try:
+            self.autosave_folder().mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return []
+        self._lock = _lock_file(self.autosave_path())
+        self._lock.tryLock(0)
+        return self.orphaned_autosaves() if look_for_orphans else []
+
+    def orphaned_autosaves(self) -> list[Path]:
+        """Autosaves (newest first) whose window is gone: nobody holds their lock, and nobody is deciding."""
+        found = []
+        for path in self.autosave_folder().glob(f"{AUTOSAVE_PREFIX}*{SESSION_SUFFIX}"):
+            if path == self.autosave_path() or path in self._claimed or not path.is_file():
+                continue
+            lock = _lock_file(path)
+            if lock.tryLock(0):  # its owner is gone (Qt checks the process id): claim it while we ask
+                self._claimed[path] = lock
+                found.append(path)
+        return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
     def mark_closed(self) -> None:
+        """A clean close: the session lives on in the settings; this window's autosave is no longer needed."""
         self._autosave_timer.stop()
-        self.autosave()
-        self.settings.setValue("running", "false")
-        self.settings.sync()
+        self.autosave_path().unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.unlock()
+        for lock in self._claimed.values():  # unanswered recoveries stay for the next start
+            lock.unlock()
+        self._claimed.clear()
 
-    def offer_recovery(self) -> QMessageBox:
-        box = QMessageBox(QMessageBox.Question, "Restore your last session?",
-                          "attnstudio did not close properly last time. Restore the session it autosaved?",
+    def offer_recovery(self, orphans: list[Path] | None = None) -> QMessageBox | None:
+        """Ask about the newest orphaned autosave; the others are asked about after it."""
+        orphans = list(self._claimed) if orphans is None else orphans
+        if not orphans:
+            return None
+        path, rest = orphans[0], orphans[1:]
+        when = _modified(path)
+        box = QMessageBox(QMessageBox.Question, "Restore unsaved work?",
+                          f"An attnstudio window did not close properly; it autosaved its session {when}. "
+                          f"Restore it here as an untitled session? (No deletes that autosave.)",
                           QMessageBox.Yes | QMessageBox.No, self.window)
-        box.finished.connect(lambda answer: self.open_path(self.autosave_path()) if answer == QMessageBox.Yes else None)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.finished.connect(lambda answer: self._on_recovery_answered(path, answer, rest))
         box.open()
+        self.recovery_box = box
         return box
+
+    def _on_recovery_answered(self, path: Path, answer: int, rest: list[Path]) -> None:
+        if answer == QMessageBox.Yes:
+            self.recover(path)
+        elif answer == QMessageBox.No:
+            self._forget_orphan(path)
+        if rest:
+            self.offer_recovery(rest)
+
+    def recover(self, path: Path) -> bool:
+        """Restore an orphaned autosave as an untitled session, then delete it (its work is in ours now)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                session = Session.load(path)
+        except AttnStudioError as error:
+            self.window.show_error(f"the autosave could not be restored: {error}")
+            self.window.warn("Cannot restore the autosave", f"{error}\n\nIt is kept as {path}.")
+            return False
+        self.session.replace(session)
+        self.current_path = None  # untitled: Save asks for a name, nothing joins Recent files
+        self.window.setWindowTitle("attnstudio — recovered session (unsaved)")
+        self.autosave()
+        if self.autosave_path().is_file():
+            self._forget_orphan(path)
+        self.window.statusBar().showMessage("Restored the autosaved session; save it to keep it", 8000)
+        return True
+
+    def _forget_orphan(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        lock = self._claimed.pop(path, None)
+        if lock is not None:
+            lock.unlock()
 
     # --- exports -----------------------------------------------------------------------------------------
     def current_view_name(self) -> str:
@@ -168,6 +243,7 @@ class FileActions(QObject):
     def export_image_to(self, path: Path, *, view: str | None = None, scale: float = 2.0) -> bool:
         target = self.window.views[view or self.current_view_name()].export_target()
         try:
+            LIMITS["export_scale"].check(scale)
             export_view(target, path, scale=scale, caption=self.caption())
         except AttnStudioError as error:
             self.window.show_error(f"not exported: {error}")
@@ -225,3 +301,17 @@ class FileActions(QObject):
             return False
         self.window.statusBar().showMessage(f"Exported {path}", 5000)
         return True
+
+
+def _lock_file(autosave: Path) -> QLockFile:
+    lock = QLockFile(str(autosave.with_suffix(".lock")))
+    lock.setStaleLockTime(0)  # stale only when its process is gone, however long a window stays open
+    return lock
+
+
+def _modified(path: Path) -> str:
+    try:
+        stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime)
+    except OSError:
+        return "earlier"
+    return f"at {stamp:%H:%M} on {stamp:%d %b %Y}"

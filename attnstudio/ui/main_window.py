@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
@@ -53,6 +54,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self._first_compute_started = False
         self.settings = settings if settings is not None else QSettings()
+        self.restore_problem = ""
         if session is None and restore:
             session = self._restored_session()
         self.session = SessionModel(session)
@@ -74,6 +76,7 @@ class MainWindow(QMainWindow):
         self.controls = ControlPanel(self.session, self.results)
         self.controls.open_model_folder_requested.connect(self.open_model_folder)
         self.controls.open_gguf_requested.connect(self.open_gguf_file)
+        self.controls.found_model_chosen.connect(self.load_model_folder)
         scroll = QScrollArea()
         scroll.setWidget(self.controls)
         scroll.setWidgetResizable(True)
@@ -114,20 +117,27 @@ class MainWindow(QMainWindow):
         # The first compute starts once the window has painted: running it alongside the first paint
         # starves the paint of the GIL and leaves the window black for half a second.
         QTimer.singleShot(FIRST_COMPUTE_FALLBACK_MS, self._start_first_compute)
-        if self.files.mark_running() and restore:
-            self.files.offer_recovery()
+        orphans = self.files.mark_running(look_for_orphans=restore)
+        if orphans:
+            self.files.offer_recovery(orphans)
+        if self.restore_problem:
+            self.statusBar().showMessage(f"⚠ {self.restore_problem}", 20_000)
 
     # --- state ------------------------------------------------------------------------------------------
     def _restored_session(self) -> Session | None:
+        """The last session from the settings; anything wrong with it starts the defaults instead (and says why)."""
         stored = self.settings.value("session/json")
         if not stored:
             return None
         try:
-            session = Session.from_json_dict(json.loads(str(stored)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                session = Session.from_json_text(str(stored), "the last session")
             check_heads(session.model, session.heads)
             return session
-        except (AttnStudioError, ValueError):
-            return None  # settings from another version: start fresh rather than fail
+        except Exception as error:  # noqa: BLE001 - restoring state must never stop the app from starting
+            self.restore_problem = f"the last session could not be restored ({error}); started with the defaults"
+            return None
 
     def _restore_layout(self) -> None:
         geometry, state = self.settings.value("window/geometry"), self.settings.value("window/state")
@@ -285,7 +295,9 @@ class MainWindow(QMainWindow):
 
         try:
             load_model_cached(folder)
-        except AttnStudioError as error:
+        except Exception as error:  # noqa: BLE001 - a bad folder must never escape as a traceback
+            if not isinstance(error, AttnStudioError):
+                error = f"cannot load the model in {folder}: {type(error).__name__}: {str(error)[:160]}"
             self.show_error(str(error))
             self.warn("Cannot open model", str(error))
             return False

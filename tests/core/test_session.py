@@ -7,15 +7,20 @@ import os
 import pytest
 
 from attnstudio.core.masks import MaskSpec
+from attnstudio.core.profiling import ProfileConfig, ProfilePoint, ProfileResult
 from attnstudio.errors import FileWriteError, InvalidSetting, SessionFileError
 from attnstudio.fileio import write_atomic
 from attnstudio.session import FORMAT_VERSION, Session
 
 
+SAVED_PROFILE = ProfileResult(ProfileConfig(lengths=(64, 128)), [ProfilePoint(64, "naive", "numpy", "ok", 1e-4, 2048, 1024)]
+                              ).to_json_dict()
+
+
 def full_session() -> Session:
     return Session(text="Héllo wörld 東京", pair_text="a pair", model="synthetic", heads=3, d_k=7, d_model=21, seed=5,
                    score="additive", temperature=0.5, mask=MaskSpec("window", width=3, blocked_cells=((1, 2), (0, 0))),
-                   backend="numpy", layer=0, head=2, view="pipeline", profile={"points": [], "config": {}})
+                   backend="numpy", layer=0, head=2, view="pipeline", profile=SAVED_PROFILE)
 
 
 def test_round_trip_is_exact(tmp_path):

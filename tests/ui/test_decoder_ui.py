@@ -185,3 +185,61 @@ def test_opening_a_gguf_file_switches_to_it_and_a_damaged_one_changes_nothing(ma
     wait_for_result(qtbot, window, lambda r: r.model_name == "tiny")
     assert (window.results.result.num_layers, window.results.result.heads) == (LAYERS, HEADS)
     assert window.controls.model.currentText() == "File: tiny.gguf"
+
+
+def test_the_model_menu_lists_cached_and_ollama_models_and_refuses_an_unsupported_one(make_window, qtbot, tmp_path,
+                                                                                      monkeypatch):
+    import json
+
+    from PySide6.QtWidgets import QMessageBox
+
+    from tests.core.test_sources import cache_entry, ollama_model
+    from tests.core.tiny_gguf import HEADS, LAYERS, write_tiny_llama
+
+    monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama"))
+    write_tiny_llama(tmp_path / "tiny.gguf")
+    ollama_model(tmp_path / "ollama", "tiny", "latest", tmp_path / "tiny.gguf")
+    snapshot = cache_entry(tmp_path / "hub", "google/t5-small")
+    (snapshot / "config.json").unlink()
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    window = make_window()
+    combo = window.controls.model
+    labels = [combo.itemText(i) for i in range(combo.count())]
+    assert "Ollama: tiny:latest" in labels and "Hugging Face cache: google/t5-small" in labels
+
+    combo.activated.emit(labels.index("Hugging Face cache: google/t5-small"))
+    assert "attnstudio runs the model families bert, llama" in window.statusBar().currentMessage()
+    assert window.session.model == "minilm" and combo.currentData() == "minilm"
+    for dialog in [d for d in window.findChildren(QMessageBox) if d.isVisible()]:
+        dialog.accept()
+
+    combo.activated.emit(labels.index("Ollama: tiny:latest"))
+    wait_for_result(qtbot, window, lambda r: r.model_name == "tiny:latest")
+    assert (window.results.result.num_layers, window.results.result.heads) == (LAYERS, HEADS)
+    assert combo.currentText() == "Ollama: tiny:latest"
+
+
+def test_the_heads_grid_labels_which_query_heads_share_a_key_value_head(make_window, qtbot, tmp_path, monkeypatch):
+    from tests.core.tiny_gguf import HEADS, KV_HEADS, write_tiny_llama
+
+    monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    write_tiny_llama(tmp_path / "tiny.gguf")
+    window = make_window()
+    assert window.load_model_folder(str(tmp_path / "tiny.gguf"))
+    wait_for_result(qtbot, window, lambda r: r.model_name == "tiny")
+    assert window.results.result.kv_heads == KV_HEADS
+    window.session.update(view="heads")
+    view = window.views["heads"]
+    qtbot.waitUntil(lambda: len(view.head_plots) == HEADS and "KV" in view.head_plots[0].titleLabel.text)
+    kv_of = [int(plot.titleLabel.text.split("KV ")[1].split(" ")[0]) for plot in view.head_plots]
+    assert kv_of == [1, 1, 2, 2]  # repeat_kv: consecutive query heads share one key/value head
+    assert "4 query heads share 2 key/value heads, 2 each" in view.caption.text()
+    assert "tiny" in view.caption.text()
+    assert "causal (the model's own)" in view.caption.text() and "no mask" not in view.caption.text()
+
+    window.session.update(model="minilm")  # an encoder: every head has its own keys and values
+    wait_for_result(qtbot, window, lambda r: r.model_name == "minilm")
+    qtbot.waitUntil(lambda: len(view.head_plots) == 12)
+    assert window.results.result.kv_heads is None and all("KV" not in p.titleLabel.text for p in view.head_plots)

@@ -152,21 +152,27 @@ def test_saving_to_a_folder_path_fails_clearly(make_window, tmp_path):
         box.close()
 
 
-def test_autosave_and_recovery_after_a_crash(make_window, qtbot, settings):
+def test_autosave_and_recovery_after_a_crash(make_window, qtbot, settings, tmp_path):
     window = make_window()
     window.controls.text.setPlainText("Unsaved work.")
     qtbot.waitUntil(lambda: window.files.autosave_path().is_file(), timeout=10_000)
-    assert Session.load(window.files.autosave_path()).text == "Unsaved work."
-    # a crash: the window never closes, so the "running" flag stays set
+    crashed_autosave = window.files.autosave_path()
+    assert Session.load(crashed_autosave).text == "Unsaved work."
+    # a crash: the window never closes; its lock is released as the dying process's would be
     window.controller.shutdown()
     window.views["profiler"].shutdown()
-    settings.sync()
-    assert settings.value("running") == "true"
+    window.files._lock.unlock()
     again = make_window(Session(backend="numpy"), restore=True)
-    boxes = [box for box in again.findChildren(QMessageBox) if box.isVisible()]
-    assert boxes and "did not close properly" in boxes[0].text()
-    boxes[0].done(QMessageBox.Yes)
+    box = again.files.recovery_box
+    assert box is not None and box.isVisible() and "did not close properly" in box.text()
+    assert crashed_autosave.is_file(), "kept until the user answers"
+    box.done(QMessageBox.Yes)
     qtbot.waitUntil(lambda: again.session.text == "Unsaved work.")
+    # restored as an untitled session: Save asks for a name, nothing joins Recent files, the crash file is gone
+    assert again.files.current_path is None and "recovered" in again.windowTitle()
+    assert not again.files.recent_files()
+    assert not crashed_autosave.exists()
+    assert Session.load(again.files.autosave_path()).text == "Unsaved work."
 
 
 def test_cli_export_views_and_sessions(tmp_path):

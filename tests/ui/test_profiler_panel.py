@@ -79,4 +79,4 @@ def test_closing_the_window_mid_sweep_stops_the_worker(make_window, qtbot):
     qtbot.waitUntil(lambda: panel.progress.value() >= 1, timeout=30_000)
     window.close()
     assert panel.process.state() == panel.process.ProcessState.NotRunning
-    assert not window.controller._thread.isRunning()
+    assert not window.controller._thread.is_alive()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from attnstudio.core.families import bert, llama
+from attnstudio.core.families import bert, gpt2, llama
 from attnstudio.core.transformer import AttentionTrace, ForwardResult
 from attnstudio.errors import InvalidSetting
 
@@ -30,13 +30,18 @@ class ModelFamily:
     forward: Callable[..., ForwardResult]
     # logit_lens(parameters, hidden_states, position) -> (layers, vocab): each layer's prediction; None: no head
     logit_lens: Callable[..., Any] | None = None
+    # extend(parameters, past ForwardResult, input_ids (n,), *, mask, score, scale, seed, num_layers): the forward
+    # pass reusing a causal model's first m rows (a prefix cache); None: every edit recomputes everything
+    extend: Callable[..., ForwardResult] | None = None
 
 
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family for family in (
         ModelFamily("bert", "encoder (BERT)", bert.BertParameters, causal=False, has_head=False, forward=bert.forward),
-        ModelFamily("llama", "decoder (Llama)", llama.LlamaParameters, causal=True, has_head=True,
-                    forward=llama.forward, logit_lens=llama.logit_lens),
+        ModelFamily("llama", "decoder (Llama, Mistral, Qwen2)", llama.LlamaParameters, causal=True, has_head=True,
+                    forward=llama.forward, logit_lens=llama.logit_lens, extend=llama.extend),
+        ModelFamily("gpt2", "decoder (GPT-2)", gpt2.Gpt2Parameters, causal=True, has_head=True,
+                    forward=gpt2.forward, logit_lens=gpt2.logit_lens),
     )
 }
 

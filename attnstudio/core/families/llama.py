@@ -1,4 +1,4 @@
-"""The Llama decoder family (SmolLM2, Llama 2/3, Mistral-style models): causal, RoPE, GQA, SwiGLU.
+"""The Llama decoder family (SmolLM2, Llama 2/3, Mistral, Qwen2 with its q/k/v biases): causal, RoPE, GQA, SwiGLU.
 
 Follows Hugging Face's ``modeling_llama.py`` step by step (eager attention, float32):
 per layer, RMSNorm -> attention with rotary positions and grouped key/value heads ->
@@ -30,6 +30,7 @@ class LlamaLayer:
     mlp_norm: Any  # (d_model,) RMSNorm weight before the feed-forward
     gate_up_weight: Any  # (d_model, 2 d_ff): gate and up projections side by side
     down_weight: Any  # (d_ff, d_model)
+    qkv_bias: Any | None = None  # (q + 2 kv widths,): Qwen2's q/k/v biases; None: no bias (Llama)
 
 
 @dataclass
@@ -110,20 +111,47 @@ def repeat_kv(x, num_heads: int):
     return xp.take(x, index, axis=0)
 
 
-def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, scale, seed):
-    """Grouped-query self-attention with every step kept.  (n, d_model) -> (output (n, d_model), trace)."""
+def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, scale, seed, past=None):
+    """Grouped-query self-attention with every step kept.  (n_new, d_model) -> (output (n_new, d_model), trace).
+
+    past: the trace of the first m positions (a prefix cache); then ``x``, ``cos``, ``sin`` and ``mask``
+    hold only the rows of positions m .. n-1, and the trace returned covers all n positions.
+    """
     q_width, kv_width = p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim
     qkv = x @ layer.qkv_weight  # (n, q_width + 2 kv_width): one matmul for all three projections
+    if layer.qkv_bias is not None:
+        qkv = qkv + layer.qkv_bias
     q = split_heads(qkv[:, :q_width], p.num_heads)  # (heads, n, head_dim)
     k = split_heads(qkv[:, q_width:q_width + kv_width], p.num_kv_heads)  # (kv_heads, n, head_dim)
     v = split_heads(qkv[:, q_width + kv_width:], p.num_kv_heads)  # (kv_heads, n, head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     k, v = repeat_kv(k, p.num_heads), repeat_kv(v, p.num_heads)  # (heads, n, head_dim)
+    if past is not None:
+        return _attend_after(past, q, k, v, layer, mask=mask, score=score, scale=scale, seed=seed)
     scores = attention_scores(q, k, score=score, scale=scale, seed=seed)  # (heads, n, n)
     weights = softmax(scores, mask)  # the mask includes the causal one
     context = weights @ v  # (heads, n, head_dim)
     output = merge_heads(context) @ layer.attention_out_weight  # (n, d_model)
     return output, AttentionTrace(q, k, v, scores, weights, context)
+
+
+def _attend_after(past: AttentionTrace, q, k, v, layer: LlamaLayer, *, mask, score, scale, seed):
+    """The new rows' attention over the cached keys and values, and the whole trace (old rows reused)."""
+    xp = array_namespace(q)
+    m = past.keys.shape[-2]
+    keys, values = concat([past.keys, k], axis=1), concat([past.values, v], axis=1)  # (heads, n, head_dim)
+    scores = attention_scores(q, keys, score=score, scale=scale, seed=seed)  # (heads, n - m, n)
+    weights = softmax(scores, mask)  # mask: rows m .. n-1, (n - m, n)
+    context = weights @ values  # (heads, n - m, head_dim)
+    output = merge_heads(context) @ layer.attention_out_weight  # (n - m, d_model)
+    # Old rows: their scores against the new keys (future keys, masked, but the trace keeps scores before
+    # the mask); their weights on the new keys are 0 (causal).
+    old_scores = concat([past.scores, attention_scores(past.queries, k, score=score, scale=scale, seed=seed)],
+                        axis=-1)  # (heads, m, n)
+    old_weights = concat([past.weights, xp.zeros((q.shape[0], m, k.shape[1]), dtype=q.dtype)], axis=-1)
+    trace = AttentionTrace(concat([past.queries, q], axis=1), keys, values, concat([old_scores, scores], axis=1),
+                           concat([old_weights, weights], axis=1), concat([past.context, context], axis=1))
+    return output, trace
 
 
 def feed_forward(x, layer: LlamaLayer):
@@ -174,6 +202,47 @@ def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=Non
         x = rms_norm(x, p.final_norm, p.rms_norm_eps)
         hidden_states[-1] = x
         next_logits = unembed(p, x[-1, ...])  # (vocab,)
+    return ForwardResult(traces, hidden_states, next_logits)
+
+
+def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | None = None, mask=None,
+           score="scaled_dot", scale=None, seed=0, num_layers: int | None = None) -> ForwardResult:
+    """:func:`forward` on ``input_ids`` (n,) reusing ``past``, a forward pass over its first m tokens.
+
+    A causal model's first m rows (their keys, values, weights, hidden states) depend only on those
+    m tokens, so only rows m .. n-1 are computed, against every layer's cached keys and values.
+    ``past`` must come from the same parameters and options; ``mask`` (n, n) is the user's mask (the
+    causal one is added) and its first m rows must be those ``past`` was computed with.
+    """
+    if heads not in (None, p.num_heads):
+        raise InvalidSetting(f"this model has {p.num_heads} query heads; its heads cannot be re-split")
+    xp = array_namespace(p.token_embeddings)
+    n, m = input_ids.shape[0], past.traces[0].weights.shape[-1]
+    total_layers = len(p.layers)
+    num_layers = total_layers if num_layers is None else num_layers
+    if not 0 < m < n or len(past.traces) != num_layers:
+        raise InvalidSetting(f"a prefix of {m} tokens over {len(past.traces)} layers cannot extend "
+                             f"{n} tokens over {num_layers}")
+    own_mask = causal_mask(n, n, xp)[m:]  # (n - m, n)
+    mask = own_mask if mask is None else own_mask & mask[m:]
+    if scale is None and score == "scaled_dot":
+        scale = 1.0 / math.sqrt(p.head_dim)
+    options = {"mask": mask, "score": score, "scale": scale, "seed": seed}
+    cos, sin = rope_tables(n, p.head_dim, p.rope_base, xp, p.token_embeddings.dtype, p.rope_frequency_factors)
+    cos, sin = cos[m:], sin[m:]  # (n - m, head_dim / 2)
+
+    x = xp.take(p.token_embeddings, input_ids[m:], axis=0)  # (n - m, d_model): the new rows only
+    hidden_states, traces = [concat([past.hidden_states[0], x], axis=0)], []
+    for index, layer in enumerate(p.layers[:num_layers]):
+        attended, trace = attend(rms_norm(x, layer.attention_norm, p.rms_norm_eps), layer, p, cos, sin,
+                                 past=past.traces[index], **options)
+        x = x + attended
+        x = x + feed_forward(rms_norm(x, layer.mlp_norm, p.rms_norm_eps), layer)
+        if index == total_layers - 1:
+            x = rms_norm(x, p.final_norm, p.rms_norm_eps)  # the past's last rows are normalised too
+        hidden_states.append(concat([past.hidden_states[index + 1], x], axis=0))
+        traces.append(trace)
+    next_logits = unembed(p, x[-1, ...]) if num_layers == total_layers else None
     return ForwardResult(traces, hidden_states, next_logits)
 
 

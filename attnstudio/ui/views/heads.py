@@ -9,6 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
 from attnstudio.core.display import describe_display, display_weights
+from attnstudio.engine import mask_caption
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
@@ -18,6 +19,21 @@ from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 SELECTED_PEN = pg.mkPen((255, 140, 0), width=3)
 NO_PEN = pg.mkPen(None)
 CAPTION_HINT = "Click a head to focus it in the other views. Low entropy = sharp, focused head."
+
+
+def kv_label(result, head: int) -> str:
+    """' · KV k' for a grouped-query model (consecutive query heads share a key/value head), else ''."""
+    if not result.kv_heads:
+        return ""
+    return f" · KV {head // (result.heads // result.kv_heads) + 1}"
+
+
+def kv_note(result) -> str:
+    """A sentence saying how the query heads share key/value heads, for grouped-query models."""
+    if not result.kv_heads:
+        return ""
+    return (f" {result.heads} query heads share {result.kv_heads} key/value heads, {result.heads // result.kv_heads} "
+            f"each (KV n: the key/value head a head reads).")
 
 
 class HeadsView(ResultView):
@@ -90,7 +106,7 @@ class HeadsView(ResultView):
             image.setRect(0, 0, values.shape[1], values.shape[0])
             backdrop.setRect(0, 0, values.shape[1], values.shape[0])
             backdrop.setVisible(display.masked is not None)
-            plot.setTitle(f"head {head + 1} · H={entropy[layer, head]:.2f}", size="9pt")
+            plot.setTitle(f"head {head + 1}{kv_label(result, head)} · H={entropy[layer, head]:.2f}", size="9pt")
             plot.getViewBox().setBorder(SELECTED_PEN if head == selected else NO_PEN)
             plot.getViewBox().update()  # the border is painted by the box: repaint so an old highlight goes
             plot.getViewBox().autoRange(padding=0)
@@ -100,9 +116,9 @@ class HeadsView(ResultView):
         self.overview_canvas.setVisible(result.num_layers > 1)
         masked_note = " Grey cells are masked." if result.mask is not None and not result.mask.all() else ""
         self.caption.setText(f"{result.model_name} · layer {layer + 1}/{result.num_layers} · head {selected + 1} "
-                             f"selected · {shown.mask.describe()} · "
-                             f"{describe_display(shown.color_scale, shown.hide_special)}.{masked_note} "
-                             f"{CAPTION_HINT}")
+                             f"selected · {mask_caption(result, shown.mask)} · "
+                             f"{describe_display(shown.color_scale, shown.hide_special)}.{masked_note}"
+                             f"{kv_note(result)} {CAPTION_HINT}")
 
     def _on_grid_clicked(self, event) -> None:
         for head, plot in enumerate(self.head_plots):

@@ -1,0 +1,74 @@
+"""Live typing in a causal model: reuse the forward pass of the tokens an edit kept.
+
+In a causal model, a token's queries, keys, values, attention row and hidden states depend
+only on the tokens up to it. When an edit keeps the first m tokens of the previous text
+(and the settings, and the first m rows of the mask, are unchanged), the previous pass cut to
+m rows is a valid past for the family's ``extend``, which computes only the new rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from attnstudio.core.transformer import AttentionTrace, ForwardResult
+
+
+def first_rows(result: ForwardResult, m: int) -> ForwardResult:
+    """The forward pass of the first m tokens, cut out of a pass over more (views, no copies)."""
+    traces = [AttentionTrace(t.queries[:, :m], t.keys[:, :m], t.values[:, :m], t.scores[:, :m, :m],
+                             t.weights[:, :m, :m], t.context[:, :m]) for t in result.traces]
+    return ForwardResult(traces, [h[:m] for h in result.hidden_states], None)
+
+
+def kept_prefix(before: np.ndarray, after: np.ndarray) -> int:
+    """How many leading token ids two texts share."""
+    n = min(len(before), len(after))
+    differ = np.flatnonzero(before[:n] != after[:n])
+    return int(differ[0]) if differ.size else n
+
+
+@dataclass
+class _Entry:
+    parameters: Any
+    options: tuple
+    ids: np.ndarray  # (n,) host
+    mask: np.ndarray | None  # (n, n) host, the user's mask (None: only the model's own)
+    result: ForwardResult
+
+
+class PrefixCache:
+    """Remembers the last pass of one causal model and extends it when the next text shares a prefix."""
+
+    def __init__(self):
+        self._entry: _Entry | None = None
+        self.reused = 0  # rows reused by the last call (0: it computed everything)
+
+    def forward(self, family, parameters, ids_host: np.ndarray, ids, *, mask_host=None, mask=None,
+                **options) -> ForwardResult:
+        """``family.forward(parameters, ids, mask=mask, **options)``, from the kept prefix where it can be."""
+        ids_host = np.asarray(ids_host)
+        key = tuple(sorted(options.items()))
+        m = self._reusable(parameters, key, ids_host, mask_host)
+        if m:
+            result = family.extend(parameters, first_rows(self._entry.result, m), ids, mask=mask, **options)
+        else:
+            result = family.forward(parameters, ids, mask=mask, **options)
+        self.reused = m
+        self._entry = _Entry(parameters, key, ids_host.copy(), None if mask_host is None else mask_host.copy(), result)
+        return result
+
+    def _reusable(self, parameters, key: tuple, ids: np.ndarray, mask) -> int:
+        entry = self._entry
+        if entry is None or entry.parameters is not parameters or entry.options != key:
+            return 0
+        m = min(kept_prefix(entry.ids, ids), len(ids) - 1)  # at least one new row: it gives the logits
+        if m < 1 or (entry.mask is None) != (mask is None):
+            return 0
+        if mask is not None and not np.array_equal(entry.mask[:m, :m], mask[:m, :m]):
+            return 0
+        return m
+
+    def clear(self) -> None:
+        self._entry = None
