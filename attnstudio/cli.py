@@ -136,7 +136,8 @@ def _export(args: argparse.Namespace) -> int:
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415
 
     from attnstudio.export.images import IMAGE_SUFFIXES, export_view  # noqa: PLC0415
-    from attnstudio.export.session_export import caption_for, export_session, offscreen_views  # noqa: PLC0415
+    from attnstudio.export.session_export import caption_for  # noqa: PLC0415
+    from attnstudio.ui.offscreen import export_views, offscreen_views  # noqa: PLC0415
 
     if args.session:
         if not args.out_dir:
@@ -144,7 +145,7 @@ def _export(args: argparse.Namespace) -> int:
         session = Session.load(args.session)
         views, session_model, results = offscreen_views(session)
         try:
-            written = export_session(views, session_model, results, Path(args.out_dir))
+            written = export_views(views, session_model, results, Path(args.out_dir))
         finally:
             views["profiler"].shutdown()
         print(f"wrote {len(written)} files to {args.out_dir} (report.html)")

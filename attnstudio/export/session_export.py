@@ -1,5 +1,6 @@
-"""Whole-session exports: every view as PNG and SVG, per-head images, raw weights, the session file
-and an HTML report; plus building the views offscreen for the ``attnstudio export`` command."""
+"""Whole-session exports: every figure as PNG and SVG, per-head images, raw weights, the session file
+and an HTML report. Takes finished figures (widgets with their captions) and results: building and driving
+the views is the ui's business (``attnstudio.ui.offscreen``); export never imports ui."""
 from __future__ import annotations
 
 import csv
@@ -7,11 +8,13 @@ import dataclasses
 import html
 import io
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
+from PySide6.QtWidgets import QWidget
 
 from attnstudio.core.display import describe_display
+from attnstudio.core.profiling import ProfileResult
 from attnstudio.engine import ComputeResult, mask_caption
 from attnstudio.errors import FileWriteError
 from attnstudio.export.images import export_view
@@ -68,22 +71,39 @@ def weights_npy(result: ComputeResult) -> bytes:
     return buffer.getvalue()
 
 
-def export_session(views: dict, session_model, results, out_dir: Path,
-                   progress: Callable[[int, int, str], None] | None = None) -> list[Path]:
-    """Write every view (PNG + SVG), the selected layer's heads one by one, weights, session and report."""
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A finished figure to write: its file stem, the widget that draws it and the caption that describes it."""
+    name: str
+    widget: QWidget
+    caption: str
+
+
+def profile_caption(profile: ProfileResult) -> str:
+    """One line for a profiler figure: what the sweep measured (kernels, lengths, backend, dtype, heads, d_k)."""
+    config = profile.config
+    lengths = sorted(config.lengths)
+    span = f"n {lengths[0]}" if len(lengths) == 1 else f"n {lengths[0]}–{lengths[-1]} ({len(lengths)} lengths)"
+    return (f"attnstudio · profiler · kernels: {', '.join(config.kernels)} · {span} · backend: "
+            f"{', '.join(config.backends)} · {config.dtype} · {config.heads} heads · d_k {config.d_k} · "
+            f"median of {config.repeats} runs")
+
+
+def export_session(figures: list[Figure], heads: Iterable[Figure], result: ComputeResult, shown: Session,
+                   out_dir: Path, progress: Callable[[int, int, str], None] | None = None) -> list[Path]:
+    """Write every figure (PNG + SVG), the selected layer's heads one by one, weights, session and report.
+
+    ``figures`` are finished views with their own captions; ``heads`` yields the heatmap once per head of
+    ``shown.layer`` (whoever drives the view does so while this iterates); ``shown`` is the settings the
+    figures were drawn with, including the profile to save with the session.
+    """
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise FileWriteError(f"cannot create {out_dir}: {error.strerror or error}") from None
-    result = results.result
-    if result is None:
-        raise FileWriteError("nothing to export yet: the first compute has not finished")
-    session = results.shown  # the settings of the pictures, whatever is being edited meanwhile
-    caption = caption_for(session, result)
-    names = [name for name in VIEW_NAMES if name in views and (name != "profiler" or session_model.profile)]
-    layer, selected_head = session.layer, session.head
-    total = 2 * len(names) + result.heads + 4
+    layer, selected_head = shown.layer, shown.head
+    total = 2 * len(figures) + result.heads + 4
     written: list[Path] = []
 
     def step(label: str, path: Path) -> None:
@@ -91,10 +111,10 @@ def export_session(views: dict, session_model, results, out_dir: Path,
         if progress is not None:
             progress(len(written), total, label)
 
-    for name in names:
-        target = views[name].export_target()
+    for figure in figures:
         for suffix in (".png", ".svg"):
-            step(f"{name}{suffix}", export_view(target, out_dir / f"{name}{suffix}", caption=caption))
+            step(f"{figure.name}{suffix}",
+                 export_view(figure.widget, out_dir / f"{figure.name}{suffix}", caption=figure.caption))
     heads_dir = out_dir / f"layer{layer + 1}_heads"
     try:
         heads_dir.mkdir(exist_ok=True)
@@ -102,30 +122,23 @@ def export_session(views: dict, session_model, results, out_dir: Path,
         raise FileWriteError(f"cannot create the folder {heads_dir}: a file of that name is in the way") from None
     except OSError as error:
         raise FileWriteError(f"cannot create the folder {heads_dir}: {error.strerror or error}") from None
-    heatmap = views["heatmap"]
-    users_head = session_model.head  # put back as it was, not as it was clamped
-    try:
-        for head in range(result.heads):
-            session_model.update(head=head)
-            step(f"head {head + 1}", export_view(heatmap.export_target(), heads_dir / f"head{head + 1:02d}.png",
-                                                 caption=caption_for(results.shown, result)))
-    finally:
-        session_model.update(head=users_head)
+    for figure in heads:
+        step(figure.name, export_view(figure.widget, heads_dir / f"{figure.name}.png", caption=figure.caption))
     write_atomic(out_dir / "weights.npy", weights_npy(result))
     step("weights.npy", out_dir / "weights.npy")
     write_atomic(out_dir / f"weights_layer{layer + 1}_head{selected_head + 1}.csv",
                  weights_csv(result, layer, selected_head))
     step("weights.csv", out_dir / f"weights_layer{layer + 1}_head{selected_head + 1}.csv")
     session_path = out_dir / f"session{SESSION_SUFFIX}"
-    dataclasses.replace(session, profile=session_model.profile).save(session_path)
+    shown.save(session_path)
     step("session", session_path)
     report = out_dir / "report.html"
-    write_atomic(report, _report_html(session, result, caption, names, heads_dir.name).encode("utf-8"))
+    write_atomic(report, _report_html(shown, result, caption_for(shown, result), figures, heads_dir.name).encode("utf-8"))
     step("report", report)
     return written
 
 
-def _report_html(session: Session, result: ComputeResult, caption: str, names: list[str], heads_dir: str) -> str:
+def _report_html(session: Session, result: ComputeResult, caption: str, figures: list[Figure], heads_dir: str) -> str:
     settings = {
         "text": session.text, "second text (keys/values)": session.pair_text or "—", "model": result.model_name,
         "heads": result.heads, "d_k": result.d_k, "score": SCORE_NAMES[session.score],
@@ -138,8 +151,8 @@ def _report_html(session: Session, result: ComputeResult, caption: str, names: l
     if session.is_synthetic:
         settings.update({"d_model": session.d_model, "seed": session.seed})
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in settings.items())
-    figures = "".join(f'<figure><img src="{name}.png" alt="{name}"><figcaption>{name} — '
-                      f'<a href="{name}.svg">SVG</a></figcaption></figure>' for name in names)
+    shown = "".join(f'<figure><img src="{f.name}.png" alt="{f.name}"><figcaption>{f.name}: '
+                    f'{html.escape(f.caption)} — <a href="{f.name}.svg">SVG</a></figcaption></figure>' for f in figures)
     heads = "".join(f'<img class="head" src="{heads_dir}/head{h + 1:02d}.png" alt="head {h + 1}">'
                     for h in range(result.heads))
     return f"""<!DOCTYPE html>
@@ -148,36 +161,8 @@ def _report_html(session: Session, result: ComputeResult, caption: str, names: l
 th{{text-align:left;padding-right:1em;vertical-align:top}} img{{max-width:100%;border:1px solid #ddd}}
 img.head{{width:32%;margin:0.3%}} figure{{margin:1.5em 0}}</style></head>
 <body><h1>attnstudio report</h1><p>{html.escape(caption)}</p>
-<table>{rows}</table>{figures}<h2>Every head of the selected layer</h2>{heads}
+<table>{rows}</table>{shown}<h2>Every head of the selected layer</h2>{heads}
 <p>Raw data: <a href="weights.npy">weights.npy</a> (layers, heads, n_q, n_k), the selected head as CSV,
 and the <a href="session{SESSION_SUFFIX}">session file</a> to reopen all of this in attnstudio.</p>
 </body></html>
 """
-
-
-def offscreen_views(session: Session, size: tuple[int, int] = (1200, 800)):
-    """Build the session's views without a main window, compute once, and lay them out for export.
-
-    Returns (views, session_model, results). Needs a QApplication (offscreen is fine).
-    """
-    from PySide6.QtWidgets import QApplication  # noqa: PLC0415
-
-    from attnstudio.engine import Engine  # noqa: PLC0415
-    from attnstudio.ui.result_model import ResultModel  # noqa: PLC0415
-    from attnstudio.ui.session_model import SessionModel  # noqa: PLC0415
-    from attnstudio.ui.theme import apply_theme  # noqa: PLC0415
-    from attnstudio.ui.views import VIEW_CLASSES  # noqa: PLC0415
-
-    apply_theme("light")
-    session_model = SessionModel(session)
-    results = ResultModel(session_model)
-    views = {}
-    for name, view_class in VIEW_CLASSES.items():
-        view = view_class(session_model) if name == "profiler" else view_class(session_model, results)
-        view.resize(*size)
-        view.show()
-        views[name] = view
-    results.set_result(Engine().compute(session))
-    for _ in range(3):
-        QApplication.processEvents()
-    return views, session_model, results

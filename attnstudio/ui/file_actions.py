@@ -16,10 +16,11 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu, QMessageBox, QPr
 
 from attnstudio.errors import AttnStudioError
 from attnstudio.export.images import export_view
-from attnstudio.export.session_export import caption_for, export_session, weights_csv, weights_npy
+from attnstudio.export.session_export import caption_for, weights_csv, weights_npy
 from attnstudio.fileio import write_atomic
 from attnstudio.limits import LIMITS
 from attnstudio.session import SESSION_SUFFIX, Session
+from attnstudio.ui.offscreen import export_views
 
 MAX_RECENT = 8
 AUTOSAVE_PREFIX = "autosave-"
@@ -267,7 +268,7 @@ class FileActions(QObject):
             QGuiApplication.processEvents()
 
         try:
-            written = export_session(self.window.views, self.session, self.window.results, folder, report)
+            written = export_views(self.window.views, self.session, self.window.results, folder, report)
         except AttnStudioError as error:
             self.window.show_error(f"not exported: {error}")
             return False

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,25 @@ def test_importing_the_engine_and_running_compute_loads_no_qt():
             f"bad = [m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJECT_ROOT)
+
+
+def test_export_never_imports_the_ui():
+    """export/ writes finished figures; building and driving views (theme, session model) is ui/'s."""
+    files = sorted((PROJECT_ROOT / "attnstudio" / "export").rglob("*.py"))
+    assert len(files) >= 3
+    offenders = {str(f.relative_to(PROJECT_ROOT)): sorted(m for m in imported_modules(f)
+                                                          if m == "attnstudio.ui" or m.startswith("attnstudio.ui."))
+                 for f in files}
+    assert not {f: m for f, m in offenders.items() if m}
+
+
+def test_the_import_contracts_hold():
+    """pyproject.toml's [tool.importlinter] contracts, checked by import-linter on this source tree (lazy
+    imports inside functions count too): core never imports Qt; core, models, session and engine never
+    import ui or export; export never imports ui."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
+                           "lint_imports_command()", "--no-cache"],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "export never imports the ui" in done.stdout, done.stdout + done.stderr  # the contracts were read
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -197,3 +197,41 @@ def test_cli_export_errors_are_one_line(tmp_path):
         done = run_cli("export", *args)
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def caption_texts(path) -> list[str]:
+    """The caption drawn at the foot of an exported SVG (drawn last; word-wrapped lines joined)."""
+    root = ElementTree.fromstring(path.read_text(encoding="utf-8"))
+    texts = ["".join(node.itertext()).strip() for node in root.iter() if node.tag.endswith("text")]
+    starts = [i for i, text in enumerate(texts) if text.startswith("attnstudio ·")]
+    return [" ".join(texts[i:j]) for i, j in zip(starts, [*starts[1:], len(texts)])]
+
+
+def test_each_session_figure_has_a_caption_that_describes_it(make_window, tmp_path):
+    """The profiler figure describes its sweep (kernels, lengths, backend, dtype, heads, d_k), not an attention
+    head; the attention views describe the model, layer and head. Read from the drawn text and the pixels."""
+    lengths = (64, 128, 256, 512, 1024, 2048, 4096)
+    profile = {"config": {"lengths": list(lengths), "kernels": ["naive", "tiled"], "backends": ["numpy"],
+                          "heads": 4, "d_k": 32, "dtype": "float64", "repeats": 3, "window": 64,
+                          "memory_budget_bytes": None},
+               "points": [{"n": n, "kernel": k, "backend": "numpy", "status": "ok", "median_s": 1e-9 * n * n,
+                           "peak_bytes": 32 * n * n, "theoretical_bytes": 32 * n * n}
+                          for k in ("naive", "tiled") for n in lengths]}
+    window = make_window(Session(backend="numpy", layer=1, head=3, profile=profile))
+    window.views["profiler"].shutdown()
+    out = tmp_path / "export"
+    assert window.files.export_session_to(out)
+    profiler_caption = caption_texts(out / "profiler.svg")
+    assert profiler_caption == ["attnstudio · profiler · kernels: naive, tiled · n 64–4096 (7 lengths) · "
+                                "backend: numpy · float64 · 4 heads · d_k 32 · median of 3 runs"], profiler_caption
+    heatmap_caption = caption_texts(out / "heatmap.svg")
+    assert len(heatmap_caption) == 1 and "layer 2/6 · head 4/12" in heatmap_caption[0], heatmap_caption
+    # The pixels: the caption bands of the two PNGs differ (different words), and each has ink.
+    profiler_png, heatmap_png = image_array(out / "profiler.png"), image_array(out / "heatmap.png")
+    band = 2 * 28  # CAPTION_HEIGHT at the default scale 2
+    profiler_band, heatmap_band = profiler_png[-band:].mean(axis=2), heatmap_png[-band:].mean(axis=2)
+    assert (profiler_band < 128).sum() > 200 and (heatmap_band < 128).sum() > 200
+    width = min(profiler_band.shape[1], heatmap_band.shape[1])
+    assert np.abs(profiler_band[:, :width] - heatmap_band[:, :width]).max() > 100
+    report = (out / "report.html").read_text()
+    assert "profiler: attnstudio · profiler · kernels: naive, tiled" in report

@@ -19,10 +19,14 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
+from attnstudio.core.masks import parse_mask_spec
 from attnstudio.core.profiling import ProfileConfig, ProfilePoint, ProfileResult
 from attnstudio.export.images import CAPTION_HEIGHT, export_view
-from attnstudio.export.session_export import caption_for, offscreen_views
+from attnstudio.engine import Engine
+from attnstudio.export.session_export import caption_for
+from attnstudio.export.svg_portable import enlarge
 from attnstudio.session import Session
+from attnstudio.ui.offscreen import offscreen_views
 from attnstudio.ui.theme import apply_theme
 from tests.core.test_cli import run_cli
 
@@ -136,6 +140,81 @@ def test_every_format_is_the_picture_on_the_screen(exported, name):
     report = ", ".join(f"{key} {share:.3%}" for key, share in shares.items())
     print(f"{name}: differ from the on-screen grab: {report}")
     assert max(shares.values()) <= SAME_PICTURE, f"{name}: differ from the on-screen grab: {report}"
+
+
+# High-contrast heatmaps: a sharp (previous-token) head whose cells are all but 0 or 1, where a cell out of place
+# by a fraction of its width shows, and masked cells (holes over the grey backdrop); each colour scale; both themes.
+# Layer 1 head 3 of MiniLM on TEXT attends to the previous token with weight ~1.
+SHARP = {"layer": 0, "head": 2}
+CONTRAST_CASES = {
+    "sharp-unit-light": ("light", dict(SHARP, color_scale="unit"), "none"),
+    "sharp-auto-dark": ("dark", dict(SHARP, color_scale="auto"), "none"),
+    "masked-row-light": ("light", dict(SHARP, color_scale="row"), "causal+window:3"),
+    "masked-auto-dark": ("dark", dict(SHARP, color_scale="auto"), "causal+window:3"),
+}
+
+
+@pytest.fixture(scope="module")
+def contrast_exported(qapp, tmp_path_factory):
+    """Every format of the heatmap for each CONTRAST_CASES entry, from one set of views (recomputed per mask)."""
+    for name in RENDERERS:
+        renderer(name)
+    folder = tmp_path_factory.mktemp("contrast")
+    views, session_model, results = offscreen_views(Session(text=TEXT, backend="numpy", **SHARP))
+    views["profiler"].shutdown()
+    heatmap = views["heatmap"]
+    renderings = {}
+    try:
+        for name, (theme, settings, mask) in CONTRAST_CASES.items():
+            if session_model.session.mask != parse_mask_spec(mask):
+                assert session_model.update(mask=parse_mask_spec(mask))
+                results.set_result(Engine().compute(session_model.session))
+            assert session_model.update(**settings)
+            qapp.processEvents()
+            apply_theme(theme, root=heatmap)
+            shown = results.shown
+            assert (shown.layer, shown.head, shown.color_scale) == (0, 2, settings["color_scale"])
+            renderings[name] = export_all(heatmap, folder, name, caption_for(shown, results.result), pdf_dpi=144)
+            renderings[name]["result"] = results.result
+        yield renderings
+    finally:
+        apply_theme("light", root=heatmap)
+        for view in views.values():
+            view.close()
+            view.deleteLater()
+        qapp.processEvents()
+
+
+def test_the_sharp_head_is_high_contrast(contrast_exported):
+    """The cases test what they claim: the head's weights are near 0 or 1, and the mask forbids cells."""
+    weights = contrast_exported["sharp-unit-light"]["result"].attentions()[SHARP["layer"], SHARP["head"]]
+    assert np.mean((weights < 0.05) | (weights > 0.9)) > 0.95
+    masked = contrast_exported["masked-row-light"]["result"]
+    assert masked.attentions()[0, 2][0, 1:].max() == 0  # causal: the first query sees only itself
+
+
+@pytest.mark.parametrize("name", list(CONTRAST_CASES))
+def test_high_contrast_heatmaps_are_the_same_picture(contrast_exported, name):
+    images = contrast_exported[name]["images"]
+    reference = grey(images["pdf"])
+    shares = {key: differing(reference, grey(images[key])) for key in FORMATS if key != "pdf"}
+    screen = grey(contrast_exported[name]["screen"])
+    body_height = contrast_exported[name]["body_height"]
+    shares["screen"] = differing(screen, grey(body(images["png2"], body_height)))
+    report = ", ".join(f"{key} {share:.3%}" for key, share in shares.items())
+    print(f"{name}: differ from the PDF raster (screen: from PNG@2): {report}")
+    assert max(shares.values()) <= SAME_PICTURE, f"{name}: {report}"
+
+
+def test_an_embedded_image_is_enlarged_by_exact_repetition(qapp):
+    """The SVG's heatmap image, enlarged so that no renderer smooths it, keeps every cell at its place."""
+    cells = np.arange(16 * 16, dtype=np.uint32).reshape(16, 16) | np.uint32(0xFF000000)  # (16, 16) ARGB
+    picture = QImage(cells.data, 16, 16, 64, QImage.Format.Format_ARGB32).copy()
+    big = enlarge(picture, 192, 86)
+    assert (big.width(), big.height()) == (16 * 192, 16 * 86)
+    for row, col in ((0, 0), (15, 14), (15, 15), (7, 9)):
+        for y, x in ((row * 86, col * 192), ((row + 1) * 86 - 1, (col + 1) * 192 - 1)):
+            assert big.pixel(x, y) == int(cells[row, col]), (row, col, x, y)
 
 
 def test_the_dark_theme_exports_on_its_dark_background(exported):

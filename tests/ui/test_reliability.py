@@ -24,7 +24,7 @@ COUNTS = {"texts": 0, "settings": 0, "refused": 0}
 
 @pytest.fixture(scope="module")
 def views(qapp):
-    from attnstudio.export.session_export import offscreen_views
+    from attnstudio.ui.offscreen import offscreen_views
 
     built = offscreen_views(Session(backend="numpy"), size=(900, 600))
     yield built
