@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
 from attnstudio.core.backend import array_namespace, concat, matrix_transpose
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
@@ -78,20 +79,25 @@ def gelu_tanh(x):
     return 0.5 * x * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))))
 
 
-def attend(x, layer: Gpt2Layer, p: Gpt2Parameters, *, mask, score, scale, seed):
-    """Causal multi-head self-attention with every step kept.  (n, d_model) -> (output (n, d_model), trace)."""
+def attend(x, layer: Gpt2Layer, p: Gpt2Parameters, *, mask, score, scale, seed,
+           ablated_heads: tuple[int, ...] = (), ablation_mode: str = "zero"):
+    """Causal multi-head self-attention with every step kept.  (n, d_model) -> (output (n, d_model), trace).
+
+    ablated_heads: heads switched off in this layer (see :mod:`attnstudio.core.ablation`).
+    """
     d = p.d_model
     qkv = x @ layer.qkv_weight + layer.qkv_bias  # (n, 3 d_model)
     q, k, v = (split_heads(qkv[:, i * d:(i + 1) * d], p.num_heads) for i in range(3))  # (heads, n, head_dim)
     scores = attention_scores(q, k, score=score, scale=scale, seed=seed)  # (heads, n, n)
     weights = softmax(scores, mask)
-    context = weights @ v  # (heads, n, head_dim)
+    weights, context = ablate_heads(weights, v, ablated_heads, ablation_mode, mask)  # context (heads, n, head_dim)
     output = merge_heads(context) @ layer.attention_out_weight + layer.attention_out_bias  # (n, d_model)
     return output, AttentionTrace(q, k, v, scores, weights, context)
 
 
 def forward(p: Gpt2Parameters, input_ids, *, heads: int | None = None, mask=None, score="scaled_dot", scale=None,
-            seed=0, num_layers: int | None = None, pair_ids=None, pair_mask=None) -> ForwardResult:
+            seed=0, num_layers: int | None = None, pair_ids=None, pair_mask=None,
+            ablation: Ablation | None = None) -> ForwardResult:
     """Run GPT-2 on ``input_ids`` (n,), keeping every layer's attention (see llama.forward for the contract)."""
     del pair_mask
     if pair_ids is not None:
@@ -106,6 +112,7 @@ def forward(p: Gpt2Parameters, input_ids, *, heads: int | None = None, mask=None
         raise InvalidSetting(f"this model has {p.max_positions} positions; the text has {n} tokens")
     total_layers = len(p.layers)
     num_layers = total_layers if num_layers is None else num_layers
+    check_ablation_fits(ablation, total_layers, p.num_heads)
     own_mask = causal_mask(n, n, xp)  # (n, n)
     mask = own_mask if mask is None else own_mask & mask
     if scale is None and score == "scaled_dot":
@@ -114,8 +121,11 @@ def forward(p: Gpt2Parameters, input_ids, *, heads: int | None = None, mask=None
 
     x = xp.take(p.token_embeddings, input_ids, axis=0) + p.position_embeddings[:n]  # (n, d_model)
     hidden_states, traces = [x], []
-    for layer in p.layers[:num_layers]:
-        attended, trace = attend(layer_norm(x, layer.attention_norm, p.layer_norm_eps), layer, p, **options)
+    for index, layer in enumerate(p.layers[:num_layers]):
+        switched_off = ablation.heads_in(index) if ablation else ()
+        attended, trace = attend(layer_norm(x, layer.attention_norm, p.layer_norm_eps), layer, p,
+                                 ablated_heads=switched_off, ablation_mode=ablation.mode if ablation else "zero",
+                                 **options)
         x = x + attended
         hidden = gelu_tanh(layer_norm(x, layer.mlp_norm, p.layer_norm_eps) @ layer.up_weight + layer.up_bias)
         x = x + hidden @ layer.down_weight + layer.down_bias
