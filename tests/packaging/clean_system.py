@@ -88,12 +88,14 @@ class CleanSystem:
 
     def installed_files(self) -> set[str]:
         """Every path in the root outside the home, /tmp, /proc, /dev and apt's caches."""
-        skip = ("root", "tmp", "proc", "dev", "var/cache", "var/lib/apt/lists", "var/log", "run", "sys")
+        skip = {"root", "tmp", "proc", "dev", "var/cache", "var/lib/apt/lists", "var/log", "run", "sys"}
         found = set()
-        for path in self.root.rglob("*"):
-            relative = path.relative_to(self.root).as_posix()
-            if not relative.startswith(skip):
-                found.add(relative)
+        # Pruned while walking, not filtered after: /proc is mounted, and its entries vanish under a walker.
+        for folder, subfolders, files in os.walk(self.root):
+            base = Path(folder).relative_to(self.root).as_posix()
+            base = "" if base == "." else base + "/"
+            subfolders[:] = [name for name in subfolders if base + name not in skip]
+            found.update(base + name for name in files + subfolders)
         return found
 
 
