@@ -26,20 +26,28 @@ def startup_ms() -> list[float]:
     return times
 
 
-def keystroke_ms(tokens: int, repeats: int = 15) -> list[float]:
-    from PySide6.QtCore import QEventLoop, QSettings, QTimer
+def shown_window(folder: str):
+    """The app's window on the built-in model with throw-away settings, shown, with its first result."""
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from attnstudio.session import Session
     from attnstudio.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
+    window = MainWindow(Session(backend="numpy"), settings=QSettings(f"{folder}/s.ini", QSettings.IniFormat),
+                        restore=False)
+    window.show()
+    while window.results.result is None:
+        app.processEvents()
+    return window
+
+
+def keystroke_ms(tokens: int, repeats: int = 15) -> list[float]:
+    from PySide6.QtCore import QEventLoop, QTimer
+
     with tempfile.TemporaryDirectory() as folder:
-        window = MainWindow(Session(backend="numpy"), settings=QSettings(f"{folder}/s.ini", QSettings.IniFormat),
-                            restore=False)
-        window.show()
-        while window.results.result is None:
-            app.processEvents()
+        window = shown_window(folder)
         heatmap = window.views["heatmap"]
         samples = []
         loop = QEventLoop()
@@ -65,20 +73,11 @@ def keystroke_ms(tokens: int, repeats: int = 15) -> list[float]:
 
 def longest_stall_ms(repeats: int = 3) -> list[float]:
     """The longest gap between ticks of a 10 ms timer while a 512-token text is computed and every view redraws."""
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
 
-    from attnstudio.session import Session
-    from attnstudio.ui.main_window import MainWindow
-
-    app = QApplication.instance() or QApplication([])
     stalls = []
     with tempfile.TemporaryDirectory() as folder:
-        window = MainWindow(Session(backend="numpy"), settings=QSettings(f"{folder}/s.ini", QSettings.IniFormat),
-                            restore=False)
-        window.show()
-        while window.results.result is None:
-            app.processEvents()
+        window = shown_window(folder)
         for index in range(repeats):
             gaps, clock = [], QElapsedTimer()
             clock.start()

@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
+from attnstudio.core.ablation import Ablation, ablate_heads
 from attnstudio.core.backend import array_namespace, concat, matrix_transpose
+from attnstudio.core.families.llama import check_decoder_input, decoder_options
 from attnstudio.core.kernels import attention_scores, softmax
-from attnstudio.core.masks import causal_mask
 from attnstudio.core.transformer import AttentionTrace, ForwardResult, layer_norm, merge_heads, split_heads
 from attnstudio.errors import InvalidSetting
 
@@ -100,24 +100,14 @@ def forward(p: Gpt2Parameters, input_ids, *, heads: int | None = None, mask=None
             ablation: Ablation | None = None) -> ForwardResult:
     """Run GPT-2 on ``input_ids`` (n,), keeping every layer's attention (see llama.forward for the contract)."""
     del pair_mask
-    if pair_ids is not None:
-        raise InvalidSetting("a decoder attends within one text: cross-attention needs an encoder model")
     if heads not in (None, p.num_heads):
         raise InvalidSetting(f"this model has {p.num_heads} heads; its heads cannot be re-split")
-    xp = array_namespace(p.token_embeddings)
-    n = input_ids.shape[0]
-    if n < 1:
-        raise InvalidSetting("the text has no tokens")
+    n, num_layers = check_decoder_input(p, input_ids, pair_ids=pair_ids, num_layers=num_layers, ablation=ablation)
     if n > p.max_positions:
         raise InvalidSetting(f"this model has {p.max_positions} positions; the text has {n} tokens")
     total_layers = len(p.layers)
-    num_layers = total_layers if num_layers is None else num_layers
-    check_ablation_fits(ablation, total_layers, p.num_heads)
-    own_mask = causal_mask(n, n, xp)  # (n, n)
-    mask = own_mask if mask is None else own_mask & mask
-    if scale is None and score == "scaled_dot":
-        scale = 1.0 / math.sqrt(p.head_dim)
-    options = {"mask": mask, "score": score, "scale": scale, "seed": seed}
+    xp = array_namespace(p.token_embeddings)
+    options = decoder_options(p, n, xp, mask=mask, score=score, scale=scale, seed=seed)
 
     x = xp.take(p.token_embeddings, input_ids, axis=0) + p.position_embeddings[:n]  # (n, d_model)
     hidden_states, traces = [x], []

@@ -165,6 +165,29 @@ def feed_forward(x, layer: LlamaLayer):
     return (silu(gate_up[:, :d_ff]) * gate_up[:, d_ff:]) @ layer.down_weight
 
 
+def check_decoder_input(p, input_ids, *, pair_ids, num_layers: int | None, ablation: Ablation | None):
+    """What every decoder family checks first: one text, some tokens, an ablation that fits.
+
+    Returns (n tokens, layers to run)."""
+    if pair_ids is not None:
+        raise InvalidSetting("a decoder attends within one text: cross-attention needs an encoder model")
+    n = input_ids.shape[0]
+    if n < 1:
+        raise InvalidSetting("the text has no tokens")
+    check_ablation_fits(ablation, len(p.layers), p.num_heads)
+    return n, len(p.layers) if num_layers is None else num_layers
+
+
+def decoder_options(p, n: int, xp, *, mask, score, scale, seed, first_row: int = 0) -> dict:
+    """The attention options of rows first_row .. n-1: the model's causal mask AND the user's (n, n) mask,
+    and 1/sqrt(head_dim) as the default scale of scaled dot products."""
+    own_mask = causal_mask(n, n, xp)[first_row:, :]  # (n - first_row, n)
+    mask = own_mask if mask is None else own_mask & mask[first_row:, :]
+    if scale is None and score == "scaled_dot":
+        scale = 1.0 / math.sqrt(p.head_dim)
+    return {"mask": mask, "score": score, "scale": scale, "seed": seed}
+
+
 def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=None, score="scaled_dot", scale=None,
             seed=0, num_layers: int | None = None, pair_ids=None, pair_mask=None,
             ablation: Ablation | None = None) -> ForwardResult:
@@ -176,23 +199,13 @@ def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=Non
     last token, when every layer ran.
     """
     del pair_mask
-    if pair_ids is not None:
-        raise InvalidSetting("a decoder attends within one text: cross-attention needs an encoder model")
     if heads not in (None, p.num_heads):
         raise InvalidSetting(f"this model has {p.num_heads} query heads sharing {p.num_kv_heads} key/value heads; "
                              f"its heads cannot be re-split")
-    xp = array_namespace(p.token_embeddings)
-    n = input_ids.shape[0]
-    if n < 1:
-        raise InvalidSetting("the text has no tokens")
+    n, num_layers = check_decoder_input(p, input_ids, pair_ids=pair_ids, num_layers=num_layers, ablation=ablation)
     total_layers = len(p.layers)
-    num_layers = total_layers if num_layers is None else num_layers
-    check_ablation_fits(ablation, total_layers, p.num_heads)
-    own_mask = causal_mask(n, n, xp)  # (n, n)
-    mask = own_mask if mask is None else own_mask & mask
-    if scale is None and score == "scaled_dot":
-        scale = 1.0 / math.sqrt(p.head_dim)
-    options = {"mask": mask, "score": score, "scale": scale, "seed": seed}
+    xp = array_namespace(p.token_embeddings)
+    options = decoder_options(p, n, xp, mask=mask, score=score, scale=scale, seed=seed)
     cos, sin = rope_tables(n, p.head_dim, p.rope_base, xp, p.token_embeddings.dtype, p.rope_frequency_factors)
 
     x = xp.take(p.token_embeddings, input_ids, axis=0)  # (n, d_model)
@@ -232,11 +245,7 @@ def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | N
     if not 0 < m < n or len(past.traces) != num_layers:
         raise InvalidSetting(f"a prefix of {m} tokens over {len(past.traces)} layers cannot extend "
                              f"{n} tokens over {num_layers}")
-    own_mask = causal_mask(n, n, xp)[m:]  # (n - m, n)
-    mask = own_mask if mask is None else own_mask & mask[m:]
-    if scale is None and score == "scaled_dot":
-        scale = 1.0 / math.sqrt(p.head_dim)
-    options = {"mask": mask, "score": score, "scale": scale, "seed": seed}
+    options = decoder_options(p, n, xp, mask=mask, score=score, scale=scale, seed=seed, first_row=m)
     cos, sin = rope_tables(n, p.head_dim, p.rope_base, xp, p.token_embeddings.dtype, p.rope_frequency_factors)
     cos, sin = cos[m:], sin[m:]  # (n - m, head_dim / 2)
 
