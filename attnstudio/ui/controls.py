@@ -266,7 +266,9 @@ class ControlPanel(QWidget):
         for widget in (self.d_k, self.d_model, self.seed):
             widget.setEnabled(synthetic)
         if synthetic:
+            self.d_model.setMaximum(LIMITS["d_model"].high)
             self._on_d_k_changed()
+            self._on_d_model_changed()
         self._on_heads_changed()
 
     def _on_layer_changed(self) -> None:
@@ -316,9 +318,12 @@ class ControlPanel(QWidget):
             self.layer.setMaximum(result.num_layers)
         self._on_layer_changed()
         self._on_head_changed()
-        if self.session.model != SYNTHETIC:
-            with QSignalBlocker(self.d_k):
+        if self.session.model != SYNTHETIC:  # the greyed boxes show the pretrained model's own widths
+            width = int(result.forward.hidden_states[0].shape[-1])
+            with QSignalBlocker(self.d_k), QSignalBlocker(self.d_model):
                 self.d_k.setValue(result.d_k)
+                self.d_model.setMaximum(max(LIMITS["d_model"].high, width))
+                self.d_model.setValue(width)
         self._on_heads_changed()
         count = len(result.query_tokens)
         self.tokens.setText(f"{count} tokens: " + " · ".join(result.query_tokens))

@@ -243,3 +243,14 @@ def test_pyside_does_not_leak_references_to_none(qapp):
     for _ in range(2000):
         qapp.processEvents()
     assert sys.getrefcount(None) - before > -100
+
+
+def test_the_greyed_width_boxes_show_the_pretrained_models_own_widths(make_window, qtbot):
+    window = make_window(Session(backend="numpy", d_k=16, d_model=64))
+    controls = window.controls
+    assert not controls.d_model.isEnabled()
+    assert (controls.d_k.value(), controls.d_model.value()) == (32, 384)  # MiniLM: 12 heads of 32 in 384
+    window.session.update(model="synthetic")
+    wait_for_result(qtbot, window, lambda r: r.model_name == "synthetic")
+    assert controls.d_model.isEnabled() and (controls.d_k.value(), controls.d_model.value()) == (16, 64)
+    assert window.session.session.d_model == 64, "showing the model's width never writes it into the session"
