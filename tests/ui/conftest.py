@@ -72,3 +72,25 @@ def event_loop_gaps(interval_ms: int = 10):
     finally:
         timer.stop()
         gc.unfreeze()
+
+
+def build_view(qtbot, view_class, session: Session):
+    """One view alone with its own models (napari's QtDims(Dims()) style), shown at 1024x700 with a computed result.
+
+    Returns (view, session model, result model, result)."""
+    from attnstudio.engine import Engine
+    from attnstudio.ui.result_model import ResultModel
+    from attnstudio.ui.session_model import SessionModel
+
+    model = SessionModel(session)
+    results = ResultModel(model)
+    view = view_class(model, results)
+    qtbot.addWidget(view)
+    view.resize(1024, 700)
+    view.show()
+    qtbot.waitExposed(view)
+    result = Engine().compute(model.session)
+    result.precompute_views()
+    results.set_result(result)
+    qtbot.wait(20)
+    return view, model, results, result

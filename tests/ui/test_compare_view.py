@@ -6,29 +6,16 @@ import pytest
 
 from attnstudio.core.ablation import Ablation
 from attnstudio.core.analysis import cosine_similarity, layer_cosines
-from attnstudio.engine import Engine
 from attnstudio.session import Session
-from attnstudio.ui.result_model import ResultModel
-from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.compare import PRESETS, CompareView, shared_words
+from tests.ui.conftest import build_view
 from tests.ui.looks import pixels
 
 A, B, _ = PRESETS["trophy: big / small"]
 
 
 def build(qtbot, session: Session):
-    model = SessionModel(session)
-    results = ResultModel(model)
-    view = CompareView(model, results)
-    qtbot.addWidget(view)
-    view.resize(1024, 700)
-    view.show()
-    qtbot.waitExposed(view)
-    result = Engine().compute(model.session)
-    result.precompute_views()
-    results.set_result(result)
-    qtbot.wait(20)
-    return view, model, results, result
+    return build_view(qtbot, CompareView, session)
 
 
 def test_difference_is_b_minus_a_and_drawn_diverging(qtbot):

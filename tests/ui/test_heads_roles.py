@@ -8,24 +8,12 @@ from attnstudio.core.ablation import Ablation
 from attnstudio.core.analysis import ROLE_THRESHOLDS, attention_change
 from attnstudio.engine import Engine
 from attnstudio.session import Session
-from attnstudio.ui.result_model import ResultModel
-from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.heads import ALL_HEADS, HeadsView
+from tests.ui.conftest import build_view
 
 
 def build(qtbot, session: Session):
-    model = SessionModel(session)
-    results = ResultModel(model)
-    view = HeadsView(model, results)
-    qtbot.addWidget(view)
-    view.resize(1024, 700)
-    view.show()
-    qtbot.waitExposed(view)
-    result = Engine().compute(model.session)
-    result.precompute_views()
-    results.set_result(result)
-    qtbot.wait(20)
-    return view, model, results, result
+    return build_view(qtbot, HeadsView, session)
 
 
 def test_role_filter_shows_only_the_heads_of_that_role(qtbot):

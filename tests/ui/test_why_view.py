@@ -13,6 +13,7 @@ from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views import VIEW_CLASSES
 from attnstudio.ui.views.why import WhyView
 from attnstudio.view_names import VIEW_NAMES
+from tests.ui.conftest import build_view
 from tests.ui.looks import pixels
 
 
@@ -22,17 +23,8 @@ def test_view_registry_and_names_agree():
 
 @pytest.fixture
 def why(qtbot):
-    session = SessionModel(Session(backend="numpy", layer=1, head=4, cell=(8, 2), temperature=0.5))
-    results = ResultModel(session)
-    view = WhyView(session, results)
-    qtbot.addWidget(view)
-    view.resize(1024, 700)
-    view.show()
-    qtbot.waitExposed(view)
-    result = Engine().compute(session.session)
-    result.precompute_views()
-    results.set_result(result)
-    qtbot.wait(20)
+    view, session, _, result = build_view(qtbot, WhyView, Session(backend="numpy", layer=1, head=4, cell=(8, 2),
+                                                                  temperature=0.5))
     return view, session, result
 
 
