@@ -100,18 +100,24 @@ def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
+def _tensor(tensors: dict[str, np.ndarray], name: str, shape: tuple[int, ...], folder: Path,
+            architecture: str) -> np.ndarray:
+    """The float32 tensor ``name``, contiguous, checked against the shape config.json implies."""
+    try:
+        tensor = np.ascontiguousarray(tensors[name], dtype=np.float32)
+    except KeyError:
+        raise ModelLoadError(f"{folder.name} lacks the tensor {name!r}; is this a {architecture}?") from None
+    if tensor.shape != shape:
+        raise ModelLoadError(f"{folder.name}: tensor {name} has shape {tensor.shape}, config.json implies {shape}")
+    return tensor
+
+
 def _parameters(tensors: dict[str, np.ndarray], config: dict, folder: Path) -> LlamaParameters:
     d_model, d_ff = config["hidden_size"], config["intermediate_size"]
     heads, kv_heads, head_dim = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
 
     def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        try:
-            tensor = np.asarray(tensors[name], dtype=np.float32)
-        except KeyError:
-            raise ModelLoadError(f"{folder.name} lacks the tensor {name!r}; is this a LlamaForCausalLM?") from None
-        if tensor.shape != shape:
-            raise ModelLoadError(f"{folder.name}: tensor {name} has shape {tensor.shape}, config.json implies {shape}")
-        return tensor
+        return _tensor(tensors, name, shape, folder, "LlamaForCausalLM")
 
     biased = config.get("model_type") == "qwen2"  # q/k/v projections carry biases, o_proj none
     layers = []
@@ -171,13 +177,7 @@ def _gpt2_parameters(tensors: dict[str, np.ndarray], config: dict, folder: Path)
     tensors = {name.removeprefix("transformer."): value for name, value in tensors.items()}
 
     def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        try:
-            tensor = np.ascontiguousarray(tensors[name], dtype=np.float32)
-        except KeyError:
-            raise ModelLoadError(f"{folder.name} lacks the tensor {name!r}; is this a GPT2LMHeadModel?") from None
-        if tensor.shape != shape:
-            raise ModelLoadError(f"{folder.name}: tensor {name} has shape {tensor.shape}, config.json implies {shape}")
-        return tensor
+        return _tensor(tensors, name, shape, folder, "GPT2LMHeadModel")
 
     def norm(prefix: str) -> tuple[np.ndarray, np.ndarray]:
         return get(prefix + ".weight", (d_model,)), get(prefix + ".bias", (d_model,))
