@@ -20,6 +20,8 @@ from attnstudio.core.analysis import head_roles, measure_induction, sentence_emb
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
+from attnstudio.core.long_attention import LongAttention, LongRecorder, MaskRule, is_long
+from attnstudio.core.long_forward import LONG_FORWARDS
 from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
@@ -77,15 +79,22 @@ class ComputeResult:
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
+    # a long document (core.long_attention): queries, keys and row statistics instead of every weight
+    long: LongAttention | None = field(default=None, repr=False)
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_layers(self) -> int:
-        return len(self.forward.traces)
+        return self.long.num_layers if self.long is not None else len(self.forward.traces)
 
     def attentions(self) -> np.ndarray:
-        """(layers, heads, n_q, n_k) float32 on the host (copied once, then shared by every view)."""
+        """(layers, heads, n_q, n_k) float32 on the host (copied once, then shared by every view).
+
+        A long document keeps no such array: its views ask ``long`` for the regions they draw."""
+        if self.long is not None:
+            raise InvalidSetting(f"this text has {len(self.query_tokens)} tokens: its weights are computed "
+                                 f"region by region, not kept whole")
         if self._host_attentions is None:
             self._host_attentions = np.ascontiguousarray(to_numpy(self.forward.attentions()), dtype=np.float32)
         return self._host_attentions
@@ -93,13 +102,15 @@ class ComputeResult:
     def head_entropy(self) -> np.ndarray:
         """(layers, heads) mean row entropy, computed once (the compute worker does it off the GUI thread)."""
         if "entropy" not in self._summaries:
-            self._summaries["entropy"] = head_entropy(self.attentions())
+            self._summaries["entropy"] = self.long.head_entropy() if self.long is not None else \
+                head_entropy(self.attentions())
         return self._summaries["entropy"]
 
     def rollout(self) -> np.ndarray | None:
         """(n, n) attention rollout across layers, or None for cross-attention; computed once."""
         if "rollout" not in self._summaries:
-            self._summaries["rollout"] = None if self.cross_attention else attention_rollout(self.attentions())
+            dense = not self.cross_attention and self.long is None  # rollout multiplies every (n, n) matrix
+            self._summaries["rollout"] = attention_rollout(self.attentions()) if dense else None
         return self._summaries["rollout"]
 
     def head_roles(self) -> dict[str, np.ndarray] | None:
@@ -108,7 +119,8 @@ class ComputeResult:
         Causal models add "induction", measured by the engine on a repeated random sequence.
         """
         if "roles" not in self._summaries:
-            roles = None if self.cross_attention else head_roles(self.attentions(), self.key_tokens, self.mask)
+            roles = None if self.cross_attention or self.long is not None else \
+                head_roles(self.attentions(), self.key_tokens, self.mask)
             if roles is not None and "induction" in self._summaries:
                 roles["induction"] = self._summaries["induction"]
             self._summaries["roles"] = roles
@@ -124,7 +136,8 @@ class ComputeResult:
 
     def precompute_views(self) -> None:
         """Everything the views need from the (layers, heads, n, n) weights, so drawing stays cheap."""
-        self.attentions()
+        if self.long is None:
+            self.attentions()
         self.head_entropy()
         self.rollout()
         self.head_roles()
@@ -218,8 +231,15 @@ class Engine:
                 self._weights[key] = model.weights if backend.name == "numpy" else _weights_on(model.weights, backend)
             return self._weights[key]
 
-    def compute(self, session: Session, *, num_layers: int | None = None) -> ComputeResult:
-        """Tokenize, build the mask and run the session's model.  Raises AttnStudioError subclasses."""
+    def compute(self, session: Session, *, num_layers: int | None = None, long: bool | None = None,
+                progress: Callable[[int, int], None] | None = None,
+                cancelled: Callable[[], bool] | None = None) -> ComputeResult:
+        """Tokenize, build the mask and run the session's model.  Raises AttnStudioError subclasses.
+
+        long: keep queries, keys and row statistics instead of every weight (None: when the text is past
+        the dense threshold and the model's family has a long forward pass); progress(layers done, layers)
+        and cancelled() serve the long pass (it raises long_attention.Cancelled).
+        """
         session = dataclasses.replace(session.validate())  # the result keeps its own copy
         backend = resolve_backend(session.backend)
         model = self.model(session)
@@ -227,6 +247,12 @@ class Engine:
         notices: list[str] = []
         queries = _tokenize(model, session.text, "text", notices)
         keys = _tokenize(model, session.pair_text, "second text", notices) if session.is_cross_attention else None
+        family = family_of(model.weights)
+        if long is None:
+            long = is_long(len(queries)) and not session.is_synthetic and keys is None and family.name in LONG_FORWARDS
+        if long:
+            return self._compute_long(session, model, family, queries, notices, started,
+                                      progress=progress, cancelled=cancelled)
         mask_spec = session.mask
 
         # Key padding: pad the key sequence with [PAD] tokens and hide them from every query.
@@ -240,7 +266,6 @@ class Engine:
                 keys = _padded(keys, mask_spec.padded_length(len(keys)), model)
         key_seq = keys if keys is not None else queries
         mask_host = build_mask(mask_spec, len(queries), len(key_seq), valid_keys=valid_keys)
-        family = family_of(model.weights)
         if family.causal and not session.is_synthetic:  # the model's own mask; the user's combine with it
             own = causal_mask(len(queries), len(key_seq))
             mask_host = own if mask_host is None else own & mask_host
@@ -294,6 +319,41 @@ class Engine:
         if session.ablation:  # the unablated run, so views can show the effect
             result.baseline = self.compute(dataclasses.replace(session, ablation=Ablation()), num_layers=num_layers)
         return result
+
+
+    def _compute_long(self, session: Session, model: PretrainedModel, family, queries: TokenizedText,
+                      notices: list[str], started: float, *, progress, cancelled) -> ComputeResult:
+        """The long-document pass (core.long_forward): no (n, n) array is made, not even the mask."""
+        long_forward = LONG_FORWARDS.get(family.name)
+        if long_forward is None:
+            raise InvalidSetting(f"long documents run on {', '.join(LONG_FORWARDS)} models; this is a "
+                                 f"{family.description}: use a text of at most {LIMITS['dense_tokens'].high} tokens")
+        if session.is_synthetic or session.is_cross_attention:
+            raise InvalidSetting("long documents need one text and a pretrained model")
+        if session.compare_text.strip():
+            notices.append("Text B is not compared for long documents.")
+        if session.backend not in ("auto", "numpy"):
+            notices.append("Long documents run on the CPU (NumPy).")
+        valid_keys = len(queries) if session.mask.has("padding") else None  # a long text is never padded
+        rule = MaskRule.from_spec(session.mask, causal_model=family.causal, valid_keys=valid_keys)
+        weights = self.weights(model, resolve_backend("numpy"))
+        recorder = LongRecorder(len(queries), rule, len(weights.layers), progress=progress, cancelled=cancelled)
+        forward, long = long_forward(weights, np.asarray(queries.ids), recorder, heads=session.heads,
+                                     score=session.score, ablation=session.ablation,
+                                     scale=score_scale(session.score, _head_dim(weights, session, model), None)
+                                     / session.temperature)
+        heads = long.heads
+        notices.append(f"Long document ({len(queries)} tokens): weights are computed for what is drawn.")
+        result = ComputeResult(session, queries.tokens, queries.tokens, forward, resolve_backend("numpy"), None,
+                               model.name, heads, long.layers[0].queries.shape[-1], time.perf_counter() - started,
+                               notices, causal_model=family.causal, next_tokens=_next_tokens(forward, model),
+                               kv_heads=_kv_heads(weights, heads, session), long=long)
+        return result
+
+
+def _head_dim(weights, session: Session, model: PretrainedModel) -> int:
+    heads = session.heads or model.num_heads
+    return getattr(weights, "head_dim", None) or weights.d_model // heads
 
 
 def _kv_heads(weights, heads: int, session: Session) -> int | None:

@@ -65,6 +65,10 @@ LIMITS: dict[str, Limit] = {
     "head": Limit(0, 1023, "head"),
     "token_index": Limit(0, 100_000, "token position"),  # a cell's query or key (the text's limit bounds them)
     "text_characters": Limit(0, 100_000, "text length"),
+    # texts up to this many tokens keep every (n, n) weight; longer ones keep queries, keys and softmax row
+    # statistics and compute the weights of what is drawn (core.long_attention)
+    "dense_tokens": Limit(1, 1024, "tokens whose weights are all kept"),
+    "long_text_file_bytes": Limit(0, 4 * 1024 * 1024, "text file size"),  # File → Open text…
     "blocked_cells": Limit(0, 1024 * 1024, "number of blocked mask cells"),
     "mask_side": Limit(1, 1024, "custom mask side"),  # a custom mask is at most this many rows and columns
     # files read

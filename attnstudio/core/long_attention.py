@@ -1,0 +1,327 @@
+"""Long documents: keep each layer's queries and keys and the softmax row statistics, never the (n, n) weights.
+
+Past ``LIMITS["dense_tokens"]`` tokens a forward pass cannot keep every layer's weights (SmolLM2 at
+8,192 tokens would need 30 x 9 x 8192^2 x 4 B = 72 GB). It keeps instead, per layer,
+
+    queries    (heads, n, d)       scaled (the score factor is folded in) and, for Llama, after RoPE
+    keys       (kv_heads, n, d)    query head h reads key head h // (heads / kv_heads)
+    row_max    (heads, n)          max_j s_ij over the keys the mask allows
+    row_sum    (heads, n)          sum_j exp(s_ij - row_max_i)
+
+from which any weight is exact: w_ij = exp(q_i . k_j - row_max_i) / row_sum_i where the mask allows
+(i, j), else 0, the same formula :func:`attnstudio.core.kernels.softmax` evaluates. The attention step of the
+forward pass runs over blocks of query rows (:func:`attend_rows`), so at most (heads, block, n) scores
+exist at once; the same pass reduces each block into per-head summaries (max and mean over tiles) and row
+entropies, which the heads grid and the first picture of a head use without touching the weights again.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from attnstudio.core.masks import MaskSpec
+from attnstudio.errors import AttnStudioError, InvalidSetting
+from attnstudio.limits import LIMITS
+
+ROW_BLOCK = 256  # query rows scored at once: (heads, 256, n) float32 is 75 MB for 9 heads at n = 8,192
+THUMBNAIL_CELLS = 64  # the summaries every head gets during the forward pass: at most 64 x 64 tiles
+SUMMARY_KINDS = ("max", "mean")
+
+
+class Cancelled(AttnStudioError):
+    """The user stopped a long forward pass."""
+
+
+def is_long(n_tokens: int) -> bool:
+    """True when a text of ``n_tokens`` is past the dense threshold (its weights are computed on demand)."""
+    return n_tokens > LIMITS["dense_tokens"].high
+
+
+def tile_side(n: int, cells: int) -> int:
+    """The side of the square tiles that cover an (n, n) matrix with at most ``cells`` tiles per axis."""
+    return max(1, math.ceil(n / max(1, cells)))
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """The mask of a long result as a rule, so any rectangle of it can be built without the (n, n) array.
+
+    causal: the model's own mask (decoders) or the session's causal part; window: |i - j| <= width;
+    valid_keys: key padding; blocked_cells: cells the user switched off by hand.
+    """
+
+    causal: bool = False
+    window: int | None = None
+    valid_keys: int | None = None
+    blocked_cells: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_spec(cls, spec: MaskSpec, *, causal_model: bool, valid_keys: int | None = None) -> MaskRule:
+        return cls(causal=causal_model or spec.has("causal"), window=spec.width if spec.has("window") else None,
+                   valid_keys=valid_keys if spec.has("padding") else None,
+                   blocked_cells=tuple(tuple(cell) for cell in spec.blocked_cells))
+
+    @property
+    def masks_anything(self) -> bool:
+        return self.causal or self.window is not None or self.valid_keys is not None or bool(self.blocked_cells)
+
+    def region(self, row_start: int, row_stop: int, col_start: int, col_stop: int) -> np.ndarray | None:
+        """Boolean (rows, cols) of the rectangle, True = may attend; None when nothing is masked."""
+        if not self.masks_anything:
+            return None
+        rows = np.arange(row_start, row_stop)[:, None]  # (rows, 1)
+        cols = np.arange(col_start, col_stop)[None, :]  # (1, cols)
+        allowed = np.ones((row_stop - row_start, col_stop - col_start), dtype=bool)
+        if self.causal:
+            allowed &= cols <= rows
+        if self.window is not None:
+            allowed &= np.abs(cols - rows) <= self.window
+        if self.valid_keys is not None:
+            allowed &= cols < self.valid_keys
+        for row, col in self.blocked_cells:
+            if row_start <= row < row_stop and col_start <= col < col_stop:
+                allowed[row - row_start, col - col_start] = False
+        return allowed
+
+    def last_key(self, row_stop: int, n_k: int) -> int:
+        """One past the last key any of the rows before ``row_stop`` may see (causal: the diagonal)."""
+        stop = min(n_k, row_stop) if self.causal else n_k
+        if self.window is not None:
+            stop = min(stop, row_stop + self.window)
+        if self.valid_keys is not None:
+            stop = min(stop, self.valid_keys)
+        return max(stop, 0)
+
+
+@dataclass
+class LongLayer:
+    """One layer's attention of a long text: what reproduces every weight, and what was summarised."""
+
+    queries: np.ndarray  # (heads, n, d) float32, already multiplied by the score factor
+    keys: np.ndarray  # (kv_heads, n, d) float32
+    row_max: np.ndarray  # (heads, n) max allowed score of each row (0 for a fully masked row)
+    row_sum: np.ndarray  # (heads, n) sum of exp(score - row_max) over the allowed keys (0: fully masked)
+    row_entropy: np.ndarray  # (heads, n) nats
+    thumbnail_max: np.ndarray  # (heads, cells, cells) max weight over each tile of THUMBNAIL_CELLS
+    thumbnail_mean: np.ndarray  # (heads, cells, cells) mean weight over each tile
+
+
+@dataclass
+class LongAttention:
+    """Every layer's :class:`LongLayer` of one forward pass, with its mask; weights are made on demand."""
+
+    layers: list[LongLayer]
+    mask: MaskRule
+    n_q: int
+    n_k: int
+    thumbnail_tile: int  # the side of a thumbnail tile, in tokens
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def heads(self) -> int:
+        return self.layers[0].queries.shape[0]
+
+    def kv_head(self, head: int) -> int:
+        layer = self.layers[0]
+        return head // (layer.queries.shape[0] // layer.keys.shape[0])
+
+    def nbytes(self) -> int:
+        """Bytes held by the kept arrays (what replaces the (layers, heads, n, n) weights)."""
+        return sum(array.nbytes for layer in self.layers for array in vars(layer).values())
+
+    def weights(self, layer: int, head: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """The exact weights of query rows [r0, r1) and key columns [c0, c1) of one head.  -> (r1-r0, c1-c0)."""
+        row_start, row_stop = _clamped(rows, self.n_q)
+        col_start, col_stop = _clamped(cols, self.n_k)
+        kept = self.layers[layer]
+        q = kept.queries[head, row_start:row_stop]  # (rows, d)
+        k = kept.keys[self.kv_head(head), col_start:col_stop]  # (cols, d)
+        return _weights_from_stats(q @ k.T, kept.row_max[head, row_start:row_stop],
+                                   kept.row_sum[head, row_start:row_stop],
+                                   self.mask.region(row_start, row_stop, col_start, col_stop))
+
+    def row(self, layer: int, head: int, row: int) -> np.ndarray:
+        """(n_k,) the exact distribution of one query."""
+        return self.weights(layer, head, (row, row + 1), (0, self.n_k))[0]
+
+    def weight(self, layer: int, head: int, row: int, col: int) -> float:
+        return float(self.weights(layer, head, (row, row + 1), (col, col + 1))[0, 0])
+
+    def head_entropy(self) -> np.ndarray:
+        """(layers, heads) mean row entropy, as :func:`attnstudio.core.metrics.head_entropy` of the full weights."""
+        return np.stack([layer.row_entropy.mean(axis=-1) for layer in self.layers])
+
+    def summary(self, layer: int, head: int, kind: str, cells: int = 512,
+                cancelled: Callable[[], bool] | None = None) -> tuple[np.ndarray, int]:
+        """(summary (ceil(n_q/t), ceil(n_k/t)), t): the max or mean weight over each t x t tile.
+
+        t is the smallest side with at most ``cells`` tiles per axis. The thumbnails computed with the
+        forward pass answer when they are fine enough; otherwise the head's rows are scored in blocks.
+        Results are cached per (layer, head, cells). Raises Cancelled when ``cancelled()`` turns True.
+        """
+        if kind not in SUMMARY_KINDS:
+            raise InvalidSetting(f"unknown summary {kind!r}; choose one of {', '.join(SUMMARY_KINDS)}")
+        tile = tile_side(max(self.n_q, self.n_k), cells)
+        if tile >= self.thumbnail_tile and tile % self.thumbnail_tile == 0:
+            kept = self.layers[layer]
+            return _coarsen(kept.thumbnail_max[head], kept.thumbnail_mean[head], self.thumbnail_tile, tile,
+                            self.n_q, self.n_k)[SUMMARY_KINDS.index(kind)], tile
+        key = (layer, head, tile)
+        if key not in self._cache:
+            self._cache.clear()  # one head's summaries at a time: they are what is on screen
+            self._cache[key] = self._summarise_head(layer, head, tile, cancelled)
+        return self._cache[key][SUMMARY_KINDS.index(kind)], tile
+
+    def _summarise_head(self, layer: int, head: int, tile: int, cancelled) -> tuple[np.ndarray, np.ndarray]:
+        kept = self.layers[layer]
+        cells_q, cells_k = math.ceil(self.n_q / tile), math.ceil(self.n_k / tile)
+        tile_max = np.zeros((1, cells_q, cells_k), np.float32)
+        tile_sum = np.zeros((1, cells_q, cells_k), np.float32)
+        block = tile * max(1, ROW_BLOCK // tile)
+        k = kept.keys[self.kv_head(head)]  # (n_k, d)
+        for start in range(0, self.n_q, block):
+            if cancelled is not None and cancelled():
+                raise Cancelled("stopped")
+            stop = min(self.n_q, start + block)
+            last = self.mask.last_key(stop, self.n_k)
+            scores = kept.queries[head, start:stop] @ k[:last].T  # (rows, last)
+            weights = _weights_from_stats(scores, kept.row_max[head, start:stop], kept.row_sum[head, start:stop],
+                                          self.mask.region(start, stop, 0, last))
+            accumulate_tiles(weights[None], start, tile, tile_max, tile_sum)
+        return tile_max[0], tile_sum[0] / _tile_counts(self.n_q, self.n_k, tile)
+
+
+def _clamped(span: tuple[int, int], n: int) -> tuple[int, int]:
+    start, stop = max(0, int(span[0])), min(n, int(span[1]))
+    if stop <= start:
+        raise InvalidSetting(f"the region [{span[0]}, {span[1]}) lies outside the {n} tokens")
+    return start, stop
+
+
+def _weights_from_stats(scores, row_max, row_sum, allowed):
+    """exp(scores - row_max) / row_sum where allowed, else 0; rows with nothing allowed are 0.  (rows, cols)."""
+    weights = np.exp(scores - row_max[:, None])
+    weights /= np.where(row_sum > 0, row_sum, 1.0)[:, None]
+    weights[row_sum <= 0] = 0.0
+    if allowed is not None:
+        weights[~allowed] = 0.0
+    return weights
+
+
+def accumulate_tiles(weights, row_start: int, tile: int, tile_max, tile_sum) -> None:
+    """Fold weights (heads, rows, cols) of rows starting at ``row_start`` (a multiple of ``tile``) into the
+    per-tile max and sum arrays (heads, cells_q, cells_k), in place. Columns past ``cols`` hold zeros."""
+    heads, rows, cols = weights.shape
+    row_cells, col_cells = math.ceil(rows / tile), math.ceil(cols / tile)
+    padded = np.zeros((heads, row_cells * tile, col_cells * tile), dtype=weights.dtype)
+    padded[:, :rows, :cols] = weights  # weights are >= 0: zero padding changes neither max nor sum
+    blocks = padded.reshape(heads, row_cells, tile, col_cells, tile)
+    first = row_start // tile
+    target_max = tile_max[:, first:first + row_cells, :col_cells]
+    np.maximum(target_max, blocks.max(axis=(2, 4)), out=target_max)
+    tile_sum[:, first:first + row_cells, :col_cells] += blocks.sum(axis=(2, 4), dtype=np.float64).astype(np.float32)
+
+
+def _tile_counts(n_q: int, n_k: int, tile: int) -> np.ndarray:
+    """(cells_q, cells_k) the number of matrix entries each tile covers (edge tiles cover fewer)."""
+    rows = np.minimum(tile, n_q - np.arange(0, n_q, tile))
+    cols = np.minimum(tile, n_k - np.arange(0, n_k, tile))
+    return (rows[:, None] * cols[None, :]).astype(np.float32)
+
+
+def _coarsen(tile_max, tile_mean, fine: int, coarse: int, n_q: int, n_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Summaries over ``fine`` tiles merged into ``coarse`` tiles (coarse a multiple of fine)."""
+    if coarse == fine:
+        return tile_max, tile_mean
+    factor = coarse // fine
+    sums = tile_mean * _tile_counts(n_q, n_k, fine)
+    rows, cols = tile_max.shape
+    out_rows, out_cols = math.ceil(rows / factor), math.ceil(cols / factor)
+    padded_max = np.zeros((out_rows * factor, out_cols * factor), np.float32)
+    padded_sum = np.zeros_like(padded_max)
+    padded_max[:rows, :cols], padded_sum[:rows, :cols] = tile_max, sums
+    merged_max = padded_max.reshape(out_rows, factor, out_cols, factor).max(axis=(1, 3))
+    merged_sum = padded_sum.reshape(out_rows, factor, out_cols, factor).sum(axis=(1, 3))
+    return merged_max, merged_sum / _tile_counts(n_q, n_k, coarse)
+
+
+@dataclass
+class LongRecorder:
+    """Collects :class:`LongLayer`s while a long forward pass runs, reporting progress and honouring cancel.
+
+    progress(done, total) is called after each layer; cancelled() is polled between row blocks.
+    """
+
+    n: int
+    mask: MaskRule
+    total_layers: int
+    progress: Callable[[int, int], None] | None = None
+    cancelled: Callable[[], bool] | None = None
+    layers: list[LongLayer] = field(default_factory=list)
+
+    @property
+    def thumbnail_tile(self) -> int:
+        return tile_side(self.n, THUMBNAIL_CELLS)
+
+    def check_cancelled(self) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled("the forward pass was stopped")
+
+    def attend(self, q, k, v, *, factor: float):
+        """One layer's attention over row blocks.  q (heads, n, d), k and v (kv_heads, n, d) -> context
+        (heads, n, d_v); the layer's statistics and summaries are kept."""
+        heads, n, d = q.shape
+        kv_heads = k.shape[0]
+        group = heads // kv_heads
+        q = np.ascontiguousarray(q * np.float32(factor), dtype=np.float32)  # the factor folded in, once
+        k, v = np.ascontiguousarray(k, dtype=np.float32), np.ascontiguousarray(v, dtype=np.float32)
+        grouped_q = q.reshape(kv_heads, group, n, d)  # (kv_heads, group, n, d): query heads by key head
+        context = np.empty((heads, n, v.shape[-1]), np.float32)
+        row_max = np.zeros((heads, n), np.float32)
+        row_sum = np.zeros((heads, n), np.float32)
+        entropy = np.zeros((heads, n), np.float32)
+        tile = self.thumbnail_tile
+        cells = math.ceil(n / tile)
+        tile_max = np.zeros((heads, cells, cells), np.float32)
+        tile_sum = np.zeros((heads, cells, cells), np.float32)
+        block = tile * max(1, ROW_BLOCK // tile)
+        for start in range(0, n, block):
+            self.check_cancelled()
+            stop = min(n, start + block)
+            last = max(self.mask.last_key(stop, n), 1)
+            scores = grouped_q[:, :, start:stop] @ k[:, None, :last].swapaxes(-1, -2)  # (kv, group, rows, last)
+            allowed = self.mask.region(start, stop, 0, last)  # (rows, last) or None
+            if allowed is not None:
+                scores[..., ~allowed] = -np.inf
+            block_max = scores.max(axis=-1, keepdims=True)  # (kv, group, rows, 1)
+            block_max = np.where(np.isfinite(block_max), block_max, np.float32(0.0))  # a fully masked row
+            shifted = scores - block_max  # s - max: -inf where masked
+            probabilities = np.exp(shifted, out=scores)  # (kv, group, rows, last), unnormalised
+            total = probabilities.sum(axis=-1, keepdims=True)
+            safe_total = np.where(total > 0, total, np.float32(1.0))
+            # entropy of w = p / total: log(total) - sum(w * (s - max)), masked terms (p = 0) left out
+            np.copyto(shifted, 0.0, where=probabilities == 0)
+            mean_shift = (probabilities * shifted).sum(axis=-1, keepdims=True) / safe_total
+            rows_entropy = np.where(total > 0, np.log(safe_total) - mean_shift, 0.0)
+            probabilities /= safe_total
+            context[:, start:stop] = (probabilities @ v[:, None, :last]).reshape(heads, stop - start, -1)
+            row_max[:, start:stop] = block_max.reshape(heads, -1)
+            row_sum[:, start:stop] = total.reshape(heads, -1)
+            entropy[:, start:stop] = rows_entropy.reshape(heads, -1)
+            accumulate_tiles(probabilities.reshape(heads, stop - start, last), start, tile, tile_max, tile_sum)
+            del scores, shifted, probabilities
+        self.layers.append(LongLayer(q, k, row_max, row_sum, entropy, tile_max,
+                                     tile_sum / _tile_counts(n, n, tile)))
+        if self.progress is not None:
+            self.progress(len(self.layers), self.total_layers)
+        return context
+
+    def finish(self) -> LongAttention:
+        return LongAttention(self.layers, self.mask, self.n, self.n, self.thumbnail_tile)
