@@ -138,6 +138,8 @@ class ComputeResult:
         """Everything the views need from the (layers, heads, n, n) weights, so drawing stays cheap."""
         if self.long is None:
             self.attentions()
+        else:  # the first picture of the shown head: its block summaries
+            self.long.prepare(min(self.session.layer, self.num_layers - 1), min(self.session.head, self.heads - 1))
         self.head_entropy()
         self.rollout()
         self.head_roles()

@@ -27,6 +27,7 @@ from attnstudio.errors import AttnStudioError, InvalidSetting
 from attnstudio.limits import LIMITS
 
 ROW_BLOCK = 256  # query rows scored at once: (heads, 256, n) float32 is 75 MB for 9 heads at n = 8,192
+SUMMARY_CELLS = 512  # the default picture of a whole head: at most 512 x 512 tiles
 THUMBNAIL_CELLS = 64  # the summaries every head gets during the forward pass: at most 64 x 64 tiles
 SUMMARY_KINDS = ("max", "mean")
 
@@ -158,7 +159,7 @@ class LongAttention:
         """(layers, heads) mean row entropy, as :func:`attnstudio.core.metrics.head_entropy` of the full weights."""
         return np.stack([layer.row_entropy.mean(axis=-1) for layer in self.layers])
 
-    def summary(self, layer: int, head: int, kind: str, cells: int = 512,
+    def summary(self, layer: int, head: int, kind: str, cells: int = SUMMARY_CELLS,
                 cancelled: Callable[[], bool] | None = None) -> tuple[np.ndarray, int]:
         """(summary (ceil(n_q/t), ceil(n_k/t)), t): the max or mean weight over each t x t tile.
 
@@ -175,9 +176,42 @@ class LongAttention:
                             self.n_q, self.n_k)[SUMMARY_KINDS.index(kind)], tile
         key = (layer, head, tile)
         if key not in self._cache:
-            self._cache.clear()  # one head's summaries at a time: they are what is on screen
+            for old in self._summary_keys():
+                self._cache.pop(old, None)  # one head's summaries at a time: they are what is on screen
             self._cache[key] = self._summarise_head(layer, head, tile, cancelled)
         return self._cache[key][SUMMARY_KINDS.index(kind)], tile
+
+    def prepare(self, layer: int, head: int) -> None:
+        """Compute what the first picture of ``head`` needs (its summaries, the masked tiles), off the GUI thread."""
+        tile = tile_side(max(self.n_q, self.n_k), SUMMARY_CELLS)
+        self.tiles_masked(self.thumbnail_tile)
+        self.tiles_masked(tile)
+        self.summary(layer, head, "max")
+
+    def has_summary(self, layer: int, head: int, cells: int) -> bool:
+        """True when :meth:`summary` answers at once (from the thumbnails or the cache)."""
+        tile = tile_side(max(self.n_q, self.n_k), cells)
+        return tile % self.thumbnail_tile == 0 or (layer, head, tile) in self._cache
+
+    def tiles_masked(self, tile: int) -> np.ndarray | None:
+        """(cells_q, cells_k) bool: True where the mask forbids every cell of the tile; None: nothing masked."""
+        if not self.mask.masks_anything:
+            return None
+        key = ("masked", tile)
+        if key not in self._cache:
+            cells_q, cells_k = math.ceil(self.n_q / tile), math.ceil(self.n_k / tile)
+            allowed = np.zeros((1, cells_q, cells_k), np.float32)
+            unused = np.zeros_like(allowed)
+            block = tile * max(1, ROW_BLOCK // tile)
+            for start in range(0, self.n_q, block):
+                stop = min(self.n_q, start + block)
+                region = self.mask.region(start, stop, 0, self.n_k).astype(np.float32)  # (rows, n_k)
+                accumulate_tiles(region[None], start, tile, allowed, unused)
+            self._cache[key] = allowed[0] == 0
+        return self._cache[key]
+
+    def _summary_keys(self) -> list:
+        return [key for key in self._cache if key[0] != "masked"]
 
     def _summarise_head(self, layer: int, head: int, tile: int, cancelled) -> tuple[np.ndarray, np.ndarray]:
         kept = self.layers[layer]

@@ -14,6 +14,7 @@ import threading
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from attnstudio.core.backend import is_out_of_memory
+from attnstudio.core.long_attention import Cancelled
 from attnstudio.engine import ComputeResult, Engine
 from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
@@ -38,6 +39,8 @@ class _Relay(QObject):
 
     finished = Signal(int, object)  # ticket, ComputeResult with host copies made
     failed = Signal(int, str)  # ticket, message
+    progress = Signal(int, int, int)  # ticket, layers done, layers (long documents)
+    cancelled = Signal(int)  # ticket: the long forward pass stopped on request
 
 
 def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
@@ -46,11 +49,14 @@ def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
         job = jobs.get()
         if job is None:
             return
-        ticket, session = job
+        ticket, session, stop = job
         try:
-            result = engine.compute(session)
+            result = engine.compute(session, cancelled=stop.is_set,
+                                    progress=lambda done, total, t=ticket: _emit(relay.progress, (done, total), t))
             result.precompute_views()  # host copy, entropies, rollout: the GUI thread only draws
             outcome = (relay.finished, result)
+        except Cancelled:
+            outcome = (relay.cancelled, None)
         except BaseException as error:  # noqa: BLE001 - the app must survive anything a compute throws
             outcome = (relay.failed, describe_failure(error))
             if isinstance(error, EXIT_REQUESTS):
@@ -62,7 +68,12 @@ def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
 
 def _emit(signal, payload, ticket: int) -> bool:
     try:
-        signal.emit(ticket, payload)
+        if payload is None:
+            signal.emit(ticket)
+        elif isinstance(payload, tuple):
+            signal.emit(ticket, *payload)
+        else:
+            signal.emit(ticket, payload)
     except RuntimeError:  # the window (and its relay) is gone: nobody is waiting any more
         return False
     return True
@@ -74,6 +85,8 @@ class ComputeController(QObject):
     result_ready = Signal(object)
     failed = Signal(str)
     busy_changed = Signal(bool)
+    progress = Signal(int, int)  # layers done, layers: a long document's forward pass
+    cancelled = Signal()  # the user stopped a long forward pass; the views keep the last result
 
     def __init__(self, engine: Engine | None = None, parent: QObject | None = None,
                  timeout_ms: int = COMPUTE_TIMEOUT_MS):
@@ -82,6 +95,11 @@ class ComputeController(QObject):
         self._relay = _Relay(self)
         self._relay.finished.connect(self._on_finished)
         self._relay.failed.connect(self._on_failed)
+        self._relay.progress.connect(self._on_progress)
+        self._relay.cancelled.connect(self._on_cancelled)
+        self._stop = threading.Event()  # set: the compute in flight stops at its next row block (long passes)
+        self._user_stopped = False
+        self._reporting = False  # the compute in flight reports progress (a long pass): a newer request stops it
         self._tickets = itertools.count(1)
         self._ticket = 0  # the ticket of the compute in flight; answers to older tickets are dropped
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -111,7 +129,16 @@ class ComputeController(QObject):
         """Compute ``session`` soon; a newer request before it starts replaces it."""
         self.requests += 1
         self._latest = session
+        if self._in_flight and self._reporting:  # a long pass would hold the new text back for a minute
+            self._stop.set()
         self._timer.start()
+
+    def stop(self) -> None:
+        """Stop the long forward pass in flight (the views keep the last result)."""
+        if self._in_flight:
+            self._user_stopped = True
+            self._latest = None
+            self._stop.set()
 
     def _dispatch(self) -> None:
         if self._in_flight or self._latest is None:
@@ -124,7 +151,9 @@ class ComputeController(QObject):
         self.runs += 1
         self.busy_changed.emit(True)
         self._watchdog.start()
-        self._jobs.put((self._ticket, session))
+        self._stop = threading.Event()
+        self._user_stopped = self._reporting = False
+        self._jobs.put((self._ticket, session, self._stop))
 
     def abandon(self) -> None:
         """Give up on the compute in flight: its answer will be dropped and a fresh thread runs the next one."""
@@ -150,6 +179,21 @@ class ComputeController(QObject):
             return  # an abandoned compute finished after all: too late
         self._settle()
         self.result_ready.emit(result)  # shown even if a newer request is running: typing stays live
+
+    def _on_progress(self, ticket: int, done: int, total: int) -> None:
+        if ticket != self._ticket or not self._in_flight:
+            return
+        self._reporting = True
+        self._watchdog.start()  # a long pass is alive while it reports: the timeout counts from the last layer
+        self.progress.emit(done, total)
+
+    def _on_cancelled(self, ticket: int) -> None:
+        if ticket != self._ticket or not self._in_flight:
+            return
+        by_user = self._user_stopped
+        self._settle()
+        if by_user:
+            self.cancelled.emit()
 
     def _on_failed(self, ticket: int, message: str) -> None:
         if ticket != self._ticket or not self._in_flight:

@@ -25,6 +25,7 @@ from attnstudio.session import Session
 from attnstudio.ui.compute_worker import ComputeController
 from attnstudio.ui.controls import ControlPanel
 from attnstudio.ui.file_actions import FileActions
+from attnstudio.ui import long_document
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.theme import apply_theme
@@ -39,7 +40,8 @@ SHORTCUTS = [
     ("Ctrl+1 … Ctrl+6", "switch view"), ("Alt+Up / Alt+Down", "previous / next layer"),
     ("Alt+Left / Alt+Right", "previous / next head"), ("Ctrl+L", "edit the text"),
     ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+R", "run the profiler"), ("Ctrl+O / Ctrl+S", "open / save a session"),
-    ("Ctrl+Shift+O", "open a model folder"), ("Ctrl+E / Ctrl+Shift+E", "export the view / the whole session"),
+    ("Ctrl+Shift+O", "open a model folder"), ("Ctrl+Shift+T / drop a file", "open a text (.txt, .md)"),
+    ("Ctrl+E / Ctrl+Shift+E", "export the view / the whole session"),
     ("Ctrl+Shift+C", "copy the view"),
     ("Wheel / drag / double-click", "zoom / pan / show all of a heatmap"),
     ("Ctrl+T", "light / dark theme"), ("F1", "this list"), ("Ctrl+Q", "quit"),
@@ -101,6 +103,7 @@ class MainWindow(QMainWindow):
         apply_theme(self.theme, self)  # every canvas item built above takes the theme from the one place
         self.files = FileActions(self)
         self._build_menus()
+        self.documents = long_document.install(self)  # Open text…, drop a file, progress with Stop
 
         self.session.compute_needed.connect(self.request_compute)
         self.session.rejected.connect(self.show_error)

@@ -117,13 +117,13 @@ class _StuckEngine:
     def __init__(self, real):
         self.real, self.calls, self.release = real, 0, threading.Event()
 
-    def compute(self, session):
+    def compute(self, session, **options):
         self.calls += 1
         if self.calls == 1:
             self.release.wait(30)
         if self.calls == 2:
             raise type("PanicException", (BaseException,), {})("Onig: retry-limit-in-match over")
-        return self.real.compute(session)
+        return self.real.compute(session, **options)
 
 
 def test_a_stuck_compute_is_abandoned_and_a_panic_is_survived(qtbot):

@@ -6,6 +6,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWidget
 
 WAITING_TEXT = "Computing…"
+LONG_TEXT = ("This view needs every attention weight (or every layer's hidden states), which a long document of "
+             "{n} tokens does not keep. The Heatmap, Heads and Next token views show it.")
 
 
 class ResultView(QWidget):
@@ -16,9 +18,12 @@ class ResultView(QWidget):
     "Computing…" sheet covers the view.
     """
 
+    supports_long = False  # True: draws long results too (core.long_attention: no (n, n) weights kept)
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._stale = False
+        self._waiting_text = WAITING_TEXT
         self.waiting = QLabel(WAITING_TEXT, self)
         self.waiting.setAlignment(Qt.AlignCenter)
         self.waiting.setWordWrap(True)
@@ -28,12 +33,20 @@ class ResultView(QWidget):
         results = getattr(self, "results", None)
         return results is not None and results.result is not None
 
+    def _long_unsupported(self) -> bool:
+        results = getattr(self, "results", None)
+        return (not self.supports_long and results is not None and results.result is not None
+                and getattr(results.result, "long", None) is not None)
+
     def show_waiting(self, text: str) -> None:
         """What the sheet says until the first result (why there is none, when a compute failed)."""
+        self._waiting_text = text
         self.waiting.setText(text)
 
     def _sync_waiting(self) -> None:
-        waiting = not self.has_result()
+        long = self._long_unsupported()
+        waiting = not self.has_result() or long
+        self.waiting.setText(LONG_TEXT.format(n=len(self.results.result.query_tokens)) if long else self._waiting_text)
         if waiting:
             self.waiting.setGeometry(self.rect())
             self.waiting.raise_()
@@ -41,7 +54,9 @@ class ResultView(QWidget):
 
     def request_refresh(self, *_args) -> None:
         self._sync_waiting()
-        if self.isVisible():
+        if self._long_unsupported():
+            self._stale = False
+        elif self.isVisible():
             self._stale = False
             self.refresh()
         else:
@@ -49,7 +64,7 @@ class ResultView(QWidget):
 
     def ensure_fresh(self) -> None:
         """Bring a hidden view up to date (before exporting it, say)."""
-        if self._stale:
+        if self._stale and not self._long_unsupported():
             self._stale = False
             self.refresh()
 

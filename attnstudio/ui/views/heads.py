@@ -15,6 +15,7 @@ from attnstudio.engine import mask_caption
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
+from attnstudio.ui.views.long_heatmap import long_thumbnail
 from attnstudio.ui.views.matrix import MatrixPlot, masked_backdrop
 from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
@@ -41,6 +42,8 @@ def kv_note(result) -> str:
 
 
 class HeadsView(ResultView):
+    supports_long = True  # long documents: thumbnails are the forward pass's block maxima
+
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.session, self.results = session, results
@@ -132,15 +135,19 @@ class HeadsView(ResultView):
         off = set(result.session.ablation.heads)
         for head, plot, image, backdrop in zip(self.grid_heads, self.head_plots, self.head_images,
                                                self.masked_backdrops):
-            display = display_weights(self.results.weights(head), result.mask, result.query_tokens,
-                                      result.key_tokens, shown.color_scale, shown.hide_special)
-            values = display.values
-            if display.masked is not None:
-                values = np.where(display.masked, np.nan, values)  # transparent: the grey backdrop shows
-            image.setImage(values, autoLevels=False, levels=display.levels)
+            if result.long is not None:  # block maxima over (n / 64)-token tiles, masked tiles NaN
+                values, levels = long_thumbnail(result, layer, head)
+                masked = bool(np.isnan(values).any())
+            else:
+                display = display_weights(self.results.weights(head), result.mask, result.query_tokens,
+                                          result.key_tokens, shown.color_scale, shown.hide_special)
+                values, levels, masked = display.values, display.levels, display.masked is not None
+                if display.masked is not None:
+                    values = np.where(display.masked, np.nan, values)  # transparent: the grey backdrop shows
+            image.setImage(values, autoLevels=False, levels=levels)
             image.setRect(0, 0, values.shape[1], values.shape[0])
             backdrop.setRect(0, 0, values.shape[1], values.shape[0])
-            backdrop.setVisible(display.masked is not None)
+            backdrop.setVisible(masked)
             score = f"{role} {roles[role][layer, head]:.2f}" if role != ALL_HEADS and roles and role in roles \
                 else f"H={entropy[layer, head]:.2f}"
             state = "off · " if (layer, head) in off else ""
@@ -160,9 +167,15 @@ class HeadsView(ResultView):
             self.overview.setTitle("mean attention entropy (nats) per layer and head · click to focus")
         self.overview_canvas.setVisible(result.num_layers > 1)
         masked_note = " Grey cells are masked." if result.mask is not None and not result.mask.all() else ""
+        shown_as = describe_display(shown.color_scale, shown.hide_special)
+        if result.long is not None:
+            shown_as = "long document"
+            tile = result.long.thumbnail_tile
+            masked_note = (f" {len(result.query_tokens)} tokens: each thumbnail shows the largest weight in each "
+                           f"{tile}×{tile}-token block (grey: masked), scaled to its own maximum.")
         self.caption.setText(f"{result.model_name} · layer {layer + 1}/{result.num_layers} · head {selected + 1} "
                              f"selected · {mask_caption(result, shown.mask)} · "
-                             f"{describe_display(shown.color_scale, shown.hide_special)}.{masked_note}"
+                             f"{shown_as}.{masked_note}"
                              f"{kv_note(result)} {CAPTION_HINT}")
         extra = self._caption(result, layer, role)
         if extra:

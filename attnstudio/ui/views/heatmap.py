@@ -5,19 +5,22 @@ import dataclasses
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QStackedWidget, QVBoxLayout, QWidget
 
 from attnstudio.core.display import DisplayMatrix, display_weights
 from attnstudio.engine import mask_caption
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
+from attnstudio.ui.views.long_heatmap import LongHeatmapPanel
 from attnstudio.ui.views.matrix import MatrixPlot, visible_ticks
 
 HOVER_HINT = "Hover a cell to read its weight; click a row to see its distribution."
 
 
 class HeatmapView(ResultView):
+    supports_long = True  # a long document's head is drawn by LongHeatmapPanel
+
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.session, self.results = session, results
@@ -59,10 +62,18 @@ class HeatmapView(ResultView):
         bar.addWidget(self.reset_zoom)
         bar.addWidget(self.edit_mask)
         bar.addWidget(self.clear_cells)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
+        dense = QWidget()
+        layout = QVBoxLayout(dense)
+        layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas, 1)
         layout.addLayout(bar)
+        self.long_panel = LongHeatmapPanel(results)  # long documents: block summaries, exact weights when zoomed
+        self.pages = QStackedWidget()
+        self.pages.addWidget(dense)
+        self.pages.addWidget(self.long_panel)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(2, 2, 2, 2)
+        outer.addWidget(self.pages)
 
         self.plot.connect_scene()
         self.plot.cell_hovered.connect(self._on_cell_hovered)
@@ -78,6 +89,11 @@ class HeatmapView(ResultView):
         result, shown = self.results.result, self.results.shown
         if result is None:
             return
+        if result.long is not None:
+            self.pages.setCurrentWidget(self.long_panel)
+            self.long_panel.refresh()
+            return
+        self.pages.setCurrentIndex(0)
         self.display = display = display_weights(self.results.weights(), result.mask, result.query_tokens,
                                                  result.key_tokens, shown.color_scale, shown.hide_special)
         self.plot.set_matrix(display.values, display.row_labels, display.col_labels, levels=display.levels,
@@ -124,4 +140,4 @@ class HeatmapView(ResultView):
         self._show_distribution()
 
     def _export_widget(self):
-        return self.canvas
+        return self.long_panel.canvas if self.pages.currentWidget() is self.long_panel else self.canvas

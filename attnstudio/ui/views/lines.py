@@ -85,7 +85,7 @@ class LinesCanvas(QWidget):
         colors = self.view.text_colors()
         text_color = colors["label"][0]
         result = self.view.results.result
-        if result is None:
+        if result is None or result.long is not None:  # a long document: the view's sheet says why
             return
         layer, head = self.view.results.layer, self.view.results.head
         weights = self.view.results.weights()

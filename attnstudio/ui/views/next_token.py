@@ -18,6 +18,8 @@ def shown(label: str) -> str:
 
 
 class NextTokenView(ResultView):
+    supports_long = True  # the next tokens come from the last position, long document or not
+
     def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.session, self.results = session, results

@@ -1,0 +1,164 @@
+"""Long documents: SmolLM2 on an 8,192-token text in bounded memory (goal: resident <= 2.5 GiB with the
+weights), the forward pass, switching layer/head (goal <= 1 s), zooming into a 256 x 256 region (goal <= 200 ms);
+MiniLM at 512 tokens, every weight kept against the long mode (goal: <= 1/4 of the memory); and in the app,
+the longest event-loop stall while the long forward pass runs with its progress bar (goal < 100 ms).
+
+Each measurement runs in a fresh interpreter, so resident memory is that of one model and one text.
+BENCH_LONG_TOKENS=2048 measures a shorter text on a busy machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import write  # noqa: E402
+
+TOKENS = int(os.environ.get("BENCH_LONG_TOKENS", 8192))
+PROSE = [Path("/usr/share/common-licenses/GPL-3"), Path("/usr/share/common-licenses/Apache-2.0"),
+         Path("/usr/share/common-licenses/GFDL-1.3")]
+GIB = 2**30
+
+
+def long_text(tokenizer, tokens: int) -> str:
+    """English prose (the licences every Debian system ships), else this project's sources, cut to ``tokens``."""
+    parts = [path.read_text(encoding="utf-8") for path in PROSE if path.is_file()]
+    parts += [path.read_text(encoding="utf-8") for path in sorted((HERE.parent / "attnstudio").rglob("*.py"))]
+    text = ""
+    for part in parts:
+        text += part + "\n\n"
+        if len(tokenizer.encode(text).ids) >= tokens:
+            break
+    ids = tokenizer.encode(text).ids[:tokens]
+    return tokenizer._tokenizer.decode(ids)
+
+
+def resident_gib() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def smollm2_core() -> dict:
+    """The engine alone: forward, then a head's 512 x 512 summary (what switching draws), then a 256 x 256 zoom."""
+    from attnstudio.engine import Engine
+    from attnstudio.models.registry import load_model_cached
+    from attnstudio.session import Session
+
+    engine = Engine()
+    model = load_model_cached("smollm2")
+    text = long_text(model.tokenizer, TOKENS)
+    loaded = resident_gib()
+    progress = []
+    started = time.perf_counter()
+    result = engine.compute(Session(text=text, model="smollm2"), progress=lambda done, total: progress.append(
+        time.perf_counter() - started))
+    forward_s = time.perf_counter() - started
+    long = result.long
+    n = len(result.query_tokens)
+    switches = []
+    for layer, head in [(0, 0), (14, 4), (29, 8), (7, 2), (22, 6)]:
+        started = time.perf_counter()
+        long.summary(layer, head, "max", 512)
+        long.summary(layer, head, "mean", 512)
+        switches.append(time.perf_counter() - started)
+    zooms = []
+    for row, col in [(n - 256, n - 512), (n // 2, n // 4), (4000 % n, 0)]:
+        started = time.perf_counter()
+        long.weights(29, 8, (row, row + 256), (col, col + 256))
+        zooms.append(time.perf_counter() - started)
+    return {"tokens": n, "forward_s": forward_s, "layer_progress_s": progress, "switch_head_s": switches,
+            "zoom_256_s": zooms, "kept_mib": long.nbytes() / 2**20, "resident_after_load_gib": loaded,
+            "resident_gib": resident_gib(), "peak_resident_gib": peak_gib(), "notices": result.notices}
+
+
+def minilm(mode: str) -> dict:
+    """MiniLM on a 512-token text: every weight kept (today's path, with the app's host copy) or the long mode."""
+    from attnstudio.engine import Engine
+    from attnstudio.models.registry import load_model_cached
+    from attnstudio.session import Session
+
+    engine = Engine()
+    model = load_model_cached("minilm")
+    text = long_text(model.tokenizer, 510)
+    before = resident_gib()
+    started = time.perf_counter()
+    result = engine.compute(Session(text=text, model="minilm"), long=mode == "long")
+    result.precompute_views()  # what the compute worker does before the app draws
+    seconds = time.perf_counter() - started
+    if result.long is not None:
+        held = result.long.nbytes()
+    else:
+        held = sum(array.nbytes for trace in result.forward.traces for array in vars(trace).values())
+        held += result.attentions().nbytes
+    return {"mode": mode, "tokens": len(result.query_tokens), "seconds": seconds, "result_mib": held / 2**20,
+            "resident_added_mib": (resident_gib() - before) * 1024, "resident_gib": resident_gib(),
+            "peak_resident_gib": peak_gib()}
+
+
+def gui_stall() -> dict:
+    """The app computing the long text: the longest gap between event-loop timer ticks, the progress shown."""
+    from attnstudio.models.registry import load_model_cached
+    from benchmarks_gui import measure_long_window
+
+    model = load_model_cached("smollm2")
+    return measure_long_window(long_text(model.tokenizer, TOKENS))
+
+
+PARTS = {"smollm2": smollm2_core, "minilm-dense": lambda: minilm("dense"), "minilm-long": lambda: minilm("long"),
+         "gui": gui_stall}
+
+
+def run_part(name: str) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "part.json"
+        subprocess.run([sys.executable, __file__, "--part", name, str(out)], check=True, timeout=1800)
+        return json.loads(out.read_text())
+
+
+def main() -> None:
+    results = {}
+    for name in PARTS:
+        if name == "gui" and not (HERE / "benchmarks_gui.py").is_file():
+            continue
+        results[name] = run_part(name)
+    core, dense, long = results["smollm2"], results["minilm-dense"], results["minilm-long"]
+    print(f"SmolLM2, {core['tokens']} tokens: forward {core['forward_s']:.1f} s; resident {core['resident_gib']:.2f} GiB "
+          f"(peak {core['peak_resident_gib']:.2f}, {core['resident_after_load_gib']:.2f} with only the model loaded; "
+          f"kept attention {core['kept_mib']:.0f} MiB)")
+    print(f"  switching layer/head (512 x 512 max + mean summaries): "
+          + ", ".join(f"{s * 1e3:.0f}" for s in core["switch_head_s"]) + " ms")
+    print(f"  zoom into a 256 x 256 region: " + ", ".join(f"{s * 1e3:.1f}" for s in core["zoom_256_s"]) + " ms")
+    print(f"MiniLM, {dense['tokens']} tokens: every weight {dense['result_mib']:.1f} MiB held "
+          f"(+{dense['resident_added_mib']:.0f} MiB resident, peak {dense['peak_resident_gib']:.2f} GiB); long mode "
+          f"{long['result_mib']:.1f} MiB (+{long['resident_added_mib']:.0f} MiB, peak {long['peak_resident_gib']:.2f} GiB)"
+          f": {long['result_mib'] / dense['result_mib']:.3f} of the memory")
+    if "gui" in results:
+        gui = results["gui"]
+        print(f"app, {gui['tokens']} tokens: longest event-loop stall {gui['max_stall_ms']:.0f} ms during the forward "
+              f"pass ({gui['forward_s']:.1f} s, progress updates {gui['progress_updates']}), first long heatmap "
+              f"drawn; switching head in the app {gui['switch_head_ms']:.0f} ms")
+    write("long", {**results, "targets": {"resident_gib": 2.5, "switch_head_s": 1.0, "zoom_256_s": 0.2,
+                                          "minilm_memory_ratio": 0.25, "max_stall_ms": 100}})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--part":
+        Path(sys.argv[3]).write_text(json.dumps(PARTS[sys.argv[2]]()))
+    else:
+        main()

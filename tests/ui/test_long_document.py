@@ -1,0 +1,200 @@
+"""Long documents in the app, tested by what is drawn: block summaries, full resolution when zoomed in, the
+exact weight on hover, thumbnails and entropy in the heads grid, opening and dropping a text, progress with
+Stop. MiniLM with the long threshold lowered stands in for an 8,192-token SmolLM2 text (same code path)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pyqtgraph as pg
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+
+from attnstudio.core.display import MASKED_RGBA
+from attnstudio.core.masks import MaskSpec
+from attnstudio.limits import LIMITS, Limit
+from attnstudio.session import Session
+from attnstudio.ui.views import long_heatmap
+from attnstudio.ui.views.heads import HeadsView
+from attnstudio.ui.views.heatmap import HeatmapView
+from attnstudio.ui.views.lines import LinesView
+from tests.ui.conftest import build_view, wait_for_result
+from tests.ui.looks import pixels
+
+TEXT = ("Attention lets every token look at every other token, and a long document has many of them. " * 4).strip()
+VIRIDIS = pg.colormap.get("viridis")
+
+
+@pytest.fixture
+def long_threshold(monkeypatch):
+    """Texts over 24 tokens go the long way (the app's threshold is 1,024)."""
+    monkeypatch.setitem(LIMITS, "dense_tokens", Limit(1, 24, "tokens whose weights are all kept"))
+
+
+def colour_of(value: float, levels: tuple[float, float]) -> np.ndarray:
+    return np.asarray(VIRIDIS.map((value - levels[0]) / (levels[1] - levels[0]), mode="byte"))[:3].astype(int)
+
+
+def pixel_at(panel, image: np.ndarray, x: float, y: float) -> np.ndarray:
+    """The pixel drawn at view coordinates (x = key position, y = query position) of the long panel."""
+    scene = panel.plot.getViewBox().mapViewToScene(QPointF(x, y))
+    point = panel.canvas.mapFromScene(scene)
+    return image[point.y(), point.x()].astype(int)
+
+
+def long_heatmap_view(qtbot, monkeypatch, *, span: int, mask=MaskSpec(("causal",))):
+    monkeypatch.setattr(long_heatmap, "FULL_RESOLUTION_SPAN", span)
+    view, model, results, result = build_view(qtbot, HeatmapView,
+                                              Session(text=TEXT, backend="numpy", mask=mask, layer=2, head=5))
+    panel = view.long_panel
+    qtbot.waitUntil(lambda: panel.summary_final and panel.result is result, timeout=10_000)
+    return view, model, results, result, panel
+
+
+def test_a_long_head_is_drawn_as_block_summaries_max_or_mean(qtbot, monkeypatch, long_threshold):
+    view, _, _, result, panel = long_heatmap_view(qtbot, monkeypatch, span=8)  # whole view: summaries
+    assert result.long is not None and view.pages.currentWidget() is panel
+    n = len(result.query_tokens)
+    long = result.long
+    tile_max, tile = long.summary(2, 5, "max", long_heatmap.SUMMARY_CELLS)
+    assert tile == 1 and panel.detail is None and "max over 1×1-token blocks" in panel.title.text()
+    assert f"{n} tokens" in panel.title.text() and "layer 3/6 · head 6/12" in panel.title.text()
+    image = pixels(panel.canvas)
+    levels = panel.summary_levels
+    row, col = np.unravel_index(np.argmax(tile_max), tile_max.shape)
+    assert np.abs(pixel_at(panel, image, col + 0.5, row + 0.5) - colour_of(tile_max[row, col], levels)).max() <= 12
+    # Above the diagonal the causal mask forbids every cell: the mask grey, not the colour map's dark end.
+    assert np.abs(pixel_at(panel, image, n - 0.5, 0.5) - np.array(MASKED_RGBA[:3])).max() <= 12
+    panel.kind.setCurrentIndex(1)
+    panel.kind.activated.emit(1)
+    qtbot.waitUntil(lambda: "mean over" in panel.title.text() and panel.summary_final, timeout=10_000)
+    tile_mean, _ = long.summary(2, 5, "mean", long_heatmap.SUMMARY_CELLS)
+    np.testing.assert_allclose(panel.summary, tile_mean)
+    image = pixels(panel.canvas)
+    assert np.abs(pixel_at(panel, image, 0.5, n - 0.5) - colour_of(tile_mean[-1, 0], panel.summary_levels)).max() <= 12
+    assert panel.colorbar.getAxis("left").labelText == "weight (block mean)"
+
+
+def test_zooming_in_draws_every_weight_of_the_visible_region_and_hover_reads_it(qtbot, monkeypatch, long_threshold):
+    _, _, _, result, panel = long_heatmap_view(qtbot, monkeypatch, span=16)
+    panel.plot.getViewBox().setRange(xRange=(20, 32), yRange=(40, 52), padding=0)
+    qtbot.waitUntil(lambda: panel.detail is not None, timeout=5_000)
+    row0, row1, col0, col1 = panel.detail_region
+    assert row1 - row0 <= 16 and col1 - col0 <= 16 and row0 <= 40 and col0 <= 20
+    exact = result.long.weights(2, 5, (row0, row1), (col0, col1))
+    np.testing.assert_array_equal(panel.detail, exact)
+    assert "every weight in view" in panel.title.text()
+    assert panel.colorbar.getAxis("left").labelText == "weight (exact)"
+    image = pixels(panel.canvas)
+    row, col = np.unravel_index(np.argmax(exact), exact.shape)
+    drawn = pixel_at(panel, image, col0 + col + 0.5, row0 + row + 0.5)
+    assert np.abs(drawn - colour_of(exact[row, col], panel.detail_levels)).max() <= 12
+    # Hover: the readout says the exact weight of the cell under the mouse.
+    scene = panel.plot.getViewBox().mapViewToScene(QPointF(col0 + col + 0.5, row0 + row + 0.5))
+    panel._on_mouse_moved(scene)
+    weight = result.long.weight(2, 5, row0 + row, col0 + col)
+    assert f"(row {row0 + row})" in panel.readout.text() and f"{weight:.4g}" in panel.readout.text()
+    panel.show_all()  # back out: the summaries again
+    qtbot.waitUntil(lambda: panel.detail is None, timeout=5_000)
+    assert "over 1×1-token blocks" in panel.title.text()
+
+
+def test_switching_head_redraws_the_long_heatmap(qtbot, monkeypatch, long_threshold):
+    _, model, results, result, panel = long_heatmap_view(qtbot, monkeypatch, span=8)
+    before = panel.summary.copy()
+    model.update(head=0, layer=0)
+    qtbot.waitUntil(lambda: "layer 1/6 · head 1/12" in panel.title.text() and panel.summary_final, timeout=10_000)
+    np.testing.assert_allclose(panel.summary, result.long.summary(0, 0, "max")[0])
+    assert not np.array_equal(before, panel.summary)
+
+
+def test_the_heads_grid_shows_thumbnails_and_entropy_of_a_long_result(qtbot, long_threshold):
+    view, _, _, result = build_view(qtbot, HeadsView, Session(text=TEXT, backend="numpy", layer=1))
+    assert result.long is not None
+    entropy = result.long.head_entropy()
+    titles = [plot.titleLabel.text for plot in view.head_plots]
+    assert len(titles) == 12 and f"H={entropy[1, 4]:.2f}" in titles[4]
+    expected, levels = long_heatmap.long_thumbnail(result, 1, 4)
+    np.testing.assert_allclose(view.head_images[4].image, expected)
+    # the thumbnail's brightest tile is drawn in the colour map's top colour
+    image = pixels(view.grid)
+    row, col = np.unravel_index(np.nanargmax(expected), expected.shape)
+    scene = view.head_plots[4].getViewBox().mapViewToScene(QPointF(col + 0.5, row + 0.5))
+    point = view.grid.mapFromScene(scene)
+    assert np.abs(image[point.y(), point.x()].astype(int) - colour_of(levels[1], levels)).max() <= 12
+    assert "largest weight in each" in view.caption.text()
+
+
+def test_views_that_need_every_weight_say_so_for_a_long_result(qtbot, long_threshold):
+    view, _, _, result = build_view(qtbot, LinesView, Session(text=TEXT, backend="numpy"))
+    assert result.long is not None
+    assert view.waiting.isVisible() and "long document" in view.waiting.text()
+    assert f"{len(result.query_tokens)} tokens" in view.waiting.text()
+
+
+def test_open_text_and_drop_a_file_and_bad_files_say_why(make_window, qtbot, tmp_path):
+    window = make_window()
+    feeder = window.documents
+    good = tmp_path / "essay.md"
+    good.write_text("# A title\n\nA document opened from a file.\n", encoding="utf-8")
+    assert feeder.load_text(good)
+    assert window.session.text.startswith("# A title") and window.controls.text.toPlainText().startswith("# A title")
+    wait_for_result(qtbot, window, lambda r: "opened" in r.query_tokens)
+    for name, payload, reason in [("latin.txt", "café".encode("latin-1"), "not UTF-8"),
+                                  ("nul.txt", b"a\x00b", "NUL bytes"), ("slides.pdf", b"%PDF-1.4", "plain text files"),
+                                  ("empty.txt", b"  \n", "no text")]:
+        (tmp_path / name).write_bytes(payload)
+        assert not feeder.load_text(tmp_path / name)
+        assert reason in window.statusBar().currentMessage() and name in window.statusBar().currentMessage()
+        assert window.session.text.startswith("# A title")  # nothing lost
+    dropped = tmp_path / "dropped.txt"
+    dropped.write_text("Dropped onto the window.", encoding="utf-8")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(dropped))])
+    event = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    assert feeder.eventFilter(window, event) and event.isAccepted()
+    assert window.session.text == "Dropped onto the window."
+    menu_texts = [action.text() for action in window.menuBar().actions()[0].menu().actions()]
+    assert "Open text…" in menu_texts
+
+
+def test_a_long_text_truncated_to_the_context_says_so(make_window, qtbot, long_threshold):
+    window = make_window(Session(text="word " * 700, backend="numpy"))  # MiniLM takes 512 tokens
+    wait_for_result(qtbot, window, lambda r: r.long is not None)
+    message = window.statusBar().currentMessage()
+    assert "truncated" in message and "Long document (512 tokens)" in message
+
+
+class _GatedEngine:
+    """Holds the forward pass after its first layer until the test lets it go on."""
+
+    def __init__(self, real):
+        self.real, self.gate = real, threading.Event()
+
+    def compute(self, session, *, progress=None, cancelled=None, **options):
+        def report(done, total):
+            progress(done, total)
+            if done == 1:
+                self.gate.wait(10)
+        return self.real.compute(session, progress=report, cancelled=cancelled, **options)
+
+
+def test_progress_bar_counts_layers_and_stop_cancels_the_pass(make_window, qtbot, long_threshold):
+    window = make_window()
+    engine = _GatedEngine(window.controller.engine)
+    window.controller.engine = engine
+    window.controller._thread = window.controller._start_thread()  # the worker now serves the gated engine
+    before = window.results.result
+    window.session.update(text=TEXT)
+    qtbot.waitUntil(lambda: window.documents.stop_button.isVisible(), timeout=10_000)
+    bar = window.busy
+    assert (bar.value(), bar.maximum()) == (1, 6) and bar.text() == "layer 1/6"
+    window.documents.stop_button.click()
+    engine.gate.set()
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=10_000)
+    assert "Stopped" in window.statusBar().currentMessage()
+    assert window.results.result is before and not window.documents.stop_button.isVisible()
+    window.session.update(text=TEXT + " Again.")  # the next compute runs to the end
+    wait_for_result(qtbot, window, lambda r: r.long is not None and "again" in r.query_tokens)
+
