@@ -28,7 +28,11 @@ from attnstudio.limits import LIMITS
 
 ROW_BLOCK = 256  # query rows scored at once: (heads, 256, n) float32 is 75 MB for 9 heads at n = 8,192
 SUMMARY_CELLS = 512  # the default picture of a whole head: at most 512 x 512 tiles
-THUMBNAIL_CELLS = 64  # the summaries every head gets during the forward pass: at most 64 x 64 tiles
+# The summaries every head gets during the forward pass (what a switch of layer or head draws at once, and the
+# heads grid's thumbnails): at most 256 x 256 tiles of at least 8 x 8 tokens. SmolLM2 at 8,192 tokens: tiles of
+# 32 tokens, 270 heads x 256^2 x 2 x 4 B = 141 MB.
+FORWARD_SUMMARY_CELLS = 256
+MIN_FORWARD_TILE = 8
 SUMMARY_KINDS = ("max", "mean")
 
 
@@ -106,7 +110,7 @@ class LongLayer:
     row_max: np.ndarray  # (heads, n) max allowed score of each row (0 for a fully masked row)
     row_sum: np.ndarray  # (heads, n) sum of exp(score - row_max) over the allowed keys (0: fully masked)
     row_entropy: np.ndarray  # (heads, n) nats
-    thumbnail_max: np.ndarray  # (heads, cells, cells) max weight over each tile of THUMBNAIL_CELLS
+    thumbnail_max: np.ndarray  # (heads, cells, cells) max weight over each tile (see FORWARD_SUMMARY_CELLS)
     thumbnail_mean: np.ndarray  # (heads, cells, cells) mean weight over each tile
 
 
@@ -163,14 +167,14 @@ class LongAttention:
                 cancelled: Callable[[], bool] | None = None) -> tuple[np.ndarray, int]:
         """(summary (ceil(n_q/t), ceil(n_k/t)), t): the max or mean weight over each t x t tile.
 
-        t is the smallest side with at most ``cells`` tiles per axis. The thumbnails computed with the
-        forward pass answer when they are fine enough; otherwise the head's rows are scored in blocks.
-        Results are cached per (layer, head, cells). Raises Cancelled when ``cancelled()`` turns True.
+        t is the smallest side with at most ``cells`` tiles per axis (no finer than the forward pass's tiles,
+        whose summaries answer at once, merged); a finer one scores the head's rows in blocks, cached per
+        (layer, head, t). Raises Cancelled when ``cancelled()`` turns True.
         """
         if kind not in SUMMARY_KINDS:
             raise InvalidSetting(f"unknown summary {kind!r}; choose one of {', '.join(SUMMARY_KINDS)}")
-        tile = tile_side(max(self.n_q, self.n_k), cells)
-        if tile >= self.thumbnail_tile and tile % self.thumbnail_tile == 0:
+        tile = self._tile_for(cells)
+        if tile % self.thumbnail_tile == 0:
             kept = self.layers[layer]
             return _coarsen(kept.thumbnail_max[head], kept.thumbnail_mean[head], self.thumbnail_tile, tile,
                             self.n_q, self.n_k)[SUMMARY_KINDS.index(kind)], tile
@@ -181,16 +185,26 @@ class LongAttention:
             self._cache[key] = self._summarise_head(layer, head, tile, cancelled)
         return self._cache[key][SUMMARY_KINDS.index(kind)], tile
 
+    def _tile_for(self, cells: int) -> int:
+        tile = tile_side(max(self.n_q, self.n_k), cells)
+        if tile > self.thumbnail_tile:  # coarser than the forward pass's tiles: a multiple of them
+            tile = math.ceil(tile / self.thumbnail_tile) * self.thumbnail_tile
+        return tile
+
     def prepare(self, layer: int, head: int) -> None:
         """Compute what the first picture of ``head`` needs (its summaries, the masked tiles), off the GUI thread."""
-        tile = tile_side(max(self.n_q, self.n_k), SUMMARY_CELLS)
         self.tiles_masked(self.thumbnail_tile)
-        self.tiles_masked(tile)
+        self.tiles_masked(self._tile_for(SUMMARY_CELLS))
         self.summary(layer, head, "max")
 
+    @property
+    def forward_cells(self) -> int:
+        """Tiles per axis of the summaries the forward pass kept (they answer at once)."""
+        return math.ceil(max(self.n_q, self.n_k) / self.thumbnail_tile)
+
     def has_summary(self, layer: int, head: int, cells: int) -> bool:
-        """True when :meth:`summary` answers at once (from the thumbnails or the cache)."""
-        tile = tile_side(max(self.n_q, self.n_k), cells)
+        """True when :meth:`summary` answers at once (from the forward pass's summaries or the cache)."""
+        tile = self._tile_for(cells)
         return tile % self.thumbnail_tile == 0 or (layer, head, tile) in self._cache
 
     def tiles_masked(self, tile: int) -> np.ndarray | None:
@@ -219,13 +233,13 @@ class LongAttention:
         tile_max = np.zeros((1, cells_q, cells_k), np.float32)
         tile_sum = np.zeros((1, cells_q, cells_k), np.float32)
         block = tile * max(1, ROW_BLOCK // tile)
-        k = kept.keys[self.kv_head(head)]  # (n_k, d)
+        keys_t = np.ascontiguousarray(kept.keys[self.kv_head(head)].T)  # (d, n_k)
         for start in range(0, self.n_q, block):
             if cancelled is not None and cancelled():
                 raise Cancelled("stopped")
             stop = min(self.n_q, start + block)
-            last = self.mask.last_key(stop, self.n_k)
-            scores = kept.queries[head, start:stop] @ k[:last].T  # (rows, last)
+            last = max(self.mask.last_key(stop, self.n_k), 1)
+            scores = kept.queries[head, start:stop] @ keys_t[:, :last]  # (rows, last)
             weights = _weights_from_stats(scores, kept.row_max[head, start:stop], kept.row_sum[head, start:stop],
                                           self.mask.region(start, stop, 0, last))
             accumulate_tiles(weights[None], start, tile, tile_max, tile_sum)
@@ -240,13 +254,26 @@ def _clamped(span: tuple[int, int], n: int) -> tuple[int, int]:
 
 
 def _weights_from_stats(scores, row_max, row_sum, allowed):
-    """exp(scores - row_max) / row_sum where allowed, else 0; rows with nothing allowed are 0.  (rows, cols)."""
-    weights = np.exp(scores - row_max[:, None])
+    """exp(scores - row_max) / row_sum where allowed, else 0; rows with nothing allowed are 0.  (rows, cols).
+
+    Overwrites ``scores`` (a fresh matmul result) to save a pass over memory."""
+    mask_scores(scores, allowed)
+    scores -= row_max[:, None]
+    weights = np.exp(scores, out=scores)
     weights /= np.where(row_sum > 0, row_sum, 1.0)[:, None]
     weights[row_sum <= 0] = 0.0
-    if allowed is not None:
-        weights[~allowed] = 0.0
     return weights
+
+
+def mask_scores(scores, allowed) -> None:
+    """Set scores (..., rows, cols) to -inf where ``allowed`` (rows, cols) is False, touching only the columns
+    that hold a blocked cell (for a causal block, the diagonal's slab)."""
+    if allowed is None:
+        return
+    blocked = np.flatnonzero(~allowed.all(axis=0))
+    if blocked.size:
+        first, last = int(blocked[0]), int(blocked[-1]) + 1
+        np.copyto(scores[..., first:last], np.float32(-np.inf), where=~allowed[:, first:last])
 
 
 def accumulate_tiles(weights, row_start: int, tile: int, tile_max, tile_sum) -> None:
@@ -254,13 +281,15 @@ def accumulate_tiles(weights, row_start: int, tile: int, tile_max, tile_sum) -> 
     per-tile max and sum arrays (heads, cells_q, cells_k), in place. Columns past ``cols`` hold zeros."""
     heads, rows, cols = weights.shape
     row_cells, col_cells = math.ceil(rows / tile), math.ceil(cols / tile)
-    padded = np.zeros((heads, row_cells * tile, col_cells * tile), dtype=weights.dtype)
-    padded[:, :rows, :cols] = weights  # weights are >= 0: zero padding changes neither max nor sum
-    blocks = padded.reshape(heads, row_cells, tile, col_cells, tile)
+    if rows % tile or cols % tile:  # weights are >= 0: zero padding changes neither max nor sum
+        padded = np.zeros((heads, row_cells * tile, col_cells * tile), dtype=weights.dtype)
+        padded[:, :rows, :cols] = weights
+        weights = padded
+    blocks = weights.reshape(heads, row_cells, tile, col_cells, tile)
     first = row_start // tile
     target_max = tile_max[:, first:first + row_cells, :col_cells]
-    np.maximum(target_max, blocks.max(axis=(2, 4)), out=target_max)
-    tile_sum[:, first:first + row_cells, :col_cells] += blocks.sum(axis=(2, 4), dtype=np.float64).astype(np.float32)
+    np.maximum(target_max, blocks.max(axis=4).max(axis=2), out=target_max)
+    tile_sum[:, first:first + row_cells, :col_cells] += blocks.sum(axis=4).sum(axis=2)
 
 
 def _tile_counts(n_q: int, n_k: int, tile: int) -> np.ndarray:
@@ -302,7 +331,7 @@ class LongRecorder:
 
     @property
     def thumbnail_tile(self) -> int:
-        return tile_side(self.n, THUMBNAIL_CELLS)
+        return max(MIN_FORWARD_TILE, tile_side(self.n, FORWARD_SUMMARY_CELLS))
 
     def check_cancelled(self) -> None:
         if self.cancelled is not None and self.cancelled():
@@ -312,12 +341,16 @@ class LongRecorder:
         """One layer's attention over row blocks.  q (heads, n, d), k and v (kv_heads, n, d) -> context
         (heads, n, d_v); the layer's statistics and summaries are kept."""
         heads, n, d = q.shape
-        kv_heads = k.shape[0]
+        kv_heads, d_v = k.shape[0], v.shape[-1]
         group = heads // kv_heads
         q = np.ascontiguousarray(q * np.float32(factor), dtype=np.float32)  # the factor folded in, once
-        k, v = np.ascontiguousarray(k, dtype=np.float32), np.ascontiguousarray(v, dtype=np.float32)
-        grouped_q = q.reshape(kv_heads, group, n, d)  # (kv_heads, group, n, d): query heads by key head
-        context = np.empty((heads, n, v.shape[-1]), np.float32)
+        k = np.ascontiguousarray(k, dtype=np.float32)
+        keys_t = [np.ascontiguousarray(k[i].T) for i in range(kv_heads)]  # (d, n) each
+        # [values | keys]: one matmul gives each row's context and sum_j w_ij k_j (for the entropy)
+        values_keys = [np.ascontiguousarray(np.concatenate([v[i], k[i]], axis=-1), dtype=np.float32)
+                       for i in range(kv_heads)]  # (n, d_v + d) each
+        grouped_q = q.reshape(kv_heads, group, n, d)  # query heads by the key head they read
+        context = np.empty((heads, n, d_v), np.float32)
         row_max = np.zeros((heads, n), np.float32)
         row_sum = np.zeros((heads, n), np.float32)
         entropy = np.zeros((heads, n), np.float32)
@@ -329,28 +362,31 @@ class LongRecorder:
         for start in range(0, n, block):
             self.check_cancelled()
             stop = min(n, start + block)
-            last = max(self.mask.last_key(stop, n), 1)
-            scores = grouped_q[:, :, start:stop] @ k[:, None, :last].swapaxes(-1, -2)  # (kv, group, rows, last)
-            allowed = self.mask.region(start, stop, 0, last)  # (rows, last) or None
-            if allowed is not None:
-                scores[..., ~allowed] = -np.inf
-            block_max = scores.max(axis=-1, keepdims=True)  # (kv, group, rows, 1)
+            rows, last = stop - start, max(self.mask.last_key(stop, n), 1)
+            block_q = grouped_q[:, :, start:stop].reshape(kv_heads, group * rows, d)  # (kv, group * rows, d)
+            scores = np.empty((kv_heads, group * rows, last), np.float32)
+            for i in range(kv_heads):
+                np.matmul(block_q[i], keys_t[i][:, :last], out=scores[i])  # (group * rows, last)
+            mask_scores(scores.reshape(kv_heads, group, rows, last), self.mask.region(start, stop, 0, last))
+            block_max = scores.max(axis=-1, keepdims=True)  # (kv, group * rows, 1)
             block_max = np.where(np.isfinite(block_max), block_max, np.float32(0.0))  # a fully masked row
-            shifted = scores - block_max  # s - max: -inf where masked
-            probabilities = np.exp(shifted, out=scores)  # (kv, group, rows, last), unnormalised
-            total = probabilities.sum(axis=-1, keepdims=True)
-            safe_total = np.where(total > 0, total, np.float32(1.0))
-            # entropy of w = p / total: log(total) - sum(w * (s - max)), masked terms (p = 0) left out
-            np.copyto(shifted, 0.0, where=probabilities == 0)
-            mean_shift = (probabilities * shifted).sum(axis=-1, keepdims=True) / safe_total
-            rows_entropy = np.where(total > 0, np.log(safe_total) - mean_shift, 0.0)
-            probabilities /= safe_total
-            context[:, start:stop] = (probabilities @ v[:, None, :last]).reshape(heads, stop - start, -1)
-            row_max[:, start:stop] = block_max.reshape(heads, -1)
-            row_sum[:, start:stop] = total.reshape(heads, -1)
-            entropy[:, start:stop] = rows_entropy.reshape(heads, -1)
-            accumulate_tiles(probabilities.reshape(heads, stop - start, last), start, tile, tile_max, tile_sum)
-            del scores, shifted, probabilities
+            scores -= block_max
+            weights = np.exp(scores, out=scores)  # unnormalised; masked cells exp(-inf) = 0
+            total = weights.sum(axis=-1, keepdims=True)
+            weights /= np.where(total > 0, total, np.float32(1.0))  # (kv, group * rows, last): the weights
+            mixed = np.empty((kv_heads, group * rows, d_v + d), np.float32)
+            for i in range(kv_heads):
+                np.matmul(weights[i], values_keys[i][:last], out=mixed[i])  # [w @ v | w @ k]
+            # entropy -sum w log w with log w = s - max - log total, and sum_j w_ij s_ij = q_i . (w @ k)_i
+            mean_score = np.einsum("kre,kre->kr", block_q, mixed[..., d_v:])[..., None]
+            rows_entropy = np.where(total > 0, block_max + np.log(np.where(total > 0, total, 1.0)) - mean_score,
+                                    0.0)
+            context[:, start:stop] = mixed[..., :d_v].reshape(heads, rows, d_v)
+            row_max[:, start:stop] = block_max.reshape(heads, rows)
+            row_sum[:, start:stop] = total.reshape(heads, rows)
+            entropy[:, start:stop] = rows_entropy.reshape(heads, rows)
+            accumulate_tiles(weights.reshape(heads, rows, last), start, tile, tile_max, tile_sum)
+            del scores, weights, mixed
         self.layers.append(LongLayer(q, k, row_max, row_sum, entropy, tile_max,
                                      tile_sum / _tile_counts(n, n, tile)))
         if self.progress is not None:

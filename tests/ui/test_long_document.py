@@ -115,7 +115,7 @@ def test_the_heads_grid_shows_thumbnails_and_entropy_of_a_long_result(qtbot, lon
     entropy = result.long.head_entropy()
     titles = [plot.titleLabel.text for plot in view.head_plots]
     assert len(titles) == 12 and f"H={entropy[1, 4]:.2f}" in titles[4]
-    expected, levels = long_heatmap.long_thumbnail(result, 1, 4)
+    expected, levels, _ = long_heatmap.long_thumbnail(result, 1, 4)
     np.testing.assert_allclose(view.head_images[4].image, expected)
     # the thumbnail's brightest tile is drawn in the colour map's top colour
     image = pixels(view.grid)

@@ -136,7 +136,7 @@ class HeadsView(ResultView):
         for head, plot, image, backdrop in zip(self.grid_heads, self.head_plots, self.head_images,
                                                self.masked_backdrops):
             if result.long is not None:  # block maxima over (n / 64)-token tiles, masked tiles NaN
-                values, levels = long_thumbnail(result, layer, head)
+                values, levels, _ = long_thumbnail(result, layer, head)
                 masked = bool(np.isnan(values).any())
             else:
                 display = display_weights(self.results.weights(head), result.mask, result.query_tokens,
@@ -170,7 +170,7 @@ class HeadsView(ResultView):
         shown_as = describe_display(shown.color_scale, shown.hide_special)
         if result.long is not None:
             shown_as = "long document"
-            tile = result.long.thumbnail_tile
+            tile = long_thumbnail(result, layer, selected)[2]
             masked_note = (f" {len(result.query_tokens)} tokens: each thumbnail shows the largest weight in each "
                            f"{tile}×{tile}-token block (grey: masked), scaled to its own maximum.")
         self.caption.setText(f"{result.model_name} · layer {layer + 1}/{result.num_layers} · head {selected + 1} "

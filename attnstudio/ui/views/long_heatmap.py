@@ -2,7 +2,7 @@
 
 The (n, n) weights of a long result are never kept (see core.long_attention). The whole matrix is drawn
 as the max or the mean over square tiles (at most SUMMARY_CELLS per axis), computed off the GUI thread;
-until they arrive the 64 x 64 tiles the forward pass summarised stand in. Once the visible part of the
+until they arrive the coarser tiles the forward pass summarised stand in (at most 256 per axis). Once the visible part of the
 matrix spans at most FULL_RESOLUTION_SPAN tokens each way it is recomputed weight by weight and drawn
 over the summary. Hovering reads the exact weight of the cell under the mouse.
 """
@@ -24,7 +24,7 @@ from attnstudio.ui.views.matrix import VerticalTokenAxis, visible_ticks
 
 FULL_RESOLUTION_SPAN = 1024  # zoomed in to at most this many tokens each way: every weight is drawn
 RANGE_SETTLE_MS = 40  # a wheel burst or a drag recomputes the visible region once it pauses
-THUMBNAIL_PREVIEW_CELLS = 64
+THUMBNAIL_CELLS = 64  # the heads grid's thumbnails: at most 64 x 64 tiles
 HOVER_HINT = "Hover a cell to read its exact weight; the wheel zooms (full resolution from 1,024 tokens across)."
 
 
@@ -63,9 +63,10 @@ class SummaryWorker(QObject):
 
 
 def summary_now(long, layer: int, head: int, kind: str, cells: int):
-    """(values, tile, masked tiles) available without waiting: the full summary if cached, else the thumbnails."""
+    """(values, tile, masked tiles) available without waiting: the summary asked for if it is at hand, else the
+    forward pass's (coarser) one."""
     if not long.has_summary(layer, head, cells):
-        cells = THUMBNAIL_PREVIEW_CELLS
+        cells = long.forward_cells
     values, tile = long.summary(layer, head, kind, cells)
     return values, tile, long.tiles_masked(tile)
 
@@ -306,8 +307,7 @@ class LongHeatmapPanel(QWidget):
 
 
 def long_thumbnail(result, layer: int, head: int, kind: str = "max"):
-    """(picture with masked tiles NaN, levels) of one head from the forward pass's summaries (the heads grid)."""
-    values, tile, masked = summary_now(result.long, layer, head, kind, THUMBNAIL_PREVIEW_CELLS)
+    """(picture with masked tiles NaN, levels, tile side) of one head from the forward pass's summaries."""
+    values, tile, masked = summary_now(result.long, layer, head, kind, THUMBNAIL_CELLS)
     picture = np.where(masked, np.nan, values) if masked is not None else values
-    del tile
-    return picture, (0.0, float(values.max()) or 1.0)
+    return picture, (0.0, float(values.max()) or 1.0), tile
