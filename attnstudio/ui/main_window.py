@@ -317,7 +317,8 @@ class MainWindow(QMainWindow):
         self.theme = "dark" if self.theme == "light" else "light"
         apply_theme(self.theme, self)
         for view in self.views.values():
-            refresh = getattr(view, "refresh", None)
+            # result views redraw now if shown, else when shown (one that cannot draw a long result says why)
+            refresh = getattr(view, "request_refresh", None) or getattr(view, "refresh", None)
             if refresh is not None:
                 refresh()
             view.update()

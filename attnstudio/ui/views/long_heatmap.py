@@ -28,38 +28,51 @@ THUMBNAIL_CELLS = 64  # the heads grid's thumbnails: at most 64 x 64 tiles
 HOVER_HINT = "Hover a cell to read its exact weight; the wheel zooms (full resolution from 1,024 tokens across)."
 
 
-class SummaryWorker(QObject):
-    """Computes one head's block summaries in a daemon thread; only the newest request is worked on."""
+class LatestWorker(QObject):
+    """Runs ``work(*args)`` in a daemon thread for the newest request only; emits ready(key, result) or
+    failed(key, message). ``work`` gets ``stale()``, true once a newer request is waiting, to stop early."""
 
-    ready = Signal(object, object)  # key, (max, mean, tile, masked tiles)
+    ready = Signal(object, object)
     failed = Signal(object, str)
 
-    def __init__(self, parent: QObject | None = None):
+    def __init__(self, work, name: str, parent: QObject | None = None):
         super().__init__(parent)
+        self._work = work
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._latest = None
-        threading.Thread(target=self._serve, name="attnstudio-summaries", daemon=True).start()
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
 
-    def request(self, key, long, layer: int, head: int) -> None:
+    def request(self, key, *args) -> None:
         self._latest = key
-        self._jobs.put((key, long, layer, head))
+        self._jobs.put((key, args))
 
     def _serve(self) -> None:
         while True:
-            key, long, layer, head = self._jobs.get()
+            key, args = self._jobs.get()
             if key != self._latest:
-                continue  # a newer head was asked for meanwhile
+                continue  # a newer request came meanwhile
             try:
-                tile_max, tile = long.summary(layer, head, "max", SUMMARY_CELLS, cancelled=lambda k=key: k != self._latest)
-                tile_mean, _ = long.summary(layer, head, "mean", SUMMARY_CELLS)
-                payload = (tile_max, tile_mean, tile, long.tiles_masked(tile))
-                signal = self.ready
-            except Exception as error:  # noqa: BLE001 - a failed summary is a status line, never a dead thread
+                payload, signal = self._work(*args, stale=lambda k=key: k != self._latest), self.ready
+            except Exception as error:  # noqa: BLE001 - a failure is a status line, never a dead thread
                 payload, signal = f"{type(error).__name__}: {error}", self.failed
             try:
                 signal.emit(key, payload)
             except RuntimeError:  # the view is gone
                 return
+
+
+def head_summaries(long, layer: int, head: int, *, stale):
+    """(max, mean, tile, masked tiles) of one head at SUMMARY_CELLS (the worker's job)."""
+    tile_max, tile = long.summary(layer, head, "max", SUMMARY_CELLS, cancelled=stale)
+    tile_mean, _ = long.summary(layer, head, "mean", SUMMARY_CELLS)
+    return tile_max, tile_mean, tile, long.tiles_masked(tile)
+
+
+def region_weights(long, layer: int, head: int, region: tuple[int, int, int, int], *, stale):
+    """(exact weights, allowed or None) of rows [r0, r1) x cols [c0, c1) (the worker's job)."""
+    del stale
+    row0, row1, col0, col1 = region
+    return long.weights(layer, head, (row0, row1), (col0, col1)), long.mask.region(row0, row1, col0, col1)
 
 
 def summary_now(long, layer: int, head: int, kind: str, cells: int):
@@ -125,9 +138,12 @@ class LongHeatmapPanel(QWidget):
         layout.addWidget(self.canvas, 1)
         layout.addLayout(bar)
 
-        self.worker = SummaryWorker(self)
+        self.worker = LatestWorker(head_summaries, "attnstudio-summaries", self)
         self.worker.ready.connect(self._on_summary_ready)
         self.worker.failed.connect(lambda _key, message: self.readout.setText(f"⚠ block summaries failed: {message}"))
+        self.detail_worker = LatestWorker(region_weights, "attnstudio-zoom", self)  # the GUI thread only draws
+        self.detail_worker.ready.connect(self._on_detail_ready)
+        self.detail_worker.failed.connect(lambda _key, message: self.readout.setText(f"⚠ zoom failed: {message}"))
         self._settle = QTimer(self, singleShot=True, interval=RANGE_SETTLE_MS)
         self._settle.timeout.connect(self._draw_detail)
         self.plot.getViewBox().sigRangeChanged.connect(self._on_range_changed)
@@ -166,7 +182,8 @@ class LongHeatmapPanel(QWidget):
         self._show_summary(values, tile, masked)
         if not self.summary_final:
             self.worker.request(self._key(), long, layer, head)
-        self.detail_region = None  # another head: the region is recomputed
+        self.detail_region = self.detail = None  # another head: the region is recomputed
+        self.detail_image.setVisible(False)
         self._draw_detail()
         self._set_title()
 
@@ -230,22 +247,30 @@ class LongHeatmapPanel(QWidget):
             self._settle.start()
 
     def _draw_detail(self) -> None:
+        """Ask for the visible region's exact weights once it spans at most FULL_RESOLUTION_SPAN tokens."""
         if self.result is None:
             return
         row0, row1, col0, col1 = region = self.visible_region()
         if max(row1 - row0, col1 - col0) > FULL_RESOLUTION_SPAN:
             self.detail_region = self.detail = None
             self.detail_image.setVisible(False)
+            self._update_colorbar()
+            self._set_title()
         elif region != self.detail_region:
             shown = self.results.shown
-            self.detail = self.result.long.weights(shown.layer, shown.head, (row0, row1), (col0, col1))
-            self.detail_region = region
-            allowed = self.result.long.mask.region(row0, row1, col0, col1)
-            picture = self.detail if allowed is None else np.where(allowed, self.detail, np.nan)
-            self.detail_levels = (0.0, float(self.detail.max()) or 1.0)
-            self.detail_image.setImage(picture, autoLevels=False, levels=self.detail_levels)
-            self.detail_image.setRect(col0, row0, col1 - col0, row1 - row0)
-            self.detail_image.setVisible(True)
+            self.detail_worker.request((*self._key(), region), self.result.long, shown.layer, shown.head, region)
+
+    def _on_detail_ready(self, key, payload) -> None:
+        region = key[3]
+        if self.result is None or key[:3] != self._key() or region != self.visible_region():
+            return  # another head, or the view moved on: a newer request is on its way
+        (row0, row1, col0, col1), (weights, allowed) = region, payload
+        self.detail, self.detail_region = weights, region
+        picture = weights if allowed is None else np.where(allowed, weights, np.nan)
+        self.detail_levels = (0.0, float(weights.max()) or 1.0)
+        self.detail_image.setImage(picture, autoLevels=False, levels=self.detail_levels)
+        self.detail_image.setRect(col0, row0, col1 - col0, row1 - row0)
+        self.detail_image.setVisible(True)
         self._update_colorbar()
         self._set_title()
 
