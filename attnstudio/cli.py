@@ -104,14 +104,26 @@ def _command_compute(args: argparse.Namespace) -> int:
     return 0
 
 
+LONG_WRITE_BYTES = 4 * 2**30  # a long document's weights are made for the file: at most this much of them
+
+
 def _chosen_layers(result, layers: tuple[int, ...] | None) -> np.ndarray:
     """(chosen layers, heads, n_q, n_k) float32; only the chosen layers are copied to the host."""
-    if layers is None:
+    if layers is None and result.long is None:
         return result.attentions()
+    layers = tuple(range(1, result.num_layers + 1)) if layers is None else layers
     bad = [layer for layer in layers if not 1 <= layer <= result.num_layers]
     if bad:
         raise UsageError(f"--layers must be from 1 to {result.num_layers}, got {bad[0]}")
-    return np.stack([np.asarray(result.step(layer - 1, "weights"), dtype=np.float32) for layer in layers])
+    if result.long is None:
+        return np.stack([np.asarray(result.step(layer - 1, "weights"), dtype=np.float32) for layer in layers])
+    long, n = result.long, len(result.query_tokens)  # a long document keeps queries and keys: weights on demand
+    size = len(layers) * result.heads * n * n * 4
+    if size > LONG_WRITE_BYTES:
+        raise UsageError(f"the weights of {len(layers)} layer(s) at {n} tokens take {size / 2**30:.1f} GiB "
+                         f"(at most {LONG_WRITE_BYTES / 2**30:.0f}); choose fewer with --layers")
+    return np.stack([np.stack([long.weights(layer - 1, head, (0, n), (0, n)) for head in range(result.heads)])
+                     for layer in layers])
 
 
 def _command_export(args: argparse.Namespace) -> int:

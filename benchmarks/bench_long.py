@@ -21,9 +21,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # under xvfb-run, QT_QPA_
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import write  # noqa: E402
+from common import write
 
-TOKENS = int(os.environ.get("BENCH_LONG_TOKENS", 8192))
+TOKENS = int(os.environ.get("BENCH_LONG_TOKENS", "8192"))
 PROSE = [Path("/usr/share/common-licenses/GPL-3"), Path("/usr/share/common-licenses/Apache-2.0"),
          Path("/usr/share/common-licenses/GFDL-1.3")]
 GIB = 2**30
@@ -239,9 +239,9 @@ def main() -> None:
     print(f"SmolLM2, {core['tokens']} tokens: forward {core['forward_s']:.1f} s; resident {core['resident_gib']:.2f} GiB "
           f"(peak {core['peak_resident_gib']:.2f}, {core['resident_after_load_gib']:.2f} with only the model loaded; "
           f"kept attention {core['kept_mib']:.0f} MiB)")
-    print(f"  switching layer/head (512 x 512 max + mean summaries): "
+    print("  switching layer/head (512 x 512 max + mean summaries): "
           + ", ".join(f"{s * 1e3:.0f}" for s in core["switch_head_s"]) + " ms")
-    print(f"  zoom into a 256 x 256 region: " + ", ".join(f"{s * 1e3:.1f}" for s in core["zoom_256_s"]) + " ms")
+    print("  zoom into a 256 x 256 region: " + ", ".join(f"{s * 1e3:.1f}" for s in core["zoom_256_s"]) + " ms")
     print(f"MiniLM, {dense['tokens']} tokens: every weight {dense['result_mib']:.1f} MiB held "
           f"(+{dense['resident_added_mib']:.0f} MiB resident, peak {dense['peak_resident_gib']:.2f} GiB); long mode "
           f"{long['result_mib']:.1f} MiB (+{long['resident_added_mib']:.0f} MiB, peak {long['peak_resident_gib']:.2f} GiB)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -41,6 +42,7 @@ class _Relay(QObject):
     failed = Signal(int, str)  # ticket, message
     progress = Signal(int, int, int)  # ticket, layers done, layers (long documents)
     cancelled = Signal(int)  # ticket: the long forward pass stopped on request
+    alive = Signal(int)  # ticket: a long forward pass is still working (at most once a second)
 
 
 def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
@@ -51,7 +53,7 @@ def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
             return
         ticket, session, stop = job
         try:
-            result = engine.compute(session, cancelled=stop.is_set,
+            result = engine.compute(session, cancelled=_heartbeat(stop, relay, ticket),
                                     progress=lambda done, total, t=ticket: _emit(relay.progress, (done, total), t))
             result.precompute_views()  # host copy, entropies, rollout: the GUI thread only draws
             outcome = (relay.finished, result)
@@ -64,6 +66,20 @@ def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
                 return  # the controller starts a fresh thread for the next request
         if not _emit(*outcome, ticket):
             return
+
+
+def _heartbeat(stop: threading.Event, relay: _Relay, ticket: int):
+    """The ``cancelled()`` a long pass polls between row blocks; it also tells the GUI, once a second, that the
+    pass is alive (a layer of 8,192 tokens can take longer than the watchdog allows a whole compute)."""
+    last = [time.monotonic()]
+
+    def cancelled() -> bool:
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            _emit(relay.alive, None, ticket)
+        return stop.is_set()
+    return cancelled
 
 
 def _emit(signal, payload, ticket: int) -> bool:
@@ -97,6 +113,8 @@ class ComputeController(QObject):
         self._relay.failed.connect(self._on_failed)
         self._relay.progress.connect(self._on_progress)
         self._relay.cancelled.connect(self._on_cancelled)
+        self._relay.alive.connect(lambda ticket: self._watchdog.start() if ticket == self._ticket and self._in_flight
+                                  else None)
         self._stop = threading.Event()  # set: the compute in flight stops at its next row block (long passes)
         self._user_stopped = False
         self._reporting = False  # the compute in flight reports progress (a long pass): a newer request stops it

@@ -145,3 +145,20 @@ def test_engine_goes_long_past_the_threshold_and_matches_smollm2s_plain_pass(mon
     assert long.rollout() is None and long.head_roles() is None
     with pytest.raises(InvalidSetting, match="ablation"):
         engine.compute(dataclasses.replace(session, ablation=Ablation(((0, 1),))))
+
+
+def test_cli_compute_writes_a_long_documents_weights_from_queries_and_keys(monkeypatch, tmp_path, capsys):
+    from attnstudio import cli
+
+    text = "Long documents keep queries and keys, and the file gets the weights made from them. " * 3
+    dense = Engine().compute(Session(text=text, backend="numpy")).attentions()
+    monkeypatch.setitem(LIMITS, "dense_tokens", Limit(1, 24, "tokens whose weights are all kept"))
+    out = tmp_path / "long.npz"
+    assert cli.main(["compute", text, "-o", str(out), "--layers", "2,5"]) == 0
+    written = np.load(out)["attentions"]
+    assert written.shape == (2,) + dense.shape[1:]
+    np.testing.assert_allclose(written, dense[[1, 4]], rtol=0, atol=1e-5)
+    assert "Long document" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "LONG_WRITE_BYTES", 1000)
+    assert cli.main(["compute", text, "-o", str(out)]) != 0
+    assert "choose fewer with --layers" in capsys.readouterr().err

@@ -4,6 +4,7 @@ Stop. MiniLM with the long threshold lowered stands in for an 8,192-token SmolLM
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -43,7 +44,10 @@ def pixel_at(panel, image: np.ndarray, x: float, y: float) -> np.ndarray:
     return image[point.y(), point.x()].astype(int)
 
 
-def long_heatmap_view(qtbot, monkeypatch, *, span: int, mask=MaskSpec(("causal",))):
+CAUSAL = MaskSpec(("causal",))
+
+
+def long_heatmap_view(qtbot, monkeypatch, *, span: int, mask=CAUSAL):
     monkeypatch.setattr(long_heatmap, "FULL_RESOLUTION_SPAN", span)
     view, model, results, result = build_view(qtbot, HeatmapView,
                                               Session(text=TEXT, backend="numpy", mask=mask, layer=2, head=5))
@@ -101,7 +105,7 @@ def test_zooming_in_draws_every_weight_of_the_visible_region_and_hover_reads_it(
 
 
 def test_switching_head_redraws_the_long_heatmap(qtbot, monkeypatch, long_threshold):
-    _, model, results, result, panel = long_heatmap_view(qtbot, monkeypatch, span=8)
+    _, model, _, result, panel = long_heatmap_view(qtbot, monkeypatch, span=8)
     before = panel.summary.copy()
     model.update(head=0, layer=0)
     qtbot.waitUntil(lambda: "layer 1/6 · head 1/12" in panel.title.text() and panel.summary_final, timeout=10_000)
@@ -198,3 +202,34 @@ def test_progress_bar_counts_layers_and_stop_cancels_the_pass(make_window, qtbot
     window.session.update(text=TEXT + " Again.")  # the next compute runs to the end
     wait_for_result(qtbot, window, lambda r: r.long is not None and "again" in r.query_tokens)
 
+
+
+class _SlowLongEngine:
+    """A pass that polls ``cancelled()`` for 3 s, as a long pass does between row blocks, then answers."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def compute(self, session, *, progress=None, cancelled=None, **options):
+        for _ in range(30):
+            time.sleep(0.1)
+            cancelled()
+        return self.real.compute(session, **options)
+
+
+def test_a_long_pass_that_outlives_the_watchdog_is_kept_alive_by_its_heartbeat(qtbot):
+    from attnstudio.engine import Engine
+    from attnstudio.ui.compute_worker import ComputeController
+
+    engine = Engine()
+    engine.compute(Session(text="load the model first", backend="numpy"))  # the answer itself is quick
+    controller = ComputeController(_SlowLongEngine(engine), timeout_ms=2000)
+    results, failures = [], []
+    controller.result_ready.connect(results.append)
+    controller.failed.connect(failures.append)
+    try:
+        controller.request(Session(text="a slow pass", backend="numpy"))
+        qtbot.waitUntil(lambda: bool(results or failures), timeout=20_000)
+        assert results and not failures and controller.abandoned == 0, (failures, controller.abandoned, controller.busy)
+    finally:
+        controller.shutdown()
