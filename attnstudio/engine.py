@@ -251,7 +251,8 @@ class Engine:
         keys = _tokenize(model, session.pair_text, "second text", notices) if session.is_cross_attention else None
         family = family_of(model.weights)
         if long is None:
-            long = is_long(len(queries)) and not session.is_synthetic and keys is None and family.name in LONG_FORWARDS
+            long = (is_long(len(queries)) and not session.is_synthetic and keys is None
+                    and family.name in LONG_FORWARDS)
         if long:
             return self._compute_long(session, model, family, queries, notices, started,
                                       progress=progress, cancelled=cancelled)
@@ -322,7 +323,6 @@ class Engine:
             result.baseline = self.compute(dataclasses.replace(session, ablation=Ablation()), num_layers=num_layers)
         return result
 
-
     def _compute_long(self, session: Session, model: PretrainedModel, family, queries: TokenizedText,
                       notices: list[str], started: float, *, progress, cancelled) -> ComputeResult:
         """The long-document pass (core.long_forward): no (n, n) array is made, not even the mask."""
@@ -336,8 +336,8 @@ class Engine:
             notices.append("Text B is not compared for long documents.")
         if session.backend not in ("auto", "numpy"):
             notices.append("Long documents run on the CPU (NumPy).")
-        valid_keys = len(queries) if session.mask.has("padding") else None  # a long text is never padded
-        rule = MaskRule.from_spec(session.mask, causal_model=family.causal, valid_keys=valid_keys)
+        # no key padding: a long text is longer than any padding length (LIMITS["pad_to"])
+        rule = MaskRule.from_spec(session.mask, causal_model=family.causal)
         weights = self.weights(model, resolve_backend("numpy"))
         recorder = LongRecorder(len(queries), rule, len(weights.layers), progress=progress, cancelled=cancelled)
         forward, long = long_forward(weights, np.asarray(queries.ids), recorder, heads=session.heads,
@@ -346,11 +346,10 @@ class Engine:
                                      / session.temperature)
         heads = long.heads
         notices.append(f"Long document ({len(queries)} tokens): weights are computed for what is drawn.")
-        result = ComputeResult(session, queries.tokens, queries.tokens, forward, resolve_backend("numpy"), None,
-                               model.name, heads, long.layers[0].queries.shape[-1], time.perf_counter() - started,
-                               notices, causal_model=family.causal, next_tokens=_next_tokens(forward, model),
-                               kv_heads=_kv_heads(weights, heads, session), long=long)
-        return result
+        return ComputeResult(session, queries.tokens, queries.tokens, forward, resolve_backend("numpy"), None,
+                             model.name, heads, long.layers[0].queries.shape[-1], time.perf_counter() - started,
+                             notices, causal_model=family.causal, next_tokens=_next_tokens(forward, model),
+                             kv_heads=_kv_heads(weights, heads, session), long=long)
 
 
 def _head_dim(weights, session: Session, model: PretrainedModel) -> int:
