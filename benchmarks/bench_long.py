@@ -130,19 +130,23 @@ def gui_stall() -> dict:
         window.show()
         while window.results.result is None:
             app.processEvents()
+        window.session.update(model="smollm2", text="A short text first: loading the model is not measured.")
+        while window.results.result.model_name != "smollm2":
+            app.processEvents()
+            time.sleep(0.002)
         gaps, progress, clock = [], [], QElapsedTimer()
-        window.controller.progress.connect(lambda done, total: progress.append(done))
+        window.controller.progress.connect(lambda done, total: progress.append((done, clock.elapsed())))
         clock.start()
         last = [clock.elapsed()]
 
         def tick():
-            gaps.append(clock.elapsed() - last[0])
+            gaps.append((clock.elapsed() - last[0], clock.elapsed()))
             last[0] = clock.elapsed()
         timer = QTimer(interval=10)
         timer.timeout.connect(tick)
         timer.start()
         started = time.perf_counter()
-        window.session.update(model="smollm2", text=text)
+        window.session.update(text=text)
         while window.results.result is None or window.results.result.long is None:
             app.processEvents()
             time.sleep(0.002)
@@ -152,6 +156,7 @@ def gui_stall() -> dict:
             app.processEvents()
             time.sleep(0.01)
         timer.stop()
+        result_ms = clock.elapsed() - 500  # about when the result arrived (the loop above waited 0.5 s after)
         switches, refined = [], []
         for layer, head in [(14, 4), (29, 8), (7, 2)]:
             started = time.perf_counter()
@@ -175,9 +180,12 @@ def gui_stall() -> dict:
             zooms.append(time.perf_counter() - started)  # the exact weights of the region drawn
         screenshots = save_screenshots(app, window, panel)
         window.controller.shutdown()
-    stalls = sorted(gaps[1:])
+    stalls = sorted(gap for gap, _ in gaps[1:])
+    worst = max(gaps[1:])
     return {"tokens": n, "forward_s": forward_s, "progress_updates": len(progress), "max_stall_ms": stalls[-1],
             "p99_stall_ms": stalls[int(0.99 * (len(stalls) - 1))], "ticks": len(stalls),
+            "worst_stall_at_ms": worst[1], "progress_at_ms": [at for _, at in progress], "result_at_ms": result_ms,
+            "stalls_over_100_ms": [(gap, at) for gap, at in gaps[1:] if gap > 100],
             "switch_head_ms": 1e3 * max(switches), "switch_head_refined_s": refined,
             "zoom_256_ms": [1e3 * z for z in zooms], "screenshots": screenshots}
 

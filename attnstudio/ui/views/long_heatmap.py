@@ -243,9 +243,11 @@ class LongHeatmapPanel(QWidget):
         self.plot.getViewBox().setRange(xRange=(0, self.n), yRange=(0, self.n), padding=0)
 
     def visible_region(self) -> tuple[int, int, int, int]:
+        """(r0, r1, c0, c1): the tokens in view and one more on each side, so the exact picture covers the
+        edges of the view (no sliver of the block summary beside it)."""
         (x0, x1), (y0, y1) = self.plot.getViewBox().viewRange()
-        row0, row1 = max(0, math.floor(y0)), min(self.n, math.ceil(y1))
-        col0, col1 = max(0, math.floor(x0)), min(self.n, math.ceil(x1))
+        row0, row1 = max(0, math.floor(y0) - 1), min(self.n, math.ceil(y1) + 1)
+        col0, col1 = max(0, math.floor(x0) - 1), min(self.n, math.ceil(x1) + 1)
         return row0, max(row1, row0 + 1), col0, max(col1, col0 + 1)
 
     def _on_range_changed(self, *_args) -> None:
@@ -258,7 +260,7 @@ class LongHeatmapPanel(QWidget):
         if self.result is None:
             return
         row0, row1, col0, col1 = region = self.visible_region()
-        if max(row1 - row0, col1 - col0) > FULL_RESOLUTION_SPAN:
+        if max(row1 - row0, col1 - col0) > FULL_RESOLUTION_SPAN + 2:
             self.detail_region = self.detail = None
             self.detail_image.setVisible(False)
             self._update_colorbar()
