@@ -9,26 +9,27 @@ import dataclasses
 import json
 import threading
 import time
-from functools import lru_cache
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from attnstudio.core.ablation import Ablation
 from attnstudio.core.analysis import head_roles, measure_induction, sentence_embedding
-from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
-from attnstudio.core.prefix_cache import PrefixCache
+from attnstudio.core.kernels import score_scale
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.next_token import top_next_tokens
+from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderWeights, ForwardResult
-from attnstudio.limits import LIMITS
 from attnstudio.errors import AttnStudioError, InvalidSetting
 from attnstudio.fileio import read_regular_file
+from attnstudio.limits import LIMITS
 from attnstudio.models.loader import (
     BUILTIN_MODEL,
     MAX_CONFIG_BYTES,
@@ -193,7 +194,8 @@ def _weights_on(weights: EncoderWeights, backend: Backend) -> EncoderWeights:
         if isinstance(value, list):
             return [move(item) for item in value]
         if dataclasses.is_dataclass(value):
-            return dataclasses.replace(value, **{f.name: move(getattr(value, f.name)) for f in dataclasses.fields(value)})
+            moved = {field.name: move(getattr(value, field.name)) for field in dataclasses.fields(value)}
+            return dataclasses.replace(value, **moved)
         return value
     return move(weights)
 

@@ -1,4 +1,5 @@
 """Pure compute: attention kernels, masks, backends, the encoder forward pass. Never imports Qt."""
+from attnstudio.core.backend import Backend, array_namespace, cupy_status, resolve_backend, to_numpy
 from attnstudio.core.kernels import (
     SCORE_FUNCTIONS,
     attention,
@@ -8,7 +9,6 @@ from attnstudio.core.kernels import (
     attention_tiled,
     softmax,
 )
-from attnstudio.core.backend import Backend, array_namespace, cupy_status, resolve_backend, to_numpy
 from attnstudio.core.masks import (
     MaskSpec,
     build_mask,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import sys
 import tracemalloc
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -83,9 +85,9 @@ def exp_inplace(x):
 # glibc mallopt() options, and what attnstudio sets them to (see configure_host_allocator)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _HOST_ALLOCATOR = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 256 << 20), (_M_TOP_PAD, 64 << 20))
-_host_allocator_configured = False
 
 
+@functools.cache
 def configure_host_allocator() -> bool:
     """Let glibc keep freed arrays' memory for the next ones (Linux only; idempotent).
 
@@ -95,9 +97,6 @@ def configure_host_allocator() -> bool:
     settings arrays up to 32 MiB come from the heap, which keeps up to 256 MiB of free memory.
     Returns whether the allocator was configured.
     """
-    global _host_allocator_configured
-    if _host_allocator_configured:
-        return True
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -105,8 +104,7 @@ def configure_host_allocator() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, say)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    _host_allocator_configured = all(mallopt(option, value) == 1 for option, value in _HOST_ALLOCATOR)
-    return _host_allocator_configured
+    return all(mallopt(option, value) == 1 for option, value in _HOST_ALLOCATOR)
 
 
 # One-launch CuPy kernels for the encoder's element-wise steps. Written with xp, each of these steps is
@@ -170,7 +168,7 @@ def cupy_status() -> tuple[bool, str]:
             return False, ("this is the CPU build; the GPU build (attnstudio-gpu: CuPy for NVIDIA GPUs, "
                               "CUDA 12) comes with each release")
         return False, "CuPy is not installed (pip install 'attnstudio[gpu]')"
-    except Exception as error:  # a broken CUDA install can raise anything on import
+    except Exception as error:  # noqa: BLE001 - a broken CUDA install can raise anything on import
         return False, f"CuPy failed to import: {error}"
     try:
         if not cupy.is_available():
@@ -178,7 +176,7 @@ def cupy_status() -> tuple[bool, str]:
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         name = props["name"]
         name = name.decode() if isinstance(name, bytes) else str(name)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a broken driver raises anything: the GPU is then unusable, said in one line
         return False, f"CuPy cannot use the GPU: {error}"
     return True, name
 
@@ -249,7 +247,7 @@ def resolve_backend(name: str = "auto") -> Backend:
         return NUMPY
     usable, detail = cupy_status()
     if usable:
-        import cupy  # noqa: PLC0415
+        import cupy  # noqa: PLC0415 - optional dependency, importable here (cupy_status said so)
 
         return Backend("cupy", cupy, f"CuPy (GPU: {detail})")
     if name == "cupy":

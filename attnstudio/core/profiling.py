@@ -14,8 +14,8 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class ProfileConfig:
     window: int = 64  # sliding-window kernel: neighbours on each side
     memory_budget_bytes: int | None = None  # None: what the device has free now
 
-    def validate(self) -> "ProfileConfig":
+    def validate(self) -> ProfileConfig:
         if not self.lengths or any(not isinstance(n, int) or n < 1 or n > 1_048_576 for n in self.lengths):
             raise InvalidSetting("sequence lengths must be integers from 1 to 1048576")
         unknown = set(self.kernels) - set(KERNELS)
@@ -68,7 +68,7 @@ class ProfilePoint:
     peak_bytes: int | None = None
     theoretical_bytes: int = 0
 
-    def validate(self) -> "ProfilePoint":
+    def validate(self) -> ProfilePoint:
         if not _is_int(self.n) or not 1 <= self.n <= 1_048_576:
             raise InvalidSetting(f"a point's n must be an integer from 1 to 1048576, got {self.n!r:.40}")
         if self.kernel not in KERNELS or self.backend not in ("numpy", "cupy"):
@@ -120,7 +120,7 @@ class ProfileResult:
                 "cancelled": self.cancelled}
 
     @classmethod
-    def from_json_dict(cls, data: dict, *, max_points: int = 10_000) -> "ProfileResult":
+    def from_json_dict(cls, data: dict, *, max_points: int = 10_000) -> ProfileResult:
         """Rebuild saved results, checking every field (a session file may hold anything): InvalidSetting."""
         try:
             config = dict(data["config"])
@@ -157,13 +157,13 @@ def _is_int(value) -> bool:
 
 
 def fit_exponent(lengths, values) -> float | None:
-    """Least-squares slope of log(value) against log(n); None with fewer than 2 usable points."""
-    pairs = [(math.log(n), math.log(v)) for n, v in zip(lengths, values) if v is not None and v > 0]
-    if len(pairs) < 2 or len({x for x, _ in pairs}) < 2:
+    """Least-squares slope of log(value) against log(n); None with fewer than 2 distinct usable lengths."""
+    pairs = [(n, v) for n, v in zip(lengths, values, strict=True) if v is not None and v > 0]
+    if len({n for n, _ in pairs}) < 2:
         return None
-    xs, ys = zip(*pairs)
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mean_x) * (y - mean_y) for x, y in pairs) / sum((x - mean_x) ** 2 for x in xs)
+    log_n, log_value = np.log(np.array(pairs, dtype=np.float64)).T  # (points,) each
+    slope, _intercept = np.polyfit(log_n, log_value, deg=1)
+    return float(slope)
 
 
 def theoretical_bytes(kernel: str, n: int, heads: int, d_k: int, itemsize: int, window: int,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
-from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.backend import array_namespace, fused_kernel, permute_dims
+from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.errors import InvalidSetting
 
 

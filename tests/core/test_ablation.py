@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import array_api_strict as xp
 import numpy as np
 import pytest
 
@@ -37,7 +38,7 @@ def test_zeroing_every_head_of_a_layer_leaves_only_bias_and_residual(minilm, cat
     layers[layer_index] = dataclasses.replace(layers[layer_index],
                                               attention_out_weight=np.zeros_like(layers[layer_index].attention_out_weight))
     skipped = encode(dataclasses.replace(minilm.weights, layers=layers), cat_ids)
-    for ours, reference in zip(ablated.hidden_states, skipped.hidden_states):
+    for ours, reference in zip(ablated.hidden_states, skipped.hidden_states, strict=True):
         np.testing.assert_allclose(ours, reference, atol=1e-5)
     # and written out by hand: x -> LayerNorm(bias + x) -> feed-forward
     layer, eps = minilm.weights.layers[layer_index], minilm.weights.layer_norm_eps
@@ -117,8 +118,6 @@ def test_ablation_beyond_the_model_is_refused(minilm, cat_ids):
 
 
 def test_ablate_heads_uses_only_portable_array_operations():
-    import array_api_strict as xp
-
     rng = np.random.default_rng(0)
     weights_np = rng.random((3, 4, 4)).astype(np.float32)
     values_np = rng.random((3, 4, 2)).astype(np.float32)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from attnstudio.core.analysis import (
+    ROLE_THRESHOLDS,
     ROLES,
     align_tokens,
     aligned_difference,
@@ -15,6 +16,7 @@ from attnstudio.core.analysis import (
     find_word,
     head_roles,
     induction_scores,
+    kl_divergence,
     layer_cosines,
     rank_heads,
     repeated_random_ids,
@@ -203,15 +205,11 @@ def test_alignment_of_two_texts_and_the_difference_is_b_minus_a():
 
 
 def test_every_role_has_a_threshold_and_a_description():
-    from attnstudio.core.analysis import ROLE_THRESHOLDS
-
     assert set(ROLE_THRESHOLDS) == set(ROLES)
     assert all(0 < value < 1 for value in ROLE_THRESHOLDS.values())
 
 
 def test_kl_divergence_of_softmaxes():
-    from attnstudio.core.analysis import kl_divergence
-
     logits = np.array([2.0, 1.0, -1.0, 0.5])
     assert kl_divergence(logits, logits) == 0.0
     assert kl_divergence(logits, logits + 7.0) == pytest.approx(0.0, abs=1e-12)  # a shift changes no probability

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from attnstudio.core.families import family_of
+from attnstudio.engine import Engine
 from attnstudio.errors import ModelLoadError
 from attnstudio.models import gguf as gguf_module
 from attnstudio.models.gguf import load_gguf, reverse_permute
 from attnstudio.models.registry import load_model
+from attnstudio.session import Session
+from tests.core.test_cli import run_cli
 from tests.core.tiny_gguf import (
     HEADS,
     KV_HEADS,
@@ -139,9 +142,6 @@ def test_an_edited_file_is_not_served_from_an_old_cache(tiny, tmp_path):
 
 
 def test_engine_runs_a_gguf_file_and_truncates_long_text_with_a_notice(tiny):
-    from attnstudio.engine import Engine
-    from attnstudio.session import Session
-
     path, _ = tiny
     result = Engine().compute(Session(text="the cat " * 50, model=str(path), backend="numpy"))
     assert len(result.query_tokens) == 64  # the file's context_length
@@ -151,8 +151,6 @@ def test_engine_runs_a_gguf_file_and_truncates_long_text_with_a_notice(tiny):
 
 
 def test_cli_computes_from_a_gguf_file_and_refuses_a_damaged_one(tiny, tmp_path):
-    from tests.core.test_cli import run_cli
-
     path, _ = tiny
     out = tmp_path / "out.npz"
     done = run_cli("compute", "the cat sat", "--model", str(path), "--backend", "numpy", "-o", str(out))

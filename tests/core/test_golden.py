@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attnstudio.core.backend import resolve_backend, cupy_status
+from attnstudio.core.backend import cupy_status, resolve_backend
 from attnstudio.core.transformer import encode
 from attnstudio.engine import Engine
 from attnstudio.session import Session

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from attnstudio.core.families import family_of
 from attnstudio.errors import ModelLoadError
@@ -29,8 +30,6 @@ def hf_name(gguf_name: str) -> str:
 @pytest.fixture
 def twins(tmp_path, monkeypatch):
     """The tiny Llama as a GGUF (q/k permuted by llama.cpp's rule) and as a Hugging Face folder (rotate-half)."""
-    from safetensors.numpy import save_file
-
     monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     gguf_path = tmp_path / "tiny.gguf"
     tensors = write_tiny_llama(gguf_path)
@@ -64,7 +63,6 @@ def test_a_hugging_face_folder_and_its_gguf_give_the_same_forward_pass(twins):
 def test_untied_head_and_unsupported_settings(twins):
     _, folder = twins
     config = json.loads((folder / "config.json").read_text())
-    from safetensors.numpy import load_file, save_file
 
     tensors = load_file(str(folder / "model.safetensors"))
     head = np.random.default_rng(3).standard_normal(tensors["model.embed_tokens.weight"].shape).astype(np.float32)

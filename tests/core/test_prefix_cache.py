@@ -8,8 +8,10 @@ import pytest
 
 from attnstudio.core.families import family_of
 from attnstudio.core.masks import MaskSpec, build_mask
+from attnstudio.engine import Engine
 from attnstudio.errors import InvalidSetting
 from attnstudio.models.registry import load_model
+from attnstudio.session import Session
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TEXT = "The cat sat on the mat because it was tired. The dog did not."
@@ -89,9 +91,6 @@ def test_a_prefix_that_does_not_fit_is_refused():
 
 
 def test_the_engine_reuses_the_kept_prefix_while_typing_and_matches_a_fresh_engine():
-    from attnstudio.engine import Engine
-    from attnstudio.session import Session
-
     folder = str(DATA / "tiny-llama")
     typing, fresh = Engine(), Engine()
     texts = [TEXT, TEXT + " A", TEXT + " And", TEXT[:20], TEXT[:20] + " mat"]

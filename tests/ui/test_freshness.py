@@ -190,7 +190,7 @@ def test_profiler_table_describes_the_running_sweep_not_the_last_one(make_window
     shown = {panel.table.item(row, 0).text() for row in range(panel.table.rowCount())}
     assert shown <= {"96", "160", "224"}
     panel.cancel()
-    qtbot.waitUntil(lambda: panel.run_button.isEnabled(), timeout=20_000)
+    qtbot.waitUntil(panel.run_button.isEnabled, timeout=20_000)
 
 
 def test_exporting_mid_compute_captions_the_picture_on_screen(gated_window, qtbot, tmp_path):

@@ -5,10 +5,11 @@ import numpy as np
 from PySide6.QtCore import Qt
 
 from attnstudio.core.ablation import Ablation
-from attnstudio.core.analysis import ROLE_THRESHOLDS, attention_change
+from attnstudio.core.analysis import ROLE_THRESHOLDS, attention_change, kl_divergence
 from attnstudio.engine import Engine
 from attnstudio.session import Session
 from attnstudio.ui.views.heads import ALL_HEADS, HeadsView
+from tests.core.tiny_gguf import write_tiny_llama
 from tests.ui.conftest import build_view
 
 
@@ -68,9 +69,6 @@ def test_clicking_heads_switches_them_off_and_the_effect_is_shown(qtbot):
 
 
 def test_decoder_ablation_shows_the_next_token_before_and_after(qtbot, tmp_path, monkeypatch):
-    from attnstudio.core.analysis import kl_divergence
-    from tests.core.tiny_gguf import write_tiny_llama
-
     monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "tiny.gguf"
     write_tiny_llama(path)

@@ -26,8 +26,8 @@ from attnstudio.ui.views.matrix import SIGNED_COLORMAP, MatrixPlot
 from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
 PRESETS = {  # name -> (text A, text B, the word to follow)
-    "bank: account / river": ("I deposited the money into my bank account.", "We had a picnic on the grassy river bank.",
-                              "bank"),
+    "bank: account / river": ("I deposited the money into my bank account.",
+                              "We had a picnic on the grassy river bank.", "bank"),
     "trophy: big / small": ("The trophy would not fit in the suitcase because it was too big.",
                             "The trophy would not fit in the suitcase because it was too small.", "it"),
 }

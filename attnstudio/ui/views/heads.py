@@ -131,7 +131,7 @@ class HeadsView(ResultView):
         role, roles = self.role.currentText(), result.head_roles()
         off = set(result.session.ablation.heads)
         for head, plot, image, backdrop in zip(self.grid_heads, self.head_plots, self.head_images,
-                                               self.masked_backdrops):
+                                               self.masked_backdrops, strict=True):
             display = display_weights(self.results.weights(head), result.mask, result.query_tokens,
                                       result.key_tokens, shown.color_scale, shown.hide_special)
             values = display.values
@@ -201,10 +201,11 @@ class HeadsView(ResultView):
             return ", ".join(f"{token.label!r} {token.probability:.0%}" for token in tokens[:5])
 
         divergence = kl_divergence(before.forward.next_logits, after.forward.next_logits)
-        return f"Next token before: {top(before.next_tokens)}; after: {top(after.next_tokens)} (KL {divergence:.4f} nats)."
+        return (f"Next token before: {top(before.next_tokens)}; after: {top(after.next_tokens)} "
+                f"(KL {divergence:.4f} nats).")
 
     def _on_grid_clicked(self, event) -> None:
-        for head, plot in zip(self.grid_heads, self.head_plots):
+        for head, plot in zip(self.grid_heads, self.head_plots, strict=True):
             if plot.sceneBoundingRect().contains(event.scenePos()):
                 if self.ablate.isChecked():
                     self._toggle_ablated(head)

@@ -44,7 +44,7 @@ COLORS = {("naive", "numpy"): (214, 39, 40), ("tiled", "numpy"): (31, 119, 180),
 class DecimalLogAxis(pg.AxisItem):
     """A log axis labelled 0.01, 0.1, 1, 10, 100 in the plot's unit, rather than 1e-2 or 10¹."""
 
-    def logTickStrings(self, values, scale, spacing):  # pyqtgraph override
+    def logTickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph override
         return [f"{value:g}" for value in 10 ** np.asarray(values, dtype=float) * scale]
 
 
@@ -175,7 +175,8 @@ class ProfilerView(QWidget):
             lengths = tuple(int(part) for part in self.lengths.text().split(",") if part.strip())
         except ValueError:
             raise AttnStudioError("lengths must be comma-separated integers, e.g. 64,128,256") from None
-        return ProfileConfig(lengths=lengths, kernels=tuple(k for k, box in self.kernel_boxes.items() if box.isChecked()),
+        kernels = tuple(k for k, box in self.kernel_boxes.items() if box.isChecked())
+        return ProfileConfig(lengths=lengths, kernels=kernels,
                              backends=tuple(b for b, box in self.backend_boxes.items() if box.isChecked()),
                              heads=self.heads.value(), d_k=self.d_k.value(), dtype=self.dtype.currentText(),
                              repeats=self.repeats.value()).validate()
@@ -308,8 +309,8 @@ class ProfilerView(QWidget):
                                           (self.memory_plot, [p.peak_bytes for p in points], "memory")):
                     exponent = "" if fitted[key] is None else f" (n^{fitted[key]:.2f})"
                     name = f"{kernel}/{backend}{exponent}"
-                    values = np.maximum(np.array(values, dtype=float) / self._units[key][1], 1e-12)
-                    self._curve(plot, (kernel, backend, key), name).setData(n, values)
+                    shown = np.maximum(np.array(values, dtype=float) / self._units[key][1], 1e-12)
+                    self._curve(plot, (kernel, backend, key), name).setData(n, shown)
                     wanted.add((kernel, backend, key))
         self._draw_reference(result)
         wanted |= {("reference", "", "time"), ("reference", "", "memory")}

@@ -17,8 +17,8 @@ class RolloutView(ResultView):
         self.note = QLabel()
         self.note.setWordWrap(True)
         self.canvas = pg.GraphicsLayoutWidget()
-        self.plot = MatrixPlot("rollout: how much each token draws on each input token", axis_titles=("output token",
-                                                                                                          "input token"))
+        self.plot = MatrixPlot("rollout: how much each token draws on each input token",
+                               axis_titles=("output token", "input token"))
         self.plot.enable_zoom()
         self.canvas.addItem(self.plot, row=0, col=0)
         self.canvas.addItem(self.plot.colorbar, row=0, col=1)
