@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -78,8 +78,8 @@ class ComputeResult:
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
+    induction: np.ndarray | None = field(default=None, repr=False)  # causal models: (layers, heads) scores
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
-    _summaries: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_layers(self) -> int:
@@ -91,44 +91,40 @@ class ComputeResult:
             self._host_attentions = np.ascontiguousarray(to_numpy(self.forward.attentions()), dtype=np.float32)
         return self._host_attentions
 
+    @cached_property
     def head_entropy(self) -> np.ndarray:
         """(layers, heads) mean row entropy, computed once (the compute worker does it off the GUI thread)."""
-        if "entropy" not in self._summaries:
-            self._summaries["entropy"] = head_entropy(self.attentions())
-        return self._summaries["entropy"]
+        return head_entropy(self.attentions())
 
+    @cached_property
     def rollout(self) -> np.ndarray | None:
         """(n, n) attention rollout across layers, or None for cross-attention; computed once."""
-        if "rollout" not in self._summaries:
-            self._summaries["rollout"] = None if self.cross_attention else attention_rollout(self.attentions())
-        return self._summaries["rollout"]
+        return None if self.cross_attention else attention_rollout(self.attentions())
 
+    @cached_property
     def head_roles(self) -> dict[str, np.ndarray] | None:
         """{role: (layers, heads)} scores (see core.analysis.head_roles), or None for cross-attention.
 
         Causal models add "induction", measured by the engine on a repeated random sequence.
         """
-        if "roles" not in self._summaries:
-            roles = None if self.cross_attention else head_roles(self.attentions(), self.key_tokens, self.mask)
-            if roles is not None and "induction" in self._summaries:
-                roles["induction"] = self._summaries["induction"]
-            self._summaries["roles"] = roles
-        return self._summaries["roles"]
+        if self.cross_attention:
+            return None
+        roles = head_roles(self.attentions(), self.key_tokens, self.mask)
+        if self.induction is not None:
+            roles["induction"] = self.induction
+        return roles
 
+    @cached_property
     def sentence_embedding(self) -> np.ndarray:
         """(d_model,) mean-pooled, L2-normalised final hidden states over the non-padding tokens."""
-        if "embedding" not in self._summaries:
-            valid = np.array([token != "[PAD]" for token in self.query_tokens])
-            final = to_numpy(self.forward.hidden_states[-1])
-            self._summaries["embedding"] = to_numpy(sentence_embedding(final, valid))
-        return self._summaries["embedding"]
+        valid = np.array([token != "[PAD]" for token in self.query_tokens])
+        final = to_numpy(self.forward.hidden_states[-1])
+        return to_numpy(sentence_embedding(final, valid))
 
     def precompute_views(self) -> None:
         """Everything the views need from the (layers, heads, n, n) weights, so drawing stays cheap."""
         self.attentions()
-        self.head_entropy()
-        self.rollout()
-        self.head_roles()
+        _ = self.head_entropy, self.rollout, self.head_roles  # cached_property: computed here, once
         for companion in (self.compare, self.baseline):
             if companion is not None:
                 companion.precompute_views()
@@ -220,7 +216,7 @@ class Engine:
                 self._weights[key] = model.weights if backend.name == "numpy" else _weights_on(model.weights, backend)
             return self._weights[key]
 
-    def compute(self, session: Session, *, num_layers: int | None = None) -> ComputeResult:
+    def compute(self, session: Session) -> ComputeResult:
         """Tokenize, build the mask and run the session's model.  Raises AttnStudioError subclasses."""
         session = dataclasses.replace(session.validate())  # the result keeps its own copy
         backend = resolve_backend(session.backend)
@@ -270,11 +266,10 @@ class Engine:
                 pair_mask = backend.asarray(build_mask(mask_spec, len(keys), len(keys), valid_keys=valid_keys))
             if family.extend is not None and key_ids is None and not session.ablation:  # causal: reuse kept rows
                 forward = self._prefix.forward(family, weights, queries.ids, query_ids, mask_host=mask_host, mask=mask,
-                                               heads=heads, score=session.score, scale=scale, seed=session.seed,
-                                               num_layers=num_layers)
+                                               heads=heads, score=session.score, scale=scale, seed=session.seed)
             else:
                 forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score,
-                                         scale=scale, seed=session.seed, num_layers=num_layers, pair_ids=key_ids,
+                                         scale=scale, seed=session.seed, pair_ids=key_ids,
                                          pair_mask=pair_mask, ablation=session.ablation)
             name = model.name
         backend.synchronize()
@@ -285,16 +280,15 @@ class Engine:
                                next_tokens=_next_tokens(forward, model),
                                logit_lens=_lens_for(family, weights, model, forward),
                                kv_heads=_kv_heads(weights, heads, session))
-        if result.causal_model and num_layers is None:  # induction heads show on a repeated random sequence
+        if result.causal_model:  # induction heads show on a repeated random sequence
             bos = getattr(model.tokenizer, "bos_id", None)
             prefix = () if bos is None else (bos,)
-            result._summaries["induction"] = measure_induction(
+            result.induction = measure_induction(
                 family.forward, weights, weights.token_embeddings.shape[0], prefix=prefix, ablation=session.ablation)
         if session.compare_text.strip() and keys is None:  # text B with the same settings (not for pairs)
-            result.compare = self.compute(dataclasses.replace(session, text=session.compare_text, compare_text=""),
-                                          num_layers=num_layers)
+            result.compare = self.compute(dataclasses.replace(session, text=session.compare_text, compare_text=""))
         if session.ablation:  # the unablated run, so views can show the effect
-            result.baseline = self.compute(dataclasses.replace(session, ablation=Ablation()), num_layers=num_layers)
+            result.baseline = self.compute(dataclasses.replace(session, ablation=Ablation()))
         return result
 
 

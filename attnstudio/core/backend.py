@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from attnstudio.errors import BackendUnavailable
@@ -35,22 +36,22 @@ def _takes_out(x) -> bool:
 
 
 def array_namespace(*arrays: Any):
-    """The array module (numpy, cupy, array_api_strict, ...) that owns ``arrays``.
+    """The array module (numpy, cupy, array_api_strict, ...) that owns ``arrays``; NumPy when none is an array.
 
-    CuPy arrays are recognised by their module: CuPy 14 has no ``__array_namespace__``, and
-    falling back to NumPy there would hand NumPy scalars to CuPy functions.
+    array-api-compat's lookup, asked for the libraries' own modules (``use_compat=False``), not its
+    wrappers: the kernels' fast paths write in place through NumPy's and CuPy's ``out=``, which the
+    array API does not have. None and Python scalars are skipped; arrays of two libraries are an error.
     """
-    for array in arrays:
-        if array is None:
-            continue
-        if is_cupy_array(array):
-            import cupy  # noqa: PLC0415 - only reached when a CuPy array exists
+    try:
+        return array_api_compat.array_namespace(*arrays, use_compat=False)
+    except TypeError:
+        if any(not _is_scalar(array) for array in arrays):
+            raise  # two libraries, or an object that is no array
+        return np
 
-            return cupy
-        namespace = getattr(array, "__array_namespace__", None)
-        if namespace is not None:
-            return namespace()
-    return np
+
+def _is_scalar(x) -> bool:
+    return x is None or isinstance(x, bool | int | float | complex)
 
 
 def matrix_transpose(x):

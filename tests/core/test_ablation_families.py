@@ -76,7 +76,7 @@ def test_engine_gives_a_decoder_induction_roles_and_ablation_effects(tmp_path, m
     write_tiny_llama(path)
     engine = Engine()
     plain = engine.compute(Session(text="the cat sat", model=str(path), backend="numpy"))
-    roles = plain.head_roles()
+    roles = plain.head_roles
     layers, heads = plain.num_layers, plain.heads
     assert roles["induction"].shape == (layers, heads) and ((0 <= roles["induction"]) & (roles["induction"] <= 1)).all()
     assert roles["previous"].shape == (layers, heads)

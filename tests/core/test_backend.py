@@ -23,6 +23,7 @@ GPU_USABLE, GPU_REASON = cupy_status()
 def fake_cupy(available: bool):
     module = types.ModuleType("cupy")
     module.is_available = lambda: available
+    module.ndarray = type("ndarray", (), {"__module__": "cupy._core.core"})  # CuPy 14's: no __array_namespace__
     return module
 
 
@@ -96,9 +97,8 @@ def test_cupy_arrays_get_the_cupy_namespace_even_without_array_namespace(monkeyp
     # CuPy 14's ndarray has no __array_namespace__; treating it as NumPy broke every kernel on a real GPU
 
     module = fake_cupy(True)
-    FakeArray = type("ndarray", (), {"__module__": "cupy._core.core"})
     monkeypatch.setitem(sys.modules, "cupy", module)
-    assert array_namespace(None, FakeArray()) is module
+    assert array_namespace(None, module.ndarray()) is module
     assert array_namespace(np.zeros(2)) is np
 
 

@@ -57,10 +57,10 @@ def test_engine_runs_text_b_and_the_unablated_baseline():
     assert result.compare.compare is None  # text B does not compare again
     np.testing.assert_array_equal(result.baseline.attentions(), plain.attentions())
     assert np.abs(result.attentions()[1:] - plain.attentions()[1:]).max() > 1e-3
-    with_ablation = cosine_similarity(result.sentence_embedding(), result.compare.sentence_embedding())
-    without = cosine_similarity(result.baseline.sentence_embedding(), result.baseline.compare.sentence_embedding())
+    with_ablation = cosine_similarity(result.sentence_embedding, result.compare.sentence_embedding)
+    without = cosine_similarity(result.baseline.sentence_embedding, result.baseline.compare.sentence_embedding)
     assert abs(with_ablation - without) > 1e-3
-    assert np.linalg.norm(result.sentence_embedding()) == pytest.approx(1.0, abs=1e-6)
+    assert np.linalg.norm(result.sentence_embedding) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_engine_refuses_an_ablation_the_model_does_not_have():
@@ -70,7 +70,7 @@ def test_engine_refuses_an_ablation_the_model_does_not_have():
 
 def test_head_roles_of_a_result():
     result = Engine().compute(Session(backend="numpy"))
-    roles = result.head_roles()
+    roles = result.head_roles
     assert roles["first"].shape == (result.num_layers, result.heads)
     # MiniLM's layer 1 head 3 attends to the previous token (measured: 1.00 on this sentence)
     assert roles["previous"][0, 2] > 0.95 and roles["previous"][0, 2] == roles["previous"].max()

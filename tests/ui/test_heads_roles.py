@@ -22,12 +22,12 @@ def test_role_filter_shows_only_the_heads_of_that_role(qtbot):
     assert [plot.titleLabel.text.split(" · ")[0] for plot in view.head_plots][:2] == ["L1·H1", "L1·H2"]
     view.role.setCurrentText("previous")
     view.role.activated.emit(view.role.currentIndex())
-    scores = result.head_roles()["previous"][0]
+    scores = result.head_roles["previous"][0]
     expected = [head for head in range(12) if scores[head] >= ROLE_THRESHOLDS["previous"]]
     assert 2 in expected and view.grid_heads == expected and len(view.head_plots) == len(expected)
     assert view.head_plots[0].titleLabel.text == f"L1·H{expected[0] + 1} · previous {scores[expected[0]]:.2f}"
     np.testing.assert_array_equal(view.head_images[0].image, result.attentions()[0, expected[0]])
-    np.testing.assert_allclose(view.overview.matrix, result.head_roles()["previous"], atol=1e-6)
+    np.testing.assert_allclose(view.overview.matrix, result.head_roles["previous"], atol=1e-6)
     assert "previous score per layer and head" in view.overview.titleLabel.text
     assert f"{len(expected)} of 12 heads in layer 1" in view.caption.text()
     view.role.setCurrentText(ALL_HEADS)

@@ -163,12 +163,12 @@ class CompareView(ResultView):
             self.word.clear()
             self.word.addItems(words)
         word = self.chosen_word(result)
-        self.similarity = cosine_similarity(result.sentence_embedding(), compare.sentence_embedding())
+        self.similarity = cosine_similarity(result.sentence_embedding, compare.sentence_embedding)
         self.similarity_without = None
         sentence = f"sentence embeddings (mean-pooled, normalised): cosine A vs B = {self.similarity:.4f}"
         if result.baseline is not None and result.baseline.compare is not None:
-            self.similarity_without = cosine_similarity(result.baseline.sentence_embedding(),
-                                                        result.baseline.compare.sentence_embedding())
+            self.similarity_without = cosine_similarity(result.baseline.sentence_embedding,
+                                                        result.baseline.compare.sentence_embedding)
             sentence += f" with {self.session.ablation.describe()}, {self.similarity_without:.4f} without"
         self.sentence_label.setText(sentence, color=theme.color("foreground"))
         if word is None:

@@ -40,7 +40,7 @@ class RolloutView(ResultView):
             self.canvas.setVisible(False)
             return
         self.canvas.setVisible(True)
-        rollout = result.rollout()  # computed by the worker
+        rollout = result.rollout  # computed by the worker
         self.plot.set_matrix(rollout, result.query_tokens, result.key_tokens)
         self.note.setText(f"Rollout over {result.num_layers} layer(s): head-averaged weights mixed 50/50 with the "
                           f"residual path, multiplied from the first layer up. Hover a cell for its value.")
