@@ -52,13 +52,13 @@ def main() -> None:
                                               attn_implementation="eager").eval()
     except ImportError:
         torch = hf = None
-    forward = family_of(model.weights).forward
+    forward = family_of(model.parameters).forward
     rows = []
     print(f"{'tokens':>6} {'ours ms':>8} {'HF ms':>8} {'ours/HF':>8}")
     words = "The cat sat on the mat because it was tired and then it slept".split()
     for n in (10, 128, 512):
         ids = np.asarray(model.tokenizer.encode(" ".join(words * (n // len(words) + 1))).ids[:n])
-        ours = median_time(partial(forward, model.weights, ids), repeats=REPEATS, warmup=WARMUP)
+        ours = median_time(partial(forward, model.parameters, ids), repeats=REPEATS, warmup=WARMUP)
         reference = None
         if hf is not None:
             tensor = torch.tensor(ids)[None]

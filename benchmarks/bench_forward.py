@@ -45,8 +45,8 @@ def main() -> None:
     print(f"{'tokens':>6} {'ours ms':>8} {'HF ms':>8} {'ours/HF':>8} {'bound ms':>9} {'ours/bound':>11}")
     for text in ("The cat sat on the mat because it was tired.", " ".join(["word"] * 126)):
         ids = model.tokenizer.encode(text).ids
-        ours = median_time(partial(encode, model.weights, ids), repeats=15)
-        bound = median_time(bare_matmuls(model.weights, len(ids)), repeats=15)
+        ours = median_time(partial(encode, model.parameters, ids), repeats=15)
+        bound = median_time(bare_matmuls(model.parameters, len(ids)), repeats=15)
         reference = None
         if hf is not None:
             tensor = torch.tensor(ids)[None]

@@ -94,7 +94,7 @@ def memory(backend) -> list[dict]:
 def forward(backend, torch) -> list[dict]:
     engine = Engine()
     model = engine.model(Session())
-    weights = engine.weights(model, backend)
+    weights = engine.parameters(model, backend)
     hf = None
     if torch is not None:
         try:
@@ -103,7 +103,7 @@ def forward(backend, torch) -> list[dict]:
         except ImportError:
             hf = None
     rows = []
-    host_weights = model.weights
+    host_weights = model.parameters
     print(f"{'tokens':>6} {'ours ms':>8} {'HF ms':>8} {'ours/HF':>8} {'no-sync ms':>11} {'NumPy ms':>9}")
     for text in ("The cat sat on the mat because it was tired.", " ".join(["word"] * 126)):
         ids_host = model.tokenizer.encode(text).ids

@@ -22,7 +22,7 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
-from attnstudio.core.transformer import EncoderLayer, EncoderWeights
+from attnstudio.core.transformer import EncoderLayer, EncoderParameters
 from attnstudio.errors import InvalidSetting, ModelLoadError
 from attnstudio.fileio import read_regular_file
 
@@ -131,21 +131,21 @@ def _has_surrogates(text: str) -> bool:
 
 @dataclass
 class PretrainedModel:
-    """A loaded encoder: where it came from, its config, weights (NumPy) and tokenizer."""
+    """A loaded model: where it came from, its config, its parameters (NumPy) and tokenizer."""
 
     name: str
     folder: Path
     config: dict
-    weights: EncoderWeights
+    parameters: EncoderParameters  # or a decoder family's parameters (LlamaParameters, Gpt2Parameters)
     tokenizer: TextTokenizer
 
     @property
     def num_layers(self) -> int:
-        return len(self.weights.layers)
+        return len(self.parameters.layers)
 
     @property
     def num_heads(self) -> int:
-        return self.weights.num_heads
+        return self.parameters.num_heads
 
 
 def builtin_model_folder() -> Path:
@@ -225,8 +225,8 @@ def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
     return {name.removeprefix("bert."): tensor for name, tensor in tensors.items()}
 
 
-def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path) -> EncoderWeights:
-    """The encoder's weights, every tensor checked for its shape and for finite floating-point values."""
+def _encoder_parameters(tensors: dict[str, np.ndarray], config: dict, folder: Path) -> EncoderParameters:
+    """The encoder's parameters, every tensor checked for its shape and for finite floating-point values."""
     hidden = config["hidden_size"]
     source = folder / "model.safetensors"
 
@@ -236,7 +236,7 @@ def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path)
         except KeyError:
             raise ModelLoadError(f"{source} lacks the tensor {name!r}; is this a BERT-family model?") from None
         if tensor.dtype.kind != "f":
-            raise ModelLoadError(f"{source}: tensor {name!r} holds {tensor.dtype} values; weights must be "
+            raise ModelLoadError(f"{source}: tensor {name!r} holds {tensor.dtype} values; parameters must be "
                                  f"floating point")
         if len(tensor.shape) != len(shape) or any(want is not None and have != want
                                                   for have, want in zip(tensor.shape, shape, strict=True)):
@@ -275,7 +275,7 @@ def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path)
             output_bias=down[1],
             output_norm=norm(prefix + "output.LayerNorm"),
         ))
-    weights = EncoderWeights(
+    parameters = EncoderParameters(
         word_embeddings=get("embeddings.word_embeddings.weight", None, hidden),
         position_embeddings=get("embeddings.position_embeddings.weight", None, hidden),
         token_type_embeddings=get("embeddings.token_type_embeddings.weight", None, hidden),
@@ -284,12 +284,12 @@ def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path)
         num_heads=config["num_attention_heads"],
         layer_norm_eps=float(config.get("layer_norm_eps", CONFIG_DEFAULTS["layer_norm_eps"])),
     )
-    for name, table, least in (("word", weights.word_embeddings, 1), ("position", weights.position_embeddings, 2),
-                               ("token-type", weights.token_type_embeddings, 1)):
+    for name, table, least in (("word", parameters.word_embeddings, 1), ("position", parameters.position_embeddings, 2),
+                               ("token-type", parameters.token_type_embeddings, 1)):
         if table.shape[0] < least:
             raise ModelLoadError(f"{source}: the {name} embedding table has {table.shape[0]} rows; "
                                  f"it needs at least {least}")
-    return weights
+    return parameters
 
 
 def _read_tokenizer(folder: Path, max_length: int) -> TextTokenizer:
@@ -318,14 +318,14 @@ def load_pretrained(reference: str | Path | None = None) -> PretrainedModel:
         raise ModelLoadError(f"cannot open the model folder {reference}: {error.strerror or error}") from None
     try:
         config = _read_config(folder)
-        weights = _encoder_weights(_read_tensors(folder), config, folder)
+        parameters = _encoder_parameters(_read_tensors(folder), config, folder)
         max_length = min(config.get("max_position_embeddings", CONFIG_DEFAULTS["max_position_embeddings"]),
-                         weights.max_positions)
+                         parameters.max_positions)
         tokenizer = _read_tokenizer(folder, max_length)
         largest_id = tokenizer.largest_id()
-        if largest_id >= weights.word_embeddings.shape[0]:
+        if largest_id >= parameters.word_embeddings.shape[0]:
             raise ModelLoadError(f"the tokenizer in {folder} has ids up to {largest_id} but the embedding table has "
-                                 f"{weights.word_embeddings.shape[0]} rows: they belong to different models")
+                                 f"{parameters.word_embeddings.shape[0]} rows: they belong to different models")
     except ModelLoadError:
         raise
     except MemoryError:
@@ -333,7 +333,7 @@ def load_pretrained(reference: str | Path | None = None) -> PretrainedModel:
     except Exception as error:  # noqa: BLE001 - a folder can be damaged in more ways than we check for
         raise ModelLoadError(f"cannot load the model in {folder}: {type(error).__name__}: {str(error)[:160]}") from None
     name = BUILTIN_MODEL if reference in (None, BUILTIN_MODEL) else folder.name
-    return PretrainedModel(name, folder, config, weights, tokenizer)
+    return PretrainedModel(name, folder, config, parameters, tokenizer)
 
 
 @lru_cache(maxsize=4)

@@ -168,7 +168,7 @@ class ControlPanel(QWidget):
         self.d_model = _spin(LIMITS["d_model"].low, LIMITS["d_model"].high, "Width of the token vectors (synthetic)")
         self.d_model.valueChanged.connect(lambda v: self.session.update(d_model=v))
         self.seed = _spin(LIMITS["seed"].low, LIMITS["seed"].high,
-                          "Random seed of the synthetic weights and the additive score")
+                          "Random seed of the synthetic parameters and the additive score")
         self.seed.valueChanged.connect(lambda v: self.session.update(seed=v))
 
         self.score = QComboBox()

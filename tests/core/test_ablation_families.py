@@ -22,8 +22,8 @@ IDS = np.array([3, 17, 5, 9, 30, 2, 11])
 
 def test_every_family_takes_an_ablation(minilm):
     gpt2 = load_model(str(Path(__file__).resolve().parents[1] / "data" / "tiny-gpt2"))
-    examples = {"bert": (minilm.weights, minilm.tokenizer.encode("The bank of the river.").ids),
-                "llama": (tiny_llama(), IDS), "gpt2": (gpt2.weights, IDS)}
+    examples = {"bert": (minilm.parameters, minilm.tokenizer.encode("The bank of the river.").ids),
+                "llama": (tiny_llama(), IDS), "gpt2": (gpt2.parameters, IDS)}
     assert set(examples) == set(FAMILIES), "every family in the registry is tried"
     for name, family in FAMILIES.items():
         parameters, ids = examples[name]

@@ -150,7 +150,7 @@ def test_sentence_embedding_is_the_normalised_mean_of_the_golden_final_hidden_st
     embeddings = {}
     for name in ("bank_account", "river_bank"):
         ids, golden_hidden = golden_final(name)
-        ours = encode(minilm.weights, ids).hidden_states[-1]  # (n, 384)
+        ours = encode(minilm.parameters, ids).hidden_states[-1]  # (n, 384)
         embedding = sentence_embedding(ours)
         reference = golden_hidden[-1].astype(np.float64).mean(axis=0)
         reference /= np.linalg.norm(reference)
@@ -173,7 +173,7 @@ def test_bank_in_two_contexts_per_layer(minilm, golden_index):
     hidden, tokens = {}, {}
     for name in ("bank_account", "river_bank"):
         ids, golden_hidden = golden_final(name)
-        hidden[name] = encode(minilm.weights, ids).hidden_states
+        hidden[name] = encode(minilm.parameters, ids).hidden_states
         tokens[name] = golden_index[name]["tokens"]
         np.testing.assert_allclose(np.stack(hidden[name]), golden_hidden, atol=1e-4)
     i, j = find_word(tokens["bank_account"], "Bank"), find_word(tokens["river_bank"], "bank")

@@ -45,7 +45,7 @@ def tiny_llama(seed: int = 0, *, heads: int = 4, kv_heads: int = 2, head_dim: in
 
 def test_registry_names_each_family_once_and_finds_it_from_its_parameters(minilm):
     assert set(FAMILIES) >= {"bert", "llama"}
-    assert family_of(minilm.weights).name == "bert" and not family_of(minilm.weights).causal
+    assert family_of(minilm.parameters).name == "bert" and not family_of(minilm.parameters).causal
     assert family_of(tiny_llama()).name == "llama" and family_of(tiny_llama()).causal
     with pytest.raises(InvalidSetting, match="bert, llama"):
         family_named("t5-xxl")
@@ -55,7 +55,7 @@ def test_registry_names_each_family_once_and_finds_it_from_its_parameters(minilm
 
 def test_bert_family_is_todays_encoder_exactly(minilm):
     ids = minilm.tokenizer.encode("The bank of the river.").ids
-    ours, reference = family_named("bert").forward(minilm.weights, ids), encode(minilm.weights, ids)
+    ours, reference = family_named("bert").forward(minilm.parameters, ids), encode(minilm.parameters, ids)
     np.testing.assert_array_equal(ours.attentions(), reference.attentions())
     assert ours.next_logits is None
 

@@ -25,7 +25,7 @@ def test_tokens_and_ids_match(name, golden_index, minilm):
 @pytest.mark.parametrize("name", NAMES)
 def test_attention_weights_match_transformers(name, golden_index, minilm):
     golden = np.load(GOLDEN_DIR / f"{name}.npz", allow_pickle=False)
-    result = encode(minilm.weights, golden["input_ids"].reshape(-1))
+    result = encode(minilm.parameters, golden["input_ids"].reshape(-1))
     attentions = result.attentions()
     assert attentions.shape == golden["attentions"].shape
     assert np.abs(attentions - golden["attentions"]).max() <= 1e-5

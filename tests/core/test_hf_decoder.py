@@ -50,12 +50,12 @@ def twins(tmp_path, monkeypatch):
 def test_a_hugging_face_folder_and_its_gguf_give_the_same_forward_pass(twins):
     gguf_path, folder = twins
     from_gguf, from_folder = load_model(str(gguf_path)), load_model(str(folder))
-    assert family_of(from_folder.weights).name == "llama"
+    assert family_of(from_folder.parameters).name == "llama"
     text = "the cat sat on the mat"
     ids = from_folder.tokenizer.encode(text).ids
     np.testing.assert_array_equal(ids, from_gguf.tokenizer.encode(text).ids)
-    forward = family_of(from_gguf.weights).forward
-    a, b = forward(from_gguf.weights, ids), forward(from_folder.weights, ids)
+    forward = family_of(from_gguf.parameters).forward
+    a, b = forward(from_gguf.parameters, ids), forward(from_folder.parameters, ids)
     np.testing.assert_array_equal(a.attentions(), b.attentions())
     np.testing.assert_array_equal(a.next_logits, b.next_logits)
 
@@ -69,7 +69,7 @@ def test_untied_head_and_unsupported_settings(twins):
     save_file({**tensors, "lm_head.weight": head}, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
     model = load_model(str(folder))
-    np.testing.assert_array_equal(model.weights.unembedding, head.T)
+    np.testing.assert_array_equal(model.parameters.unembedding, head.T)
     for change, message in (({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "yarn"),
                             ({"attention_bias": True}, "biases"), ({"hidden_act": "gelu"}, "gelu")):
         (folder / "config.json").write_text(json.dumps({**config, **change}))
