@@ -303,7 +303,3 @@ def replace_lone_surrogates(text: str) -> tuple[str, int]:
 def _short(text: str, most: int = 40) -> str:
     text = ascii(text) if has_lone_surrogates(text) else text
     return text if len(text) <= most else text[:most - 1] + "…"
-
-
-__all__ = ["Session", "write_atomic", "FORMAT_VERSION", "SESSION_SUFFIX", "DEFAULT_TEXT", "SYNTHETIC", "LIMITS",
-           "has_lone_surrogates", "replace_lone_surrogates"]

@@ -31,24 +31,13 @@ from attnstudio.errors import AttnStudioError
 from attnstudio.limits import LIMITS
 from attnstudio.models.registry import BUILTIN_MODELS, is_gguf_reference
 from attnstudio.models.sources import discover_models
+from attnstudio.presets import text_presets
 from attnstudio.session import SYNTHETIC
 from attnstudio.ui.display_controls import MaskColourBox
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 
-PRESETS = [
-    ("The cat … because it was tired (what does 'it' attend to?)", "The cat sat on the mat because it was tired.", ""),
-    ("bank account (money)", "I deposited the money into my bank account.", ""),
-    ("river bank (nature)", "We had a picnic on the grassy river bank.", ""),
-    ("cross-attention: bank account → river bank", "I deposited the money into my bank account.",
-     "We had a picnic on the grassy river bank."),
-    ("The animal didn't cross the street because it was too tired.",
-     "The animal didn't cross the street because it was too tired.", ""),
-    ("A paragraph about attention", "Attention mechanisms allow a model to focus on the parts of the input that "
-     "matter most. Each token produces a query, a key and a value; the similarity between a query and every key, "
-     "scaled by the square root of the key dimension and normalised with a softmax, weights the values that are "
-     "summed into the output.", ""),
-]
+PRESETS = text_presets()  # (menu label, text, second text or "")
 SCORES = [("Scaled dot product  QKᵀ/√d_k", "scaled_dot"), ("Dot product  QKᵀ (no scaling)", "dot"),
           ("Additive (Bahdanau)", "additive")]
 BACKENDS = [("Auto", "auto"), ("NumPy (CPU)", "numpy"), ("CuPy (GPU)", "cupy")]
