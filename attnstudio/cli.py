@@ -18,10 +18,11 @@ import numpy as np
 
 from attnstudio import __version__
 from attnstudio.core.ablation import ABLATION_MODES, Ablation
-from attnstudio.core.backend import configure_host_allocator, to_numpy
+from attnstudio.core.backend import BACKEND_NAMES, configure_host_allocator, to_numpy
 from attnstudio.core.display import COLOR_SCALES
-from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.masks import parse_mask_spec
+from attnstudio.core.profiling import DTYPES
+from attnstudio.core.scores import SCORE_FUNCTIONS
 from attnstudio.errors import AttnStudioError
 from attnstudio.fileio import check_writable
 from attnstudio.limits import LIMITS
@@ -56,7 +57,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                                                        "(join with +)")
     parser.add_argument("--score", default="scaled_dot", choices=SCORE_FUNCTIONS)
     parser.add_argument("--temperature", type=float, default=1.0, help="divides the scores (default 1)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
+    parser.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
     parser.add_argument("--ablate", type=_head_list, default=(), metavar="L.H,...",
                         help="switch heads off, e.g. 1.3,2.5 (layer.head, from 1)")
     parser.add_argument("--ablation-mode", default="zero", choices=ABLATION_MODES,
@@ -318,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--backend", type=_name_list, default=("numpy",), help="numpy, cupy (comma-separated)")
     profile.add_argument("--heads", type=int, default=8)
     profile.add_argument("--d-k", type=int, default=64)
-    profile.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    profile.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
     profile.add_argument("--repeats", type=int, default=3, help="timed calls per point (after one warm-up)")
     profile.add_argument("--window", type=int, default=64, help="sliding-window kernel: neighbours each side")
     profile.add_argument("--json", metavar="OUT.json")

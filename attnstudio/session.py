@@ -17,9 +17,9 @@ from typing import Any
 from attnstudio.core.ablation import Ablation
 from attnstudio.core.backend import BACKEND_NAMES
 from attnstudio.core.display import COLOR_SCALES
-from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.masks import MaskSpec
 from attnstudio.core.profiling import ProfileResult
+from attnstudio.core.scores import SCORE_FUNCTIONS
 from attnstudio.core.synthetic import check_synthetic_setting, check_synthetic_width
 from attnstudio.errors import InvalidSetting, SessionFileError
 from attnstudio.fileio import format_size as _size

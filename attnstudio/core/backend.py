@@ -22,7 +22,10 @@ import numpy as np
 
 from attnstudio.errors import BackendUnavailable
 
-BACKEND_NAMES = ("auto", "numpy", "cupy")
+# The backends a session can ask for, with the control panel's names for them; "auto" picks CuPy where usable.
+BACKEND_LABELS = {"auto": "Auto", "numpy": "NumPy (CPU)", "cupy": "CuPy (GPU)"}
+BACKEND_NAMES = tuple(BACKEND_LABELS)
+DEVICE_BACKENDS = tuple(name for name in BACKEND_NAMES if name != "auto")  # what a profiler sweep measures
 
 
 def is_cupy_array(x) -> bool:

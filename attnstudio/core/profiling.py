@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from attnstudio.core.backend import Backend, is_out_of_memory, resolve_backend
+from attnstudio.core.backend import DEVICE_BACKENDS, Backend, is_out_of_memory, resolve_backend
 from attnstudio.core.kernels import attention_naive, attention_sliding_window, attention_tiled, tile_shape
 from attnstudio.errors import InvalidSetting
+from attnstudio.limits import LIMITS
 
 KERNELS = ("naive", "tiled", "window")
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -42,17 +43,17 @@ class ProfileConfig:
     memory_budget_bytes: int | None = None  # None: what the device has free now
 
     def validate(self) -> ProfileConfig:
-        if not self.lengths or any(not isinstance(n, int) or n < 1 or n > 1_048_576 for n in self.lengths):
-            raise InvalidSetting("sequence lengths must be integers from 1 to 1048576")
+        if not self.lengths:
+            raise InvalidSetting("a sweep needs at least one sequence length")
+        for n in self.lengths:
+            LIMITS["profile_length"].check(n)
         unknown = set(self.kernels) - set(KERNELS)
         if unknown or not self.kernels:
             raise InvalidSetting(f"kernels must be among {', '.join(KERNELS)}")
-        if not self.backends or set(self.backends) - {"numpy", "cupy"}:
-            raise InvalidSetting("backends must be among numpy, cupy")
-        for name, low, high in (("heads", 1, 256), ("d_k", 1, 4096), ("repeats", 1, 1000), ("window", 0, 1 << 20)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not low <= value <= high:
-                raise InvalidSetting(f"{name} must be an integer from {low} to {high}")
+        if not self.backends or set(self.backends) - set(DEVICE_BACKENDS):
+            raise InvalidSetting(f"backends must be among {', '.join(DEVICE_BACKENDS)}")
+        for name in ("heads", "d_k", "repeats", "window"):
+            LIMITS[f"profile_{name}"].check(getattr(self, name))
         if self.dtype not in DTYPES:
             raise InvalidSetting(f"dtype must be one of {', '.join(DTYPES)}")
         return self
@@ -69,9 +70,10 @@ class ProfilePoint:
     theoretical_bytes: int = 0
 
     def validate(self) -> ProfilePoint:
-        if not _is_int(self.n) or not 1 <= self.n <= 1_048_576:
-            raise InvalidSetting(f"a point's n must be an integer from 1 to 1048576, got {self.n!r:.40}")
-        if self.kernel not in KERNELS or self.backend not in ("numpy", "cupy"):
+        if not _is_int(self.n) or not 1 <= self.n <= LIMITS["profile_length"].high:
+            raise InvalidSetting(f"a point's n must be an integer from 1 to {LIMITS['profile_length'].high}, "
+                                 f"got {self.n!r:.40}")
+        if self.kernel not in KERNELS or self.backend not in DEVICE_BACKENDS:
             raise InvalidSetting(f"a point has an unknown kernel or backend ({self.kernel!r:.40}/{self.backend!r:.40})")
         if not isinstance(self.status, str) or len(self.status) > 500:
             raise InvalidSetting("a point's status must be a short text")

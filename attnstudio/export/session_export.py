@@ -15,13 +15,12 @@ from PySide6.QtWidgets import QWidget
 
 from attnstudio.core.display import describe_display
 from attnstudio.core.profiling import ProfileResult
+from attnstudio.core.scores import SCORES
 from attnstudio.engine import ComputeResult, mask_caption
 from attnstudio.errors import FileWriteError
 from attnstudio.export.images import export_view
 from attnstudio.fileio import write_atomic
 from attnstudio.session import SESSION_SUFFIX, Session
-
-SCORE_NAMES = {"scaled_dot": "scaled dot product", "dot": "dot product", "additive": "additive"}
 
 
 def caption_for(shown: Session, result: ComputeResult) -> str:
@@ -37,7 +36,7 @@ def caption_for(shown: Session, result: ComputeResult) -> str:
         pair += f" · compared with: {shown.compare_text!r}"
     return (f"attnstudio · model {result.model_name} · layer {shown.layer + 1}/{result.num_layers} · head "
             f"{shown.head + 1}/{result.heads} (d_k {result.d_k}) · mask: {mask_caption(result, shown.mask)} · score: "
-            f"{SCORE_NAMES[shown.score]} · temperature {shown.temperature:g} · "
+            f"{SCORES[shown.score].caption} · temperature {shown.temperature:g} · "
             f"{describe_display(shown.color_scale, shown.hide_special)}{pair}{truncation_note(result)}")
 
 
@@ -141,7 +140,7 @@ def export_session(figures: list[Figure], heads: Iterable[Figure], result: Compu
 def _report_html(session: Session, result: ComputeResult, caption: str, figures: list[Figure], heads_dir: str) -> str:
     settings = {
         "text": session.text, "second text (keys/values)": session.pair_text or "—", "model": result.model_name,
-        "heads": result.heads, "d_k": result.d_k, "score": SCORE_NAMES[session.score],
+        "heads": result.heads, "d_k": result.d_k, "score": SCORES[session.score].caption,
         "temperature": session.temperature, "mask": mask_caption(result, session.mask),
         "backend": result.backend.description, "colour": describe_display(session.color_scale, session.hide_special),
         "tokens": " ".join(result.query_tokens), "compute time": f"{result.elapsed_s * 1000:.1f} ms",

@@ -25,7 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from attnstudio.core.backend import cupy_status
+from attnstudio.core.backend import BACKEND_LABELS, cupy_status
+from attnstudio.core.scores import SCORES
 from attnstudio.engine import valid_head_counts
 from attnstudio.errors import AttnStudioError
 from attnstudio.limits import LIMITS
@@ -38,9 +39,6 @@ from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 
 PRESETS = text_presets()  # (menu label, text, second text or "")
-SCORES = [("Scaled dot product  QKᵀ/√d_k", "scaled_dot"), ("Dot product  QKᵀ (no scaling)", "dot"),
-          ("Additive (Bahdanau)", "additive")]
-BACKENDS = [("Auto", "auto"), ("NumPy (CPU)", "numpy"), ("CuPy (GPU)", "cupy")]
 OPEN_FOLDER = "__open__"
 OPEN_GGUF = "__open_gguf__"
 TOKEN_LIST_LINES = 4  # the token list never grows taller than this: it scrolls, or folds away
@@ -161,8 +159,8 @@ class ControlPanel(QWidget):
         self.seed.valueChanged.connect(lambda v: self.session.update(seed=v))
 
         self.score = QComboBox()
-        for label, value in SCORES:
-            self.score.addItem(label, value)
+        for score in SCORES.values():
+            self.score.addItem(score.label, score.name)
         self.score.setToolTip("How a query and a key are compared before the softmax")
         self.score.activated.connect(lambda _: self.session.update(score=self.score.currentData()))
         self.temperature = QDoubleSpinBox()
@@ -176,7 +174,7 @@ class ControlPanel(QWidget):
 
         self.backend = QComboBox()
         usable, detail = cupy_status()
-        for label, value in BACKENDS:
+        for value, label in BACKEND_LABELS.items():
             self.backend.addItem(label if value != "cupy" or not usable else f"CuPy (GPU: {detail})", value)
         if not usable:
             self.backend.model().item(self.backend.findData("cupy")).setEnabled(False)

@@ -29,9 +29,10 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio.core.backend import cupy_status
-from attnstudio.core.profiling import DEFAULT_LENGTHS, KERNELS, ProfileConfig, ProfilePoint, ProfileResult
+from attnstudio.core.profiling import DEFAULT_LENGTHS, DTYPES, KERNELS, ProfileConfig, ProfilePoint, ProfileResult
 from attnstudio.errors import AttnStudioError
 from attnstudio.fileio import write_atomic
+from attnstudio.limits import LIMITS
 from attnstudio.ui.session_model import SessionModel
 
 REDRAW_INTERVAL_MS = 500
@@ -76,11 +77,13 @@ class ProfilerView(QWidget):
         self.partial: ProfileResult | None = None
         self.lengths = QLineEdit(",".join(str(n) for n in DEFAULT_LENGTHS))
         self.lengths.setToolTip("Sequence lengths to measure, comma-separated")
-        self.heads = QSpinBox(minimum=1, maximum=256, value=8, toolTip="Heads per call")
-        self.d_k = QSpinBox(minimum=1, maximum=4096, value=64, toolTip="Per-head width")
-        self.repeats = QSpinBox(minimum=1, maximum=100, value=3, toolTip="Timed calls per point (median kept)")
+        heads, d_k, repeats = LIMITS["profile_heads"], LIMITS["profile_d_k"], LIMITS["profile_repeats"]
+        self.heads = QSpinBox(minimum=heads.low, maximum=heads.high, value=8, toolTip="Heads per call")
+        self.d_k = QSpinBox(minimum=d_k.low, maximum=d_k.high, value=64, toolTip="Per-head width")
+        self.repeats = QSpinBox(minimum=repeats.low, maximum=repeats.high, value=3,
+                                toolTip="Timed calls per point (median kept)")
         self.dtype = QComboBox()
-        self.dtype.addItems(["float32", "float64"])
+        self.dtype.addItems(list(DTYPES))
         self.kernel_boxes = {name: QCheckBox(name, checked=True) for name in KERNELS}
         self.kernel_boxes["naive"].setToolTip("Materialises all (heads, n, n) weights: O(n²) memory")
         self.kernel_boxes["tiled"].setToolTip("Flash-style online softmax over tiles: O(n) memory")
