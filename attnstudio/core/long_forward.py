@@ -72,21 +72,21 @@ def llama_long_forward(p, input_ids, recorder: LongRecorder, *, heads=None, scor
     return ForwardResult([], [embeddings, x], llama_family.unembed(p, x[-1])), recorder.finish()
 
 
-def bert_long_forward(weights, input_ids, recorder: LongRecorder, *, heads=None, score="scaled_dot", scale=None,
+def bert_long_forward(parameters, input_ids, recorder: LongRecorder, *, heads=None, score="scaled_dot", scale=None,
                       ablation=None, pair_ids=None, **_ignored) -> tuple[ForwardResult, LongAttention]:
     """:func:`attnstudio.core.transformer.encode` keeping queries, keys and row statistics only."""
     _check_options(score, ablation)
     if pair_ids is not None:
         raise InvalidSetting("cross-attention keeps every weight: use texts of at most 1,024 tokens")
-    heads = weights.num_heads if heads is None else heads
-    if heads < 1 or weights.d_model % heads:
-        raise InvalidSetting(f"heads must divide the model width {weights.d_model}")
+    heads = parameters.num_heads if heads is None else heads
+    if heads < 1 or parameters.d_model % heads:
+        raise InvalidSetting(f"heads must divide the model width {parameters.d_model}")
     ids = np.asarray(to_numpy(input_ids))
-    d_model, eps = weights.d_model, weights.layer_norm_eps
+    d_model, eps = parameters.d_model, parameters.layer_norm_eps
     factor = _factor(score, scale, d_model // heads)
-    x = embed(weights, ids)
+    x = embed(parameters, ids)
     embeddings = x
-    for layer in weights.layers:
+    for layer in parameters.layers:
         qkv = x @ layer.qkv_weight + layer.qkv_bias  # (n, 3 d_model)
         q, k, v = (split_heads(qkv[:, i * d_model:(i + 1) * d_model], heads) for i in range(3))
         context = recorder.attend(q, k, v, factor=factor)  # (heads, n, d_head)

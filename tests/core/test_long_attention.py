@@ -92,8 +92,8 @@ def test_block_summaries_are_the_max_and_mean_of_the_full_matrix(runs, cells):
 def test_minilm_long_pass_equals_the_encoder(minilm):
     """The encoder keeps queries and keys too (MiniLM at its 512 positions), no mask at all."""
     ids = minilm.tokenizer.encode("Attention is all you need. " * 100).ids  # truncated to 512
-    dense = encode(minilm.weights, ids)
-    forward, long = bert_long_forward(minilm.weights, ids, LongRecorder(len(ids), MaskRule(), 6))
+    dense = encode(minilm.parameters, ids)
+    forward, long = bert_long_forward(minilm.parameters, ids, LongRecorder(len(ids), MaskRule(), 6))
     n = len(ids)
     assert n == 512 and long.nbytes() * 4 < dense.attentions().nbytes  # the kept arrays: far below (6, 12, n, n)
     for layer in range(6):
@@ -139,10 +139,10 @@ def test_engine_goes_long_past_the_threshold_and_matches_smollm2s_plain_pass(mon
             np.testing.assert_allclose(long.long.weights(layer, head, (0, n), (0, n)), dense.attentions()[layer, head],
                                        rtol=0, atol=1e-6 if layer == 0 else 1e-5)
     assert [t.token_id for t in long.next_tokens[:5]] == [t.token_id for t in dense.next_tokens[:5]]
-    np.testing.assert_allclose(long.head_entropy(), dense.head_entropy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(long.head_entropy, dense.head_entropy, rtol=0, atol=1e-5)
     with pytest.raises(InvalidSetting, match="region by region"):
         long.attentions()
-    assert long.rollout() is None and long.head_roles() is None
+    assert long.rollout is None and long.head_roles is None
     with pytest.raises(InvalidSetting, match="ablation"):
         engine.compute(dataclasses.replace(session, ablation=Ablation(((0, 1),))))
 
