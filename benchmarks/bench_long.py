@@ -17,11 +17,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import write
+from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+from attnstudio.engine import Engine
+from attnstudio.models.registry import load_model_cached
+from attnstudio.session import Session
+from attnstudio.ui.main_window import MainWindow
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # under xvfb-run, QT_QPA_PLATFORM=xcb shows a real window
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import write
 
 TOKENS = int(os.environ.get("BENCH_LONG_TOKENS", "8192"))
 PROSE = [Path("/usr/share/common-licenses/GPL-3"), Path("/usr/share/common-licenses/Apache-2.0"),
@@ -56,10 +62,6 @@ def peak_gib() -> float:
 
 def smollm2_core() -> dict:
     """The engine alone: forward, then a head's 512 x 512 summary (what switching draws), then a 256 x 256 zoom."""
-    from attnstudio.engine import Engine
-    from attnstudio.models.registry import load_model_cached
-    from attnstudio.session import Session
-
     engine = Engine()
     model = load_model_cached("smollm2")
     text = long_text(model.tokenizer, TOKENS)
@@ -89,10 +91,6 @@ def smollm2_core() -> dict:
 
 def minilm(mode: str) -> dict:
     """MiniLM on a 512-token text: every weight kept (today's path, with the app's host copy) or the long mode."""
-    from attnstudio.engine import Engine
-    from attnstudio.models.registry import load_model_cached
-    from attnstudio.session import Session
-
     engine = Engine()
     model = load_model_cached("minilm")
     text = long_text(model.tokenizer, 510)
@@ -114,13 +112,6 @@ def minilm(mode: str) -> dict:
 def gui_stall() -> dict:
     """The app on the long text: the longest gap between ticks of a 10 ms timer while the forward pass runs
     (progress bar counting layers), then switching head and zooming into 256 x 256 tokens as a user does."""
-    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
-    from PySide6.QtWidgets import QApplication
-
-    from attnstudio.models.registry import load_model_cached
-    from attnstudio.session import Session
-    from attnstudio.ui.main_window import MainWindow
-
     app = QApplication.instance() or QApplication([])
     text = long_text(load_model_cached("smollm2").tokenizer, TOKENS)
     with tempfile.TemporaryDirectory() as folder:
@@ -244,7 +235,8 @@ def main() -> None:
     for name in PARTS:
         results[name] = run_part(name)
     core, dense, long = results["smollm2"], results["minilm-dense"], results["minilm-long"]
-    print(f"SmolLM2, {core['tokens']} tokens: forward {core['forward_s']:.1f} s; resident {core['resident_gib']:.2f} GiB "
+    print(f"SmolLM2, {core['tokens']} tokens: forward {core['forward_s']:.1f} s; "
+          f"resident {core['resident_gib']:.2f} GiB "
           f"(peak {core['peak_resident_gib']:.2f}, {core['resident_after_load_gib']:.2f} with only the model loaded; "
           f"kept attention {core['kept_mib']:.0f} MiB)")
     print("  switching layer/head (512 x 512 max + mean summaries): "
@@ -252,12 +244,14 @@ def main() -> None:
     print("  zoom into a 256 x 256 region: " + ", ".join(f"{s * 1e3:.1f}" for s in core["zoom_256_s"]) + " ms")
     print(f"MiniLM, {dense['tokens']} tokens: every weight {dense['result_mib']:.1f} MiB held "
           f"(+{dense['resident_added_mib']:.0f} MiB resident, peak {dense['peak_resident_gib']:.2f} GiB); long mode "
-          f"{long['result_mib']:.1f} MiB (+{long['resident_added_mib']:.0f} MiB, peak {long['peak_resident_gib']:.2f} GiB)"
+          f"{long['result_mib']:.1f} MiB (+{long['resident_added_mib']:.0f} MiB, "
+          f"peak {long['peak_resident_gib']:.2f} GiB)"
           f": {long['result_mib'] / dense['result_mib']:.3f} of the memory")
     gui = results["gui"]
-    print(f"app, {gui['tokens']} tokens: forward pass {gui['forward_s']:.0f} s with {gui['progress_updates']} progress "
-          f"updates; event loop: longest stall {gui['max_stall_ms']:.0f} ms, 99th percentile {gui['p99_stall_ms']:.0f} "
-          f"ms over {gui['ticks']} ticks; switching head {gui['switch_head_ms']:.0f} ms (refined to 512 x 512 tiles in "
+    print(f"app, {gui['tokens']} tokens: forward pass {gui['forward_s']:.0f} s with {gui['progress_updates']} "
+          f"progress updates; event loop: longest stall {gui['max_stall_ms']:.0f} ms, 99th percentile "
+          f"{gui['p99_stall_ms']:.0f} ms over {gui['ticks']} ticks; switching head {gui['switch_head_ms']:.0f} ms "
+          f"(refined to 512 x 512 tiles in "
           + ", ".join(f"{s:.1f}" for s in gui["switch_head_refined_s"]) + " s); zoom to 256 x 256 "
           + ", ".join(f"{z:.0f}" for z in gui["zoom_256_ms"]) + " ms")
     write("long", {**results, "targets": {"resident_gib": 2.5, "switch_head_s": 1.0, "zoom_256_s": 0.2,

@@ -101,7 +101,7 @@ class DocumentFeeder(QObject):
         self.window.statusBar().showMessage(f"Opened {Path(path).name}" + (f" — {note}" if note else ""), 15_000)
         return True
 
-    def eventFilter(self, watched, event):
+    def eventFilter(self, watched, event):  # noqa: N802 - Qt override
         if event.type() in (QEvent.DragEnter, QEvent.DragMove) and self._local_file(event) is not None:
             event.acceptProposedAction()
             return True

@@ -23,10 +23,10 @@ from attnstudio.engine import check_heads
 from attnstudio.errors import AttnStudioError
 from attnstudio.models.registry import load_model_cached
 from attnstudio.session import Session
+from attnstudio.ui import long_document
 from attnstudio.ui.compute_worker import ComputeController
 from attnstudio.ui.controls import ControlPanel
 from attnstudio.ui.file_actions import FileActions
-from attnstudio.ui import long_document
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.theme import apply_theme

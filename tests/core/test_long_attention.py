@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from attnstudio import cli
 from attnstudio.core.ablation import Ablation
 from attnstudio.core.families import llama
 from attnstudio.core.kernels import softmax
@@ -71,7 +72,8 @@ def test_the_long_forward_pass_equals_the_plain_path(runs):
     np.testing.assert_allclose(long.head_entropy(), head_entropy(dense.attentions()), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("cells", [512, 700, 100, 256, 40])  # per head (tiles of 4, 3), from the forward pass (8, 24, 56)
+# per head (tiles of 4 and 3 tokens), from the forward pass's tiles (8, 24 and 56)
+@pytest.mark.parametrize("cells", [512, 700, 100, 256, 40])
 def test_block_summaries_are_the_max_and_mean_of_the_full_matrix(runs, cells):
     _, _, long, full_mask = runs
     layer, head = 1, 3
@@ -148,8 +150,6 @@ def test_engine_goes_long_past_the_threshold_and_matches_smollm2s_plain_pass(mon
 
 
 def test_cli_compute_writes_a_long_documents_weights_from_queries_and_keys(monkeypatch, tmp_path, capsys):
-    from attnstudio import cli
-
     text = "Long documents keep queries and keys, and the file gets the weights made from them. " * 3
     dense = Engine().compute(Session(text=text, backend="numpy")).attentions()
     monkeypatch.setitem(LIMITS, "dense_tokens", Limit(1, 24, "tokens whose weights are all kept"))

@@ -14,8 +14,10 @@ from PySide6.QtGui import QDropEvent
 
 from attnstudio.core.display import MASKED_RGBA
 from attnstudio.core.masks import MaskSpec
+from attnstudio.engine import Engine
 from attnstudio.limits import LIMITS, Limit
 from attnstudio.session import Session
+from attnstudio.ui.compute_worker import ComputeController
 from attnstudio.ui.views import long_heatmap
 from attnstudio.ui.views.heads import HeadsView
 from attnstudio.ui.views.heatmap import HeatmapView
@@ -191,7 +193,7 @@ def test_progress_bar_counts_layers_and_stop_cancels_the_pass(make_window, qtbot
     window.controller._thread = window.controller._start_thread()  # the worker now serves the gated engine
     before = window.results.result
     window.session.update(text=TEXT)
-    qtbot.waitUntil(lambda: window.documents.stop_button.isVisible(), timeout=10_000)
+    qtbot.waitUntil(window.documents.stop_button.isVisible, timeout=10_000)
     bar = window.busy
     assert (bar.value(), bar.maximum()) == (1, 6) and bar.text() == "layer 1/6"
     window.documents.stop_button.click()
@@ -218,9 +220,6 @@ class _SlowLongEngine:
 
 
 def test_a_long_pass_that_outlives_the_watchdog_is_kept_alive_by_its_heartbeat(qtbot):
-    from attnstudio.engine import Engine
-    from attnstudio.ui.compute_worker import ComputeController
-
     engine = Engine()
     engine.compute(Session(text="load the model first", backend="numpy"))  # the answer itself is quick
     controller = ComputeController(_SlowLongEngine(engine), timeout_ms=2000)

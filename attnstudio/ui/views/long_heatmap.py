@@ -1,10 +1,11 @@
-"""The heatmap of a long document's head: block summaries of the whole matrix, exact weights where zoomed in.
+"""A long document's head: block summaries of the whole matrix, exact weights where zoomed in.
 
 The (n, n) weights of a long result are never kept (see core.long_attention). The whole matrix is drawn
 as the max or the mean over square tiles (at most SUMMARY_CELLS per axis), computed off the GUI thread;
-until they arrive the coarser tiles the forward pass summarised stand in (at most 256 per axis). Once the visible part of the
-matrix spans at most FULL_RESOLUTION_SPAN tokens each way it is recomputed weight by weight and drawn
-over the summary. Hovering reads the exact weight of the cell under the mouse.
+until they arrive the coarser tiles the forward pass summarised stand in (at most 256 per axis). Once the
+visible part of the matrix spans at most FULL_RESOLUTION_SPAN tokens each way it is recomputed weight by
+weight (off the GUI thread too) and drawn over the summary. Hovering reads the exact weight of the cell under
+the mouse.
 """
 from __future__ import annotations
 
