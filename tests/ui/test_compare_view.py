@@ -67,7 +67,7 @@ def test_preset_and_typing_set_the_session(qtbot):
     view, model, _, _ = build(qtbot, Session(backend="numpy"))
     assert not view.canvas.isVisible() and "second text" in view.note.text()
     view.presets.activated.emit(2)
-    assert (model.text, model.compare_text, model.compare_word) == PRESETS["trophy: big / small"]
+    assert (model.session.text, model.session.compare_text, model.session.compare_word) == PRESETS["trophy: big / small"]
     view.text_b.setText("A different sentence.")
     view.text_b.textEdited.emit("A different sentence.")
-    qtbot.waitUntil(lambda: model.compare_text == "A different sentence.", timeout=2000)
+    qtbot.waitUntil(lambda: model.session.compare_text == "A different sentence.", timeout=2000)

@@ -68,14 +68,14 @@ def test_head_finder_ranks_and_jumps(why, qtbot):
     assert "'it' → 'cat'" in view.finder_title.text()
     target = view.finder.item(3).data(Qt.UserRole)
     view.finder.itemClicked.emit(view.finder.item(3))
-    assert (session.layer, session.head) == target
+    assert (session.session.layer, session.session.head) == target
     assert view.finder.currentItem().data(Qt.UserRole) == target  # the list follows the focused head
 
 
 def test_choosing_a_key_updates_the_cell(why, qtbot):
     view, session, result = why
     view.key_choice.activated.emit(5)
-    assert session.cell == (8, 5)
+    assert session.session.cell == (8, 5)
     np.testing.assert_allclose(bar_heights(view.bars["k"]), result.forward.traces[1].keys[4, 5], atol=1e-6)
     assert view.key_choice.currentText() == f"5: {result.key_tokens[5]}"
 
