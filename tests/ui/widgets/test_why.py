@@ -88,3 +88,15 @@ def test_additive_score_says_why_there_are_no_bars(qtbot):
     view.show()
     results.set_result(Engine().compute(session.session))
     assert not view.canvas_area.isVisible() and "dot-product" in view.formula.text()
+
+
+def test_a_cell_set_in_the_session_is_explained(why, qtbot):
+    view, session, result = why
+    session.update(cell=(3, 6))
+    trace = result.forward.traces[1]
+    qtbot.waitUntil(lambda: list(view.selected_bar.opts["x"]) == [6])
+    np.testing.assert_allclose(bar_heights(view.bars["q"]), trace.queries[4, 3], atol=1e-6)
+    np.testing.assert_allclose(bar_heights(view.bars["k"]), trace.keys[4, 6], atol=1e-6)
+    assert bar_heights(view.selected_bar)[0] == pytest.approx(float(trace.weights[4, 3, 6]), abs=1e-6)
+    assert view.query_choice.currentText() == f"3: {result.query_tokens[3]}"
+    assert f"{float(trace.weights[4, 3, 6]):.4f}" in view.formula.text()

@@ -71,3 +71,17 @@ def test_preset_and_typing_set_the_session(qtbot):
     view.text_b.setText("A different sentence.")
     view.text_b.textEdited.emit("A different sentence.")
     qtbot.waitUntil(lambda: model.session.compare_text == "A different sentence.", timeout=2000)
+
+
+def test_a_head_set_in_the_session_repaints_a_and_b(qtbot):
+    from tests.ui.widgets.drawn import cell_rgb, close_colour, colormap_rgb
+
+    view, model, _, result = build(qtbot, Session(text=A, compare_text=B, layer=0, head=0, backend="numpy"))
+    model.update(layer=4, head=6)
+    qtbot.waitUntil(lambda: "layer 5 · head 7" in view.plot_b.titleLabel.text)
+    image = pixels(view.canvas)
+    for plot, weights in ((view.plot_a, result.attentions()[4, 6]), (view.plot_b, result.compare.attentions()[4, 6])):
+        row, col = np.unravel_index(int(np.argmax(weights)), weights.shape)
+        assert close_colour(cell_rgb(view.canvas, plot, row, col, image), colormap_rgb(plot.colormap, weights[row, col]))
+    np.testing.assert_allclose(view.difference[0], (result.compare.attentions()[4, 6] - result.attentions()[4, 6])[0],
+                               atol=1e-6)
