@@ -96,14 +96,22 @@ class FileActions(QObject):
         try:
             self.session_model.session.save(path)
         except AttnStudioError as error:
-            self.failed.emit(f"not saved: {error}")
-            warn(self.parent_widget, "Cannot save the session", str(error))
-            return False
-        self.current_path = Path(path)
-        self._remember(self.current_path)
-        self.title_changed.emit(f"attnstudio — {self.current_path.name}")
+            return self._refuse(f"not saved: {error}", "Cannot save the session", str(error))
+        self._set_current(Path(path))
         self.message.emit(f"Saved {path}", 5000)
         return True
+
+    def _set_current(self, path: Path) -> None:
+        """``path`` is this window's file now: remembered in Recent files and named in the title."""
+        self.current_path = path
+        self._remember(path)
+        self.title_changed.emit(f"attnstudio — {path.name}")
+
+    def _refuse(self, status: str, title: str, detail: str) -> bool:
+        """Say why a file operation did nothing: on the status line and in a warning box. Returns False."""
+        self.failed.emit(status)
+        warn(self.parent_widget, title, detail)
+        return False
 
     def open_session(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self.parent_widget, "Open session", str(Path.home()),
@@ -119,12 +127,8 @@ class FileActions(QObject):
                 session = Session.load(path)
             self.session_model.replace(session)  # refuses a head count the session's model cannot take
         except AttnStudioError as error:
-            self.failed.emit(f"not opened: {error}")
-            warn(self.parent_widget, "Cannot open the session", str(error))
-            return False
-        self.current_path = Path(path)
-        self._remember(self.current_path)
-        self.title_changed.emit(f"attnstudio — {self.current_path.name}")
+            return self._refuse(f"not opened: {error}", "Cannot open the session", str(error))
+        self._set_current(Path(path))
         notes = "; ".join(str(w.message) for w in caught)
         self.message.emit(f"Opened {path}" + (f" ({notes})" if notes else ""), 8000)
         return True
@@ -212,9 +216,8 @@ class FileActions(QObject):
                 warnings.simplefilter("ignore")
                 session = Session.load(path)
         except AttnStudioError as error:
-            self.failed.emit(f"the autosave could not be restored: {error}")
-            warn(self.parent_widget, "Cannot restore the autosave", f"{error}\n\nIt is kept as {path}.")
-            return False
+            return self._refuse(f"the autosave could not be restored: {error}", "Cannot restore the autosave",
+                                f"{error}\n\nIt is kept as {path}.")
         self.session_model.replace(session)
         self.current_path = None  # untitled: Save asks for a name, nothing joins Recent files
         self.title_changed.emit("attnstudio — recovered session (unsaved)")
