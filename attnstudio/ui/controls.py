@@ -372,7 +372,8 @@ class ControlPanel(QWidget):
             _select_data(self.model, self.session_model.session.model)
             (self.open_model_folder_requested if data == OPEN_FOLDER else self.open_gguf_requested).emit()
             return
-        if data in self._found_models and data != self.session_model.session.model:  # checked by loading before it is chosen
+        # a found model is checked by loading it before it is chosen
+        if data in self._found_models and data != self.session_model.session.model:
             _select_data(self.model, self.session_model.session.model)
             self.found_model_chosen.emit(data)
             return

@@ -40,7 +40,8 @@ class MaskColourBox(QGroupBox):
             box = QCheckBox(kind.capitalize())
             box.setToolTip(MASK_TIPS[kind] + ". Parts combine: a pair is allowed only if every checked part "
                            "allows it. Click cells in the heatmap (Edit mask) to block single pairs.")
-            box.toggled.connect(lambda on, k=kind: self._update_mask(mask=self.session_model.session.mask.with_kind(k, on)))
+            box.toggled.connect(lambda on, k=kind: self._update_mask(
+                mask=self.session_model.session.mask.with_kind(k, on)))
             parts.addWidget(box)
             self.mask_parts[kind] = box
         self.window = QSpinBox(minimum=LIMITS["window"].low, maximum=LIMITS["window"].high, keyboardTracking=False)
@@ -56,7 +57,8 @@ class MaskColourBox(QGroupBox):
         self.color_scale.setToolTip("How weights map to colours: auto stretches 0 to the largest weight shown; "
                                     "per row makes each row's largest weight the top colour; log shows small "
                                     "weights. Masked cells are grey whatever the scale.")
-        self.color_scale.activated.connect(lambda _: self.session_model.update(color_scale=self.color_scale.currentData()))
+        self.color_scale.activated.connect(
+            lambda _: self.session_model.update(color_scale=self.color_scale.currentData()))
         self.hide_special = QCheckBox("Hide special tokens")
         self.hide_special.setToolTip("Hide [CLS], [SEP], [PAD] and BOS/EOS rows and columns, and renormalise each "
                                      "row so it sums to 1 again")

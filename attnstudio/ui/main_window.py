@@ -66,12 +66,13 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("attnstudio")
         self.setWindowIcon(QIcon(str(ICON)))
 
-        self.views = {name: view_class(self.session_model) if name == "profiler" else view_class(self.session_model, self.results)
+        model = self.session_model
+        self.views = {name: view_class(model) if name == "profiler" else view_class(model, self.results)
                       for name, view_class in VIEW_CLASSES.items()}
         self.tabs = QTabWidget()
         for key, label in VIEWS:
             self.tabs.addTab(self.views[key], label)
-        self.tabs.currentChanged.connect(lambda i: self.session_model.update(view=VIEWS[i][0]) if i < len(VIEWS) else None)
+        self.tabs.currentChanged.connect(lambda i: model.update(view=VIEWS[i][0]) if i < len(VIEWS) else None)
         self.setCentralWidget(self.tabs)
 
         self.controls = ControlPanel(self.session_model, self.results)
@@ -253,7 +254,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Quit", QKeySequence.Quit, self.close)
         view_menu = self.menuBar().addMenu("&View")
         for index, (key, label) in enumerate(VIEWS):
-            self._action(view_menu, label, f"Ctrl+{index + 1}", lambda _=False, k=key: self.session_model.update(view=k))
+            self._action(view_menu, label, f"Ctrl+{index + 1}",
+                         lambda _=False, k=key: self.session_model.update(view=k))
         self._action(view_menu, "Run profiler sweep", "Ctrl+R",
                      lambda: (self.session_model.update(view="profiler"), self.views["profiler"].start()))
         view_menu.addSeparator()

@@ -67,7 +67,8 @@ def test_preset_and_typing_set_the_session(qtbot):
     view, model, _, _ = build(qtbot, Session(backend="numpy"))
     assert not view.canvas.isVisible() and "second text" in view.note.text()
     view.presets.activated.emit(2)
-    assert (model.session.text, model.session.compare_text, model.session.compare_word) == PRESETS["trophy: big / small"]
+    session = model.session
+    assert (session.text, session.compare_text, session.compare_word) == PRESETS["trophy: big / small"]
     view.text_b.setText("A different sentence.")
     view.text_b.textEdited.emit("A different sentence.")
     qtbot.waitUntil(lambda: model.session.compare_text == "A different sentence.", timeout=2000)
@@ -82,6 +83,7 @@ def test_a_head_set_in_the_session_repaints_a_and_b(qtbot):
     image = pixels(view.canvas)
     for plot, weights in ((view.plot_a, result.attentions()[4, 6]), (view.plot_b, result.compare.attentions()[4, 6])):
         row, col = np.unravel_index(int(np.argmax(weights)), weights.shape)
-        assert close_colour(cell_rgb(view.canvas, plot, row, col, image), colormap_rgb(plot.colormap, weights[row, col]))
+        expected = colormap_rgb(plot.colormap, weights[row, col])
+        assert close_colour(cell_rgb(view.canvas, plot, row, col, image), expected)
     np.testing.assert_allclose(view.difference[0], (result.compare.attentions()[4, 6] - result.attentions()[4, 6])[0],
                                atol=1e-6)

@@ -28,7 +28,8 @@ def test_the_panel_follows_each_field_of_the_session(qtbot):
                          color_scale="row", hide_special=True)
     assert panel.text.toPlainText() == "Hello there." and panel.pair.text() == "General Kenobi."
     assert panel.model.currentText().startswith("Synthetic")
-    assert panel.heads.currentText() == "2" and (panel.d_k.value(), panel.d_model.value(), panel.seed.value()) == (8, 24, 7)
+    assert panel.heads.currentText() == "2"
+    assert (panel.d_k.value(), panel.d_model.value(), panel.seed.value()) == (8, 24, 7)
     assert panel.d_k.isEnabled() and panel.d_model.isEnabled()
     assert panel.score.currentText().startswith("Dot product") and panel.temperature.value() == 0.5
     box = panel.mask_colour

@@ -23,7 +23,8 @@ def test_choosing_a_layer_repaints_every_head_and_moves_the_highlight(qtbot):
     session_model.update(layer=4, head=5)
     qtbot.waitUntil(lambda: view.head_plots[0].titleLabel.text.startswith("L5·H1"))
     image = pixels(view.grid)
-    assert close_colour(cell_rgb(view.grid, view.head_plots[5], row, col, image), colormap_rgb(viridis, after[row, col]))
+    expected = colormap_rgb(viridis, after[row, col])
+    assert close_colour(cell_rgb(view.grid, view.head_plots[5], row, col, image), expected)
     assert abs(float(before[row, col]) - float(after[row, col])) > 0.2, "the check would pass on an unchanged picture"
     assert "layer 5/6 · head 6 selected" in view.caption.text()
     assert view.head_plots[5].getViewBox().border.color() != view.head_plots[1].getViewBox().border.color()
