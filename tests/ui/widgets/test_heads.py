@@ -28,7 +28,7 @@ def test_choosing_a_layer_repaints_every_head_and_moves_the_highlight(qtbot):
     assert abs(float(before[row, col]) - float(after[row, col])) > 0.2, "the check would pass on an unchanged picture"
     assert "layer 5/6 · head 6 selected" in view.caption.text()
     assert view.head_plots[5].getViewBox().border.color() != view.head_plots[1].getViewBox().border.color()
-    entropy = result.head_entropy()
+    entropy = result.head_entropy
     assert f"H={entropy[4, 5]:.2f}" in view.head_plots[5].titleLabel.text
 
 

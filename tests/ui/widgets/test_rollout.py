@@ -14,7 +14,7 @@ from tests.ui.widgets.drawn import cell_rgb, close_colour, colormap_rgb
 
 def test_rollout_is_drawn_and_a_cross_attention_result_says_why_not(qtbot):
     view, session_model, results, result = build_view(qtbot, RolloutView, Session(backend="numpy"))
-    rollout = result.rollout()
+    rollout = result.rollout
     low, high = view.plot.image.levels
     brightest = np.unravel_index(int(np.argmax(rollout)), rollout.shape)
     palest = np.unravel_index(int(np.argmin(rollout)), rollout.shape)
