@@ -121,7 +121,7 @@ def gui_stall() -> dict:
         window.show()
         while window.results.result is None:
             app.processEvents()
-        window.session.update(model="smollm2", text="A short text first: loading the model is not measured.")
+        window.session_model.update(model="smollm2", text="A short text first: loading the model is not measured.")
         while window.results.result.model_name != "smollm2":
             app.processEvents()
             time.sleep(0.002)
@@ -137,7 +137,7 @@ def gui_stall() -> dict:
         timer.timeout.connect(tick)
         timer.start()
         started = time.perf_counter()
-        window.session.update(text=text)
+        window.session_model.update(text=text)
         while window.results.result is None or window.results.result.long is None:
             app.processEvents()
             time.sleep(0.002)
@@ -151,7 +151,7 @@ def gui_stall() -> dict:
         switches, refined = [], []
         for layer, head in [(14, 4), (29, 8), (7, 2)]:
             started = time.perf_counter()
-            window.session.update(layer=layer, head=head)
+            window.session_model.update(layer=layer, head=head)
             app.processEvents()
             assert f"head {head + 1}/" in panel.title.text()
             switches.append(time.perf_counter() - started)  # drawn from the forward pass's summaries
@@ -197,14 +197,14 @@ def save_screenshots(app, window, panel) -> list[str]:
     for theme in ("light", "dark"):
         if window.theme != theme:
             window.toggle_theme()
-        window.session.update(view="heatmap", layer=5, head=3)
+        window.session_model.update(view="heatmap", layer=5, head=3)
         panel.show_all()
         settle(lambda: panel.summary_final and panel.detail is None)
         saved.append(window_shot(window, f"long_heatmap_{theme}.png"))
         panel.plot.getViewBox().setRange(xRange=(0, 64), yRange=(panel.n - 64, panel.n), padding=0)
         settle(lambda: panel.detail is not None)
         saved.append(window_shot(window, f"long_zoom_{theme}.png"))
-        window.session.update(view="heads")
+        window.session_model.update(view="heads")
         settle()
         saved.append(window_shot(window, f"long_heads_{theme}.png"))
     return saved

@@ -96,7 +96,7 @@ class DocumentFeeder(QObject):
             self.window.show_error(str(error))
             self.window.warn("Cannot open text", str(error))
             return False
-        if not self.window.session.update(text=text):
+        if not self.window.session_model.update(text=text):
             return False
         self.window.statusBar().showMessage(f"Opened {Path(path).name}" + (f" — {note}" if note else ""), 15_000)
         return True

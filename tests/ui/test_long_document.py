@@ -145,7 +145,8 @@ def test_open_text_and_drop_a_file_and_bad_files_say_why(make_window, qtbot, tmp
     good = tmp_path / "essay.md"
     good.write_text("# A title\n\nA document opened from a file.\n", encoding="utf-8")
     assert feeder.load_text(good)
-    assert window.session.text.startswith("# A title") and window.controls.text.toPlainText().startswith("# A title")
+    assert window.session_model.session.text.startswith("# A title")
+    assert window.controls.text.toPlainText().startswith("# A title")
     wait_for_result(qtbot, window, lambda r: "opened" in r.query_tokens)
     for name, payload, reason in [("latin.txt", "café".encode("latin-1"), "not UTF-8"),
                                   ("nul.txt", b"a\x00b", "NUL bytes"), ("slides.pdf", b"%PDF-1.4", "plain text files"),
@@ -153,14 +154,14 @@ def test_open_text_and_drop_a_file_and_bad_files_say_why(make_window, qtbot, tmp
         (tmp_path / name).write_bytes(payload)
         assert not feeder.load_text(tmp_path / name)
         assert reason in window.statusBar().currentMessage() and name in window.statusBar().currentMessage()
-        assert window.session.text.startswith("# A title")  # nothing lost
+        assert window.session_model.session.text.startswith("# A title")  # nothing lost
     dropped = tmp_path / "dropped.txt"
     dropped.write_text("Dropped onto the window.", encoding="utf-8")
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(dropped))])
     event = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     assert feeder.eventFilter(window, event) and event.isAccepted()
-    assert window.session.text == "Dropped onto the window."
+    assert window.session_model.session.text == "Dropped onto the window."
     menu_texts = [action.text() for action in window.menuBar().actions()[0].menu().actions()]
     assert "Open text…" in menu_texts
 
@@ -192,7 +193,7 @@ def test_progress_bar_counts_layers_and_stop_cancels_the_pass(make_window, qtbot
     window.controller.engine = engine
     window.controller._thread = window.controller._start_thread()  # the worker now serves the gated engine
     before = window.results.result
-    window.session.update(text=TEXT)
+    window.session_model.update(text=TEXT)
     qtbot.waitUntil(window.documents.stop_button.isVisible, timeout=10_000)
     bar = window.busy
     assert (bar.value(), bar.maximum()) == (1, 6) and bar.text() == "layer 1/6"
@@ -201,7 +202,7 @@ def test_progress_bar_counts_layers_and_stop_cancels_the_pass(make_window, qtbot
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=10_000)
     assert "Stopped" in window.statusBar().currentMessage()
     assert window.results.result is before and not window.documents.stop_button.isVisible()
-    window.session.update(text=TEXT + " Again.")  # the next compute runs to the end
+    window.session_model.update(text=TEXT + " Again.")  # the next compute runs to the end
     wait_for_result(qtbot, window, lambda r: r.long is not None and "again" in r.query_tokens)
 
 
