@@ -22,6 +22,7 @@ from attnstudio.core.backend import Backend, configure_host_allocator, resolve_b
 from attnstudio.core.families import family_of
 from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
+from attnstudio.core.flow import attention_flow, check_flow_input
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.next_token import top_next_tokens
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
@@ -79,6 +80,7 @@ class ComputeResult:
     kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
+    _flow_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def num_layers(self) -> int:
@@ -101,6 +103,29 @@ class ComputeResult:
         if "rollout" not in self._summaries:
             self._summaries["rollout"] = None if self.cross_attention else attention_rollout(self.attentions())
         return self._summaries["rollout"]
+
+    def flow_refusal(self) -> str | None:
+        """Why attention flow is not computed for this result (one sentence), or None when it is."""
+        try:
+            check_flow_input(self.attentions(), cross_attention=self.cross_attention)
+        except InvalidSetting as refusal:
+            return str(refusal)
+        return None
+
+    def flow_ready(self) -> bool:
+        return "flow" in self._summaries
+
+    def attention_flow(self, progress=None, cancelled=None) -> np.ndarray:
+        """(n, n) maximum flow from each output token to each input token (core.flow), computed once.
+
+        A second caller waits for a computation in progress rather than repeating it. Raises InvalidSetting
+        where flow is refused (cross-attention, too many tokens) and FlowCancelled when ``cancelled()`` says so.
+        """
+        with self._flow_lock:
+            if "flow" not in self._summaries:
+                check_flow_input(self.attentions(), cross_attention=self.cross_attention)
+                self._summaries["flow"] = attention_flow(self.attentions(), progress=progress, cancelled=cancelled)
+            return self._summaries["flow"]
 
     def head_roles(self) -> dict[str, np.ndarray] | None:
         """{role: (layers, heads)} scores (see core.analysis.head_roles), or None for cross-attention.

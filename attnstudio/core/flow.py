@@ -48,7 +48,7 @@ class FlowCancelled(Exception):
 class FlowGraph:
     """The layered flow network as scipy's integer CSR matrix, built once and shared by every max-flow."""
 
-    capacities: object  # scipy.sparse.csr_array, ((L + 1) * n, (L + 1) * n) int32; node of (layer l, token k) = l*n+k
+    capacities: object  # scipy.sparse.csr_matrix, ((L + 1) * n, (L + 1) * n) int32; node of (layer l, token k) = l*n+k
     layers: int
     tokens: int
     reachable: np.ndarray  # (n, n) bool: a path joins output i to input j (else flow[i, j] is exactly 0)
@@ -75,7 +75,8 @@ def build_flow_graph(attentions: np.ndarray, residual: float = 0.5) -> FlowGraph
     Each capacity is rounded to the nearest 1 / CAPACITY_SCALE, so any cut, hence the minimum cut, moves by at
     most (edges / 2) / CAPACITY_SCALE; that bound is ``error_bound`` and is refused above :data:`TOLERANCE`.
     """
-    from scipy.sparse import csr_array  # noqa: PLC0415 - lazily: only the flow needs scipy
+    # csr_matrix, not csr_array: maximum_flow converts an array to a matrix and back on every call (2x the time)
+    from scipy.sparse import csr_matrix  # noqa: PLC0415 - lazily: only the flow needs scipy
 
     attentions = np.asarray(attentions, dtype=np.float64)
     mixed = np.asarray(residual_attention(attentions, residual))  # (L, n, n), rows sum to 1
@@ -88,12 +89,24 @@ def build_flow_graph(attentions: np.ndarray, residual: float = 0.5) -> FlowGraph
         raise InvalidSetting(f"attention flow on {edges} edges cannot keep its {TOLERANCE:g} accuracy: "
                              f"use fewer tokens")
     size = (layers + 1) * n
-    capacities = csr_array((units[layer, above, below].astype(np.int32), ((layer + 1) * n + above, layer * n + below)),
+    reachable = reachable_pairs(units > 0)
+    capacities = csr_matrix((units[layer, above, below].astype(np.int32), ((layer + 1) * n + above, layer * n + below)),
                            shape=(size, size))
-    reachable = np.eye(n, dtype=bool)  # (n_out, n_in): boolean rollout, no underflow
-    for step in units > 0:
-        reachable = (step.astype(np.int64) @ reachable.astype(np.int64)) > 0
     return FlowGraph(capacities, layers, n, reachable, error_bound)
+
+
+def reachable_pairs(edges: np.ndarray) -> np.ndarray:
+    """(L, n, n) bool edges -> (n_out, n_in) bool: a path joins output i to input j (a boolean rollout, which
+    cannot underflow). Where it is False the flow is exactly 0: a causal model's later tokens, say."""
+    reachable = np.eye(edges.shape[-1], dtype=bool)
+    for step in edges:  # from the first layer up, as rollout multiplies
+        reachable = (step.astype(np.int64) @ reachable.astype(np.int64)) > 0
+    return reachable
+
+
+def flow_reachable(attentions: np.ndarray, residual: float = 0.5) -> np.ndarray:
+    """(layers, heads, n, n) weights -> (n, n) bool: the pairs with a path between them (see reachable_pairs)."""
+    return reachable_pairs(np.asarray(residual_attention(np.asarray(attentions, dtype=np.float64), residual)) > 0)
 
 
 def attention_flow(attentions: np.ndarray, *, residual: float = 0.5,

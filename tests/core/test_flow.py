@@ -2,6 +2,7 @@
 facts core/flow.py relies on (what a super-sink does and does not give, flow >= rollout, causal zeros)."""
 from __future__ import annotations
 
+import networkx as nx  # the test extra (the reference); flow itself never needs it
 import numpy as np
 import pytest
 
@@ -18,7 +19,6 @@ from attnstudio.core.masks import causal_mask
 from attnstudio.core.metrics import attention_rollout, residual_attention
 from attnstudio.errors import InvalidSetting
 
-nx = pytest.importorskip("networkx")  # the test extra; flow itself never needs it
 
 # The hand-built example: 3 tokens, 2 layers, one head. mixed = 0.5 * A + 0.5 * I (rows already sum to 1).
 HAND_ATTENTIONS = np.array([

@@ -1,5 +1,6 @@
 """The app's views; each takes the session model (and the result model) it shows."""
 from attnstudio.ui.views.compare import CompareView
+from attnstudio.ui.views.flow import FlowView
 from attnstudio.ui.views.heads import HeadsView
 from attnstudio.ui.views.heatmap import HeatmapView
 from attnstudio.ui.views.lines import LinesView
@@ -12,8 +13,8 @@ from attnstudio.ui.views.why import WhyView
 
 # Tab order in the main window; the profiler takes only the session model.
 VIEW_CLASSES = {"heatmap": HeatmapView, "heads": HeadsView, "pipeline": PipelineView, "lines": LinesView,
-                "rollout": RolloutView, "why": WhyView, "compare": CompareView, "next_token": NextTokenView,
-                "logit_lens": LogitLensView, "profiler": ProfilerView}
+                "rollout": RolloutView, "flow": FlowView, "why": WhyView, "compare": CompareView,
+                "next_token": NextTokenView, "logit_lens": LogitLensView, "profiler": ProfilerView}
 VIEW_LABELS = {"heatmap": "Heatmap", "heads": "Heads", "pipeline": "Pipeline", "lines": "Lines",
-               "rollout": "Rollout", "why": "Why this score", "compare": "Compare", "next_token": "Next token",
-               "logit_lens": "Logit lens", "profiler": "Profiler"}
+               "rollout": "Rollout", "flow": "Flow", "why": "Why this score", "compare": "Compare",
+               "next_token": "Next token", "logit_lens": "Logit lens", "profiler": "Profiler"}
