@@ -80,7 +80,7 @@ class ComputeResult:
     kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
-    _flow_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _flow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def num_layers(self) -> int:

@@ -22,6 +22,7 @@ SHOWN_MATRICES = {"both": "Rollout and flow", "flow": "Flow", "rollout": "Rollou
 HOVER_HINT = "Hover a cell to read its rollout and flow."
 ROLLOUT_TITLE = "rollout: products of the layers' weights"
 FLOW_TITLE = "flow: each output token's max flows, as shares"
+OPEN_WIDTH = 1e6  # a shown panel's maximum width: unbounded
 
 
 class FlowView(ResultView):
@@ -48,8 +49,6 @@ class FlowView(ResultView):
         self.colorbar.setImageItem([self.rollout_plot.image, self.flow_plot.image])
         for plot in (self.rollout_plot, self.flow_plot):
             plot.enable_zoom()
-        self.flow_plot.setXLink(self.rollout_plot)  # the same axes: zooming one zooms both
-        self.flow_plot.setYLink(self.rollout_plot)
         self._arrange("both")
         for plot in (self.rollout_plot, self.flow_plot):
             plot.connect_scene()
@@ -90,22 +89,30 @@ class FlowView(ResultView):
 
     # --- layout ----------------------------------------------------------------------------------------
     def _arrange(self, shown: str) -> None:
-        """Put the panels ``shown`` names into the canvas, then the shared colour bar and its legend."""
+        """Show the panels ``shown`` names: both stay in the canvas's grid (rollout, flow, colour bar), a panel
+        left out is hidden and its column closed, so the other takes its room."""
         layout = self.canvas.ci
-        for item in (self.rollout_plot, self.flow_plot, self.colorbar, self.rollout_plot.mask_legend):
-            if item in layout.items:
-                layout.removeItem(item)
+        if self.rollout_plot not in layout.items:
+            layout.addItem(self.rollout_plot, row=0, col=0)
+            layout.addItem(self.flow_plot, row=0, col=1)
+            layout.addItem(self.colorbar, row=0, col=2)
+            layout.addItem(self.rollout_plot.mask_legend, row=1, col=2)
+            layout.layout.setRowStretchFactor(0, 1)  # the plots take the height, the legend row only its text's
         plots = {"both": [self.rollout_plot, self.flow_plot], "flow": [self.flow_plot],
                  "rollout": [self.rollout_plot]}[shown]
-        for column, plot in enumerate(plots):
-            layout.addItem(plot, row=0, col=column)
-            plot.setVisible(True)
-        for plot in {self.rollout_plot, self.flow_plot} - set(plots):
-            plot.setVisible(False)
-        layout.addItem(self.colorbar, row=0, col=len(plots))
-        layout.addItem(self.rollout_plot.mask_legend, row=1, col=len(plots))
-        for column in range(3):
-            layout.layout.setColumnStretchFactor(column, 1 if column < len(plots) else 0)
+        for column, plot in enumerate((self.rollout_plot, self.flow_plot)):
+            plot.setVisible(plot in plots)
+            plot.setMaximumWidth(OPEN_WIDTH if plot in plots else 0)
+            plot.setMinimumWidth(0)
+            layout.layout.setColumnStretchFactor(column, 1 if plot in plots else 0)
+        # The same axes: zooming one panel zooms the other, while both are shown (pyqtgraph lines linked views
+        # up on screen, which a hidden panel would upset).
+        link = self.rollout_plot if len(plots) == 2 else None
+        self.flow_plot.setXLink(link)
+        self.flow_plot.setYLink(link)
+        if link is None:
+            for plot in plots:
+                plot.reset_zoom()
 
     def _show_busy(self, busy: bool) -> None:
         self.progress.setVisible(busy)
@@ -126,7 +133,11 @@ class FlowView(ResultView):
         self.canvas.setVisible(True)
         refusal = result.flow_refusal()
         if refusal is None and not result.flow_ready() and id(result) not in self._stopped:
-            self.flows.start(result)  # a no-op while it runs for this result
+            if not (self.flows.busy and self.flows.result is result):
+                self.progress.setRange(0, len(result.query_tokens))
+                self.progress.setValue(0)
+                self.flows.start(result)
+        self._show_busy(self.flows.busy and self.flows.result is result)
         rollout = result.rollout()  # (n, n), computed by the compute worker
         flow = result.attention_flow() if result.flow_ready() else None  # cached: returns at once
         reachable = self._reachable_of(result)
