@@ -2,6 +2,9 @@
 facts core/flow.py relies on (what a super-sink does and does not give, flow >= rollout, causal zeros)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import networkx as nx  # the test extra (the reference); flow itself never needs it
 import numpy as np
 import pytest
@@ -187,3 +190,14 @@ def test_capacities_never_overflow_int32():
     flow = attention_flow(attentions)
     assert np.abs(flow - reference_flow(attentions)).max() <= TOLERANCE
     assert flow[:, 0] == pytest.approx(np.ones(n), abs=TOLERANCE)
+
+
+def test_scipy_is_imported_only_when_a_flow_is_computed_and_only_its_graph_part():
+    code = ("import sys\nimport numpy as np\nimport attnstudio.engine\nfrom attnstudio.core.flow import attention_flow\n"
+            "assert not [m for m in sys.modules if m.startswith('scipy')], 'scipy imported eagerly'\n"
+            "attention_flow(np.full((2, 1, 3, 3), 1 / 3, dtype=np.float32))\n"
+            "loaded = {'.'.join(m.split('.')[:2]) for m in sys.modules if m.startswith('scipy.')}\n"
+            "assert loaded <= {'scipy.sparse', 'scipy.linalg', 'scipy._lib', 'scipy.version', 'scipy.__config__',"
+            " 'scipy._distributor_init', 'scipy._cyutility'}, loaded\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
