@@ -116,13 +116,13 @@ def test_the_view_draws_the_hand_computed_flow_and_rollout_until_it_is_ready(qtb
     result = hand_result()
     view, _, _ = make_view(qtbot, result)
     assert view.flows.busy and not view.flow_shown
-    assert view.flow_plot.full_title.startswith("flow computing: rollout shown")
+    assert view.flow_plot.full_title == "flow computing (rollout shown)"
     assert_panel_shows(view, view.rollout_plot, HAND_ROLLOUT)
     assert_panel_shows(view, view.flow_plot, HAND_ROLLOUT)  # the rollout stands in for the flow
     gate.set()
     qtbot.waitUntil(lambda: view.flow_shown, timeout=10_000)
     assert np.abs(result.attention_flow() - HAND_FLOW).max() <= 1e-4
-    assert view.flow_plot.full_title.startswith("flow: each output token's max flows")
+    assert view.flow_plot.full_title == "attention flow"
     assert_panel_shows(view, view.flow_plot, HAND_SHARES)  # 2/3, 1/3, 0 / .375, .375, .25 / 3/7, 2/7, 2/7
     assert_panel_shows(view, view.rollout_plot, HAND_ROLLOUT)
     assert view.colorbar.levels() == (0.0, 1.0)  # the session's 0–1 colour scale, one bar for both
@@ -136,7 +136,7 @@ def test_cancel_keeps_the_rollout_and_compute_flow_restarts(qtbot, gate):
     assert view.cancel.isVisible()
     view.cancel.click()
     qtbot.waitUntil(lambda: not view.flows.busy)
-    assert view.flow_plot.full_title == "flow cancelled: rollout shown"
+    assert view.flow_plot.full_title == "flow cancelled (rollout shown)"
     assert "cancelled" in view.note.text()
     assert view.compute.isVisible()
     assert_panel_shows(view, view.flow_plot, HAND_ROLLOUT)

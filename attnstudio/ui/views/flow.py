@@ -20,8 +20,8 @@ from attnstudio.ui.views.matrix import WEIGHTS_COLORMAP, MatrixPlot
 # What the toggle shows: value -> its label.
 SHOWN_MATRICES = {"both": "Rollout and flow", "flow": "Flow", "rollout": "Rollout"}
 HOVER_HINT = "Hover a cell to read its rollout and flow."
-ROLLOUT_TITLE = "rollout: products of the layers' weights"
-FLOW_TITLE = "flow: each output token's max flows, as shares"
+ROLLOUT_TITLE = "rollout"
+FLOW_TITLE = "attention flow"  # the caption above says what a cell holds (a share of the row's max flows)
 OPEN_WIDTH = 1e6  # a shown panel's maximum width: unbounded
 
 
@@ -104,6 +104,7 @@ class FlowView(ResultView):
             plot.setVisible(plot in plots)
             plot.setMaximumWidth(OPEN_WIDTH if plot in plots else 0)
             plot.setMinimumWidth(0)
+            plot.setPreferredWidth(1)  # the stretch alone shares the width: both panels come out the same size
             layout.layout.setColumnStretchFactor(column, 1 if plot in plots else 0)
         # The same axes: zooming one panel zooms the other, while both are shown (pyqtgraph lines linked views
         # up on screen, which a hidden panel would upset).
@@ -163,10 +164,10 @@ class FlowView(ResultView):
 
     def _pending_title(self, result, refusal: str | None) -> str:
         if refusal is not None:
-            return "flow not computed: rollout shown"
+            return "flow not computed (rollout shown)"
         if id(result) in self._stopped:
-            return f"flow {self._stopped[id(result)]}: rollout shown"
-        return "flow computing: rollout shown until it is ready"
+            return f"flow {self._stopped[id(result)]} (rollout shown)"
+        return "flow computing (rollout shown)"
 
     def _caption(self, result, refusal: str | None, ready: bool) -> None:
         layers = f"{result.num_layers} layer(s) of {result.model_name}"
