@@ -14,12 +14,12 @@ import statistics
 import time
 
 import numpy as np
+from common import write
 
 from attnstudio.core.flow import TOLERANCE, attention_flow
 from attnstudio.core.metrics import residual_attention
 from attnstudio.engine import Engine
 from attnstudio.session import Session
-from common import write
 
 REPEATS = int(os.environ.get("BENCH_FLOW_REPEATS", 3))
 REFERENCE_TOKENS = tuple(int(n) for n in os.environ.get("BENCH_FLOW_REFERENCE_TOKENS", "8,16").split(",") if n)

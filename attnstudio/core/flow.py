@@ -27,8 +27,8 @@ Cross-attention has no such graph (its keys are another text, not the layer belo
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -22,7 +22,6 @@ from attnstudio.core.masks import causal_mask
 from attnstudio.core.metrics import attention_rollout, residual_attention
 from attnstudio.errors import InvalidSetting
 
-
 # The hand-built example: 3 tokens, 2 layers, one head. mixed = 0.5 * A + 0.5 * I (rows already sum to 1).
 HAND_ATTENTIONS = np.array([
     [[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0]]],  # layer 1: mixed [[1,0,0],[.5,.5,0],[.25,.25,.5]]
@@ -193,7 +192,8 @@ def test_capacities_never_overflow_int32():
 
 
 def test_scipy_is_imported_only_when_a_flow_is_computed_and_only_its_graph_part():
-    code = ("import sys\nimport numpy as np\nimport attnstudio.engine\nfrom attnstudio.core.flow import attention_flow\n"
+    code = ("import sys\nimport numpy as np\nimport attnstudio.engine\n"
+            "from attnstudio.core.flow import attention_flow\n"
             "assert not [m for m in sys.modules if m.startswith('scipy')], 'scipy imported eagerly'\n"
             "attention_flow(np.full((2, 1, 3, 3), 1 / 3, dtype=np.float32))\n"
             "loaded = {'.'.join(m.split('.')[:2]) for m in sys.modules if m.startswith('scipy.')}\n"
