@@ -220,3 +220,18 @@ def test_cli_exports_the_flow_view_with_the_flow_drawn(tmp_path):
     left, right = bright[:, : int(width * 0.45)].sum(), bright[:, int(width * 0.47): int(width * 0.9)].sum()
     assert left > 2000, left  # the rollout's [CLS] column
     assert right < left / 20, (left, right)
+
+
+def test_a_new_result_cancels_the_flow_of_the_old_one_even_while_hidden(qtbot, gate):
+    view, _, results = make_view(qtbot, hand_result())
+    old = results.result
+    assert view.flows.busy and view.flows.result is old
+    view.hide()
+    results.set_result(hand_result())
+    assert not view.flows.busy  # the old job stops at its next poll; nothing runs for a hidden tab
+    view.flows.wait()
+    assert not old.flow_ready()
+    gate.set()
+    view.show()
+    qtbot.waitUntil(lambda: view.flow_shown, timeout=10_000)
+    assert results.result.flow_ready()

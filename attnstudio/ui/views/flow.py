@@ -85,7 +85,7 @@ class FlowView(ResultView):
         layout.addLayout(bar)
         self._show_busy(False)
         self.compute.setVisible(False)
-        results.changed.connect(self.request_refresh)
+        results.changed.connect(self._on_results_changed)
 
     # --- layout ----------------------------------------------------------------------------------------
     def _arrange(self, shown: str) -> None:
@@ -189,6 +189,13 @@ class FlowView(ResultView):
         if self._reachable is None or self._reachable[0] != id(result):
             self._reachable = (id(result), flow_reachable(result.attentions()))
         return self._reachable[1]
+
+    def _on_results_changed(self) -> None:
+        result = self.results.result
+        if self.flows.busy and self.flows.result is not result:
+            self.flows.cancel(quiet=True)  # a newer result is on screen, even if this tab is hidden
+        self._stopped = {key: why for key, why in self._stopped.items() if key == id(result)}
+        self.request_refresh()
 
     # --- the flow worker -------------------------------------------------------------------------------
     def _on_flow_progress(self, result, done: int, total: int) -> None:
