@@ -235,3 +235,13 @@ def test_a_new_result_cancels_the_flow_of_the_old_one_even_while_hidden(qtbot, g
     view.show()
     qtbot.waitUntil(lambda: view.flow_shown, timeout=10_000)
     assert results.result.flow_ready()
+
+
+def test_too_many_tokens_keep_the_rollout_and_say_why(qtbot):
+    session = Session(text=" ".join(["cat"] * 140), backend="numpy")
+    result = Engine().compute(session)
+    view, _, _ = make_view(qtbot, result, session)
+    assert not view.flows.busy and not view.flow_shown
+    assert view.flow_plot.full_title == "flow not computed (rollout shown)"
+    assert "Attention flow takes at most 128 tokens (this text has 142)" in view.note.text()
+    assert not view.compute.isVisible()
