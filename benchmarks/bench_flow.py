@@ -21,7 +21,7 @@ from attnstudio.core.metrics import residual_attention
 from attnstudio.engine import Engine
 from attnstudio.session import Session
 
-REPEATS = int(os.environ.get("BENCH_FLOW_REPEATS", 3))
+REPEATS = int(os.environ.get("BENCH_FLOW_REPEATS", "3"))
 REFERENCE_TOKENS = tuple(int(n) for n in os.environ.get("BENCH_FLOW_REFERENCE_TOKENS", "8,16").split(",") if n)
 GOALS_S = {("minilm", 24): 0.5, ("minilm", 64): 5.0}
 WORDS = "the cat sat on the mat and then it ran to the old red barn by the green hill".split()

@@ -199,5 +199,5 @@ def test_scipy_is_imported_only_when_a_flow_is_computed_and_only_its_graph_part(
             "loaded = {'.'.join(m.split('.')[:2]) for m in sys.modules if m.startswith('scipy.')}\n"
             "assert loaded <= {'scipy.sparse', 'scipy.linalg', 'scipy._lib', 'scipy.version', 'scipy.__config__',"
             " 'scipy._distributor_init', 'scipy._cyutility'}, loaded\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -68,7 +68,7 @@ class FlowView(ResultView):
         self.progress.setToolTip("Output tokens whose flows are computed")
         self.cancel = QPushButton("Cancel")
         self.cancel.setToolTip("Stop computing the flow (the rollout stays on screen)")
-        self.cancel.clicked.connect(lambda: self.flows.cancel())
+        self.cancel.clicked.connect(self._on_cancel_clicked)
         self.compute = QPushButton("Compute flow")
         self.compute.setToolTip("Compute the attention flow of the result on screen")
         self.compute.clicked.connect(self._on_compute_clicked)
@@ -139,7 +139,7 @@ class FlowView(ResultView):
                 self.progress.setValue(0)
                 self.flows.start(result)
         self._show_busy(self.flows.busy and self.flows.result is result)
-        rollout = result.rollout()  # (n, n), computed by the compute worker
+        rollout = result.rollout  # (n, n), computed by the compute worker
         flow = result.attention_flow() if result.flow_ready() else None  # cached: returns at once
         reachable = self._reachable_of(result)
         tokens = result.query_tokens
@@ -221,6 +221,9 @@ class FlowView(ResultView):
         self._stopped[id(result)] = "cancelled"
         if result is self.results.result:
             self.request_refresh()
+
+    def _on_cancel_clicked(self) -> None:
+        self.flows.cancel()
 
     def _on_compute_clicked(self) -> None:
         result = self.results.result
