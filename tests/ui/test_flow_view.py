@@ -115,7 +115,8 @@ def assert_panel_shows(view, plot, values: np.ndarray, no_path=HAND_NO_PATH) -> 
 def test_the_view_draws_the_hand_computed_flow_and_rollout_until_it_is_ready(qtbot, gate):
     result = hand_result()
     view, _, _ = make_view(qtbot, result)
-    assert view.flows.busy and not view.flow_shown
+    qtbot.waitUntil(lambda: view.flows.busy)
+    assert not view.flow_shown
     assert view.flow_plot.full_title == "flow computing (rollout shown)"
     assert_panel_shows(view, view.rollout_plot, HAND_ROLLOUT)
     assert_panel_shows(view, view.flow_plot, HAND_ROLLOUT)  # the rollout stands in for the flow
@@ -133,6 +134,7 @@ def test_the_view_draws_the_hand_computed_flow_and_rollout_until_it_is_ready(qtb
 
 def test_cancel_keeps_the_rollout_and_compute_flow_restarts(qtbot, gate):
     view, _, _ = make_view(qtbot, hand_result())
+    qtbot.waitUntil(lambda: view.flows.busy)
     assert view.cancel.isVisible()
     view.cancel.click()
     qtbot.waitUntil(lambda: not view.flows.busy)
@@ -226,7 +228,8 @@ def test_cli_exports_the_flow_view_with_the_flow_drawn(tmp_path):
 def test_a_new_result_cancels_the_flow_of_the_old_one_even_while_hidden(qtbot, gate):
     view, _, results = make_view(qtbot, hand_result())
     old = results.result
-    assert view.flows.busy and view.flows.result is old
+    qtbot.waitUntil(lambda: view.flows.busy)
+    assert view.flows.result is old
     view.hide()
     results.set_result(hand_result())
     assert not view.flows.busy  # the old job stops at its next poll; nothing runs for a hidden tab

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from attnstudio.core.display import MASKED_RGBA, DisplayMatrix, display_weights
@@ -22,6 +23,7 @@ SHOWN_MATRICES = {"both": "Rollout and flow", "flow": "Flow", "rollout": "Rollou
 HOVER_HINT = "Hover a cell to read its rollout and flow."
 ROLLOUT_TITLE = "rollout"
 FLOW_TITLE = "attention flow"  # the caption above says what a cell holds (a share of the row's max flows)
+FLOW_START_DELAY_MS = 250  # a flow starts once results stop arriving this long (typing, scripted edits)
 OPEN_WIDTH = 1e6  # a shown panel's maximum width: unbounded
 
 
@@ -30,6 +32,8 @@ class FlowView(ResultView):
         super().__init__(parent)
         self.session_model, self.results = session_model, results
         self.flows = FlowController(self)
+        self._start_timer = QTimer(self, singleShot=True, interval=FLOW_START_DELAY_MS)
+        self._start_timer.timeout.connect(self._start_flow)
         self.flows.progress.connect(self._on_flow_progress)
         self.flows.flow_ready.connect(self._on_flow_ready)
         self.flows.failed.connect(self._on_flow_failed)
@@ -135,9 +139,7 @@ class FlowView(ResultView):
         refusal = result.flow_refusal()
         if refusal is None and not result.flow_ready() and id(result) not in self._stopped:
             if not (self.flows.busy and self.flows.result is result):
-                self.progress.setRange(0, len(result.query_tokens))
-                self.progress.setValue(0)
-                self.flows.start(result)
+                self._start_timer.start()  # coalesced: rapid edits start one flow, once they pause
         self._show_busy(self.flows.busy and self.flows.result is result)
         rollout = result.rollout  # (n, n), computed by the compute worker
         flow = result.attention_flow() if result.flow_ready() else None  # cached: returns at once
@@ -189,6 +191,16 @@ class FlowView(ResultView):
         if self._reachable is None or self._reachable[0] != id(result):
             self._reachable = (id(result), flow_reachable(result.attentions()))
         return self._reachable[1]
+
+    def _start_flow(self) -> None:
+        result = self.results.result
+        if result is None or not self.isVisible() or result.flow_ready() or id(result) in self._stopped \
+                or result.flow_refusal() is not None or (self.flows.busy and self.flows.result is result):
+            return
+        self.progress.setRange(0, len(result.query_tokens))
+        self.progress.setValue(0)
+        self.flows.start(result)
+        self._show_busy(True)
 
     def _on_results_changed(self) -> None:
         result = self.results.result
@@ -253,4 +265,5 @@ class FlowView(ResultView):
         return self.canvas
 
     def shutdown(self) -> None:
+        self._start_timer.stop()
         self.flows.shutdown()
