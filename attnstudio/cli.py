@@ -163,6 +163,7 @@ def _export(args: argparse.Namespace) -> int:
             written = export_views(views, session_model, results, Path(args.out_dir))
         finally:
             views["profiler"].shutdown()
+            views["flow"].shutdown()
         print(f"wrote {len(written)} files to {args.out_dir} (report.html)")
         return 0
     if args.text is None or not args.output:
@@ -179,6 +180,7 @@ def _export(args: argparse.Namespace) -> int:
                                   compare_word=args.word).validate()
     views, session_model, results = offscreen_views(session)
     views["profiler"].shutdown()
+    views["flow"].shutdown()
     result = results.result
     if result is None:
         raise UsageError(f"nothing to export: {getattr(results, 'last_error', '') or 'the compute failed'}")

@@ -20,6 +20,7 @@ from attnstudio.core.ablation import Ablation
 from attnstudio.core.analysis import head_roles, measure_induction, sentence_embedding
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
+from attnstudio.core.flow import attention_flow, check_flow_input
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.long_attention import LongAttention, LongRecorder, MaskRule, is_long
 from attnstudio.core.long_forward import LONG_FORWARDS
@@ -84,6 +85,8 @@ class ComputeResult:
     # a long document (core.long_attention): queries, keys and row statistics instead of every weight
     long: LongAttention | None = field(default=None, repr=False)
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
+    _flow: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)  # see attention_flow
+    _flow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def num_layers(self) -> int:
@@ -110,6 +113,29 @@ class ComputeResult:
         """(n, n) attention rollout across layers, or None for cross-attention and long documents; computed once."""
         dense = not self.cross_attention and self.long is None  # rollout multiplies every (n, n) matrix
         return attention_rollout(self.attentions()) if dense else None
+
+    def flow_refusal(self) -> str | None:
+        """Why attention flow is not computed for this result (one sentence), or None when it is."""
+        try:
+            check_flow_input(self.attentions(), cross_attention=self.cross_attention)
+        except InvalidSetting as refusal:
+            return str(refusal)
+        return None
+
+    def flow_ready(self) -> bool:
+        return self._flow is not None
+
+    def attention_flow(self, progress=None, cancelled=None) -> np.ndarray:
+        """(n, n) maximum flow from each output token to each input token (core.flow), computed once.
+
+        A second caller waits for a computation in progress rather than repeating it. Raises InvalidSetting
+        where flow is refused (cross-attention, too many tokens) and FlowCancelled when ``cancelled()`` says so.
+        """
+        with self._flow_lock:
+            if self._flow is None:
+                check_flow_input(self.attentions(), cross_attention=self.cross_attention)
+                self._flow = attention_flow(self.attentions(), progress=progress, cancelled=cancelled)
+            return self._flow
 
     @cached_property
     def head_roles(self) -> dict[str, np.ndarray] | None:

@@ -20,20 +20,30 @@ def head_entropy(weights):
     return xp.mean(row_entropy(weights), axis=-1)
 
 
+def residual_attention(attentions, residual: float = 0.5):
+    """The per-layer graph rollout and flow share: (layers, heads, n, n) -> (layers, n, n).
+
+    Each layer's head-averaged weights are mixed with the identity (the residual connection) and each row is
+    renormalised to sum to 1 (Abnar & Zuidema's ``0.5 * A + 0.5 * I``). A fully masked row becomes the identity's.
+    """
+    xp = array_namespace(attentions)
+    _, _, n, n_k = attentions.shape
+    if n != n_k:
+        raise ValueError("rollout and flow need self-attention (square weights)")
+    identity = xp.eye(n, dtype=attentions.dtype)
+    mixed = (1.0 - residual) * xp.mean(attentions, axis=1) + residual * identity  # (layers, n, n)
+    return mixed / xp.sum(mixed, axis=-1, keepdims=True)
+
+
 def attention_rollout(attentions, residual: float = 0.5):
     """Abnar & Zuidema's rollout: how much each output token draws on each input token through all layers.
 
-    attentions (layers, heads, n, n) -> (n, n). Each layer's head-averaged weights are mixed with the
-    identity (the residual connection), renormalised, and multiplied from the first layer up.
+    attentions (layers, heads, n, n) -> (n, n). The layers of :func:`residual_attention` multiplied from the
+    first layer up.
     """
     xp = array_namespace(attentions)
-    layers, _, n, n_k = attentions.shape
-    if n != n_k:
-        raise ValueError("rollout needs self-attention (square weights)")
-    identity = xp.eye(n, dtype=attentions.dtype)
-    rollout = identity
-    for layer in range(layers):
-        mixed = (1.0 - residual) * xp.mean(attentions[layer], axis=0) + residual * identity
-        mixed = mixed / xp.sum(mixed, axis=-1, keepdims=True)
-        rollout = mixed @ rollout
+    mixed = residual_attention(attentions, residual)  # (layers, n, n)
+    rollout = xp.eye(mixed.shape[-1], dtype=attentions.dtype)
+    for layer in range(mixed.shape[0]):
+        rollout = mixed[layer] @ rollout
     return rollout

@@ -334,5 +334,6 @@ class MainWindow(QMainWindow):
         self.save_settings()
         self.files.mark_closed()
         self.views["profiler"].shutdown()
+        self.views["flow"].shutdown()
         self.controller.shutdown()
         super().closeEvent(event)
