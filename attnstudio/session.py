@@ -62,6 +62,7 @@ class Session:
     compare_word: str = ""  # the word followed in both texts ("" = the first word they share)
     ablation: Ablation = field(default_factory=Ablation)  # heads switched off in every compute
     cell: tuple[int, int] = (0, 0)  # (query, key) explained by "Why this score" and ranked by the head finder
+    lines_heads: tuple[int, ...] = ()  # the heads the multi-head Lines view draws together (() = every head)
 
     def __post_init__(self):
         # A lone UTF-16 surrogate (pasted, or JSON "\\ud800") cannot be written as UTF-8: replace it on input,
@@ -129,6 +130,13 @@ class Session:
             raise InvalidSetting(f"cell must be a (query, key) pair of integers >= 0, got {_short(repr(self.cell))}")
         for value in self.cell:
             check("token_index", value)
+        if not isinstance(self.lines_heads, tuple) or not all(
+                isinstance(value, int) and not isinstance(value, bool) for value in self.lines_heads):
+            raise InvalidSetting(f"lines_heads must be a list of head numbers, got {_short(repr(self.lines_heads))}")
+        if len(self.lines_heads) != len(set(self.lines_heads)):
+            raise InvalidSetting("lines_heads names a head twice")
+        for value in self.lines_heads:
+            check("head", value)
         if not isinstance(self.profile, dict):
             raise InvalidSetting("profile must be an object")
         if self.profile:
@@ -184,8 +192,9 @@ class Session:
                 values["ablation"] = Ablation(heads=tuple(tuple(pair) if isinstance(pair, list) else pair
                                                           for pair in ablation.get("heads", [])),
                                               mode=ablation.get("mode", "zero"))
-            if isinstance(values.get("cell"), list):
-                values["cell"] = tuple(values["cell"])
+            for name in ("cell", "lines_heads"):
+                if isinstance(values.get(name), list):
+                    values[name] = tuple(values[name])
             return cls(**values).validate()
         except (InvalidSetting, TypeError, ValueError, OverflowError) as error:
             raise SessionFileError(f"the session file has an invalid setting: {_short(str(error), 200)}") from None

@@ -4,6 +4,8 @@ from attnstudio.ui.views.heads import HeadsView
 from attnstudio.ui.views.heatmap import HeatmapView
 from attnstudio.ui.views.lines import LinesView
 from attnstudio.ui.views.logit_lens import LogitLensView
+from attnstudio.ui.views.model_view import ModelView
+from attnstudio.ui.views.multi_lines import MultiLinesView
 from attnstudio.ui.views.next_token import NextTokenView
 from attnstudio.ui.views.pipeline import PipelineView
 from attnstudio.ui.views.profiler import ProfilerView
@@ -11,9 +13,10 @@ from attnstudio.ui.views.rollout import RolloutView
 from attnstudio.ui.views.why import WhyView
 
 # Tab order in the main window; the profiler takes only the session model.
-VIEW_CLASSES = {"heatmap": HeatmapView, "heads": HeadsView, "pipeline": PipelineView, "lines": LinesView,
-                "rollout": RolloutView, "why": WhyView, "compare": CompareView, "next_token": NextTokenView,
-                "logit_lens": LogitLensView, "profiler": ProfilerView}
-VIEW_LABELS = {"heatmap": "Heatmap", "heads": "Heads", "pipeline": "Pipeline", "lines": "Lines",
-               "rollout": "Rollout", "why": "Why this score", "compare": "Compare", "next_token": "Next token",
+VIEW_CLASSES = {"heatmap": HeatmapView, "heads": HeadsView, "model": ModelView, "pipeline": PipelineView,
+                "lines": LinesView, "multi_lines": MultiLinesView, "rollout": RolloutView, "why": WhyView,
+                "compare": CompareView, "next_token": NextTokenView, "logit_lens": LogitLensView,
+                "profiler": ProfilerView}
+VIEW_LABELS = {"heatmap": "Heatmap", "heads": "Heads", "model": "Model", "pipeline": "Pipeline", "lines": "Lines",
+               "multi_lines": "Lines · heads", "rollout": "Rollout", "why": "Why this score", "compare": "Compare", "next_token": "Next token",
                "logit_lens": "Logit lens", "profiler": "Profiler"}
