@@ -60,6 +60,7 @@ class Session:
     profile: dict = field(default_factory=dict)  # the profiler's last results, kept with the session
     compare_text: str = ""  # text B of the Compare view: the same settings run on it beside text A
     compare_word: str = ""  # the word followed in both texts ("" = the first word they share)
+    compare_position: int = -1  # where the followed word is in text A's tokens (-1 = its first occurrence)
     ablation: Ablation = field(default_factory=Ablation)  # heads switched off in every compute
     cell: tuple[int, int] = (0, 0)  # (query, key) explained by "Why this score" and ranked by the head finder
     lines_heads: tuple[int, ...] = ()  # the heads the multi-head Lines view draws together (() = every head)
@@ -112,6 +113,11 @@ class Session:
         for layer, head in self.ablation.heads:
             check("layer", layer)
             check("head", head)
+        if isinstance(self.compare_position, bool) or not isinstance(self.compare_position, int) \
+                or self.compare_position < -1:
+            raise InvalidSetting("compare_position must be a token position (from 0), or -1 for the first occurrence")
+        if self.compare_position >= 0:
+            check("token_index", self.compare_position)
         if len(self.compare_word) > MAX_WORD_CHARACTERS:
             raise InvalidSetting(f"the compared word is longer than {MAX_WORD_CHARACTERS} characters")
         if self.color_scale not in COLOR_SCALES:

@@ -11,7 +11,8 @@ from attnstudio.session import Session
 
 # Fields that only change what is drawn, not what is computed.
 VIEW_FIELDS = frozenset({"layer", "head", "view", "profile", "color_scale", "hide_special",
-                         "compare_word", "cell", "lines_heads"})
+                         "compare_word", "compare_position", "cell",
+                         "lines_heads"})
 # View fields that change the picture of a result (the result model re-publishes on them).
 DISPLAY_FIELDS = frozenset({"layer", "head", "color_scale", "hide_special"})
 

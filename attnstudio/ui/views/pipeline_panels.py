@@ -85,7 +85,7 @@ def pair_numbers(result, shown, arrays: dict[str, np.ndarray], query: int, key: 
                        float(arrays["weights"][query, key]))
 
 
-def _fit(label: pg.LabelItem, text: str, available: float) -> None:
+def fit_label(label: pg.LabelItem, text: str, available: float) -> None:
     """Show the longest prefix of ``text`` that fits ``available`` px (with an ellipsis); the tooltip keeps it all."""
     label.setText(text)
     shown = text
@@ -128,7 +128,7 @@ class PipelinePanel(MatrixPlot):
     def _fit_lines(self) -> None:
         available = max(self.width() - 40, 40.0)
         for label, text in self.texts.items():
-            _fit(label, text, available)
+            fit_label(label, text, available)
 
     def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
