@@ -5,7 +5,7 @@ from attnstudio.core.follow import matching_position, nearest_occurrence, occurr
 
 
 def test_occurrences_ignore_case_and_word_piece_markers():
-    assert occurrences(["[CLS]", "Bank", "Ġbank", "##bank", "banks"], "bank") == [1, 2, 3]
+    assert occurrences(["[CLS]", "Bank", "Ġbank", "##bank", "banks", " bank"], "bank") == [1, 2, 3, 5]
     assert occurrences(["a", "b"], "") == []
 
 

@@ -286,5 +286,21 @@ class CompareView(ResultView):
             sentence += f" with {result.session.ablation.describe()}, {self.similarity_without:.4f} without"
         self.sentence_label.setText(sentence, color=theme.color("foreground"))
 
+    def showEvent(self, event):  # noqa: N802 - Qt override
+        super().showEvent(event)
+        QTimer.singleShot(0, self._relayout)
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        QTimer.singleShot(0, self._relayout)
+
+    def _relayout(self) -> None:
+        """Lay the panels out for the canvas's size now: a resize while hidden (or a theme toggle re-rendering
+        the titles) can leave the nested layout at its old width, panels past the canvas's edge."""
+        for layout in (self.word_row.layout, self.canvas.ci.layout):
+            layout.invalidate()
+            layout.activate()
+        fit_minimum(self.canvas)
+
     def _export_widget(self):
         return self.canvas

@@ -1,0 +1,40 @@
+"""The analysis views at 1024x700 in both themes, with MiniLM and SmolLM2, with text B set: nothing clipped
+(a canvas wider than the tab scrolls sideways), every text readable."""
+from __future__ import annotations
+
+import pytest
+
+from attnstudio.session import Session
+from attnstudio.ui.views.compare import PRESETS
+from tests.ui.looks import clipped_panels, low_contrast, scroll_areas_needing, view_text
+from tests.ui.test_look_geometry import SMALL
+
+BEYOND_VIEWS = ("heads", "model", "pipeline", "multi_lines", "why", "compare")
+
+
+@pytest.mark.parametrize("model", ["minilm", "smollm2"])
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_analysis_views_fit_1024x700_in_both_themes(make_window, qtbot, model, theme):
+    text_a, text_b, word = PRESETS["bank: account / river"]
+    window = make_window(Session(model=model, text=text_a, compare_text=text_b, compare_word=word, backend="numpy",
+                                 cell=(3, 1)))
+    qtbot.waitUntil(lambda: window.results.result.model_name == model and window.results.result.compare is not None,
+                    timeout=120_000)
+    if window.theme != theme:
+        window.toggle_theme()
+    window.resize(*SMALL)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == SMALL)
+    problems = []
+    for key in BEYOND_VIEWS:
+        window.session.update(view=key)
+        qtbot.wait(60)
+        view = window.views[key]
+        problems += clipped_panels(view, window)
+        problems += low_contrast(view_text(view, f"{theme}/{model}/{key}"))
+    assert problems == []
+    compare = window.views["compare"]
+    window.session.update(view="compare")
+    qtbot.wait(30)
+    wide = compare.canvas.minimumWidth() > compare.canvas.parentWidget().width()
+    assert not wide or scroll_areas_needing(compare, "horizontal"), "a canvas wider than the tab scrolls sideways"
+    assert compare.row_a.tokens and compare.row_b.tokens and compare.cosines is not None
