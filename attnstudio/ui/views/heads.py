@@ -8,12 +8,13 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
-from attnstudio.core.analysis import ROLE_THRESHOLDS, ROLES, attention_change, kl_divergence
+from attnstudio.core.analysis import ROLE_THRESHOLDS, ROLES, attention_change
 from attnstudio.core.display import describe_display, display_weights
 from attnstudio.engine import mask_caption
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.ablation_controls import AblationControls
+from attnstudio.ui.views.ablation_effect import next_token_shift
 from attnstudio.ui.views.base import ResultView
 from attnstudio.ui.views.head_tiles import HeadPreview, colour_lookup
 from attnstudio.ui.views.matrix import MatrixPlot, masked_backdrop
@@ -180,21 +181,8 @@ class HeadsView(ResultView):
             change = attention_change(result.baseline.attentions(), result.attentions())
             parts.append(f"Switched off: {ablation.describe()}. Mean |Δ attention| per layer: "
                          + ", ".join(f"L{i + 1} {value:.3f}" for i, value in enumerate(change)) + ".")
-            parts.append(self._next_token_shift(result))
+            parts.append(next_token_shift(result))
         return " ".join(part for part in parts if part)
-
-    @staticmethod
-    def _next_token_shift(result) -> str:
-        """Decoders: the top next tokens before and after the ablation, and KL(before ‖ after)."""
-        before, after = result.baseline, result
-        if before.forward.next_logits is None or not before.next_tokens or not after.next_tokens:
-            return ""
-
-        def top(tokens) -> str:
-            return ", ".join(f"{token.label!r} {token.probability:.0%}" for token in tokens[:5])
-
-        divergence = kl_divergence(before.forward.next_logits, after.forward.next_logits)
-        return f"Next token before: {top(before.next_tokens)}; after: {top(after.next_tokens)} (KL {divergence:.4f} nats)."
 
     def _on_grid_clicked(self, event) -> None:
         head = self.grid_head_at(event.scenePos())
