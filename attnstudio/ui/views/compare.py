@@ -83,7 +83,7 @@ class CompareView(ResultView):
         self.cosine_plot.setMenuEnabled(False)
         self.cosine_plot.hideButtons()
         self.cosine_plot.getViewBox().setMouseEnabled(x=False, y=False)
-        self.cosine_plot.setLabel("left", "cosine A vs B")
+        self.cosine_plot.setLabel("left", "cosine A vs B")  # of the followed word's hidden states
         self.cosine_plot.setLabel("bottom", "layer (0 = embeddings)")
         self.cosine_curve = self.cosine_plot.plot([], [], symbol="o", symbolSize=7)
         self.word_row = pg.GraphicsLayout()  # the word's cosine per layer, and its attention rows in A and B
@@ -94,6 +94,9 @@ class CompareView(ResultView):
         self.word_row.layout.setColumnStretchFactor(0, 3)
         self.word_row.layout.setColumnStretchFactor(1, 2)
         self.word_row.layout.setColumnStretchFactor(2, 2)
+        self.cosine_plot.setPreferredWidth(360)  # stretch shares out what is left over the preferred widths
+        for plot in (self.row_a, self.row_b):
+            plot.setPreferredWidth(200)
         self.canvas.addItem(self.word_row, row=1, col=0, colspan=5)
         self.sentence_label = pg.LabelItem("")
         self.canvas.addItem(self.sentence_label, row=2, col=0, colspan=5)
@@ -238,9 +241,10 @@ class CompareView(ResultView):
         self.cosine_curve.setData(np.arange(self.cosines.size), self.cosines, pen=pg.mkPen(color, width=2),
                                   symbolBrush=color, symbolPen=None)
         self.cosine_plot.setYRange(min(0.0, float(self.cosines.min())), 1.0)
-        self.cosine_plot.getAxis("bottom").setTicks([[(i, str(i)) for i in range(self.cosines.size)]])
-        self.cosine_plot.setTitle(f"cosine of {word!r}'s hidden state, A vs B: {self.cosines[-1]:.3f} at the last "
-                                  f"layer (A token {index_a}, B token {index_b})")
+        step = max(1, -(-self.cosines.size // 8))  # at most ~8 layer numbers: 31 of them would overlap
+        self.cosine_plot.getAxis("bottom").setTicks([[(i, str(i)) for i in range(0, self.cosines.size, step)]])
+        self.cosine_plot.setTitle(f"{word!r}: {self.cosines[-1]:.3f} at the last layer (A token {index_a}, "
+                                  f"B token {index_b})", size="9pt")
         self._show_rows(result, compare, word, index_a, index_b)
         self.note.setText(f"Following {word!r}{nth} (click a row of A to follow another token). "
                           "Hover the B − A map to read a cell's change.")
@@ -269,7 +273,7 @@ class CompareView(ResultView):
     def _clear_word(self, title: str, index_a=None, index_b=None, result=None, compare=None) -> None:
         self.cosines = None
         self.cosine_curve.setData([], [])
-        self.cosine_plot.setTitle(title)
+        self.cosine_plot.setTitle(title, size="9pt")
         if result is None:
             self.row_a.set_row(None, [], None, "")
             self.row_b.set_row(None, [], None, "")
@@ -283,7 +287,7 @@ class CompareView(ResultView):
         if result.baseline is not None and result.baseline.compare is not None:
             self.similarity_without = cosine_similarity(result.baseline.sentence_embedding(),
                                                         result.baseline.compare.sentence_embedding())
-            sentence += f" with {result.session.ablation.describe()}, {self.similarity_without:.4f} without"
+            sentence += f"<br>with {result.session.ablation.describe()}; {self.similarity_without:.4f} without"
         self.sentence_label.setText(sentence, color=theme.color("foreground"))
 
     def showEvent(self, event):  # noqa: N802 - Qt override

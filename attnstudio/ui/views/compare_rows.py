@@ -39,6 +39,7 @@ class AttentionRowPlot(ElidedTitlePlot):
         self.getViewBox().setMouseEnabled(x=False, y=False)
         self.invertY(True)
         self.setLabel("bottom", "weight")
+        self.getAxis("bottom").setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")]])  # narrow panels: 3 labels fit
         self.bars = pg.BarGraphItem(x0=[0], y=[0], width=[0], height=0.8)
         self.own = pg.BarGraphItem(x0=[0], y=[0], width=[0], height=0.8)  # the word's weight on itself
         self.addItem(self.bars)
