@@ -33,7 +33,7 @@ def tile_pixels_match(view, image: np.ndarray, layer: int, head: int, expected_r
 
 
 def test_every_head_is_a_labelled_thumbnail_with_a_hover_preview(qtbot):
-    view, model, results, result = build_view(qtbot, ModelView, Session(backend="numpy"))
+    view, _model, results, result = build_view(qtbot, ModelView, Session(backend="numpy"))
     image = pixels(view.canvas)
     lookup = colour_lookup()
     for layer, head in [(0, 0), (2, 3), (5, 11)]:
@@ -110,7 +110,7 @@ def test_smollm2_thirty_layers_by_nine_heads_scroll_and_preview(qtbot):
 
 
 def test_heads_grid_thumbnails_have_the_hover_preview(qtbot):
-    view, _, results, result = build_view(qtbot, HeadsView, Session(backend="numpy", layer=2))
+    view, _, _results, result = build_view(qtbot, HeadsView, Session(backend="numpy", layer=2))
     plot = view.head_plots[5]
     centre = view.grid.mapFromScene(plot.sceneBoundingRect().center())
     view.grid.scene().sigMouseMoved.emit(plot.sceneBoundingRect().center())

@@ -1,6 +1,7 @@
 """The multi-head Lines view: chosen heads drawn together, one colour each, opacity = weight, hover reads a line."""
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -57,7 +58,7 @@ def test_lines_are_drawn_in_their_heads_colour_with_opacity_weight(qtbot):
     qtbot.wait(20)
     image = pixels(view.canvas)
     (start,), (end,) = view.canvas.line_ends(np.array([0]), np.array([0]))
-    x, y = int((start[0] + end[0]) / 2), int(round(start[1]))
+    x, y = int((start[0] + end[0]) / 2), round(start[1])
     colour = np.array(HEAD_COLORS[head])
     assert np.abs(image[y, x].astype(int) - colour).max() <= 25, image[y, x]
     # a faint line is the head's colour at opacity = weight over the background (one query's lines alone)
@@ -68,7 +69,7 @@ def test_lines_are_drawn_in_their_heads_colour_with_opacity_weight(qtbot):
     image = pixels(view.canvas)
     (start,), (end,) = view.canvas.line_ends(np.array([i]), np.array([j]))
     near_key = start * 0.1 + end * 0.9  # where this query's lines have fanned apart
-    x, y = int(round(near_key[0])), int(round(near_key[1]))
+    x, y = round(near_key[0]), round(near_key[1])
     painted = image[y - 2:y + 3, x - 1:x + 2].reshape(-1, 3).astype(int)
     background = np.array(view.canvas.palette().color(view.canvas.backgroundRole()).getRgb()[:3])
     weight = float(weights[head, i, j])
@@ -103,7 +104,7 @@ def test_readable_at_128_tokens(qtbot):
     assert len(result.query_tokens) == 128
     assert view.scroll.verticalScrollBar().maximum() > 0, "rows keep a readable height and scroll"
     boxes = [box for side, box, _ in view.canvas.label_boxes() if side == "query"]
-    assert all(a.bottom() <= b.top() + 0.01 for a, b in zip(boxes, boxes[1:])), "labels never overlap"
+    assert all(a.bottom() <= b.top() + 0.01 for a, b in itertools.pairwise(boxes)), "labels never overlap"
     assert view.canvas.row_height() >= 12
 
 

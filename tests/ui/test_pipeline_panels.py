@@ -24,7 +24,7 @@ def test_every_panel_says_what_it_is(qtbot):
 
 
 def test_hovering_a_weight_shows_the_same_pair_in_every_panel(qtbot):
-    view, _, results, result = build_view(qtbot, PipelineView, Session(backend="numpy", layer=1, head=2))
+    view, _, _results, result = build_view(qtbot, PipelineView, Session(backend="numpy", layer=1, head=2))
     view.plots["weights"].cell_hovered.emit(8, 3, 0.0)
     scores, weights = result.step(1, "scores")[2], result.attentions()[1, 2]
     numbers = view.numbers

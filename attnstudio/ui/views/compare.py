@@ -290,11 +290,11 @@ class CompareView(ResultView):
             sentence += f"<br>with {result.session.ablation.describe()}; {self.similarity_without:.4f} without"
         self.sentence_label.setText(sentence, color=theme.color("foreground"))
 
-    def showEvent(self, event):  # noqa: N802 - Qt override
+    def showEvent(self, event):
         super().showEvent(event)
         QTimer.singleShot(0, self._relayout)
 
-    def resizeEvent(self, event):  # noqa: N802 - Qt override
+    def resizeEvent(self, event):
         super().resizeEvent(event)
         QTimer.singleShot(0, self._relayout)
 

@@ -17,8 +17,7 @@ from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.ablation_controls import AblationControls
 from attnstudio.ui.views.base import ResultView
-from attnstudio.ui.views.head_tiles import HeadPreview, colour_lookup, head_name, pattern_rgb, rgb_image, \
-    role_summary
+from attnstudio.ui.views.head_tiles import HeadPreview, colour_lookup, head_name, pattern_rgb, rgb_image, role_summary
 
 MIN_TILE, MAX_TILE = 44, 96  # px: thumbnails grow to fill the width between these
 GAP = 8  # px between thumbnails
@@ -91,7 +90,7 @@ class ModelCanvas(QWidget):
                                                              self.view.lookup))
         return self.images[layer, head]
 
-    def paintEvent(self, event):  # noqa: N802 - Qt override
+    def paintEvent(self, event):
         results = self.view.results
         if results.result is None:
             return
@@ -119,16 +118,16 @@ class ModelCanvas(QWidget):
                     painter.drawRect(rect.adjusted(-2, -2, 1, 1))
 
     # --- mouse ----------------------------------------------------------------------------------------
-    def mouseMoveEvent(self, event):  # noqa: N802 - Qt override
+    def mouseMoveEvent(self, event):
         point = event.position().toPoint()
         self.view.hover(self.tile_at(point), self.mapTo(self.view, point))
 
-    def mousePressEvent(self, event):  # noqa: N802 - Qt override
+    def mousePressEvent(self, event):
         cell = self.tile_at(event.position().toPoint())
         if cell is not None and event.button() == Qt.LeftButton:
             self.view.click(*cell)
 
-    def leaveEvent(self, event):  # noqa: N802 - Qt override
+    def leaveEvent(self, event):
         self.view.hover(None, QPoint())
 
 
@@ -199,12 +198,12 @@ class ModelView(ResultView):
         return {"label": (palette.color(self.canvas.foregroundRole()), background),
                 "selected": (theme.color("accent"), background)}
 
-    def resizeEvent(self, event):  # noqa: N802 - Qt override
+    def resizeEvent(self, event):
         super().resizeEvent(event)
         if self.results.result is not None:
             self.canvas.fit(self.scroll.viewport().width())
 
-    def leaveEvent(self, event):  # noqa: N802 - Qt override
+    def leaveEvent(self, event):
         super().leaveEvent(event)
         self.preview.clear()
 

@@ -78,7 +78,7 @@ class PipelineView(ResultView):
                 self.canvas.addItem(plot, row=index // columns, col=index % columns)
         fit_minimum(self.canvas)
 
-    def resizeEvent(self, event):  # noqa: N802 - Qt override
+    def resizeEvent(self, event):
         super().resizeEvent(event)
         self._reflow()
 
