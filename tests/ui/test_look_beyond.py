@@ -2,6 +2,7 @@
 (a canvas wider than the tab scrolls sideways), every text readable."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from attnstudio.session import Session
@@ -38,3 +39,24 @@ def test_analysis_views_fit_1024x700_in_both_themes(make_window, qtbot, model, t
     wide = compare.canvas.minimumWidth() > compare.canvas.parentWidget().width()
     assert not wide or scroll_areas_needing(compare, "horizontal"), "a canvas wider than the tab scrolls sideways"
     assert compare.row_a.tokens and compare.row_b.tokens and compare.cosines is not None
+
+
+@pytest.mark.parametrize("key", BEYOND_VIEWS + ("next_token",))
+def test_the_synthetic_model_draws_every_analysis_view(qtbot, key):
+    from attnstudio.core.ablation import Ablation
+    from attnstudio.ui.views import VIEW_CLASSES
+    from tests.ui.conftest import build_view
+    from tests.ui.looks import pixels
+
+    text_a, text_b, word = PRESETS["trophy: big / small"]
+    session = Session(model="synthetic", text=text_a, compare_text=text_b, compare_word=word, backend="numpy",
+                      ablation=Ablation(((0, 1),)), cell=(2, 1))
+    view, _, _, result = build_view(qtbot, VIEW_CLASSES[key], session)
+    assert result.model_name == "synthetic" and result.compare is not None
+    assert clipped_panels(view, view) == []
+    image = pixels(view)
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 20, "the view draws a picture"
+    if key == "compare":
+        assert view.followed[0] == "it" and view.cosines is not None and view.row_b.tokens
+    if key == "model":
+        assert view.canvas.shape() == (result.num_layers, result.heads)
