@@ -121,11 +121,11 @@ class HeadsView(ResultView):
         self.grid_heads = self.shown_heads(result, layer)
         if len(self.head_plots) != len(self.grid_heads):
             self._build_grid(len(self.grid_heads))
-        entropy = result.head_entropy()  # (layers, heads), computed by the worker
-        role, roles = self.role.currentText(), result.head_roles()
+        entropy = result.head_entropy  # (layers, heads), computed by the worker
+        role, roles = self.role.currentText(), result.head_roles
         off = set(result.session.ablation.heads)
         for head, plot, image, backdrop in zip(self.grid_heads, self.head_plots, self.head_images,
-                                               self.masked_backdrops):
+                                               self.masked_backdrops, strict=True):
             display = display_weights(self.results.weights(head), result.mask, result.query_tokens,
                                       result.key_tokens, shown.color_scale, shown.hide_special)
             values = display.values
@@ -164,7 +164,7 @@ class HeadsView(ResultView):
 
     def shown_heads(self, result, layer: int) -> list[int]:
         """The heads of ``layer`` the grid shows: all, or those whose role score reaches the threshold."""
-        role, roles = self.role.currentText(), result.head_roles()
+        role, roles = self.role.currentText(), result.head_roles
         if role == ALL_HEADS or roles is None or role not in roles:
             return list(range(result.heads))
         return [head for head in range(result.heads) if roles[role][layer, head] >= ROLE_THRESHOLDS[role]]
@@ -172,7 +172,7 @@ class HeadsView(ResultView):
     def _caption(self, result, layer: int, role: str) -> str:
         parts = []
         if role != ALL_HEADS:
-            roles = result.head_roles()
+            roles = result.head_roles
             parts.append(f"{len(self.grid_heads)} of {result.heads} heads in layer {layer + 1} score "
                          f"≥ {ROLE_THRESHOLDS[role]} as {role}." if roles and role in roles
                          else f"The {role} role is not measured for this model.")
@@ -199,7 +199,7 @@ class HeadsView(ResultView):
 
     def grid_head_at(self, scene_pos) -> int | None:
         """The head whose thumbnail lies under a grid scene position, or None."""
-        for head, plot in zip(self.grid_heads, self.head_plots):
+        for head, plot in zip(self.grid_heads, self.head_plots, strict=True):
             if plot.sceneBoundingRect().contains(scene_pos):
                 return head
         return None
