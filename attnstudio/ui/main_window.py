@@ -255,7 +255,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Quit", QKeySequence.Quit, self.close)
         view_menu = self.menuBar().addMenu("&View")
         for index, (key, label) in enumerate(VIEWS):
-            self._action(view_menu, label, f"Ctrl+{index + 1}" if index < 9 else None, lambda _=False, k=key: self.session.update(view=k))
+            shortcut = f"Ctrl+{index + 1}" if index < 9 else None  # Ctrl+1 … Ctrl+9: the first nine views
+            self._action(view_menu, label, shortcut, lambda _=False, k=key: self.session.update(view=k))
         self._action(view_menu, "Run profiler sweep", "Ctrl+R",
                      lambda: (self.session.update(view="profiler"), self.views["profiler"].start()))
         view_menu.addSeparator()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
 
 from attnstudio.core.ablation import Ablation
@@ -13,6 +14,7 @@ from attnstudio.session import Session
 from attnstudio.ui.views.ablation_effect import probabilities_before
 from attnstudio.ui.views.compare import PRESETS
 from attnstudio.ui.views.next_token import NextTokenView
+from tests.core.test_cli import run_cli
 from tests.ui.conftest import build_view
 from tests.ui.looks import pixels
 
@@ -50,8 +52,6 @@ def test_next_token_view_shows_before_and_after_with_kl(qtbot):
 
 
 def pg_point(x, y):
-    import pyqtgraph as pg
-
     return pg.Point(float(x), float(y))
 
 
@@ -66,8 +66,6 @@ def test_without_ablation_there_is_no_before(qtbot):
     ("smollm2", "next_token", "KL(before ‖ after) = "),
 ])
 def test_ablation_is_saved_exported_and_captioned(tmp_path, model, view, effect):
-    from tests.core.test_cli import run_cli
-
     session = Session(model=model, ablation=Ablation(((0, 0), (1, 2)), "uniform"))
     path = tmp_path / "s.attnsession"
     session.save(path)

@@ -7,7 +7,9 @@ import pytest
 
 from attnstudio.core.ablation import Ablation
 from attnstudio.core.analysis import cosine_similarity, layer_cosines
+from attnstudio.engine import Engine
 from attnstudio.session import Session
+from attnstudio.ui import theme
 from attnstudio.ui.views.compare import PRESETS, CompareView, shared_words
 from tests.ui.conftest import build_view
 from tests.ui.looks import pixels
@@ -76,8 +78,6 @@ def test_preset_and_typing_set_the_session(qtbot):
 
 def publish(model, results):
     """What the worker does after an edit: compute the session and publish the result."""
-    from attnstudio.engine import Engine
-
     result = Engine().compute(model.session)
     result.precompute_views()
     results.set_result(result)
@@ -147,7 +147,6 @@ def test_the_words_attention_rows_are_shown_side_by_side(qtbot):
     top = int(np.argmax(result.attentions()[2, 4, i]))
     point = view.row_a.getViewBox().mapViewToScene(pg.Point(result.attentions()[2, 4, i, top] * 0.5, top))
     pixel = view.canvas.mapFromScene(point)
-    from attnstudio.ui import theme
     expected = np.array(theme.color("lines" if top != i else "accent").getRgb()[:3])
     assert np.abs(image[pixel.y(), pixel.x()].astype(int) - expected).max() <= 10
 

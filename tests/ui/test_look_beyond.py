@@ -5,12 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from attnstudio.core.ablation import Ablation
 from attnstudio.session import Session
+from attnstudio.ui.theme import apply_theme
+from attnstudio.ui.views import VIEW_CLASSES
 from attnstudio.ui.views.compare import PRESETS
-from tests.ui.looks import clipped_panels, low_contrast, scroll_areas_needing, view_text
+from tests.ui.conftest import build_view
+from tests.ui.looks import clipped_panels, low_contrast, pixels, scroll_areas_needing, view_text
 from tests.ui.test_look_geometry import SMALL
 
 BEYOND_VIEWS = ("heads", "model", "pipeline", "multi_lines", "why", "compare")
+
+
+@pytest.fixture(autouse=True)
+def light_afterwards():
+    """The theme is global (palette, pyqtgraph defaults): the next tests start in the light one again."""
+    yield
+    apply_theme("light")
 
 
 @pytest.mark.parametrize("model", ["minilm", "smollm2"])
@@ -43,11 +54,6 @@ def test_analysis_views_fit_1024x700_in_both_themes(make_window, qtbot, model, t
 
 @pytest.mark.parametrize("key", BEYOND_VIEWS + ("next_token",))
 def test_the_synthetic_model_draws_every_analysis_view(qtbot, key):
-    from attnstudio.core.ablation import Ablation
-    from attnstudio.ui.views import VIEW_CLASSES
-    from tests.ui.conftest import build_view
-    from tests.ui.looks import pixels
-
     text_a, text_b, word = PRESETS["trophy: big / small"]
     session = Session(model="synthetic", text=text_a, compare_text=text_b, compare_word=word, backend="numpy",
                       ablation=Ablation(((0, 1),)), cell=(2, 1))

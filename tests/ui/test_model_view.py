@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF, Qt
-from PySide6.QtGui import QMouseEvent
+from PySide6.QtGui import QImage, QMouseEvent
 from PySide6.QtWidgets import QApplication
 
 from attnstudio.core.ablation import Ablation
@@ -12,6 +12,7 @@ from attnstudio.session import Session
 from attnstudio.ui.views.head_tiles import PREVIEW_SIZE, colour_lookup, pattern_rgb
 from attnstudio.ui.views.heads import HeadsView
 from attnstudio.ui.views.model_view import ModelView
+from tests.core.test_cli import run_cli
 from tests.ui.conftest import build_view
 from tests.ui.looks import pixels
 
@@ -49,9 +50,9 @@ def test_every_head_is_a_labelled_thumbnail_with_a_hover_preview(qtbot):
     hover(view.canvas, view.canvas.tile_rect(2, 3).center())
     assert view.preview.isVisible() and view.preview.head == (2, 3)
     assert view.preview.title.text() == "L3·H4 · 13×13"
-    roles = result.head_roles()
+    roles = result.head_roles
     assert f"previous {roles['previous'][2, 3]:.2f}" in view.preview.scores.text()
-    assert f"entropy {result.head_entropy()[2, 3]:.2f} nats" in view.preview.scores.text()
+    assert f"entropy {result.head_entropy[2, 3]:.2f} nats" in view.preview.scores.text()
     assert "L3·H4: previous" in view.caption.text()
     # the enlarged picture is the same pattern, cell for cell
     shown = view.preview.picture.pixmap().toImage()
@@ -105,7 +106,7 @@ def test_smollm2_thirty_layers_by_nine_heads_scroll_and_preview(qtbot):
     qtbot.wait(10)
     hover(view.canvas, view.canvas.tile_rect(29, 8).center())
     assert view.preview.title.text().startswith("L30·H9 · KV 3")
-    assert f"induction {result.head_roles()['induction'][29, 8]:.2f}" in view.preview.scores.text()
+    assert f"induction {result.head_roles['induction'][29, 8]:.2f}" in view.preview.scores.text()
     assert view.rect().contains(view.preview.geometry())
 
 
@@ -116,7 +117,7 @@ def test_heads_grid_thumbnails_have_the_hover_preview(qtbot):
     view.grid.scene().sigMouseMoved.emit(plot.sceneBoundingRect().center())
     assert view.preview.isVisible() and view.preview.head == (2, 5)
     assert view.preview.title.text() == "L3·H6 · 13×13"
-    assert f"local {result.head_roles()['local'][2, 5]:.2f}" in view.preview.scores.text()
+    assert f"local {result.head_roles['local'][2, 5]:.2f}" in view.preview.scores.text()
     assert view.rect().contains(view.preview.geometry()) and centre is not None
     view.grid.scene().sigMouseMoved.emit(QPointF(-50, -50))
     assert not view.preview.isVisible()
@@ -124,13 +125,10 @@ def test_heads_grid_thumbnails_have_the_hover_preview(qtbot):
 
 @pytest.mark.parametrize("view_name", ["model", "multi_lines"])
 def test_cli_exports_the_view_headless(tmp_path, view_name):
-    from tests.core.test_cli import run_cli
-
     out = tmp_path / f"{view_name}.png"
     done = run_cli("export", "The cat sat on the mat.", "--view", view_name, "--layer", "2", "--lines-heads", "1,3",
                    "-o", str(out))
     assert done.returncode == 0, done.stderr
-    from PySide6.QtGui import QImage
 
     image = QImage(str(out))
     assert image.width() > 300 and image.height() > 200

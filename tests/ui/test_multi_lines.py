@@ -41,8 +41,8 @@ def test_every_head_by_default_and_the_legend_chooses(qtbot):
     assert view.chosen_heads() == [2, 11] and view.title().startswith("layer 3, heads 3, 12")
     heads, query, key = view.canvas.drawn_lines()
     weights = result.attentions()[2]
-    expected = sorted((h, i, j) for h in (2, 11) for i, j in zip(*np.nonzero(weights[h] >= MIN_WEIGHT)))
-    assert sorted(zip(heads.tolist(), query.tolist(), key.tolist())) == expected
+    expected = sorted((h, i, j) for h in (2, 11) for i, j in zip(*np.nonzero(weights[h] >= MIN_WEIGHT), strict=True))
+    assert sorted(zip(heads.tolist(), query.tolist(), key.tolist(), strict=True)) == expected
     view.head_boxes[2].setChecked(False)
     view.head_boxes[11].setChecked(False)  # the last head cannot be unticked: an empty view says nothing
     assert model.session.lines_heads == (11,) and view.head_boxes[11].isChecked()

@@ -286,11 +286,11 @@ class CompareView(ResultView):
             sentence += f"<br>with {result.session.ablation.describe()}; {self.similarity_without:.4f} without"
         self.sentence_label.setText(sentence, color=theme.color("foreground"))
 
-    def showEvent(self, event):
+    def showEvent(self, event):  # noqa: N802 - Qt override
         super().showEvent(event)
         QTimer.singleShot(0, self._relayout)
 
-    def resizeEvent(self, event):
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
         QTimer.singleShot(0, self._relayout)
 

@@ -15,12 +15,12 @@ class ElidedTitlePlot(pg.PlotItem):
     """A plot whose title is cut to its width with an ellipsis (the tooltip keeps it whole): a long title
     never widens the canvas past the window."""
 
-    def setTitle(self, title=None, **args):
+    def setTitle(self, title=None, **args):  # noqa: N802 - pyqtgraph override
         self.full_title = title or ""
         super().setTitle(title, **args)
         self._fit_title()
 
-    def resizeEvent(self, event):
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
         self._fit_title()
 

@@ -44,10 +44,10 @@ def rgb_image(rgb: np.ndarray) -> QImage:
 def role_summary(result, layer: int, head: int) -> list[str]:
     """'previous 0.82' … for every role measured on this result, then the head's entropy."""
     lines = []
-    roles = result.head_roles()
+    roles = result.head_roles
     if roles:
         lines += [f"{name} {roles[name][layer, head]:.2f}" for name in ROLES if name in roles]
-    lines.append(f"entropy {result.head_entropy()[layer, head]:.2f} nats")
+    lines.append(f"entropy {result.head_entropy[layer, head]:.2f} nats")
     return lines
 
 

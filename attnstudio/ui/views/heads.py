@@ -214,7 +214,7 @@ class HeadsView(ResultView):
         self.preview.show_head(self.results.result, self.results.shown, self.results.shown.layer, head, near,
                                self.lookup)
 
-    def leaveEvent(self, event):
+    def leaveEvent(self, event):  # noqa: N802 - Qt override
         super().leaveEvent(event)
         self.preview.clear()
 

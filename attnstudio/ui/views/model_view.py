@@ -90,7 +90,7 @@ class ModelCanvas(QWidget):
                                                              self.view.lookup))
         return self.images[layer, head]
 
-    def paintEvent(self, event):
+    def paintEvent(self, event):  # noqa: N802 - Qt override
         results = self.view.results
         if results.result is None:
             return
@@ -118,16 +118,16 @@ class ModelCanvas(QWidget):
                     painter.drawRect(rect.adjusted(-2, -2, 1, 1))
 
     # --- mouse ----------------------------------------------------------------------------------------
-    def mouseMoveEvent(self, event):
+    def mouseMoveEvent(self, event):  # noqa: N802 - Qt override
         point = event.position().toPoint()
         self.view.hover(self.tile_at(point), self.mapTo(self.view, point))
 
-    def mousePressEvent(self, event):
+    def mousePressEvent(self, event):  # noqa: N802 - Qt override
         cell = self.tile_at(event.position().toPoint())
         if cell is not None and event.button() == Qt.LeftButton:
             self.view.click(*cell)
 
-    def leaveEvent(self, event):
+    def leaveEvent(self, event):  # noqa: N802 - Qt override
         self.view.hover(None, QPoint())
 
 
@@ -198,12 +198,12 @@ class ModelView(ResultView):
         return {"label": (palette.color(self.canvas.foregroundRole()), background),
                 "selected": (theme.color("accent"), background)}
 
-    def resizeEvent(self, event):
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
         if self.results.result is not None:
             self.canvas.fit(self.scroll.viewport().width())
 
-    def leaveEvent(self, event):
+    def leaveEvent(self, event):  # noqa: N802 - Qt override
         super().leaveEvent(event)
         self.preview.clear()
 

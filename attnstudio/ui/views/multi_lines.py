@@ -95,7 +95,7 @@ class MultiLinesCanvas(LinesCanvas):
         best = max(close, key=lambda m: (-round(float(distance[m]), 1), weights[heads[m], query[m], key[m]]))
         return int(heads[best]), int(query[best]), int(key[best])
 
-    def paintEvent(self, event):
+    def paintEvent(self, event):  # noqa: N802 - Qt override
         painter = QPainter(self)
         painter.setRenderHint(QPainter.Antialiasing)
         colors = self.view.text_colors()
@@ -136,7 +136,7 @@ class MultiLinesCanvas(LinesCanvas):
             painter.setPen(colors["highlighted"][0] if highlighted else colors["label"][0])
             painter.drawText(box, (Qt.AlignRight if side == "query" else Qt.AlignLeft) | Qt.AlignVCenter, token)
 
-    def mouseMoveEvent(self, event):
+    def mouseMoveEvent(self, event):  # noqa: N802 - Qt override
         super().mouseMoveEvent(event)  # the hovered query row, as in Lines
         result = self.view.results.result
         if result is None:
@@ -148,7 +148,7 @@ class MultiLinesCanvas(LinesCanvas):
             self.setToolTip(self.view.readout.text() if line is not None else "")
             self.update()
 
-    def leaveEvent(self, event):
+    def leaveEvent(self, event):  # noqa: N802 - Qt override
         self.hovered_line = None
         self.view.show_line(None)
         super().leaveEvent(event)
@@ -272,7 +272,7 @@ class MultiLinesView(ResultView):
         return {"label": (palette.color(self.canvas.foregroundRole()), background),
                 "highlighted": (theme.color("accent"), background)}
 
-    def resizeEvent(self, event):
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
         self.canvas.fit(self.scroll.viewport().height())
 

@@ -79,7 +79,7 @@ class PipelineView(ResultView):
                 self.canvas.addItem(plot, row=index // columns, col=index % columns)
         fit_minimum(self.canvas)
 
-    def resizeEvent(self, event):
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
         self._reflow()
 

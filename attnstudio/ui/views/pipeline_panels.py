@@ -130,7 +130,7 @@ class PipelinePanel(MatrixPlot):
         for label, text in self.texts.items():
             fit_label(label, text, available)
 
-    def resizeEvent(self, event):
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
         if hasattr(self, "texts"):
             self._fit_lines()
