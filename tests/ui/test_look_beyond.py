@@ -38,14 +38,14 @@ def test_analysis_views_fit_1024x700_in_both_themes(make_window, qtbot, model, t
     qtbot.waitUntil(lambda: (window.width(), window.height()) == SMALL)
     problems = []
     for key in BEYOND_VIEWS:
-        window.session.update(view=key)
+        window.session_model.update(view=key)
         qtbot.wait(60)
         view = window.views[key]
         problems += clipped_panels(view, window)
         problems += low_contrast(view_text(view, f"{theme}/{model}/{key}"))
     assert problems == []
     compare = window.views["compare"]
-    window.session.update(view="compare")
+    window.session_model.update(view="compare")
     qtbot.wait(30)
     wide = compare.canvas.minimumWidth() > compare.canvas.parentWidget().width()
     assert not wide or scroll_areas_needing(compare, "horizontal"), "a canvas wider than the tab scrolls sideways"

@@ -10,19 +10,20 @@ from attnstudio.ui.session_model import SessionModel
 class AblationControls(QWidget):
     """When ``ablate`` is checked, :meth:`toggle` switches a (layer, head) off, or on again, in the session."""
 
-    def __init__(self, session: SessionModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session_model = session
+        self.session_model = session_model
         self.ablate = QCheckBox("Switch heads off")
         self.ablate.setToolTip("When on, clicking a head switches it off (or on again) in every compute")
         self.mode = QComboBox()
         self.mode.addItems(list(ABLATION_MODES))
         self.mode.setToolTip("zero: the head outputs nothing; uniform: it attends evenly to its keys")
-        self.mode.setCurrentText(session.session.ablation.mode)
+        self.mode.setCurrentText(session_model.session.ablation.mode)
         self.mode.activated.connect(lambda _index: self._set(self.session_model.session.ablation.heads))
         self.clear = QPushButton("All on")
         self.clear.setToolTip("Switch every head on again")
         self.clear.clicked.connect(lambda: self._set(()))
+        session_model.ablation_changed.connect(lambda ablation: self.mode.setCurrentText(ablation.mode))
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.ablate)

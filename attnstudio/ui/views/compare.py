@@ -47,14 +47,14 @@ def shared_words(tokens_a: list[str], tokens_b: list[str]) -> list[str]:
 
 
 class CompareView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
-        self.text_b = QLineEdit(session.compare_text)
+        self.session_model, self.results = session_model, results
+        self.text_b = QLineEdit(session_model.session.compare_text)
         self.text_b.setPlaceholderText("Text B: the same settings run on it beside text A")
         self.text_b.setToolTip("The second text; the first (A) is the main text")
         self._edit_timer = QTimer(self, singleShot=True, interval=EDIT_DELAY_MS)
-        self._edit_timer.timeout.connect(lambda: self.session.update(compare_text=self.text_b.text()))
+        self._edit_timer.timeout.connect(lambda: self.session_model.update(compare_text=self.text_b.text()))
         self.text_b.textEdited.connect(lambda _text: self._edit_timer.start())
         self.presets = QComboBox()
         self.presets.addItem("Presets…")
@@ -117,7 +117,10 @@ class CompareView(ResultView):
         layout.addLayout(controls)
         layout.addWidget(scroll_area(self.canvas), 1)
         layout.addWidget(self.note)
-        session.changed.connect(self._on_session_changed)
+        session_model.compare_text_changed.connect(self._on_compare_text_changed)
+        for signal in (session_model.layer_changed, session_model.head_changed, session_model.compare_word_changed,
+                       session_model.compare_position_changed):
+            signal.connect(self.request_refresh)
         results.changed.connect(self.request_refresh)
 
     def _on_preset(self, index: int) -> None:
@@ -125,19 +128,17 @@ class CompareView(ResultView):
             return
         text_a, text_b, word = PRESETS[self.presets.itemText(index)]
         self.text_b.setText(text_b)
-        self.session.update(text=text_a, compare_text=text_b, compare_word=word, compare_position=-1)
+        self.session_model.update(text=text_a, compare_text=text_b, compare_word=word, compare_position=-1)
         self.presets.setCurrentIndex(0)
 
-    def _on_session_changed(self, name: str) -> None:
-        if name == "compare_text" and self.text_b.text() != self.session.compare_text:
-            self.text_b.setText(self.session.compare_text)
-        if name in ("layer", "head", "compare_word", "compare_position"):
-            self.request_refresh()
+    def _on_compare_text_changed(self, compare_text: str) -> None:
+        if self.text_b.text() != compare_text:
+            self.text_b.setText(compare_text)
 
     def _on_word_chosen(self, index: int) -> None:
         word = self.word.itemData(index, Qt.UserRole) or self.word.itemText(index)
-        if word != self.session.session.compare_word:
-            self.session.update(compare_word=word, compare_position=-1)
+        if word != self.session_model.session.compare_word:
+            self.session_model.update(compare_word=word, compare_position=-1)
 
     def _on_a_clicked(self, row: int, _col: int) -> None:
         """Clicking a row of A's map follows that very token (the second 'bank', not the first)."""
@@ -147,7 +148,7 @@ class CompareView(ResultView):
         token = result.query_tokens[row]
         if token in SPECIAL_TOKENS or is_separator(token):
             return
-        self.session.update(compare_word=bare_token(token), compare_position=row)
+        self.session_model.update(compare_word=bare_token(token), compare_position=row)
 
     def follow(self, result, compare) -> tuple[str, int | None, int | None] | None:
         """(word, its index in A, its index in B) of the followed token; an index is None while that text lacks it.
@@ -156,7 +157,7 @@ class CompareView(ResultView):
         position in A when the token there still spells it, else at the occurrence nearest that position.
         With no word chosen: the first word both texts share, or None.
         """
-        session = self.session.session
+        session = self.session_model.session
         tokens_a, tokens_b = result.query_tokens, compare.query_tokens
         word, position = session.compare_word, session.compare_position
         if not word:
@@ -176,8 +177,8 @@ class CompareView(ResultView):
             index_b = nearest_occurrence(tokens_b, word, position)
         if session.compare_word and index_a is not None and index_a != position:
             # A changed around the word: remember where it is now, so the next edit starts from there
-            QTimer.singleShot(0, lambda: self.session.update(compare_position=index_a)
-                              if self.session.session.compare_word == word else None)
+            QTimer.singleShot(0, lambda: self.session_model.update(compare_position=index_a)
+                              if self.session_model.session.compare_word == word else None)
         return word, index_a, index_b
 
     def refresh(self) -> None:

@@ -43,9 +43,9 @@ def kv_note(result) -> str:
 
 
 class HeadsView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.grid = pg.GraphicsLayoutWidget()
         self.head_plots: list[pg.PlotItem] = []
         self.head_images: list[pg.ImageItem] = []
@@ -57,7 +57,7 @@ class HeadsView(ResultView):
         self.overview_canvas.addItem(self.overview, row=0, col=0)
         self.overview_canvas.addItem(self.overview.colorbar, row=0, col=1)
         self.overview.connect_scene()
-        self.overview.cell_clicked.connect(lambda layer, head: self.session.update(layer=layer, head=head))
+        self.overview.cell_clicked.connect(lambda layer, head: self.session_model.update(layer=layer, head=head))
         self.overview.cell_hovered.connect(
             lambda layer, head, value: self.caption.setText(f"layer {layer + 1}, head {head + 1}: entropy {value:.3f}"))
         self.caption = QLabel(CAPTION_HINT)
@@ -69,7 +69,7 @@ class HeadsView(ResultView):
             self.role.setItemData(self.role.count() - 1, description, Qt.ToolTipRole)
         self.role.setToolTip("Show only the heads of the selected layer that play this role")
         self.role.activated.connect(lambda _index: self.request_refresh())
-        self.ablation_controls = AblationControls(session)
+        self.ablation_controls = AblationControls(session_model)
         self.ablate, self.ablation_mode = self.ablation_controls.ablate, self.ablation_controls.mode
         self.clear_ablation = self.ablation_controls.clear
         self.preview = HeadPreview(self)
@@ -191,10 +191,10 @@ class HeadsView(ResultView):
         if self.ablate.isChecked():
             self._toggle_ablated(head)
         else:
-            self.session.update(head=head)
+            self.session_model.update(head=head)
 
     def _toggle_ablated(self, head: int) -> None:
-        layer = self.results.shown.layer if self.results.result is not None else self.session.session.layer
+        layer = self.results.shown.layer if self.results.result is not None else self.session_model.session.layer
         self.ablation_controls.toggle(layer, head)
 
     def grid_head_at(self, scene_pos) -> int | None:

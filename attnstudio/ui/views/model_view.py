@@ -132,15 +132,15 @@ class ModelCanvas(QWidget):
 
 
 class ModelView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.lookup = colour_lookup()
         self.canvas = ModelCanvas(self)
         self.scroll = QScrollArea()
         self.scroll.setWidget(self.canvas)
         self.scroll.setWidgetResizable(True)
-        self.ablation_controls = AblationControls(session)
+        self.ablation_controls = AblationControls(session_model)
         self.caption = QLabel(HINT)
         self.caption.setWordWrap(True)
         self.caption.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # wraps; never widens the window
@@ -189,7 +189,7 @@ class ModelView(ResultView):
         if self.ablation_controls.active():
             self.ablation_controls.toggle(layer, head)
         else:
-            self.session.update(layer=layer, head=head)
+            self.session_model.update(layer=layer, head=head)
 
     def text_colors(self) -> dict[str, tuple[QColor, QColor]]:
         """(text colour, background) of the labels this view paints itself."""

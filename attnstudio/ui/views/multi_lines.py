@@ -155,9 +155,9 @@ class MultiLinesCanvas(LinesCanvas):
 
 
 class MultiLinesView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.head_boxes: list[QCheckBox] = []
         self.legend = QWidget()
         self.legend_layout = QGridLayout(self.legend)
@@ -185,18 +185,14 @@ class MultiLinesView(ResultView):
         layout.addLayout(top)
         layout.addWidget(self.scroll, 1)
         layout.addWidget(self.readout)
-        session.changed.connect(self._on_session_changed)
+        session_model.lines_heads_changed.connect(self.request_refresh)
         results.changed.connect(self.request_refresh)
-
-    def _on_session_changed(self, name: str) -> None:
-        if name == "lines_heads":
-            self.request_refresh()
 
     # --- which heads ------------------------------------------------------------------------------------
     def chosen_heads(self) -> list[int]:
         """The session's heads that this result has, in order; every head when none is chosen."""
         result = self.results.result
-        heads = [head for head in sorted(self.session.session.lines_heads) if head < result.heads]
+        heads = [head for head in sorted(self.session_model.session.lines_heads) if head < result.heads]
         return heads or list(range(result.heads))
 
     def head_weights(self) -> np.ndarray:
@@ -228,7 +224,7 @@ class MultiLinesView(ResultView):
         if not ticked:  # the last one stays: an empty view would say nothing
             self._sync_legend()
             return
-        self.session.update(lines_heads=() if len(ticked) == len(self.head_boxes) else ticked)
+        self.session_model.update(lines_heads=() if len(ticked) == len(self.head_boxes) else ticked)
 
     def _sync_legend(self) -> None:
         chosen = set(self.chosen_heads())

@@ -32,14 +32,14 @@ STEPS = [  # (key, title, colormap, symmetric)
 
 
 class PipelineView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.formula = QLabel()
         self.formula.setWordWrap(True)
         self.canvas = pg.GraphicsLayoutWidget()
         self.plots: dict[str, PipelinePanel] = {}
-        self.pair = session.session.cell  # the (query, key) pair followed through the panels (hover moves it)
+        self.pair = session_model.session.cell  # the (query, key) pair followed through the panels (hover moves it)
         self.numbers: PairNumbers | None = None
         for key, title, colormap, _ in STEPS:
             plot = PipelinePanel(key, title, colormap)
