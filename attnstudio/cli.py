@@ -177,7 +177,8 @@ def _export(args: argparse.Namespace) -> int:
         raise UsageError("--cell takes two token positions: QUERY,KEY")
     session = dataclasses.replace(session, view=args.view, cell=tuple(args.cell), color_scale=args.color_scale,
                                   hide_special=args.hide_special, compare_text=args.compare,
-                                  compare_word=args.word).validate()
+                                  compare_word=args.word,
+                                  lines_heads=tuple(sorted({head - 1 for head in args.lines_heads}))).validate()
     views, session_model, results = offscreen_views(session)
     views["profiler"].shutdown()
     views["flow"].shutdown()
@@ -191,6 +192,8 @@ def _export(args: argparse.Namespace) -> int:
         raise UsageError(f"--layer must be from 1 to {result.num_layers}")
     if not 1 <= args.head <= result.heads:
         raise UsageError(f"--head must be from 1 to {result.heads}")
+    if any(not 1 <= head <= result.heads for head in args.lines_heads):
+        raise UsageError(f"--lines-heads must name heads from 1 to {result.heads}")
     session_model.update(layer=args.layer - 1, head=args.head - 1)
     QApplication.processEvents()
     export_view(views[args.view].export_target(), Path(args.output), scale=args.scale,
@@ -312,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the query,key token positions (from 0) the why view explains")
     export.add_argument("--compare", default="", metavar="TEXT_B", help="the compare view's second text")
     export.add_argument("--word", default="", help="the word the compare view follows in both texts")
+    export.add_argument("--lines-heads", type=_int_list, default=(), metavar="H1,H2,...",
+                        help="the heads (from 1) the multi_lines view draws together (default: every head)")
     export.add_argument("--color-scale", default="unit", choices=tuple(COLOR_SCALES),
                         help="weights to colours: unit (0-1, the default), auto (0 to the largest weight), "
                              "row (each row's largest weight at the top), log")

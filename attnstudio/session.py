@@ -61,8 +61,10 @@ class Session:
     profile: dict = field(default_factory=dict)  # the profiler's last results, kept with the session
     compare_text: str = ""  # text B of the Compare view: the same settings run on it beside text A
     compare_word: str = ""  # the word followed in both texts ("" = the first word they share)
+    compare_position: int = -1  # where the followed word is in text A's tokens (-1 = its first occurrence)
     ablation: Ablation = field(default_factory=Ablation)  # heads switched off in every compute
     cell: tuple[int, int] = (0, 0)  # (query, key) explained by "Why this score" and ranked by the head finder
+    lines_heads: tuple[int, ...] = ()  # the heads the multi-head Lines view draws together (() = every head)
 
     def __post_init__(self):
         # A lone UTF-16 surrogate (pasted, or JSON "\\ud800") cannot be written as UTF-8: replace it on input,
@@ -113,6 +115,11 @@ class Session:
         for layer, head in self.ablation.heads:
             check("layer", layer)
             check("head", head)
+        if isinstance(self.compare_position, bool) or not isinstance(self.compare_position, int) \
+                or self.compare_position < -1:
+            raise InvalidSetting("compare_position must be a token position (from 0), or -1 for the first occurrence")
+        if self.compare_position >= 0:
+            check("token_index", self.compare_position)
         if len(self.compare_word) > MAX_WORD_CHARACTERS:
             raise InvalidSetting(f"the compared word is longer than {MAX_WORD_CHARACTERS} characters")
         if self.color_scale not in COLOR_SCALES:
@@ -132,6 +139,13 @@ class Session:
             raise InvalidSetting(f"cell must be a (query, key) pair of integers >= 0, got {_short(repr(self.cell))}")
         for value in self.cell:
             check("token_index", value)
+        if not isinstance(self.lines_heads, tuple) or not all(
+                isinstance(value, int) and not isinstance(value, bool) for value in self.lines_heads):
+            raise InvalidSetting(f"lines_heads must be a list of head numbers, got {_short(repr(self.lines_heads))}")
+        if len(self.lines_heads) != len(set(self.lines_heads)):
+            raise InvalidSetting("lines_heads names a head twice")
+        for value in self.lines_heads:
+            check("head", value)
         if not isinstance(self.profile, dict):
             raise InvalidSetting("profile must be an object")
         if self.profile:
@@ -187,8 +201,9 @@ class Session:
                 values["ablation"] = Ablation(heads=tuple(tuple(pair) if isinstance(pair, list) else pair
                                                           for pair in ablation.get("heads", [])),
                                               mode=ablation.get("mode", "zero"))
-            if isinstance(values.get("cell"), list):
-                values["cell"] = tuple(values["cell"])
+            for name in ("cell", "lines_heads"):
+                if isinstance(values.get(name), list):
+                    values[name] = tuple(values[name])
             return cls(**values).validate()
         except (InvalidSetting, TypeError, ValueError, OverflowError) as error:
             raise SessionFileError(f"the session file has an invalid setting: {_short(str(error), 200)}") from None

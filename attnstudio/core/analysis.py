@@ -82,7 +82,7 @@ ROLES = {  # name -> what the score measures (for legends and hover text)
 # A head "has" a role when its score reaches this (the heads grid's role filter).
 ROLE_THRESHOLDS = {"previous": 0.5, "first": 0.5, "separator": 0.5, "local": 0.7, "broad": 0.8, "induction": 0.3}
 SEPARATOR_TOKENS = frozenset({"[SEP]", "</s>", "<|endoftext|>", "<|im_end|>", "<eos>"})
-WORD_PREFIXES = ("##", "Ġ", "▁")
+WORD_PREFIXES = ("##", "Ġ", "▁", " ")  # " ": decoders show a token as the text it stands for
 
 
 def is_separator(token: str) -> bool:

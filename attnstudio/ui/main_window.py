@@ -39,7 +39,7 @@ ICON = Path(__file__).resolve().parent.parent / "resources" / "attnstudio.svg"
 VIEWS = list(VIEW_LABELS.items())
 STALE_NOTE_PX = 420
 SHORTCUTS = [
-    ("Ctrl+1 … Ctrl+6", "switch view"), ("Alt+Up / Alt+Down", "previous / next layer"),
+    ("Ctrl+1 … Ctrl+9", "switch to one of the first nine views"), ("Alt+Up / Alt+Down", "previous / next layer"),
     ("Alt+Left / Alt+Right", "previous / next head"), ("Ctrl+L", "edit the text"),
     ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+R", "run the profiler"),
     ("Ctrl+O / Ctrl+S", "open / save a session"),
@@ -259,8 +259,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Quit", QKeySequence.Quit, self.close)
         view_menu = self.menuBar().addMenu("&View")
         for index, (key, label) in enumerate(VIEWS):
-            self._action(view_menu, label, f"Ctrl+{index + 1}",
-                         lambda _=False, k=key: self.session_model.update(view=k))
+            shortcut = f"Ctrl+{index + 1}" if index < 9 else None  # Ctrl+1 … Ctrl+9: the first nine views
+            self._action(view_menu, label, shortcut, lambda _=False, k=key: self.session_model.update(view=k))
         self._action(view_menu, "Run profiler sweep", "Ctrl+R",
                      lambda: (self.session_model.update(view="profiler"), self.views["profiler"].start()))
         view_menu.addSeparator()

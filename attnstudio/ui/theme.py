@@ -7,6 +7,7 @@ so a theme toggle reaches items built before it, and pyqtgraph's defaults reach 
 from __future__ import annotations
 
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QWidget
 
@@ -77,8 +78,12 @@ def style_canvas(canvas: pg.GraphicsView) -> None:
             item.setLabelTextColor(foreground)
             item.setBrush(QColor(*theme["background"], LEGEND_ALPHA))
         elif isinstance(item, pg.LabelItem):  # titles and legend entries: re-render their html in the new colour
+            minimum = item._sizeHint.get(Qt.SizeHint.MinimumSize)
             item.setAttr("color", foreground)
             item.setText(item.text)
+            if minimum is not None:  # an elided title keeps the minimum its panel gave it (same text, same size)
+                item._sizeHint[Qt.SizeHint.MinimumSize] = minimum
+                item.updateGeometry()
         elif isinstance(item, pg.TextItem):
             item.setColor(foreground)
 

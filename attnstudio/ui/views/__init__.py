@@ -5,6 +5,8 @@ from attnstudio.ui.views.heads import HeadsView
 from attnstudio.ui.views.heatmap import HeatmapView
 from attnstudio.ui.views.lines import LinesView
 from attnstudio.ui.views.logit_lens import LogitLensView
+from attnstudio.ui.views.model_view import ModelView
+from attnstudio.ui.views.multi_lines import MultiLinesView
 from attnstudio.ui.views.next_token import NextTokenView
 from attnstudio.ui.views.pipeline import PipelineView
 from attnstudio.ui.views.profiler import ProfilerView
@@ -13,8 +15,9 @@ from attnstudio.ui.views.why import WhyView
 from attnstudio.view_names import VIEW_LABELS, VIEW_NAMES
 
 # The Qt class of each view in attnstudio.view_names, in its (tab) order; the profiler takes only the session model.
-_CLASSES = {"heatmap": HeatmapView, "heads": HeadsView, "pipeline": PipelineView, "lines": LinesView,
-            "rollout": RolloutView, "flow": FlowView, "why": WhyView, "compare": CompareView,
-            "next_token": NextTokenView, "logit_lens": LogitLensView, "profiler": ProfilerView}
+_CLASSES = {"heatmap": HeatmapView, "heads": HeadsView, "model": ModelView, "pipeline": PipelineView,
+            "lines": LinesView, "multi_lines": MultiLinesView, "rollout": RolloutView, "flow": FlowView,
+            "why": WhyView, "compare": CompareView, "next_token": NextTokenView, "logit_lens": LogitLensView,
+            "profiler": ProfilerView}
 VIEW_CLASSES = {name: _CLASSES[name] for name in VIEW_NAMES}  # a view without a class fails here, at import
 __all__ = ["VIEW_CLASSES", "VIEW_LABELS"]

@@ -6,15 +6,17 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
-from attnstudio.core.ablation import ABLATION_MODES, Ablation
-from attnstudio.core.analysis import ROLE_THRESHOLDS, ROLES, attention_change, kl_divergence
+from attnstudio.core.analysis import ROLE_THRESHOLDS, ROLES, attention_change
 from attnstudio.core.display import describe_display, display_weights
 from attnstudio.engine import mask_caption
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.views.ablation_controls import AblationControls
+from attnstudio.ui.views.ablation_effect import next_token_shift
 from attnstudio.ui.views.base import ResultView
+from attnstudio.ui.views.head_tiles import HeadPreview, colour_lookup
 from attnstudio.ui.views.long_heatmap import long_thumbnail
 from attnstudio.ui.views.matrix import MatrixPlot, masked_backdrop
 from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
@@ -70,25 +72,16 @@ class HeadsView(ResultView):
             self.role.setItemData(self.role.count() - 1, description, Qt.ToolTipRole)
         self.role.setToolTip("Show only the heads of the selected layer that play this role")
         self.role.activated.connect(lambda _index: self.request_refresh())
-        self.ablate = QCheckBox("Switch heads off")
-        self.ablate.setToolTip("When on, clicking a head switches it off (or on again) in every compute")
-        self.ablation_mode = QComboBox()
-        self.ablation_mode.addItems(list(ABLATION_MODES))
-        self.ablation_mode.setToolTip("zero: the head outputs nothing; uniform: it attends evenly to its keys")
-        self.ablation_mode.setCurrentText(session_model.session.ablation.mode)
-        self.ablation_mode.activated.connect(lambda _index: self.session_model.update(
-            ablation=Ablation(self.session_model.session.ablation.heads, self.ablation_mode.currentText())))
-        self.clear_ablation = QPushButton("All on")
-        self.clear_ablation.setToolTip("Switch every head on again")
-        self.clear_ablation.clicked.connect(
-            lambda: self.session_model.update(ablation=Ablation((), self.ablation_mode.currentText())))
+        self.ablation_controls = AblationControls(session_model)
+        self.ablate, self.ablation_mode = self.ablation_controls.ablate, self.ablation_controls.mode
+        self.clear_ablation = self.ablation_controls.clear
+        self.preview = HeadPreview(self)
+        self.lookup = colour_lookup()
         tools = QHBoxLayout()
         tools.addWidget(QLabel("role:"))
         tools.addWidget(self.role)
         tools.addStretch(1)
-        tools.addWidget(self.ablate)
-        tools.addWidget(self.ablation_mode)
-        tools.addWidget(self.clear_ablation)
+        tools.addWidget(self.ablation_controls)
         splitter = QSplitter(Qt.Vertical)
         splitter.addWidget(scroll_area(self.grid))  # many heads or a narrow window: scroll, never clip
         splitter.addWidget(self.overview_canvas)
@@ -99,6 +92,7 @@ class HeadsView(ResultView):
         layout.addWidget(splitter, 1)
         layout.addWidget(self.caption)
         self.grid.scene().sigMouseClicked.connect(self._on_grid_clicked)
+        self.grid.scene().sigMouseMoved.connect(self._on_grid_hovered)
         results.changed.connect(self.request_refresh)
 
     def _build_grid(self, heads: int) -> None:
@@ -200,37 +194,44 @@ class HeadsView(ResultView):
             change = attention_change(result.baseline.attentions(), result.attentions())
             parts.append(f"Switched off: {ablation.describe()}. Mean |Δ attention| per layer: "
                          + ", ".join(f"L{i + 1} {value:.3f}" for i, value in enumerate(change)) + ".")
-            parts.append(self._next_token_shift(result))
+            parts.append(next_token_shift(result))
         return " ".join(part for part in parts if part)
 
-    @staticmethod
-    def _next_token_shift(result) -> str:
-        """Decoders: the top next tokens before and after the ablation, and KL(before ‖ after)."""
-        before, after = result.baseline, result
-        if before.forward.next_logits is None or not before.next_tokens or not after.next_tokens:
-            return ""
-
-        def top(tokens) -> str:
-            return ", ".join(f"{token.label!r} {token.probability:.0%}" for token in tokens[:5])
-
-        divergence = kl_divergence(before.forward.next_logits, after.forward.next_logits)
-        return (f"Next token before: {top(before.next_tokens)}; after: {top(after.next_tokens)} "
-                f"(KL {divergence:.4f} nats).")
-
     def _on_grid_clicked(self, event) -> None:
-        for head, plot in zip(self.grid_heads, self.head_plots, strict=True):
-            if plot.sceneBoundingRect().contains(event.scenePos()):
-                if self.ablate.isChecked():
-                    self._toggle_ablated(head)
-                else:
-                    self.session_model.update(head=head)
-                return
+        head = self.grid_head_at(event.scenePos())
+        if head is None:
+            return
+        if self.ablate.isChecked():
+            self._toggle_ablated(head)
+        else:
+            self.session_model.update(head=head)
 
     def _toggle_ablated(self, head: int) -> None:
         layer = self.results.shown.layer if self.results.result is not None else self.session_model.session.layer
-        heads = set(self.session_model.session.ablation.heads) ^ {(layer, head)}
-        self.session_model.update(ablation=Ablation(tuple(heads), self.ablation_mode.currentText()))
+        self.ablation_controls.toggle(layer, head)
 
+    def grid_head_at(self, scene_pos) -> int | None:
+        """The head whose thumbnail lies under a grid scene position, or None."""
+        for head, plot in zip(self.grid_heads, self.head_plots, strict=True):
+            if plot.sceneBoundingRect().contains(scene_pos):
+                return head
+        return None
+
+    def _on_grid_hovered(self, scene_pos) -> None:
+        """Hovering a thumbnail shows it enlarged with its L·H and role scores; elsewhere the preview goes."""
+        result = self.results.result
+        # a long document keeps no (n, n) weights: its thumbnails are the whole picture, no enlarged preview
+        head = self.grid_head_at(scene_pos) if result is not None and result.long is None else None
+        if head is None:
+            self.preview.clear()
+            return
+        near = self.grid.mapTo(self, self.grid.mapFromScene(scene_pos))
+        self.preview.show_head(self.results.result, self.results.shown, self.results.shown.layer, head, near,
+                               self.lookup)
+
+    def leaveEvent(self, event):  # noqa: N802 - Qt override
+        super().leaveEvent(event)
+        self.preview.clear()
 
     def _export_widget(self):
         return self.grid

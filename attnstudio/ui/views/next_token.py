@@ -1,12 +1,16 @@
 """A decoder's prediction for the token after the text: the ten most likely, as bars; click one to append it."""
 from __future__ import annotations
 
+import html
+
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from attnstudio.ui import theme
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.views.ablation_effect import next_token_lines, next_token_shift, probabilities_before
 from attnstudio.ui.views.base import ResultView
 
 BAR_COLOUR = (68, 119, 170)
@@ -34,7 +38,11 @@ class NextTokenView(ResultView):
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=BAR_COLOUR)
         self.plot.addItem(self.bars)
+        self.before_bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=None)  # heads switched off:
+        self.plot.addItem(self.before_bars)  # each candidate's probability before, as an outline
         self.values: list[pg.TextItem] = []
+        self.shift_label = pg.LabelItem("", justify="left")  # heads switched off: top 5 before/after and KL
+        self.canvas.addItem(self.shift_label, row=1, col=0)
         self.canvas.scene().sigMouseClicked.connect(self._on_clicked)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -67,12 +75,28 @@ class NextTokenView(ResultView):
             self.values[row].setText(f"{candidate.probability:.1%}")
             self.values[row].setPos(candidate.probability * 100, row)
             self.values[row].setVisible(True)
+        before = probabilities_before(result)
+        if before is not None:
+            self.before_bars.setOpts(x0=[0.0] * len(rows), y=rows, width=before * 100, height=0.7,
+                                     pen=pg.mkPen(theme.color("foreground"), width=1.5, style=Qt.DashLine))
+            percentages = percentages + list(before * 100)
+        else:
+            self.before_bars.setOpts(x0=[], y=[], width=[])
         self.plot.setXRange(0, max(percentages) * 1.25, padding=0)
         self.plot.setYRange(-0.5, len(rows) - 0.5, padding=0)
         last = shown(result.query_tokens[-1])
         self.plot.setTitle(f"{result.model_name}: the {len(rows)} most likely tokens after '{last}' "
                            f"(softmax of the logits, temperature 1)")
         self.note.setText("Click a bar to append that token to the text.")
+        if before is not None:
+            self.plot.setTitle(f"{result.model_name}: after '{last}', with {result.session.ablation.describe()} "
+                               f"(dashed: before)")
+            self.note.setText(f"{next_token_shift(result)} {self.note.text()}")
+        lines = next_token_lines(result)
+        self.shift_label.setText("" if not lines else (
+            f"top 5 before: {html.escape(lines[0])}<br>top 5 after: {html.escape(lines[1])}<br>"
+            f"KL(before ‖ after) = {lines[2]} nats"), color=theme.color("foreground"))
+        self.shift_label.setVisible(bool(lines))
 
     def _on_clicked(self, event) -> None:
         result = self.results.result

@@ -1,4 +1,5 @@
-"""softmax(QK^T * scale) V step by step for the selected head: each step a labelled heatmap."""
+"""softmax(QK^T * scale) V step by step for the selected head: each step a labelled heatmap that says what it
+is; hovering any panel follows one (query, key) pair through every step with its numbers."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,10 +13,12 @@ from attnstudio.ui import theme
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
-from attnstudio.ui.views.matrix import SIGNED_COLORMAP, MatrixPlot
+from attnstudio.ui.views.matrix import SIGNED_COLORMAP
+from attnstudio.ui.views.pipeline_panels import PairNumbers, PipelinePanel, pair_numbers
 from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
-PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT = 260, 240  # a panel's axes, title and a readable matrix
+PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT = 260, 280  # a panel's axes, title and a readable matrix
+HINT = "Hover any cell: the same query → key pair is marked in every panel, with its numbers."
 STEPS = [  # (key, title, colormap, symmetric)
     ("queries", "1 · Q = X W_Q", SIGNED_COLORMAP, True),
     ("keys", "2 · K = X W_K", SIGNED_COLORMAP, True),
@@ -35,22 +38,25 @@ class PipelineView(ResultView):
         self.formula = QLabel()
         self.formula.setWordWrap(True)
         self.canvas = pg.GraphicsLayoutWidget()
-        self.plots: dict[str, MatrixPlot] = {}
+        self.plots: dict[str, PipelinePanel] = {}
+        self.pair = session_model.session.cell  # the (query, key) pair followed through the panels (hover moves it)
+        self.numbers: PairNumbers | None = None
         for key, title, colormap, _ in STEPS:
-            plot = MatrixPlot(colormap=colormap, colorbar=False)
-            plot.setTitle(title, size="9pt")
+            plot = PipelinePanel(key, title, colormap)
             plot.setMinimumSize(PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT)
             plot.enable_zoom()
             self.plots[key] = plot
         self.columns = 0
         # A narrow window gets fewer columns and a vertical scroll bar, never panels cut off at the edge.
         self.scroll = scroll_area(self.canvas)
-        self.readout = QLabel("Hover any cell to read its value.")
+        self.readout = QLabel(HINT)
+        self.readout.setWordWrap(True)  # the whole chain of numbers, on two lines where the tab is narrow
         self.readout.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # long tokens never widen the view
         self._reflow()
         for plot in self.plots.values():
             plot.connect_scene()
             plot.cell_hovered.connect(lambda r, c, v, p=plot: self._on_cell_hovered(p, r, c))
+            plot.hover_cleared.connect(self._show_pair)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.formula)
@@ -93,7 +99,7 @@ class PipelineView(ResultView):
             return
         shown = self.results.shown
         layer, head = shown.layer, shown.head
-        arrays = self.steps()
+        arrays = self.arrays = self.steps()
         dims = [f"d{i}" for i in range(arrays["queries"].shape[1])]
         labels = {"queries": (result.query_tokens, dims), "keys": (result.key_tokens, dims),
                   "values": (result.key_tokens, dims), "context": (result.query_tokens, dims)}
@@ -114,11 +120,32 @@ class PipelineView(ResultView):
             f"output = softmax(mask({score_text} · {1 / shown.temperature:g})) V  — "
             f"effective scale {scale:.4g}, temperature {shown.temperature:g}, d_k = {result.d_k}, "
             f"mask: {mask_caption(result, shown.mask)}")
+        self._show_pair()
 
-    def _on_cell_hovered(self, plot: MatrixPlot, row: int, col: int) -> None:
-        shown = self.results.shown
-        where = "" if shown is None else f"layer {shown.layer + 1}, head {shown.head + 1} · "
-        self.readout.setText(f"{where}{plot.titleLabel.text} · {plot.describe_cell(row, col)}")
+    def _on_cell_hovered(self, plot: PipelinePanel, row: int, col: int) -> None:
+        if self.results.result is None:
+            return
+        self.pair = plot.pair_for(row, col, self.pair)
+        self._show_pair()
+        if self.numbers is not None and plot.key not in ("scores", "mask", "masked", "weights"):
+            self.readout.setText(f"{self.readout.text()} · {plot.full_title}: {plot.describe_cell(row, col)}")
+
+    def _show_pair(self) -> None:
+        """Every panel's numbers and marker for the followed pair; the read-out gives the whole chain."""
+        result, shown = self.results.result, self.results.shown
+        n_q, n_k = len(result.query_tokens), len(result.key_tokens)
+        if self.pair[0] >= n_q or self.pair[1] >= n_k:  # a shorter text arrived: follow nothing until hovered
+            self.numbers = None
+            for plot in self.plots.values():
+                plot.set_value("")
+                plot.mark(None)
+            self.readout.setText(HINT)
+            return
+        self.numbers = pair_numbers(result, shown, self.arrays, *self.pair)
+        for key, text in self.numbers.panel_values().items():
+            self.plots[key].set_value(text)
+            self.plots[key].mark(self.numbers)
+        self.readout.setText(f"layer {shown.layer + 1}, head {shown.head + 1} · {self.numbers.chain()}")
 
     def _export_widget(self):
         return self.canvas
