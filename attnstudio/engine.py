@@ -77,12 +77,25 @@ class ComputeResult:
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
+    axis_titles: tuple[str, str] = ("query", "key")  # what the rows and the columns of its matrices are
+    # encoder-decoder models: this result is one attention kind (attnstudio.attention_kinds) of one forward pass;
+    # ``kinds`` holds every kind's result of that pass (this one among them), so views switch without computing
+    attention_kind: str | None = None
+    plain_model_name: str | None = None  # the model's name without the attention kind model_name adds
+    kinds: dict[str, ComputeResult] | None = field(default=None, repr=False)
+    target_tokens: list[str] | None = None  # the decoder's inputs (start token first); next tokens follow them
+    position_bias: np.ndarray | None = field(default=None, repr=False)  # (heads, n_q, n_k) added to every layer's
+    # scores (T5's relative position bias; None where the model has none, as in cross-attention)
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_layers(self) -> int:
         return len(self.forward.traces)
+
+    def for_kind(self, kind: str) -> ComputeResult:
+        """The result of attention ``kind`` from the same forward pass (itself for a one-text model)."""
+        return self if self.kinds is None else self.kinds.get(kind, self)
 
     def attentions(self) -> np.ndarray:
         """(layers, heads, n_q, n_k) float32 on the host (copied once, then shared by every view)."""
@@ -223,6 +236,10 @@ class Engine:
         session = dataclasses.replace(session.validate())  # the result keeps its own copy
         backend = resolve_backend(session.backend)
         model = self.model(session)
+        if not session.is_synthetic and family_of(model.weights).encoder_decoder:
+            from attnstudio.seq2seq import compute_seq2seq  # noqa: PLC0415 - it builds on this module
+
+            return compute_seq2seq(self, session, model, self.weights(model, backend), backend)
         started = time.perf_counter()
         notices: list[str] = []
         queries = _tokenize(model, session.text, "text", notices)

@@ -34,6 +34,7 @@ from attnstudio.models.sources import discover_models
 from attnstudio.session import SYNTHETIC
 from attnstudio.ui.display_controls import MaskColourBox
 from attnstudio.ui.result_model import ResultModel
+from attnstudio.ui.seq2seq_controls import Seq2SeqBox
 from attnstudio.ui.session_model import SessionModel
 
 PRESETS = [
@@ -224,8 +225,9 @@ class ControlPanel(QWidget):
             combo.setMinimumContentsLength(COMBO_MIN_CHARACTERS)
         self.pair.setMinimumWidth(60)
         self.text.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.seq2seq = Seq2SeqBox(session, results, source_box=text_box)  # T5: the target, which attention
         layout = QVBoxLayout(self)
-        for box in (text_box, model_box, attention_box, self.mask_colour, compute_box):
+        for box in (text_box, self.seq2seq, model_box, attention_box, self.mask_colour, compute_box):
             layout.addWidget(box)
         layout.addStretch(1)
 

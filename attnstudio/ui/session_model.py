@@ -11,9 +11,9 @@ from attnstudio.session import Session
 
 # Fields that only change what is drawn, not what is computed.
 VIEW_FIELDS = frozenset({"layer", "head", "view", "profile", "color_scale", "hide_special",
-                         "compare_word", "cell"})
+                         "compare_word", "cell", "attention_kind"})
 # View fields that change the picture of a result (the result model re-publishes on them).
-DISPLAY_FIELDS = frozenset({"layer", "head", "color_scale", "hide_special"})
+DISPLAY_FIELDS = frozenset({"layer", "head", "color_scale", "hide_special", "attention_kind"})
 
 
 class SessionModel(QObject):

@@ -80,6 +80,7 @@ class HeatmapView(ResultView):
             return
         self.display = display = display_weights(self.results.weights(), result.mask, result.query_tokens,
                                                  result.key_tokens, shown.color_scale, shown.hide_special)
+        self.plot.set_axis_titles(*result.axis_titles)
         self.plot.set_matrix(display.values, display.row_labels, display.col_labels, levels=display.levels,
                              masked=display.masked, hover_values=display.weights,
                              colorbar_title=display.colorbar_title)

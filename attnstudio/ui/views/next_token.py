@@ -67,10 +67,13 @@ class NextTokenView(ResultView):
             self.values[row].setVisible(True)
         self.plot.setXRange(0, max(percentages) * 1.25, padding=0)
         self.plot.setYRange(-0.5, len(rows) - 0.5, padding=0)
-        last = shown(result.query_tokens[-1])
-        self.plot.setTitle(f"{result.model_name}: the {len(rows)} most likely tokens after '{last}' "
-                           f"(softmax of the logits, temperature 1)")
-        self.note.setText("Click a bar to append that token to the text.")
+        target = result.target_tokens is not None  # encoder-decoder: the prediction follows the target
+        last = shown((result.target_tokens or result.query_tokens)[-1])
+        name = result.plain_model_name or result.model_name
+        self.plot.setTitle(f"{name}: the {len(rows)} most likely {'target ' if target else ''}tokens after "
+                           f"'{last}' (softmax of the logits, temperature 1)")
+        self.note.setText("Click a bar to append that token to the target." if target else
+                          "Click a bar to append that token to the text.")
 
     def _on_clicked(self, event) -> None:
         result = self.results.result
@@ -81,7 +84,12 @@ class NextTokenView(ResultView):
         row = round(self.plot.vb.mapSceneToView(event.scenePos()).y())
         if 0 <= row < len(result.next_tokens):
             # the prediction follows the text this result was computed from, not one typed since
-            self.session.update(text=result.session.text + result.next_tokens[row].text)
+            token = result.next_tokens[row].text
+            if result.target_tokens is not None:  # encoder-decoder: the decoder's output grows
+                target = result.session.target_text
+                self.session.update(target_text=target + (token.lstrip() if not target.strip() else token))
+            else:
+                self.session.update(text=result.session.text + token)
 
     def _export_widget(self):
         return self.canvas

@@ -109,6 +109,10 @@ class PipelineView(ResultView):
         scale = score_scale(shown.score, result.d_k, None) / shown.temperature
         score_text = {"scaled_dot": f"Q Kᵀ / √{result.d_k}", "dot": "Q Kᵀ",
                       "additive": "v_aᵀ tanh(W_q q + W_k k)"}[shown.score]
+        if result.attention_kind is not None:  # T5 folds 1/sqrt(d_k) into its weights; self-attention adds a bias
+            scale = 1.0 / shown.temperature
+            score_text = ("(Q Kᵀ + B), B = the relative position bias" if result.position_bias is not None
+                          else "Q Kᵀ (T5: no 1/√d_k, no position bias)")
         self.formula.setText(
             f"<b>{result.model_name}</b>, layer {layer + 1}, head {head + 1}: "
             f"output = softmax(mask({score_text} · {1 / shown.temperature:g})) V  — "

@@ -122,8 +122,10 @@ class WhyView(ResultView):
         self._show_finder(result, query, key, layer, head)
         session = self.session.session
         try:
+            own = {} if result.attention_kind is None else {  # T5: no 1/sqrt(d_k), a relative position bias
+                "scale": 1.0, "bias": 0.0 if result.position_bias is None else float(result.position_bias[head, query, key])}
             cell = score_breakdown(result.forward.traces[layer], layer, head, query, key, score=session.score,
-                                   temperature=session.temperature, mask=result.mask)
+                                   temperature=session.temperature, mask=result.mask, **own)
         except InvalidSetting as error:
             self.breakdown = None
             self.canvas_area.setVisible(False)
@@ -153,7 +155,8 @@ class WhyView(ResultView):
             self.plots[name].setXRange(-0.5, cell.q.size - 0.5, padding=0)
         self.plots["q"].setTitle(f"query vector of {q_token!r} (row {cell.query}) · {where}")
         self.plots["k"].setTitle(f"key vector of {k_token!r} (col {cell.key})")
-        self.plots["product"].setTitle(f"q ⊙ k, summed: q·k = {cell.dot:.4g};  × {cell.scale:.4g} / temperature "
+        bias = f" + position bias {cell.bias:.4g}" if result.attention_kind is not None else ""
+        self.plots["product"].setTitle(f"q ⊙ k, summed: q·k = {cell.dot:.4g};  × {cell.scale:.4g}{bias} / temperature "
                                        f"{cell.temperature:g} = score {cell.score:.4g}")
         weights = cell.row_weights
         keys = np.arange(weights.size)
@@ -169,8 +172,10 @@ class WhyView(ResultView):
         ticks = visible_ticks(result.key_tokens, 0, weights.size - 1, width / max(weights.size, 1) / 4)
         self.plots["softmax"].getAxis("bottom").setTicks([ticks])
         masked = "" if np.isfinite(cell.row_scores[cell.key]) else " (masked: the key is hidden from this query)"
+        factor = (f"× {cell.scale:.4g} (1/√{cell.q.size} for scaled dot, 1 for dot)" if result.attention_kind is None
+                  else f"× 1 (T5 folds 1/√d_k into its weights){bias}")
         self.formula.setText(
-            f"{where}: score = (q·k = {cell.dot:.4g}) × {cell.scale:.4g} (1/√{cell.q.size} for scaled dot, 1 for dot)"
+            f"{where}: score = (q·k = {cell.dot:.4g}) {factor}"
             f" / temperature {cell.temperature:g} = {cell.score:.4g}{masked};  softmax over the row → "
             f"{cell.weight:.4f}")
 
