@@ -12,7 +12,8 @@ Two checkpoints, one per T5 generation:
 Each folder holds config.json (as the Hugging Face Hub's T5 files spell it), model.safetensors and
 tokenizer.json (SentencePiece-style: '▁' marks a word's start; a BPE trained with ``tokenizers`` on a few
 sentences, so words are whole pieces; it adds ``</s>`` after a source, as T5's tokenizers do). ``tests/data/tiny-t5*.npz`` holds, from the model in eager attention, float32,
-teacher-forced (decoder inputs = start token + target tokens): ``input_ids`` (n_src,),
+teacher-forced (decoder inputs = start token + target tokens): ``source_text`` and ``target_text`` (str),
+``input_ids`` (n_src,),
 ``decoder_input_ids`` (n_tgt,), ``encoder_attentions`` (layers, heads, n_src, n_src),
 ``decoder_attentions`` (decoder layers, heads, n_tgt, n_tgt), ``cross_attentions`` (decoder layers,
 heads, n_tgt, n_src), ``last_logits`` (vocab,) and the same for an empty target (``empty_*``: the start
@@ -115,7 +116,8 @@ def main() -> None:
         (folder / "config.json").write_text(json.dumps(hub_config, indent=2, sort_keys=True) + "\n")
         tokenizer.save(str(folder / "tokenizer.json"))
 
-        arrays = {"input_ids": np.asarray(source_ids, dtype=np.int64),
+        arrays = {"source_text": np.array(SOURCE), "target_text": np.array(TARGET),
+                  "input_ids": np.asarray(source_ids, dtype=np.int64),
                   "decoder_input_ids": np.asarray(target_ids, dtype=np.int64),
                   **references(model, source_ids, target_ids)}
         arrays.update({f"empty_{key}": value for key, value in references(model, source_ids, [start]).items()})

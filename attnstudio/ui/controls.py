@@ -327,8 +327,10 @@ class ControlPanel(QWidget):
                 self.d_model.setMaximum(max(LIMITS["d_model"].high, width))
                 self.d_model.setValue(width)
         self._on_heads_changed()
-        count = len(result.query_tokens)
-        self.tokens.setText(f"{count} tokens: " + " · ".join(result.query_tokens))
+        tokens = result.for_kind("encoder").query_tokens  # the text box's tokens (an encoder-decoder's source)
+        count = len(tokens)
+        self.tokens.setTextFormat(Qt.PlainText)  # tokens such as <pad> are text, not markup
+        self.tokens.setText(f"{count} tokens: " + " · ".join(tokens))
         self.tokens_toggle.setText(f"{count} tokens")
 
     def _on_tokens_toggled(self, shown: bool) -> None:

@@ -39,6 +39,7 @@ class Seq2SeqBox(QGroupBox):
         self.kind.activated.connect(lambda _: self.session.update(attention_kind=self.kind.currentData()))
         self.target_tokens = QLabel()
         self.target_tokens.setWordWrap(True)
+        self.target_tokens.setTextFormat(Qt.PlainText)  # <pad> is a token, not markup
         self.target_tokens.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.target_tokens.setToolTip("The decoder's inputs: its start token, then the target's tokens")
         form = QFormLayout(self)

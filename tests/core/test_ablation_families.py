@@ -20,8 +20,9 @@ def test_every_family_takes_an_ablation(minilm):
     from attnstudio.models.registry import load_model
 
     gpt2 = load_model(str(Path(__file__).resolve().parents[1] / "data" / "tiny-gpt2"))
+    t5 = load_model(str(Path(__file__).resolve().parents[1] / "data" / "tiny-t5"))  # its encoder's heads
     examples = {"bert": (minilm.weights, minilm.tokenizer.encode("The bank of the river.").ids),
-                "llama": (tiny_llama(), IDS), "gpt2": (gpt2.weights, IDS)}
+                "llama": (tiny_llama(), IDS), "gpt2": (gpt2.weights, IDS), "t5": (t5.weights, IDS)}
     assert set(examples) == set(FAMILIES), "every family in the registry is tried"
     for name, family in FAMILIES.items():
         parameters, ids = examples[name]

@@ -1,6 +1,8 @@
 """A decoder's prediction for the token after the text: the ten most likely, as bars; click one to append it."""
 from __future__ import annotations
 
+import html
+
 import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
@@ -70,8 +72,8 @@ class NextTokenView(ResultView):
         target = result.target_tokens is not None  # encoder-decoder: the prediction follows the target
         last = shown((result.target_tokens or result.query_tokens)[-1])
         name = result.plain_model_name or result.model_name
-        self.plot.setTitle(f"{name}: the {len(rows)} most likely {'target ' if target else ''}tokens after "
-                           f"'{last}' (softmax of the logits, temperature 1)")
+        self.plot.setTitle(html.escape(f"{name}: the {len(rows)} most likely {'target ' if target else ''}tokens "
+                                       f"after '{last}' (softmax of the logits, temperature 1)", quote=False))
         self.note.setText("Click a bar to append that token to the target." if target else
                           "Click a bar to append that token to the text.")
 

@@ -105,6 +105,9 @@ class PipelineView(ResultView):
             if key == "weights":
                 self.plots[key].setTitle(title + (" (grey = masked)" if masked is not None and masked.any() else ""),
                                          size="9pt")
+            if key == "scores":  # T5's self-attention scores hold its relative position bias
+                self.plots[key].setTitle("4 · (Q Kᵀ + B) · scale" if result.position_bias is not None else title,
+                                         size="9pt")
         self.plots["mask"].image.setColorMap(theme.mask_colormap())
         scale = score_scale(shown.score, result.d_k, None) / shown.temperature
         score_text = {"scaled_dot": f"Q Kᵀ / √{result.d_k}", "dot": "Q Kᵀ",

@@ -3,6 +3,7 @@ before the softmax, in every layer, depending only on the distance between query
 from __future__ import annotations
 
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from attnstudio.ui.result_model import ResultModel
@@ -33,6 +34,7 @@ class PositionBiasView(ResultView):
         self.canvas.addItem(self.plot.mask_legend, row=1, col=1)
         self.readout = QLabel(HOVER_HINT)
         self.readout.setWordWrap(True)
+        self.readout.setTextFormat(Qt.PlainText)  # tokens such as <pad> are text, not markup
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.note)

@@ -7,6 +7,8 @@ of the same cell; clicking one focuses it.
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
@@ -153,8 +155,8 @@ class WhyView(ResultView):
         for name, values in (("q", cell.q), ("k", cell.k), ("product", cell.product)):
             self.bars[name].setOpts(x=dims, height=values, width=0.8, brush=pg.mkBrush(bar_color), pen=None)
             self.plots[name].setXRange(-0.5, cell.q.size - 0.5, padding=0)
-        self.plots["q"].setTitle(f"query vector of {q_token!r} (row {cell.query}) · {where}")
-        self.plots["k"].setTitle(f"key vector of {k_token!r} (col {cell.key})")
+        self.plots["q"].setTitle(html.escape(f"query vector of {q_token!r} (row {cell.query}) · {where}", quote=False))
+        self.plots["k"].setTitle(html.escape(f"key vector of {k_token!r} (col {cell.key})", quote=False))
         bias = f" + position bias {cell.bias:.4g}" if result.attention_kind is not None else ""
         self.plots["product"].setTitle(f"q ⊙ k, summed: q·k = {cell.dot:.4g};  × {cell.scale:.4g}{bias} / temperature "
                                        f"{cell.temperature:g} = score {cell.score:.4g}")
@@ -167,7 +169,8 @@ class WhyView(ResultView):
         band.setAlpha(50)
         self.selected_band.setOpts(x=[cell.key], height=[1.0], width=1.0, brush=pg.mkBrush(band), pen=None)
         self.plots["softmax"].setXRange(-0.5, weights.size - 0.5, padding=0)
-        self.plots["softmax"].setTitle(f"softmax of the row of {q_token!r}: weight on {k_token!r} = {cell.weight:.4f}")
+        self.plots["softmax"].setTitle(html.escape(f"softmax of the row of {q_token!r}: weight on {k_token!r} = "
+                                                   f"{cell.weight:.4f}", quote=False))
         width = max(self.plots["softmax"].getViewBox().width(), 200.0)
         ticks = visible_ticks(result.key_tokens, 0, weights.size - 1, width / max(weights.size, 1) / 4)
         self.plots["softmax"].getAxis("bottom").setTicks([ticks])
