@@ -189,6 +189,16 @@ def test_an_unsupported_family_names_the_supported_ones(tmp_path):
         load_model(str(folder))
 
 
+def test_a_t5_in_the_hugging_face_cache_is_found_by_its_repo_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = tmp_path / "hub" / "models--google--tiny-t5" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (snapshot / name).symlink_to(DATA / "tiny-t5" / name)  # the hub links blobs the same way
+    model = load_model("google/tiny-t5")
+    assert model.name == "google/tiny-t5" and family_of(model.weights).name == "t5"
+
+
 def test_a_t5_gguf_is_one_clear_line(tmp_path):
     import gguf
 
