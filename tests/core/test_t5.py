@@ -263,3 +263,22 @@ def test_target_on_a_one_text_model_is_one_line(tmp_path):
     assert done.stderr.strip() == ("attnstudio: error: --target needs an encoder-decoder model (T5); minilm takes "
                                    "one text")
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_export_writes_the_chosen_attention_and_a_report_that_names_it(tmp_path):
+    out = tmp_path / "cross.png"
+    done = run_cli("export", "translate English to German: The house is wonderful.", "--target", "Das Haus ist",
+                   "--model", str(DATA / "tiny-t5"), "--attention", "cross", "--layer", "3", "--scale", "1",
+                   "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and "layer 3" in done.stdout
+    header = out.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(header[16:20], "big") >= 1000  # 1200 px at 1×
+    session_dir = tmp_path / "session"
+    Session(text="translate English to German: The house is wonderful.", target_text="Das Haus",
+            model=str(DATA / "tiny-t5"), backend="numpy", attention_kind="decoder").save(tmp_path / "t5.attnsession")
+    done = run_cli("export", "--session", str(tmp_path / "t5.attnsession"), "--out-dir", str(session_dir))
+    assert done.returncode == 0, done.stderr
+    report = (session_dir / "report.html").read_text(encoding="utf-8")
+    assert "decoder self-attention" in report and "Das Haus" in report and "relative position bias" in report
+    assert (session_dir / "position_bias.png").is_file()
