@@ -137,13 +137,15 @@ class ComputeResult:
 
     def precompute_views(self) -> None:
         """Everything the views need from the (layers, heads, n, n) weights, so drawing stays cheap."""
-        self.attentions()
-        self.head_entropy()
-        self.rollout()
-        self.head_roles()
-        for companion in (self.compare, self.baseline):
-            if companion is not None:
-                companion.precompute_views()
+        kinds = [self] + [other for other in (self.kinds or {}).values() if other is not self]  # T5: every kind
+        for result in kinds:
+            result.attentions()
+            result.head_entropy()
+            result.rollout()
+            result.head_roles()
+            for companion in (result.compare, result.baseline):
+                if companion is not None and all(companion is not kind for kind in kinds):
+                    companion.precompute_views()
 
     def step(self, layer: int, name: str) -> np.ndarray:
         """One step of a layer's attention (queries, keys, values, scores, weights, context) on the host."""

@@ -88,7 +88,7 @@ def test_position_bias_panel_draws_the_heads_bias_along_diagonals(make_window, q
     result = window.results.result
     bias = result.position_bias[2]
     np.testing.assert_array_equal(view.plot.matrix, bias)
-    assert "relative position bias of head 3/4" in view.plot.titleLabel.text
+    assert "position bias · head 3/4 · all 2 layers · both directions" in view.plot.titleLabel.text
     assert "encoder self-attention" in view.plot.titleLabel.text
     image = pixels(view.canvas)
     # one value along each diagonal (key - query fixed), so the same colour; unlike values, unlike colours
@@ -127,3 +127,13 @@ def test_a_next_token_click_appends_to_the_target(make_window, qtbot):
     qtbot.waitUntil(lambda: window.session.session.target_text == expected)
     assert window.session.session.text == SOURCE  # the source is untouched
     wait_for_result(qtbot, window, lambda r: len(r.target_tokens) > 1, timeout=30_000)
+
+
+def test_head_ablation_is_offered_only_on_the_encoders_heads(make_window, qtbot):
+    window = make_window(t5_session())
+    window.session.update(view="heads")
+    heads = window.views["heads"]
+    qtbot.waitUntil(lambda: not heads.ablate.isEnabled())
+    assert "choose encoder self-attention" in heads.ablate.toolTip()
+    window.session.update(attention_kind="encoder")
+    qtbot.waitUntil(heads.ablate.isEnabled)

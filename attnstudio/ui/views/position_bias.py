@@ -63,11 +63,12 @@ class PositionBiasView(ResultView):
         self.plot.set_axis_titles(*result.axis_titles)
         self.plot.set_matrix(matrix, result.query_tokens, result.key_tokens, symmetric=True, masked=masked,
                              colorbar_title="bias added to the score")
-        direction = "past distances only, causal" if result.attention_kind == "decoder" else "both directions"
-        self.plot.setTitle(f"{result.model_name} · relative position bias of head {shown.head + 1}/{result.heads} "
-                           f"(shared by all {result.num_layers} layers; buckets of {direction})")
-        self.note.setText("The bias depends only on the distance key − query, bucketed (exact up to a few tokens, "
-                          "then logarithmic): the same value along each diagonal.")
+        direction = "causal: past only" if result.attention_kind == "decoder" else "both directions"
+        self.plot.setTitle(f"{result.model_name} · position bias · head {shown.head + 1}/{result.heads} · "
+                           f"all {result.num_layers} layers · {direction}")
+        self.note.setText(f"T5's relative position bias: head {shown.head + 1} adds it to its scores in every layer. "
+                          "It depends only on the distance key − query, bucketed (exact up to a few tokens, then "
+                          "logarithmic): the same value along each diagonal.")
 
     def _on_cell_hovered(self, row: int, col: int, value: float) -> None:
         result, shown = self.results.result, self.results.shown
