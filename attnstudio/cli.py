@@ -79,8 +79,8 @@ def session_from_args(args: argparse.Namespace, text: str) -> Session:
     model = args.model
     if model not in ("minilm", SYNTHETIC):
         model = str(Path(model).expanduser())
-    return Session(text=text, pair_text=args.pair, target_text=args.target or "", model=model, heads=args.heads, d_k=args.d_k,
-                   d_model=args.d_model, seed=args.seed, score=args.score, temperature=args.temperature,
+    return Session(text=text, pair_text=args.pair, target_text=args.target or "", model=model, heads=args.heads,
+                   d_k=args.d_k, d_model=args.d_model, seed=args.seed, score=args.score, temperature=args.temperature,
                    mask=parse_mask_spec(args.mask), backend=args.backend,
                    ablation=Ablation(args.ablate, args.ablation_mode)).validate()
 

@@ -26,7 +26,8 @@ from attnstudio.models.loader import PretrainedModel
 from attnstudio.session import Session
 
 
-def compute_seq2seq(engine: Engine, session: Session, model: PretrainedModel, weights, backend: Backend) -> ComputeResult:
+def compute_seq2seq(engine: Engine, session: Session, model: PretrainedModel, weights,
+                    backend: Backend) -> ComputeResult:
     """Run ``session`` (source = text, target = target_text) through an encoder-decoder model.
 
     Returns the result of the session's attention kind; ``result.kinds`` holds all three.

@@ -11,7 +11,8 @@ Two checkpoints, one per T5 generation:
 
 Each folder holds config.json (as the Hugging Face Hub's T5 files spell it), model.safetensors and
 tokenizer.json (SentencePiece-style: '▁' marks a word's start; a BPE trained with ``tokenizers`` on a few
-sentences, so words are whole pieces; it adds ``</s>`` after a source, as T5's tokenizers do). ``tests/data/tiny-t5*.npz`` holds, from the model in eager attention, float32,
+sentences, so words are whole pieces; it adds ``</s>`` after a source, as T5's tokenizers do).
+``tests/data/tiny-t5*.npz`` holds, from the model in eager attention, float32,
 teacher-forced (decoder inputs = start token + target tokens): ``source_text`` and ``target_text`` (str),
 ``input_ids`` (n_src,),
 ``decoder_input_ids`` (n_tgt,), ``encoder_attentions`` (layers, heads, n_src, n_src),

@@ -157,10 +157,12 @@ def _report_html(session: Session, result: ComputeResult, caption: str, figures:
         "tokens": " ".join(result.query_tokens), "compute time": f"{result.elapsed_s * 1000:.1f} ms",
     }
     if result.attention_kind is not None:  # encoder-decoder: the text is the source, and there is a target
+        one_text = ("text", "second text (keys/values)")
         settings = {"source text": session.text, "target text (decoder inputs after the start token)":
                     session.target_text or "— (the start token alone)",
-                    **{key: value for key, value in settings.items() if key not in ("text", "second text (keys/values)")},
-                    "score": T5_SCORES[result.position_bias is not None], "target tokens": " ".join(result.target_tokens),
+                    **{key: value for key, value in settings.items() if key not in one_text},
+                    "score": T5_SCORES[result.position_bias is not None],
+                    "target tokens": " ".join(result.target_tokens),
                     "tokens": " ".join(result.for_kind("encoder").query_tokens)}
     if result.notices:
         settings["notices"] = " ".join(result.notices)

@@ -160,7 +160,7 @@ def _tokenizer(folder: Path, config: dict) -> T5Tokenizer:
         from tokenizers import Tokenizer  # noqa: PLC0415
 
         tokenizer = Tokenizer.from_file(str(path))
-    except Exception as error:  # the library raises several types for damaged files
+    except Exception as error:  # noqa: BLE001 - the library raises several types for damaged files
         raise ModelLoadError(f"cannot read {path}: {str(error)[:160]}") from None
     largest = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=0)
     if largest >= config["vocab_size"]:
@@ -182,6 +182,6 @@ def load_hf_t5(folder: Path) -> PretrainedModel:
         raise
     except MemoryError:
         raise ModelLoadError(f"the model in {folder} does not fit in memory") from None
-    except Exception as error:  # a folder can be damaged in more ways than we check for
+    except Exception as error:  # noqa: BLE001 - a folder can be damaged in more ways than we check for
         raise ModelLoadError(f"cannot load the model in {folder}: {type(error).__name__}: {str(error)[:160]}") from None
     return PretrainedModel(folder.name, folder, config, parameters, tokenizer)

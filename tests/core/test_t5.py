@@ -8,12 +8,15 @@ import json
 import shutil
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from attnstudio.core.ablation import Ablation
 from attnstudio.core.families import family_of
 from attnstudio.core.families.t5 import relative_position_buckets
+from attnstudio.core.masks import MaskSpec
 from attnstudio.engine import Engine
 from attnstudio.errors import InvalidSetting, ModelLoadError
 from attnstudio.models.registry import load_model
@@ -70,7 +73,8 @@ def test_the_tied_head_rescale_and_the_position_bias_are_used():
     unscaled = dataclasses.replace(model.weights, scale_decoder_output=False)
     logits = forward(unscaled, ids, target_ids=target).next_logits
     assert np.abs(logits - reference["last_logits"]).max() > 1e-2
-    no_bias = dataclasses.replace(model.weights, encoder_relative_bias=np.zeros_like(model.weights.encoder_relative_bias))
+    zeros = np.zeros_like(model.weights.encoder_relative_bias)
+    no_bias = dataclasses.replace(model.weights, encoder_relative_bias=zeros)
     assert np.abs(forward(no_bias, ids, target_ids=target).attentions() - reference["encoder_attentions"]).max() > 1e-3
 
 
@@ -148,8 +152,6 @@ def test_what_t5_cannot_take_is_one_line(change, match):
 
 
 def test_a_mask_of_the_users_is_refused_for_t5():
-    from attnstudio.core.masks import MaskSpec
-
     with pytest.raises(InvalidSetting, match="its own masks"):
         Engine().compute(Session(text="The house.", model=str(DATA / "tiny-t5"), mask=MaskSpec("causal")))
 
@@ -170,8 +172,6 @@ def test_a_damaged_t5_config_is_one_line(tmp_path, change, match):
 
 
 def test_an_untied_t5_without_its_head_says_which_tensor_is_missing(tmp_path):
-    from safetensors.numpy import load_file, save_file
-
     folder = shutil.copytree(DATA / "tiny-t5", tmp_path / "t5")
     tensors = load_file(str(folder / "model.safetensors"))
     del tensors["lm_head.weight"]
@@ -200,8 +200,6 @@ def test_a_t5_in_the_hugging_face_cache_is_found_by_its_repo_id(tmp_path, monkey
 
 
 def test_a_t5_gguf_is_one_clear_line(tmp_path):
-    import gguf
-
     path = tmp_path / "t5.gguf"
     writer = gguf.GGUFWriter(str(path), "t5")
     writer.add_block_count(1)

@@ -124,8 +124,9 @@ class WhyView(ResultView):
         self._show_finder(result, query, key, layer, head)
         session = self.session.session
         try:
+            bias = result.position_bias
             own = {} if result.attention_kind is None else {  # T5: no 1/sqrt(d_k), a relative position bias
-                "scale": 1.0, "bias": 0.0 if result.position_bias is None else float(result.position_bias[head, query, key])}
+                "scale": 1.0, "bias": 0.0 if bias is None else float(bias[head, query, key])}
             cell = score_breakdown(result.forward.traces[layer], layer, head, query, key, score=session.score,
                                    temperature=session.temperature, mask=result.mask, **own)
         except InvalidSetting as error:
