@@ -26,22 +26,22 @@ from attnstudio.models.loader import PretrainedModel
 from attnstudio.session import Session
 
 
-def compute_seq2seq(engine: Engine, session: Session, model: PretrainedModel, weights,
+def compute_seq2seq(engine: Engine, session: Session, model: PretrainedModel, parameters,
                     backend: Backend) -> ComputeResult:
     """Run ``session`` (source = text, target = target_text) through an encoder-decoder model.
 
     Returns the result of the session's attention kind; ``result.kinds`` holds all three.
     Raises InvalidSetting for what the model cannot take (a second text, a mask of the user's, a score function).
     """
-    family = family_of(weights)
+    family = family_of(parameters)
     if session.is_cross_attention:
         raise InvalidSetting("an encoder-decoder model takes a source and a target text: clear the pair text "
                              "and type the target instead")
     if session.mask.kinds or session.mask.blocked_cells:
         raise InvalidSetting("an encoder-decoder model uses its own masks (the decoder's causal one); "
                              "choose the mask 'none'")
-    if session.heads not in (None, weights.num_heads):
-        raise InvalidSetting(f"this model has {weights.num_heads} heads; its heads cannot be re-split")
+    if session.heads not in (None, parameters.num_heads):
+        raise InvalidSetting(f"this model has {parameters.num_heads} heads; its heads cannot be re-split")
     started = time.perf_counter()
     notices: list[str] = []
     source = _tokenize(model, session.text, "source text", notices)
@@ -49,7 +49,7 @@ def compute_seq2seq(engine: Engine, session: Session, model: PretrainedModel, we
     if target.truncated_from is not None:
         notices.append(f"The target has {target.truncated_from} tokens; the model takes "
                        f"{model.tokenizer.max_length}, so it was truncated.")
-    forward = family.forward(weights, backend.asarray(source.ids), target_ids=backend.asarray(target.ids),
+    forward = family.forward(parameters, backend.asarray(source.ids), target_ids=backend.asarray(target.ids),
                              score=session.score, scale=1.0 / session.temperature, ablation=session.ablation)
     backend.synchronize()
     elapsed = time.perf_counter() - started
@@ -67,7 +67,7 @@ def compute_seq2seq(engine: Engine, session: Session, model: PretrainedModel, we
         traces, hidden_states, mask, bias = parts[key]
         kinds[key] = ComputeResult(
             session, tokens[kind.rows], tokens[kind.columns], ForwardResult(traces, hidden_states, forward.next_logits),
-            backend, mask, f"{model.name} · {kind.caption}", weights.num_heads, weights.head_dim, elapsed,
+            backend, mask, f"{model.name} · {kind.caption}", parameters.num_heads, parameters.head_dim, elapsed,
             list(notices), cross_attention=kind.rows != kind.columns, causal_model=key == "decoder",
             next_tokens=next_tokens, axis_titles=(f"query ({kind.rows})", f"key ({kind.columns})"),
             attention_kind=key, plain_model_name=model.name, kinds=kinds, target_tokens=target.tokens,

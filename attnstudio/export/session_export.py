@@ -7,8 +7,8 @@ import csv
 import dataclasses
 import html
 import io
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from PySide6.QtWidgets import QWidget
@@ -16,17 +16,15 @@ from PySide6.QtWidgets import QWidget
 from attnstudio.attention_kinds import ATTENTION_KINDS
 from attnstudio.core.display import describe_display
 from attnstudio.core.profiling import ProfileResult
+from attnstudio.core.scores import SCORES
 from attnstudio.engine import ComputeResult, mask_caption
 from attnstudio.errors import FileWriteError
 from attnstudio.export.images import export_view
 from attnstudio.fileio import write_atomic
 from attnstudio.session import SESSION_SUFFIX, Session
-from attnstudio.view_names import VIEW_NAMES
 
 T5_SCORES = ("T5's own: q·k (no 1/√d_k; cross-attention adds no position bias)",  # what a T5 result scores with,
              "T5's own: q·k + relative position bias (no 1/√d_k)")  # without and with a position bias
-
-SCORE_NAMES = {"scaled_dot": "scaled dot product", "dot": "dot product", "additive": "additive"}
 
 
 def caption_for(shown: Session, result: ComputeResult) -> str:
@@ -36,7 +34,7 @@ def caption_for(shown: Session, result: ComputeResult) -> str:
     on screen (already clamped to the result), so the caption always describes the picture.
     """
     pair = f" · cross-attention ({len(result.key_tokens)} keys)" if result.cross_attention else ""
-    score = SCORE_NAMES[shown.score]
+    score = SCORES[shown.score].caption
     if result.attention_kind is not None:  # encoder-decoder: which text each axis holds; T5's own score
         kind = ATTENTION_KINDS[result.attention_kind]
         pair = (f" · rows: {len(result.query_tokens)} {kind.rows} tokens, columns: {len(result.key_tokens)} "
@@ -143,7 +141,8 @@ def export_session(figures: list[Figure], heads: Iterable[Figure], result: Compu
     shown.save(session_path)
     step("session", session_path)
     report = out_dir / "report.html"
-    write_atomic(report, _report_html(shown, result, caption_for(shown, result), figures, heads_dir.name).encode("utf-8"))
+    page = _report_html(shown, result, caption_for(shown, result), figures, heads_dir.name)
+    write_atomic(report, page.encode("utf-8"))
     step("report", report)
     return written
 
@@ -151,7 +150,7 @@ def export_session(figures: list[Figure], heads: Iterable[Figure], result: Compu
 def _report_html(session: Session, result: ComputeResult, caption: str, figures: list[Figure], heads_dir: str) -> str:
     settings = {
         "text": session.text, "second text (keys/values)": session.pair_text or "—", "model": result.model_name,
-        "heads": result.heads, "d_k": result.d_k, "score": SCORE_NAMES[session.score],
+        "heads": result.heads, "d_k": result.d_k, "score": SCORES[session.score].caption,
         "temperature": session.temperature, "mask": mask_caption(result, session.mask),
         "backend": result.backend.description, "colour": describe_display(session.color_scale, session.hide_special),
         "tokens": " ".join(result.query_tokens), "compute time": f"{result.elapsed_s * 1000:.1f} ms",
@@ -168,7 +167,8 @@ def _report_html(session: Session, result: ComputeResult, caption: str, figures:
         settings["notices"] = " ".join(result.notices)
     if session.is_synthetic:
         settings.update({"d_model": session.d_model, "seed": session.seed})
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in settings.items())
+    rows = "".join(f"<tr><th>{html.escape(str(name))}</th><td>{html.escape(str(value))}</td></tr>"
+                   for name, value in settings.items())
     shown = "".join(f'<figure><img src="{f.name}.png" alt="{f.name}"><figcaption>{f.name}: '
                     f'{html.escape(f.caption)} — <a href="{f.name}.svg">SVG</a></figcaption></figure>' for f in figures)
     heads = "".join(f'<img class="head" src="{heads_dir}/head{h + 1:02d}.png" alt="head {h + 1}">'

@@ -36,7 +36,7 @@ def stacked(traces) -> np.ndarray:
 def test_a_tiny_t5_matches_transformers(checkpoint, empty_target):
     model = load_model(str(DATA / checkpoint))
     reference = np.load(DATA / f"{checkpoint}.npz")
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     assert family.name == "t5" and family.encoder_decoder and family.has_head
     source = model.tokenizer.encode(str(reference["source_text"]))
     np.testing.assert_array_equal(source.ids, reference["input_ids"])
@@ -44,9 +44,9 @@ def test_a_tiny_t5_matches_transformers(checkpoint, empty_target):
     target = model.tokenizer.encode_target("" if empty_target else str(reference["target_text"]))
     if not empty_target:
         np.testing.assert_array_equal(target.ids, reference["decoder_input_ids"])
-    assert target.ids[0] == model.weights.decoder_start_id == 0 and target.tokens[0] == "<pad>"
+    assert target.ids[0] == model.parameters.decoder_start_id == 0 and target.tokens[0] == "<pad>"
     prefix = "empty_" if empty_target else ""
-    result = family.forward(model.weights, source.ids, target_ids=target.ids)
+    result = family.forward(model.parameters, source.ids, target_ids=target.ids)
     for name, attentions in (("encoder_attentions", result.attentions()),
                              ("decoder_attentions", stacked(result.decoder_traces)),
                              ("cross_attentions", stacked(result.cross_traces))):
@@ -56,7 +56,7 @@ def test_a_tiny_t5_matches_transformers(checkpoint, empty_target):
 
 
 def test_the_two_checkpoints_cover_both_generations_of_t5():
-    gated, relu = (load_model(str(DATA / name)).weights for name in CHECKPOINTS)
+    gated, relu = (load_model(str(DATA / name)).parameters for name in CHECKPOINTS)
     assert (gated.gated, gated.activation, gated.unembedding is not None, gated.scale_decoder_output) == \
         (True, "gelu_new", True, False)
     assert (relu.gated, relu.activation, relu.unembedding is None, relu.scale_decoder_output) == \
@@ -68,20 +68,20 @@ def test_the_tied_head_rescale_and_the_position_bias_are_used():
     """Dropping T5's d_model**-0.5 rescale, or its position bias, misses the reference: neither is decoration."""
     model = load_model(str(DATA / "tiny-t5-relu"))
     reference = np.load(DATA / "tiny-t5-relu.npz")
-    forward = family_of(model.weights).forward
+    forward = family_of(model.parameters).forward
     ids, target = reference["input_ids"], reference["decoder_input_ids"]
-    unscaled = dataclasses.replace(model.weights, scale_decoder_output=False)
+    unscaled = dataclasses.replace(model.parameters, scale_decoder_output=False)
     logits = forward(unscaled, ids, target_ids=target).next_logits
     assert np.abs(logits - reference["last_logits"]).max() > 1e-2
-    zeros = np.zeros_like(model.weights.encoder_relative_bias)
-    no_bias = dataclasses.replace(model.weights, encoder_relative_bias=zeros)
+    zeros = np.zeros_like(model.parameters.encoder_relative_bias)
+    no_bias = dataclasses.replace(model.parameters, encoder_relative_bias=zeros)
     assert np.abs(forward(no_bias, ids, target_ids=target).attentions() - reference["encoder_attentions"]).max() > 1e-3
 
 
 def test_every_layer_adds_the_first_layers_bias():
     model = load_model(str(DATA / "tiny-t5"))
     reference = np.load(DATA / "tiny-t5.npz")
-    result = family_of(model.weights).forward(model.weights, reference["input_ids"],
+    result = family_of(model.parameters).forward(model.parameters, reference["input_ids"],
                                               target_ids=reference["decoder_input_ids"])
     for traces, bias in ((result.traces, result.encoder_position_bias),
                          (result.decoder_traces, result.decoder_position_bias)):
@@ -112,12 +112,12 @@ def test_relative_position_buckets_follow_t5():
 def test_an_encoder_ablation_switches_heads_off():
     model = load_model(str(DATA / "tiny-t5"))
     ids = np.load(DATA / "tiny-t5.npz")["input_ids"]
-    forward = family_of(model.weights).forward
-    plain, ablated = forward(model.weights, ids), forward(model.weights, ids, ablation=Ablation(((0, 1),)))
+    forward = family_of(model.parameters).forward
+    plain, ablated = forward(model.parameters, ids), forward(model.parameters, ids, ablation=Ablation(((0, 1),)))
     assert np.abs(ablated.traces[0].context[1]).max() == 0.0
     assert np.abs(ablated.next_logits - plain.next_logits).max() > 1e-5
     with pytest.raises(InvalidSetting, match="L3·H1"):
-        forward(model.weights, ids, ablation=Ablation(((2, 0),)))
+        forward(model.parameters, ids, ablation=Ablation(((2, 0),)))
 
 
 def test_the_engine_gives_three_kinds_of_one_pass():
@@ -196,7 +196,7 @@ def test_a_t5_in_the_hugging_face_cache_is_found_by_its_repo_id(tmp_path, monkey
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         (snapshot / name).symlink_to(DATA / "tiny-t5" / name)  # the hub links blobs the same way
     model = load_model("google/tiny-t5")
-    assert model.name == "google/tiny-t5" and family_of(model.weights).name == "t5"
+    assert model.name == "google/tiny-t5" and family_of(model.parameters).name == "t5"
 
 
 def test_a_t5_gguf_is_one_clear_line(tmp_path):
