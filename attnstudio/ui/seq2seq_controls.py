@@ -19,24 +19,24 @@ COMBO_MIN_CHARACTERS = 12
 
 
 class Seq2SeqBox(QGroupBox):
-    def __init__(self, session: SessionModel, results: ResultModel, source_box: QGroupBox | None = None,
+    def __init__(self, session_model: SessionModel, results: ResultModel, source_box: QGroupBox | None = None,
                  parent: QWidget | None = None):
         super().__init__("Encoder-decoder", parent)
-        self.session, self.results, self.source_box = session, results, source_box
+        self.session_model, self.results, self.source_box = session_model, results, source_box
         self.target = QLineEdit()
         self.target.setPlaceholderText("empty: the decoder's start token alone")
         self.target.setToolTip("What the decoder has produced so far, fed after its start token (teacher forcing); "
                                "the next-token view predicts what follows it")
         self.target.setClearButtonEnabled(True)
         self.target.setMinimumWidth(60)
-        self.target.textChanged.connect(lambda text: self.session.update(target_text=text))
+        self.target.textChanged.connect(lambda text: self.session_model.update(target_text=text))
         self.kind = QComboBox()
         for kind in ATTENTION_KINDS.values():
             self.kind.addItem(kind.label, kind.key)
         self.kind.setToolTip("Which attention the heatmap, heads, pipeline and lines views show")
         self.kind.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.kind.setMinimumContentsLength(COMBO_MIN_CHARACTERS)
-        self.kind.activated.connect(lambda _: self.session.update(attention_kind=self.kind.currentData()))
+        self.kind.activated.connect(lambda _: self.session_model.update(attention_kind=self.kind.currentData()))
         self.target_tokens = QLabel()
         self.target_tokens.setWordWrap(True)
         self.target_tokens.setTextFormat(Qt.PlainText)  # <pad> is a token, not markup
@@ -47,25 +47,20 @@ class Seq2SeqBox(QGroupBox):
         form.addRow("Attention", self.kind)
         form.addRow(self.target_tokens)
 
-        session.changed.connect(self._on_session_changed)
+        session_model.target_text_changed.connect(self._on_target_text_changed)
+        session_model.attention_kind_changed.connect(self._on_attention_kind_changed)
         results.changed.connect(self._on_result_changed)
-        self._on_target_text_changed()
-        self._on_attention_kind_changed()
+        self._on_target_text_changed(session_model.session.target_text)
+        self._on_attention_kind_changed(session_model.session.attention_kind)
         self.setVisible(False)
 
-    def _on_session_changed(self, name: str) -> None:
-        handler = getattr(self, f"_on_{name}_changed", None)
-        if handler is not None:
-            handler()
-
-    def _on_target_text_changed(self) -> None:
-        text = self.session.session.target_text
+    def _on_target_text_changed(self, text: str) -> None:
         if self.target.text() != text:
             with QSignalBlocker(self.target):
                 self.target.setText(text)
 
-    def _on_attention_kind_changed(self) -> None:
-        index = self.kind.findData(self.session.session.attention_kind)
+    def _on_attention_kind_changed(self, kind: str) -> None:
+        index = self.kind.findData(kind)
         if index >= 0 and index != self.kind.currentIndex():
             with QSignalBlocker(self.kind):
                 self.kind.setCurrentIndex(index)

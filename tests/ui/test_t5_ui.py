@@ -58,7 +58,7 @@ def test_the_selector_switches_kinds_without_computing(make_window, qtbot):
     index = box.kind.findData("decoder")
     box.kind.setCurrentIndex(index)
     box.kind.activated.emit(index)
-    assert window.session.session.attention_kind == "decoder"
+    assert window.session_model.session.attention_kind == "decoder"
     assert window.results.computed is computed and window.results.result is computed.for_kind("decoder")
     qtbot.waitUntil(lambda: heatmap.plot.matrix.shape == (5, 5))
     assert "decoder self-attention" in heatmap.plot.titleLabel.text
@@ -66,7 +66,7 @@ def test_the_selector_switches_kinds_without_computing(make_window, qtbot):
     assert heatmap.plot.getAxis("top").labelText == "key (target)"
     image = pixels(heatmap.canvas)
     assert np.abs(cell_pixel(heatmap, image, 0, 4) - MASKED_RGBA[:3]).max() <= 12  # the future: masked grey
-    window.session.update(attention_kind="encoder")
+    window.session_model.update(attention_kind="encoder")
     qtbot.waitUntil(lambda: heatmap.plot.matrix.shape == (17, 17))
     assert heatmap.plot.getAxis("left").labelText == "query (source)"
     assert window.results.computed is computed
@@ -82,7 +82,7 @@ def test_typing_a_target_recomputes_the_decoder(make_window, qtbot):
 
 def test_position_bias_panel_draws_the_heads_bias_along_diagonals(make_window, qtbot):
     window = make_window(t5_session(attention_kind="encoder", head=2))
-    window.session.update(view="position_bias")
+    window.session_model.update(view="position_bias")
     view = window.views["position_bias"]
     qtbot.waitUntil(lambda: view.plot.matrix.shape == (17, 17))
     result = window.results.result
@@ -98,7 +98,7 @@ def test_position_bias_panel_draws_the_heads_bias_along_diagonals(make_window, q
         assert all(np.abs(c - colours[0]).max() <= 2 for c in colours), distance
     low, high = np.unravel_index(np.argmin(bias), bias.shape), np.unravel_index(np.argmax(bias), bias.shape)
     assert np.abs(cell_pixel(view, image, *low) - cell_pixel(view, image, *high)).max() > 80
-    window.session.update(attention_kind="cross")
+    window.session_model.update(attention_kind="cross")
     qtbot.waitUntil(lambda: not view.canvas.isVisible())
     assert "Cross-attention adds no position bias" in view.note.text()
 
@@ -114,7 +114,7 @@ def test_an_encoder_has_no_position_bias_and_no_target_box(make_window, qtbot):
 
 def test_a_next_token_click_appends_to_the_target(make_window, qtbot):
     window = make_window(t5_session(target_text=""))
-    window.session.update(view="next_token")
+    window.session_model.update(view="next_token")
     view = window.views["next_token"]
     result = window.results.result
     candidates = result.next_tokens
@@ -124,16 +124,16 @@ def test_a_next_token_click_appends_to_the_target(make_window, qtbot):
     point = view.canvas.mapFromScene(view.plot.vb.mapViewToScene(QPointF(candidates[0].probability * 50, 0)))
     qtbot.mouseClick(view.canvas.viewport(), Qt.LeftButton, pos=QPoint(point.x(), point.y()))
     expected = candidates[0].text.lstrip()  # the first target word: no leading space
-    qtbot.waitUntil(lambda: window.session.session.target_text == expected)
-    assert window.session.session.text == SOURCE  # the source is untouched
+    qtbot.waitUntil(lambda: window.session_model.session.target_text == expected)
+    assert window.session_model.session.text == SOURCE  # the source is untouched
     wait_for_result(qtbot, window, lambda r: len(r.target_tokens) > 1, timeout=30_000)
 
 
 def test_head_ablation_is_offered_only_on_the_encoders_heads(make_window, qtbot):
     window = make_window(t5_session())
-    window.session.update(view="heads")
+    window.session_model.update(view="heads")
     heads = window.views["heads"]
     qtbot.waitUntil(lambda: not heads.ablate.isEnabled())
     assert "choose encoder self-attention" in heads.ablate.toolTip()
-    window.session.update(attention_kind="encoder")
+    window.session_model.update(attention_kind="encoder")
     qtbot.waitUntil(heads.ablate.isEnabled)

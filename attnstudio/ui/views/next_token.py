@@ -20,9 +20,9 @@ def shown(label: str) -> str:
 
 
 class NextTokenView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.note = QLabel()
         self.note.setWordWrap(True)
         self.canvas = pg.GraphicsLayoutWidget()
@@ -89,9 +89,9 @@ class NextTokenView(ResultView):
             token = result.next_tokens[row].text
             if result.target_tokens is not None:  # encoder-decoder: the decoder's output grows
                 target = result.session.target_text
-                self.session.update(target_text=target + (token.lstrip() if not target.strip() else token))
+                self.session_model.update(target_text=target + (token.lstrip() if not target.strip() else token))
             else:
-                self.session.update(text=result.session.text + token)
+                self.session_model.update(text=result.session.text + token)
 
     def _export_widget(self):
         return self.canvas

@@ -21,9 +21,9 @@ NO_BIAS = {  # why there is no panel, by what the result is
 
 
 class PositionBiasView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.note = QLabel()
         self.note.setWordWrap(True)
         self.canvas = pg.GraphicsLayoutWidget()
