@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from attnstudio import __version__
+from attnstudio.attention_kinds import ATTENTION_KINDS, DEFAULT_ATTENTION_KIND
 from attnstudio.core.ablation import ABLATION_MODES, Ablation
 from attnstudio.core.backend import BACKEND_NAMES, configure_host_allocator, to_numpy
 from attnstudio.core.display import COLOR_SCALES
@@ -48,6 +49,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options that describe what to compute (shared by compute and export)."""
     parser.add_argument("--pair", default="", metavar="TEXT_B",
                         help="cross-attention: queries from TEXT, keys and values from TEXT_B")
+    parser.add_argument("--target", default=None, metavar="TARGET",
+                        help="encoder-decoder models (T5): TEXT is the source and TARGET what the decoder has produced "
+                             "so far (fed after its start token; \"\" = the start token alone)")
     parser.add_argument("--model", default="minilm", help="minilm or smollm2 (built in), synthetic, a model folder "
                                                          "or a .gguf file")
     parser.add_argument("--heads", type=int, help="head count (synthetic; re-splits a pretrained model's heads)")
@@ -80,8 +84,8 @@ def session_from_args(args: argparse.Namespace, text: str) -> Session:
     model = args.model
     if model not in ("minilm", SYNTHETIC):
         model = str(Path(model).expanduser())
-    return Session(text=text, pair_text=args.pair, model=model, heads=args.heads, d_k=args.d_k,
-                   d_model=args.d_model, seed=args.seed, score=args.score, temperature=args.temperature,
+    return Session(text=text, pair_text=args.pair, target_text=args.target or "", model=model, heads=args.heads,
+                   d_k=args.d_k, d_model=args.d_model, seed=args.seed, score=args.score, temperature=args.temperature,
                    mask=parse_mask_spec(args.mask), backend=args.backend,
                    ablation=Ablation(args.ablate, args.ablation_mode)).validate()
 
@@ -92,11 +96,15 @@ def _command_compute(args: argparse.Namespace) -> int:
 
     session = session_from_args(args, args.text)
     result = Engine().compute(session)
+    check_target(args, result)
     check_custom_masks(args.mask, result)
-    arrays = {"tokens": np.array(result.query_tokens, dtype=str), "attentions": _chosen_layers(result, args.layers)}
+    if result.kinds is not None:
+        arrays = _seq2seq_arrays(result, args.layers)
+    else:
+        arrays = {"tokens": np.array(result.query_tokens, dtype=str), "attentions": _chosen_layers(result, args.layers)}
     if result.forward.next_logits is not None:  # decoders: the prediction after the last token
         arrays["next_logits"] = np.asarray(to_numpy(result.forward.next_logits), dtype=np.float32)
-    if session.is_cross_attention or len(result.key_tokens) != len(result.query_tokens):
+    if result.kinds is None and (session.is_cross_attention or len(result.key_tokens) != len(result.query_tokens)):
         arrays["key_tokens"] = np.array(result.key_tokens, dtype=str)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -104,12 +112,35 @@ def _command_compute(args: argparse.Namespace) -> int:
     for notice in result.notices:
         print(f"notice: {notice}", file=sys.stderr)
     layers, heads, n_q, n_k = arrays["attentions"].shape
+    if result.kinds is not None:
+        n_tgt, name = len(arrays["target_tokens"]), result.plain_model_name
+        print(f"wrote {args.output}: {n_q} source and {n_tgt} target tokens, {layers} encoder and "
+              f"{len(arrays['decoder_attentions'])} decoder layer(s) x {heads} head(s) "
+              f"({name}, {result.backend.name}, {result.elapsed_s * 1000:.1f} ms)")
+        return 0
     print(f"wrote {args.output}: {n_q}x{n_k} tokens, {layers} layer(s) x {heads} head(s) "
           f"({result.model_name}, {result.backend.name}, {result.elapsed_s * 1000:.1f} ms)")
     return 0
 
 
 LONG_WRITE_BYTES = 4 * 2**30  # a long document's weights are made for the file: at most this much of them
+
+
+def check_target(args: argparse.Namespace, result) -> None:
+    """--target is for encoder-decoder models only: one line, not a silently ignored option."""
+    if args.target is not None and result.kinds is None:
+        raise UsageError(f"--target needs an encoder-decoder model (T5); {result.model_name} takes one text")
+
+
+def _seq2seq_arrays(result, layers: tuple[int, ...] | None) -> dict[str, np.ndarray]:
+    """tokens (source), target_tokens (start token first) and each attention kind under its own name:
+    attentions (encoder, L, H, n_src, n_src), decoder_attentions (L, H, n_tgt, n_tgt), cross_attentions
+    (L, H, n_tgt, n_src); --layers picks from each stack."""
+    arrays = {"tokens": np.array(result.for_kind("encoder").query_tokens, dtype=str),
+              "target_tokens": np.array(result.target_tokens, dtype=str)}
+    for key, kind in ATTENTION_KINDS.items():
+        arrays[kind.npz_key] = _chosen_layers(result.for_kind(key), layers)
+    return arrays
 
 
 def _chosen_layers(result, layers: tuple[int, ...] | None) -> np.ndarray:
@@ -176,6 +207,7 @@ def _export(args: argparse.Namespace) -> int:
     if len(args.cell) != 2:
         raise UsageError("--cell takes two token positions: QUERY,KEY")
     session = dataclasses.replace(session, view=args.view, cell=tuple(args.cell), color_scale=args.color_scale,
+                                  attention_kind=args.attention,
                                   hide_special=args.hide_special, compare_text=args.compare,
                                   compare_word=args.word,
                                   lines_heads=tuple(sorted({head - 1 for head in args.lines_heads}))).validate()
@@ -185,6 +217,7 @@ def _export(args: argparse.Namespace) -> int:
     result = results.result
     if result is None:
         raise UsageError(f"nothing to export: {getattr(results, 'last_error', '') or 'the compute failed'}")
+    check_target(args, result)
     check_custom_masks(args.mask, result)
     for notice in result.notices:
         print(f"notice: {notice}", file=sys.stderr)
@@ -299,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(compute)
     compute.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                          help="writes tokens (str), attentions float32 (layers, heads, n_q, n_k) and, for "
-                              "decoders, next_logits float32 (vocab,)")
+                              "decoders, next_logits float32 (vocab,); T5 with --target: tokens (source), "
+                              "target_tokens, attentions (encoder), decoder_attentions, cross_attentions, next_logits")
     compute.add_argument("--layers", type=_int_list, metavar="L1,L2,...",
                          help="write only these layers' attentions (from 1), e.g. 1,15,30")
     compute.set_defaults(handler=_command_compute)
@@ -309,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(export)
     export.add_argument("-o", "--output", metavar="OUT.png|svg|pdf")
     export.add_argument("--view", default="heatmap", choices=EXPORT_VIEWS)
+    export.add_argument("--attention", default=DEFAULT_ATTENTION_KIND, choices=tuple(ATTENTION_KINDS),
+                        help="encoder-decoder models: which attention the view shows (encoder self, decoder self, "
+                             "or cross: target rows x source columns)")
     export.add_argument("--layer", type=int, default=1, help="layer to show, from 1")
     export.add_argument("--head", type=int, default=1, help="head to show, from 1")
     export.add_argument("--cell", type=_int_list, default=(0, 0), metavar="Q,K",

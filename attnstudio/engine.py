@@ -81,6 +81,15 @@ class ComputeResult:
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
+    axis_titles: tuple[str, str] = ("query", "key")  # what the rows and the columns of its matrices are
+    # encoder-decoder models: this result is one attention kind (attnstudio.attention_kinds) of one forward pass;
+    # ``kinds`` holds every kind's result of that pass (this one among them), so views switch without computing
+    attention_kind: str | None = None
+    plain_model_name: str | None = None  # the model's name without the attention kind model_name adds
+    kinds: dict[str, ComputeResult] | None = field(default=None, repr=False)
+    target_tokens: list[str] | None = None  # the decoder's inputs (start token first); next tokens follow them
+    position_bias: np.ndarray | None = field(default=None, repr=False)  # (heads, n_q, n_k) added to every layer's
+    # scores (T5's relative position bias; None where the model has none, as in cross-attention)
     induction: np.ndarray | None = field(default=None, repr=False)  # causal models: (layers, heads) scores
     # a long document (core.long_attention): queries, keys and row statistics instead of every weight
     long: LongAttention | None = field(default=None, repr=False)
@@ -91,6 +100,10 @@ class ComputeResult:
     @property
     def num_layers(self) -> int:
         return self.long.num_layers if self.long is not None else len(self.forward.traces)
+
+    def for_kind(self, kind: str) -> ComputeResult:
+        """The result of attention ``kind`` from the same forward pass (itself for a one-text model)."""
+        return self if self.kinds is None else self.kinds.get(kind, self)
 
     def attentions(self) -> np.ndarray:
         """(layers, heads, n_q, n_k) float32 on the host (copied once, then shared by every view).
@@ -160,14 +173,17 @@ class ComputeResult:
 
     def precompute_views(self) -> None:
         """Everything the views need from the (layers, heads, n, n) attention weights, so drawing stays cheap."""
-        if self.long is None:
-            self.attentions()
-        else:  # the first picture of the shown head: its block summaries
-            self.long.prepare(min(self.session.layer, self.num_layers - 1), min(self.session.head, self.heads - 1))
-        _ = self.head_entropy, self.rollout, self.head_roles  # cached_property: computed here, once
-        for companion in (self.compare, self.baseline):
-            if companion is not None:
-                companion.precompute_views()
+        kinds = [self] + [other for other in (self.kinds or {}).values() if other is not self]  # T5: every kind
+        for result in kinds:
+            if result.long is None:
+                result.attentions()
+            else:  # the first picture of the shown head: its block summaries
+                result.long.prepare(min(result.session.layer, result.num_layers - 1),
+                                    min(result.session.head, result.heads - 1))
+            _ = result.head_entropy, result.rollout, result.head_roles  # cached_property: computed here, once
+            for companion in (result.compare, result.baseline):
+                if companion is not None and all(companion is not kind for kind in kinds):
+                    companion.precompute_views()
 
     def step(self, layer: int, name: str) -> np.ndarray:
         """One step of a layer's attention (queries, keys, values, scores, weights, context) on the host."""
@@ -269,6 +285,10 @@ class Engine:
         session = dataclasses.replace(session.validate())  # the result keeps its own copy
         backend = resolve_backend(session.backend)
         model = self.model(session)
+        if not session.is_synthetic and family_of(model.parameters).encoder_decoder:
+            from attnstudio.seq2seq import compute_seq2seq  # noqa: PLC0415 - it builds on this module
+
+            return compute_seq2seq(self, session, model, self.parameters(model, backend), backend)
         started = time.perf_counter()
         notices: list[str] = []
         queries = _tokenize(model, session.text, "text", notices)

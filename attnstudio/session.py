@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnstudio.attention_kinds import ATTENTION_KINDS, DEFAULT_ATTENTION_KIND
 from attnstudio.core.ablation import Ablation
 from attnstudio.core.backend import BACKEND_NAMES
 from attnstudio.core.display import COLOR_SCALES
@@ -35,7 +36,7 @@ MAX_NAME_CHARACTERS = 4096  # a model folder path or a view name
 MAX_WORD_CHARACTERS = 100  # the word the Compare view follows
 MAX_INT_DIGITS = 20  # every integer setting fits in 64 bits; longer ones are refused before int() parses them
 STRING_FIELDS = ("text", "pair_text", "model", "score", "backend", "view", "color_scale", "compare_text",
-                 "compare_word")
+                 "compare_word", "target_text", "attention_kind")
 
 
 @dataclass
@@ -65,6 +66,10 @@ class Session:
     ablation: Ablation = field(default_factory=Ablation)  # heads switched off in every compute
     cell: tuple[int, int] = (0, 0)  # (query, key) explained by "Why this score" and ranked by the head finder
     lines_heads: tuple[int, ...] = ()  # the heads the multi-head Lines view draws together (() = every head)
+    # encoder-decoder models (T5): ``text`` is the source; the target is what the decoder has produced so far
+    # (teacher-forced after its start token; "" = the start token alone); older files lack both fields
+    target_text: str = ""
+    attention_kind: str = DEFAULT_ATTENTION_KIND  # which attention the views show: a key of ATTENTION_KINDS
 
     def __post_init__(self):
         # A lone UTF-16 surrogate (pasted, or JSON "\\ud800") cannot be written as UTF-8: replace it on input,
@@ -98,7 +103,7 @@ class Session:
         if not self.text.strip():
             raise InvalidSetting("the text is empty: type a sentence")
         most = LIMITS["text_characters"].high
-        if max(len(self.text), len(self.pair_text), len(self.compare_text)) > most:
+        if max(len(self.text), len(self.pair_text), len(self.compare_text), len(self.target_text)) > most:
             raise InvalidSetting(f"the text is longer than {most:,} characters")
         if len(self.model) > MAX_NAME_CHARACTERS or len(self.view) > MAX_NAME_CHARACTERS:
             raise InvalidSetting(f"model and view names must be at most {MAX_NAME_CHARACTERS} characters")
@@ -122,6 +127,9 @@ class Session:
             check("token_index", self.compare_position)
         if len(self.compare_word) > MAX_WORD_CHARACTERS:
             raise InvalidSetting(f"the compared word is longer than {MAX_WORD_CHARACTERS} characters")
+        if self.attention_kind not in ATTENTION_KINDS:
+            raise InvalidSetting(f"unknown attention {self.attention_kind!r:.60}; choose one of "
+                                 f"{', '.join(ATTENTION_KINDS)}")
         if self.color_scale not in COLOR_SCALES:
             raise InvalidSetting(f"unknown colour scale {self.color_scale!r:.60}; "
                                  f"choose one of {', '.join(COLOR_SCALES)}")

@@ -7,8 +7,8 @@ from __future__ import annotations
 # name (the session's `view`, the CLI's `--view`) -> the tab's label
 VIEW_LABELS = {"heatmap": "Heatmap", "heads": "Heads", "model": "Model", "pipeline": "Pipeline", "lines": "Lines",
                "multi_lines": "Lines · heads", "rollout": "Rollout", "flow": "Flow", "why": "Why this score",
-               "compare": "Compare",
-               "next_token": "Next token", "logit_lens": "Logit lens", "profiler": "Profiler"}
+               "compare": "Compare", "next_token": "Next token", "logit_lens": "Logit lens",
+               "position_bias": "Position bias", "profiler": "Profiler"}
 VIEW_NAMES = tuple(VIEW_LABELS)
 # Views an image export can render from one result (the profiler draws its own measurements).
 EXPORT_VIEWS = tuple(name for name in VIEW_NAMES if name != "profiler")

@@ -39,6 +39,7 @@ class ScoreBreakdown:
     score: float  # dot × scale / temperature: the score the trace holds
     row_scores: np.ndarray  # (n_k,) the query's scores (masked keys are -inf)
     row_weights: np.ndarray  # (n_k,) softmax of row_scores
+    bias: float = 0.0  # a position bias added before the temperature (T5's relative position bias)
 
     @property
     def weight(self) -> float:
@@ -46,19 +47,24 @@ class ScoreBreakdown:
 
     def formula(self) -> str:
         """The formula with this cell's numbers."""
-        return (f"q·k = {self.dot:.4g};  × {self.scale:.4g} / T {self.temperature:g} = {self.score:.4g};  "
+        bias = f" + bias {self.bias:.4g}" if self.bias else ""
+        return (f"q·k = {self.dot:.4g};  × {self.scale:.4g}{bias} / T {self.temperature:g} = {self.score:.4g};  "
                 f"softmax → {self.weight:.4f}")
 
 
 def score_breakdown(trace: AttentionTrace, layer: int, head: int, query: int, key: int, *,
-                    score: str = "scaled_dot", temperature: float = 1.0, mask=None) -> ScoreBreakdown:
-    """The neuron view's numbers for one cell of one head.  mask: (n_q, n_k) bool or None."""
+                    score: str = "scaled_dot", temperature: float = 1.0, mask=None, scale: float | None = None,
+                    bias: float = 0.0) -> ScoreBreakdown:
+    """The neuron view's numbers for one cell of one head.  mask: (n_q, n_k) bool or None.
+
+    scale: the model's own factor where it has one (T5: 1), else the score function's; bias: the position
+    bias the model adds to this cell's score (T5), before the temperature divides it."""
     if score not in ("scaled_dot", "dot"):
         raise InvalidSetting(f"the q·k breakdown needs a dot-product score, not {score!r}")
     q = to_numpy(trace.queries[head, query]).astype(np.float64)  # (d_k,)
     k = to_numpy(trace.keys[head, key]).astype(np.float64)  # (d_k,)
     product = q * k  # (d_k,)
-    scale = score_scale(score, q.shape[0], None)
+    scale = score_scale(score, q.shape[0], scale)
     row_scores = to_numpy(trace.scores[head, query]).astype(np.float64)  # (n_k,)
     row_mask = None if mask is None else np.asarray(mask)[query]
     row_weights = softmax(row_scores, row_mask)  # (n_k,)
@@ -66,7 +72,7 @@ def score_breakdown(trace: AttentionTrace, layer: int, head: int, query: int, ke
         row_scores = np.where(row_mask, row_scores, -math.inf)
     dot = float(product.sum())
     return ScoreBreakdown(layer, head, query, key, q, k, product, dot, scale, float(temperature),
-                          dot * scale / temperature, row_scores, row_weights)
+                          (dot * scale + bias) / temperature, row_scores, row_weights, float(bias))
 
 
 # --- Head roles ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtWidgets import QWidget
 
+from attnstudio.attention_kinds import ATTENTION_KINDS
 from attnstudio.core.display import describe_display
 from attnstudio.core.profiling import ProfileResult
 from attnstudio.core.scores import SCORES
@@ -22,6 +23,9 @@ from attnstudio.export.images import export_view
 from attnstudio.fileio import write_atomic
 from attnstudio.session import SESSION_SUFFIX, Session
 
+T5_SCORES = ("T5's own: q·k (no 1/√d_k; cross-attention adds no position bias)",  # what a T5 result scores with,
+             "T5's own: q·k + relative position bias (no 1/√d_k)")  # without and with a position bias
+
 
 def caption_for(shown: Session, result: ComputeResult) -> str:
     """One line that lets a figure stand alone: model, layer, head, mask, score, temperature, colour scale.
@@ -30,13 +34,19 @@ def caption_for(shown: Session, result: ComputeResult) -> str:
     on screen (already clamped to the result), so the caption always describes the picture.
     """
     pair = f" · cross-attention ({len(result.key_tokens)} keys)" if result.cross_attention else ""
+    score = SCORES[shown.score].caption
+    if result.attention_kind is not None:  # encoder-decoder: which text each axis holds; T5's own score
+        kind = ATTENTION_KINDS[result.attention_kind]
+        pair = (f" · rows: {len(result.query_tokens)} {kind.rows} tokens, columns: {len(result.key_tokens)} "
+                f"{kind.columns} tokens")
+        score = T5_SCORES[result.position_bias is not None]
     if shown.ablation:
         pair += f" · ablation: {shown.ablation.describe()}"
     if result.compare is not None:
         pair += f" · compared with: {shown.compare_text!r}"
     return (f"attnstudio · model {result.model_name} · layer {shown.layer + 1}/{result.num_layers} · head "
             f"{shown.head + 1}/{result.heads} (d_k {result.d_k}) · mask: {mask_caption(result, shown.mask)} · score: "
-            f"{SCORES[shown.score].caption} · temperature {shown.temperature:g} · "
+            f"{score} · temperature {shown.temperature:g} · "
             f"{describe_display(shown.color_scale, shown.hide_special)}{pair}{truncation_note(result)}")
 
 
@@ -145,6 +155,14 @@ def _report_html(session: Session, result: ComputeResult, caption: str, figures:
         "backend": result.backend.description, "colour": describe_display(session.color_scale, session.hide_special),
         "tokens": " ".join(result.query_tokens), "compute time": f"{result.elapsed_s * 1000:.1f} ms",
     }
+    if result.attention_kind is not None:  # encoder-decoder: the text is the source, and there is a target
+        one_text = ("text", "second text (keys/values)")
+        settings = {"source text": session.text, "target text (decoder inputs after the start token)":
+                    session.target_text or "— (the start token alone)",
+                    **{key: value for key, value in settings.items() if key not in one_text},
+                    "score": T5_SCORES[result.position_bias is not None],
+                    "target tokens": " ".join(result.target_tokens),
+                    "tokens": " ".join(result.for_kind("encoder").query_tokens)}
     if result.notices:
         settings["notices"] = " ".join(result.notices)
     if session.is_synthetic:

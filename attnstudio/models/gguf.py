@@ -140,6 +140,9 @@ def _short(error: Exception) -> str:
 
 def _config(fields: dict, path: Path) -> dict:
     architecture = fields.get("general.architecture")
+    if architecture in ("t5", "t5encoder"):  # llama.cpp's T5 layout and SentencePiece vocabulary are not read here
+        raise ModelLoadError(f"{path.name} holds a {architecture!r} model; attnstudio runs T5 from its Hugging Face "
+                             f"folder (safetensors), not from GGUF")
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise ModelLoadError(f"{path.name} holds a {architecture!r} model; attnstudio runs GGUF architectures "
                              f"{', '.join(SUPPORTED_ARCHITECTURES)}")

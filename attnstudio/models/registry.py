@@ -1,7 +1,8 @@
 """Every way to name a model, resolved to the module that reads its file format.
 
 Built-in names ("minilm", "smollm2"), a ``.gguf`` file (:mod:`attnstudio.models.gguf`),
-a Hugging Face folder: decoders (:mod:`attnstudio.models.hf_decoder`), BERT encoders
+a Hugging Face folder: decoders (:mod:`attnstudio.models.hf_decoder`), T5 encoder-decoders
+(:mod:`attnstudio.models.hf_t5`), BERT encoders
 (:mod:`attnstudio.models.loader`); a Hugging Face repo id in the local cache or an
 Ollama model name (:mod:`attnstudio.models.sources`). Menus and the CLI read
 :data:`BUILTIN_MODELS`; nobody keeps a second list.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from attnstudio.core.families import FAMILIES
 from attnstudio.errors import ModelLoadError
-from attnstudio.models import gguf, hf_decoder, loader, sources
+from attnstudio.models import gguf, hf_decoder, hf_t5, loader, sources
 from attnstudio.models.loader import PretrainedModel
 
 
@@ -77,6 +78,8 @@ def load_model(reference: str | Path | None = None) -> PretrainedModel:
     model_type = hf_decoder.read_model_type(folder)
     if model_type in hf_decoder.DECODER_MODEL_TYPES:
         model = hf_decoder.load_hf_decoder(folder)
+    elif model_type in hf_t5.T5_MODEL_TYPES:
+        model = hf_t5.load_hf_t5(folder)
     elif model_type in loader.SUPPORTED_MODEL_TYPES or model_type is None:
         model = loader.load_pretrained(folder)
     else:

@@ -36,6 +36,7 @@ from attnstudio.presets import text_presets
 from attnstudio.session import SYNTHETIC
 from attnstudio.ui.display_controls import MaskColourBox
 from attnstudio.ui.result_model import ResultModel
+from attnstudio.ui.seq2seq_controls import Seq2SeqBox
 from attnstudio.ui.session_model import SessionModel
 
 PRESETS = text_presets()  # (menu label, text, second text or "")
@@ -212,8 +213,9 @@ class ControlPanel(QWidget):
             combo.setMinimumContentsLength(COMBO_MIN_CHARACTERS)
         self.pair.setMinimumWidth(60)
         self.text.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.seq2seq = Seq2SeqBox(session_model, results, source_box=text_box)  # T5: the target, which attention
         layout = QVBoxLayout(self)
-        for box in (text_box, model_box, attention_box, self.mask_colour, compute_box):
+        for box in (text_box, self.seq2seq, model_box, attention_box, self.mask_colour, compute_box):
             layout.addWidget(box)
         layout.addStretch(1)
 
@@ -332,8 +334,10 @@ class ControlPanel(QWidget):
                 self.d_model.setMaximum(max(LIMITS["d_model"].high, width))
                 self.d_model.setValue(width)
         self._on_heads_changed(session.heads)
-        count = len(result.query_tokens)
-        self.tokens.setText(f"{count} tokens: " + " · ".join(result.query_tokens))
+        tokens = result.for_kind("encoder").query_tokens  # the text box's tokens (an encoder-decoder's source)
+        count = len(tokens)
+        self.tokens.setTextFormat(Qt.PlainText)  # tokens such as <pad> are text, not markup
+        self.tokens.setText(f"{count} tokens: " + " · ".join(tokens))
         self.tokens_toggle.setText(f"{count} tokens")
 
     def _on_tokens_toggled(self, shown: bool) -> None:

@@ -184,7 +184,11 @@ class MainWindow(QMainWindow):
         self.results.set_result(result)
         self.backend_label.setText(f"backend: {result.backend.description}")
         n_q, n_k = len(result.query_tokens), len(result.key_tokens)
-        self.tokens_label.setText(f"{n_q} tokens" if not result.cross_attention else f"{n_q} → {n_k} tokens")
+        if result.kinds is not None:  # encoder-decoder: the source and the decoder's inputs
+            source = result.for_kind("encoder").query_tokens
+            self.tokens_label.setText(f"{len(source)} source · {len(result.target_tokens)} target tokens")
+        else:
+            self.tokens_label.setText(f"{n_q} tokens" if not result.cross_attention else f"{n_q} → {n_k} tokens")
         self.time_label.setText(f"{result.elapsed_s * 1000:.1f} ms")
         # The message line belongs to this result: its notices, or nothing (never the previous text's notice).
         self._result_message = " ".join(result.notices)

@@ -5,6 +5,8 @@ A result is *published* here: its layer and head are clamped once, to what the r
 special tokens) the user picked. Every view, title, caption and hover text reads ``result`` and
 ``shown`` from here, never the session being edited, so a picture and its labels always agree.
 The session keeps the user's own layer/head (a stale result never writes back into it).
+An encoder-decoder result holds three kinds of attention; ``result`` is the kind the session picks
+(``attention_kind``), switched without computing again.
 """
 from __future__ import annotations
 
@@ -24,25 +26,28 @@ class ResultModel(QObject):
     def __init__(self, session_model: SessionModel, parent: QObject | None = None):
         super().__init__(parent)
         self._session_model = session_model
-        self.result: ComputeResult | None = None
+        self.result: ComputeResult | None = None  # the attention kind on screen
+        self.computed: ComputeResult | None = None  # what the compute returned (every kind, for T5)
         self.shown: Session | None = None  # the settings of what is on screen (None before the first result)
         for name in sorted(DISPLAY_FIELDS):
             session_model.signal(name).connect(self._on_display_changed)
 
     def set_result(self, result: ComputeResult) -> None:
         """Publish ``result``: from now on every view shows it, with the user's display settings."""
-        self.result = result
+        self.computed = result
         self._publish()
 
     def _on_display_changed(self, _value) -> None:
-        if self.result is not None:
+        if self.computed is not None:
             self._publish()
 
     def _publish(self) -> None:
-        result, wanted = self.result, self._session_model.session
+        wanted = self._session_model.session
+        self.result = result = self.computed.for_kind(wanted.attention_kind)
         self.shown = dataclasses.replace(  # the one place layer and head are clamped
             result.session, layer=min(wanted.layer, result.num_layers - 1), head=min(wanted.head, result.heads - 1),
-            color_scale=wanted.color_scale, hide_special=wanted.hide_special)
+            color_scale=wanted.color_scale, hide_special=wanted.hide_special,
+            attention_kind=result.attention_kind or wanted.attention_kind)
         self.changed.emit()
 
     @property

@@ -20,9 +20,9 @@ FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Session))
 # Fields that only change what is drawn, not what is computed.
 VIEW_FIELDS = frozenset({"layer", "head", "view", "profile", "color_scale", "hide_special",
                          "compare_word", "compare_position", "cell",
-                         "lines_heads"})
+                         "lines_heads", "attention_kind"})
 # View fields that change the picture of a result (the result model re-publishes on them).
-DISPLAY_FIELDS = frozenset({"layer", "head", "color_scale", "hide_special"})
+DISPLAY_FIELDS = frozenset({"layer", "head", "color_scale", "hide_special", "attention_kind"})
 
 
 def changed_signal_name(field_name: str) -> str:

@@ -22,8 +22,9 @@ IDS = np.array([3, 17, 5, 9, 30, 2, 11])
 
 def test_every_family_takes_an_ablation(minilm):
     gpt2 = load_model(str(Path(__file__).resolve().parents[1] / "data" / "tiny-gpt2"))
+    t5 = load_model(str(Path(__file__).resolve().parents[1] / "data" / "tiny-t5"))  # its encoder's heads
     examples = {"bert": (minilm.parameters, minilm.tokenizer.encode("The bank of the river.").ids),
-                "llama": (tiny_llama(), IDS), "gpt2": (gpt2.parameters, IDS)}
+                "llama": (tiny_llama(), IDS), "gpt2": (gpt2.parameters, IDS), "t5": (t5.parameters, IDS)}
     assert set(examples) == set(FAMILIES), "every family in the registry is tried"
     for name, family in FAMILIES.items():
         parameters, ids = examples[name]

@@ -87,11 +87,11 @@ def test_a_repo_id_missing_from_every_cache_is_one_line_naming_the_places(stores
 
 
 def test_an_unsupported_cached_model_names_the_supported_families(stores):
-    snapshot = cache_entry(stores / ".cache" / "huggingface" / "hub", "google/t5-small")
+    snapshot = cache_entry(stores / ".cache" / "huggingface" / "hub", "facebook/bart-base")
     (snapshot / "config.json").unlink()
-    (snapshot / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    with pytest.raises(ModelLoadError, match=r"'t5' model; attnstudio runs the model families bert, llama"):
-        load_model("google/t5-small")
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "bart"}))
+    with pytest.raises(ModelLoadError, match=r"'bart' model; attnstudio runs the model families bert, llama, gpt2, t5"):
+        load_model("facebook/bart-base")
 
 
 def test_an_ollama_name_loads_its_gguf_blob(stores, tmp_path):

@@ -184,15 +184,15 @@ def test_the_model_menu_lists_cached_and_ollama_models_and_refuses_an_unsupporte
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama"))
     write_tiny_llama(tmp_path / "tiny.gguf")
     ollama_model(tmp_path / "ollama", "tiny", "latest", tmp_path / "tiny.gguf")
-    snapshot = cache_entry(tmp_path / "hub", "google/t5-small")
+    snapshot = cache_entry(tmp_path / "hub", "facebook/bart-base")
     (snapshot / "config.json").unlink()
-    (snapshot / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "bart"}))
     window = make_window()
     combo = window.controls.model
     labels = [combo.itemText(i) for i in range(combo.count())]
-    assert "Ollama: tiny:latest" in labels and "Hugging Face cache: google/t5-small" in labels
+    assert "Ollama: tiny:latest" in labels and "Hugging Face cache: facebook/bart-base" in labels
 
-    combo.activated.emit(labels.index("Hugging Face cache: google/t5-small"))
+    combo.activated.emit(labels.index("Hugging Face cache: facebook/bart-base"))
     assert "attnstudio runs the model families bert, llama" in window.statusBar().currentMessage()
     assert window.session_model.session.model == "minilm" and combo.currentData() == "minilm"
     for dialog in [d for d in window.findChildren(QMessageBox) if d.isVisible()]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from attnstudio.core.families import bert, gpt2, llama
+from attnstudio.core.families import bert, gpt2, llama, t5
 from attnstudio.core.transformer import AttentionTrace, ForwardResult
 from attnstudio.errors import InvalidSetting
 
@@ -35,6 +35,9 @@ class ModelFamily:
     # extend(parameters, past ForwardResult, input_ids (n,), *, mask, score, scale, seed, num_layers): the forward
     # pass reusing a causal model's first m rows (a prefix cache); None: every edit recomputes everything
     extend: Callable[..., ForwardResult] | None = None
+    # True: forward also takes target_ids (the decoder's inputs, start token first) and returns a
+    # t5.Seq2SeqForwardResult: the encoder's traces plus the decoder's self- and cross-attention
+    encoder_decoder: bool = False
 
 
 FAMILIES: dict[str, ModelFamily] = {
@@ -44,6 +47,8 @@ FAMILIES: dict[str, ModelFamily] = {
                     forward=llama.forward, logit_lens=llama.logit_lens, extend=llama.extend),
         ModelFamily("gpt2", "decoder (GPT-2)", gpt2.Gpt2Parameters, causal=True, has_head=True,
                     forward=gpt2.forward, logit_lens=gpt2.logit_lens),
+        ModelFamily("t5", "encoder-decoder (T5)", t5.T5Parameters, causal=False, has_head=True, forward=t5.forward,
+                    encoder_decoder=True),
     )
 }
 

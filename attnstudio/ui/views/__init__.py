@@ -9,6 +9,7 @@ from attnstudio.ui.views.model_view import ModelView
 from attnstudio.ui.views.multi_lines import MultiLinesView
 from attnstudio.ui.views.next_token import NextTokenView
 from attnstudio.ui.views.pipeline import PipelineView
+from attnstudio.ui.views.position_bias import PositionBiasView
 from attnstudio.ui.views.profiler import ProfilerView
 from attnstudio.ui.views.rollout import RolloutView
 from attnstudio.ui.views.why import WhyView
@@ -18,6 +19,6 @@ from attnstudio.view_names import VIEW_LABELS, VIEW_NAMES
 _CLASSES = {"heatmap": HeatmapView, "heads": HeadsView, "model": ModelView, "pipeline": PipelineView,
             "lines": LinesView, "multi_lines": MultiLinesView, "rollout": RolloutView, "flow": FlowView,
             "why": WhyView, "compare": CompareView, "next_token": NextTokenView, "logit_lens": LogitLensView,
-            "profiler": ProfilerView}
+            "position_bias": PositionBiasView, "profiler": ProfilerView}
 VIEW_CLASSES = {name: _CLASSES[name] for name in VIEW_NAMES}  # a view without a class fails here, at import
 __all__ = ["VIEW_CLASSES", "VIEW_LABELS"]

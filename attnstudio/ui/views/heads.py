@@ -121,6 +121,13 @@ class HeadsView(ResultView):
         if result is None:
             return
         layer, selected = shown.layer, shown.head
+        # an encoder-decoder's ablation switches encoder heads off: offered only where those heads are shown
+        ablatable = result.attention_kind in (None, "encoder")
+        self.ablate.setEnabled(ablatable)
+        if not ablatable:
+            self.ablate.setChecked(False)
+        self.ablate.setToolTip("When on, clicking a head switches it off (or on again) in every compute" if ablatable
+                               else "Encoder-decoder models switch encoder heads off: choose encoder self-attention")
         self.grid_heads = self.shown_heads(result, layer)
         if len(self.head_plots) != len(self.grid_heads):
             self._build_grid(len(self.grid_heads))

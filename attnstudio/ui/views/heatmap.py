@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QStackedWidget, QVBoxLayout, QWidget
 
 from attnstudio.core.display import DisplayMatrix, display_weights
@@ -48,6 +50,7 @@ class HeatmapView(ResultView):
 
         self.readout = QLabel(HOVER_HINT)
         self.readout.setWordWrap(True)  # a long token pair wraps instead of widening the window
+        self.readout.setTextFormat(Qt.PlainText)  # tokens such as <pad> are text, not markup
         self.edit_mask = QCheckBox("Edit mask")
         self.edit_mask.setToolTip("When on, clicking a cell blocks (or unblocks) that query→key pair (M)")
         self.clear_cells = QPushButton("Clear cells")
@@ -96,6 +99,7 @@ class HeatmapView(ResultView):
         self.pages.setCurrentIndex(0)
         self.display = display = display_weights(self.results.weights(), result.mask, result.query_tokens,
                                                  result.key_tokens, shown.color_scale, shown.hide_special)
+        self.plot.set_axis_titles(*result.axis_titles)
         self.plot.set_matrix(display.values, display.row_labels, display.col_labels, levels=display.levels,
                              masked=display.masked, hover_values=display.weights,
                              colorbar_title=display.colorbar_title)
@@ -115,7 +119,8 @@ class HeatmapView(ResultView):
         display, row = self.display, self.selected_row
         values = display.weights[row]  # renormalised when special tokens are hidden
         self.bars.setOpts(x=np.arange(values.size), height=values, width=0.8)
-        self.distribution.setTitle(f"where {display.row_labels[row]!r} (row {int(display.row_index[row])}) attends")
+        self.distribution.setTitle(  # a title is HTML: a token such as <pad> must be escaped to be seen
+            html.escape(f"where {display.row_labels[row]!r} (row {int(display.row_index[row])}) attends", quote=False))
         self.distribution.setXRange(-0.5, values.size - 0.5, padding=0)
         width = max(self.distribution.getViewBox().width(), 200.0)
         ticks = visible_ticks(display.col_labels, 0, values.size - 1, width / max(values.size, 1) / 4)

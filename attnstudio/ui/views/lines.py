@@ -93,8 +93,9 @@ class LinesCanvas(QWidget):
         row = self.row_height()
         left_x, right_x = self.columns()
         painter.setPen(text_color)
+        rows, columns = ("queries", "keys") if result.attention_kind is None else result.axis_titles
         painter.drawText(QRectF(0, 4, self.width(), 20), Qt.AlignCenter,
-                         f"layer {layer + 1}, head {head + 1}: queries → keys (line opacity = weight)")
+                         f"layer {layer + 1}, head {head + 1}: {rows} → {columns} (line opacity = weight)")
         clip_top, clip_bottom = event.rect().top(), event.rect().bottom()
         if self.hovered_row is not None and self.hovered_row >= n_q:  # a shorter text arrived under the mouse
             self.hovered_row = None

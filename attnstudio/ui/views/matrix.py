@@ -140,6 +140,12 @@ class MatrixPlot(pg.PlotItem):
         self.getViewBox().sigResized.connect(self._update_ticks)
         self.scene_connected = False
 
+    def set_axis_titles(self, rows: str, columns: str) -> None:
+        """Name what the rows (left) and the columns (top) hold, e.g. "query (target)" and "key (source)"."""
+        for side, text in (("left", rows), ("top", columns)):
+            if self.getAxis(side).labelText != text:
+                self.setLabel(side, text)
+
     def set_matrix(self, matrix: np.ndarray, row_labels: list[str] | None = None,
                    col_labels: list[str] | None = None, *, levels: tuple[float, float] | None = None,
                    symmetric: bool = False, masked: np.ndarray | None = None,

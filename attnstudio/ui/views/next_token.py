@@ -84,13 +84,16 @@ class NextTokenView(ResultView):
             self.before_bars.setOpts(x0=[], y=[], width=[])
         self.plot.setXRange(0, max(percentages) * 1.25, padding=0)
         self.plot.setYRange(-0.5, len(rows) - 0.5, padding=0)
-        last = shown(result.query_tokens[-1])
-        self.plot.setTitle(f"{result.model_name}: the {len(rows)} most likely tokens after '{last}' "
-                           f"(softmax of the logits, temperature 1)")
-        self.note.setText("Click a bar to append that token to the text.")
+        target = result.target_tokens is not None  # encoder-decoder: the prediction follows the target
+        last = shown((result.target_tokens or result.query_tokens)[-1])
+        name = result.plain_model_name or result.model_name
+        self.plot.setTitle(html.escape(f"{name}: the {len(rows)} most likely {'target ' if target else ''}tokens "
+                                       f"after '{last}' (softmax of the logits, temperature 1)", quote=False))
+        self.note.setText("Click a bar to append that token to the target." if target else
+                          "Click a bar to append that token to the text.")
         if before is not None:
-            self.plot.setTitle(f"{result.model_name}: after '{last}', with {result.session.ablation.describe()} "
-                               f"(dashed: before)")
+            self.plot.setTitle(html.escape(f"{name}: after '{last}', with {result.session.ablation.describe()} "
+                                           f"(dashed: before)", quote=False))
             self.note.setText(f"{next_token_shift(result)} {self.note.text()}")
         lines = next_token_lines(result)
         self.shift_label.setText("" if not lines else (
@@ -107,7 +110,12 @@ class NextTokenView(ResultView):
         row = round(self.plot.vb.mapSceneToView(event.scenePos()).y())
         if 0 <= row < len(result.next_tokens):
             # the prediction follows the text this result was computed from, not one typed since
-            self.session_model.update(text=result.session.text + result.next_tokens[row].text)
+            token = result.next_tokens[row].text
+            if result.target_tokens is not None:  # encoder-decoder: the decoder's output grows
+                target = result.session.target_text
+                self.session_model.update(target_text=target + (token.lstrip() if not target.strip() else token))
+            else:
+                self.session_model.update(text=result.session.text + token)
 
     def _export_widget(self):
         return self.canvas

@@ -112,9 +112,16 @@ class PipelineView(ResultView):
             if key == "weights":
                 self.plots[key].setTitle(title + (" (grey = masked)" if masked is not None and masked.any() else ""),
                                          size="9pt")
+            if key == "scores":  # T5's self-attention scores hold its relative position bias
+                self.plots[key].setTitle("4 · (Q Kᵀ + B) · scale" if result.position_bias is not None else title,
+                                         size="9pt")
         self.plots["mask"].image.setColorMap(theme.mask_colormap())
         scale = score_scale(shown.score, result.d_k, None) / shown.temperature
         score_text = SCORES[shown.score].formula.format(d_k=result.d_k)
+        if result.attention_kind is not None:  # T5 folds 1/sqrt(d_k) into its weights; self-attention adds a bias
+            scale = 1.0 / shown.temperature
+            score_text = ("(Q Kᵀ + B), B = the relative position bias" if result.position_bias is not None
+                          else "Q Kᵀ (T5: no 1/√d_k, no position bias)")
         self.formula.setText(
             f"<b>{result.model_name}</b>, layer {layer + 1}, head {head + 1}: "
             f"output = softmax(mask({score_text} · {1 / shown.temperature:g})) V  — "

@@ -7,6 +7,8 @@ of the same cell; clicking one focuses it.
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
@@ -127,8 +129,11 @@ class WhyView(ResultView):
         self._show_finder(result, query, key, layer, head)
         session = self.session_model.session
         try:
+            bias = result.position_bias
+            own = {} if result.attention_kind is None else {  # T5: no 1/sqrt(d_k), a relative position bias
+                "scale": 1.0, "bias": 0.0 if bias is None else float(bias[head, query, key])}
             cell = score_breakdown(result.forward.traces[layer], layer, head, query, key, score=session.score,
-                                   temperature=session.temperature, mask=result.mask)
+                                   temperature=session.temperature, mask=result.mask, **own)
         except InvalidSetting as error:
             self.breakdown = None
             self.canvas_area.setVisible(False)
@@ -156,9 +161,10 @@ class WhyView(ResultView):
         for name, values in (("q", cell.q), ("k", cell.k), ("product", cell.product)):
             self.bars[name].setOpts(x=dims, height=values, width=0.8, brush=pg.mkBrush(bar_color), pen=None)
             self.plots[name].setXRange(-0.5, cell.q.size - 0.5, padding=0)
-        self.plots["q"].setTitle(f"query vector of {q_token!r} (row {cell.query}) · {where}")
-        self.plots["k"].setTitle(f"key vector of {k_token!r} (col {cell.key})")
-        self.plots["product"].setTitle(f"q ⊙ k, summed: q·k = {cell.dot:.4g};  × {cell.scale:.4g} / temperature "
+        self.plots["q"].setTitle(html.escape(f"query vector of {q_token!r} (row {cell.query}) · {where}", quote=False))
+        self.plots["k"].setTitle(html.escape(f"key vector of {k_token!r} (col {cell.key})", quote=False))
+        bias = f" + position bias {cell.bias:.4g}" if result.attention_kind is not None else ""
+        self.plots["product"].setTitle(f"q ⊙ k, summed: q·k = {cell.dot:.4g};  × {cell.scale:.4g}{bias} / temperature "
                                        f"{cell.temperature:g} = score {cell.score:.4g}")
         weights = cell.row_weights
         keys = np.arange(weights.size)
@@ -169,13 +175,16 @@ class WhyView(ResultView):
         band.setAlpha(50)
         self.selected_band.setOpts(x=[cell.key], height=[1.0], width=1.0, brush=pg.mkBrush(band), pen=None)
         self.plots["softmax"].setXRange(-0.5, weights.size - 0.5, padding=0)
-        self.plots["softmax"].setTitle(f"softmax of the row of {q_token!r}: weight on {k_token!r} = {cell.weight:.4f}")
+        self.plots["softmax"].setTitle(html.escape(f"softmax of the row of {q_token!r}: weight on {k_token!r} = "
+                                                   f"{cell.weight:.4f}", quote=False))
         width = max(self.plots["softmax"].getViewBox().width(), 200.0)
         ticks = visible_ticks(result.key_tokens, 0, weights.size - 1, width / max(weights.size, 1) / 4)
         self.plots["softmax"].getAxis("bottom").setTicks([ticks])
         masked = "" if np.isfinite(cell.row_scores[cell.key]) else " (masked: the key is hidden from this query)"
+        factor = (f"× {cell.scale:.4g} (1/√{cell.q.size} for scaled dot, 1 for dot)" if result.attention_kind is None
+                  else f"× 1 (T5 folds 1/√d_k into its weights){bias}")
         self.formula.setText(
-            f"{where}: score = (q·k = {cell.dot:.4g}) × {cell.scale:.4g} (1/√{cell.q.size} for scaled dot, 1 for dot)"
+            f"{where}: score = (q·k = {cell.dot:.4g}) {factor}"
             f" / temperature {cell.temperature:g} = {cell.score:.4g}{masked};  softmax over the row → "
             f"{cell.weight:.4f}")
 

@@ -1,0 +1,139 @@
+"""A T5 model in the app: source and target inputs, the attention selector, cross-attention drawn target rows ×
+source columns, the relative position bias panel, and next tokens that extend the target (checked by pixels)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QPoint, QPointF, Qt
+
+from attnstudio.core.display import MASKED_RGBA
+from attnstudio.session import Session
+from tests.ui.conftest import wait_for_result
+from tests.ui.test_decoder_ui import cell_pixel
+from tests.ui.test_main_window import pixels
+
+TINY_T5 = str(Path(__file__).resolve().parents[1] / "data" / "tiny-t5")
+SOURCE = "translate English to German: The house is wonderful and the garden is very small."
+TARGET = "Das Haus ist wunderbar"
+
+
+def t5_session(**changes) -> Session:
+    return Session(**{"text": SOURCE, "target_text": TARGET, "model": TINY_T5, "backend": "numpy",
+                      "attention_kind": "cross", **changes})
+
+
+def test_cross_attention_draws_target_rows_over_source_columns(make_window, qtbot):
+    window = make_window(t5_session(layer=1, head=1))
+    result = window.results.result
+    box = window.controls.seq2seq
+    assert box.isVisible() and box.target.text() == TARGET
+    assert box.kind.currentData() == "cross" and "target rows × source columns" in box.kind.currentText()
+    assert box.target_tokens.text() == "5 decoder inputs: <pad> ·  Das ·  Haus ·  ist ·  wunderbar"
+    assert window.controls.tokens.text().startswith("17 tokens:  translate")  # the source under the text box
+    assert window.tokens_label.text() == "17 source · 5 target tokens"
+    heatmap = window.views["heatmap"]
+    title = heatmap.plot.titleLabel.text
+    assert "tiny-t5 · cross-attention · layer 2/3 · head 2/4" in title
+    assert heatmap.plot.getAxis("left").labelText == "query (target)"
+    assert heatmap.plot.getAxis("top").labelText == "key (source)"
+    assert heatmap.plot.matrix.shape == (5, 17) and heatmap.plot.row_labels[0] == "<pad>"
+    assert heatmap.plot.col_labels[-1] == "</s>"
+    weights = result.attentions()[1, 1]  # (n_tgt, n_src)
+    image = pixels(heatmap.canvas)
+    strong = np.unravel_index(np.argmax(weights), weights.shape)
+    weak = np.unravel_index(np.argmin(weights), weights.shape)
+    assert weights[strong] > weights[weak] + 0.2
+    # viridis: the heavier cell is drawn much brighter (green-yellow) than the lightest (dark purple)
+    assert cell_pixel(heatmap, image, *strong)[1] > cell_pixel(heatmap, image, *weak)[1] + 60
+    # the title is HTML: <pad> is escaped, so the drawn text shows it
+    assert heatmap.distribution.titleLabel.item.toPlainText() == "where '<pad>' (row 0) attends"
+
+
+def test_the_selector_switches_kinds_without_computing(make_window, qtbot):
+    window = make_window(t5_session())
+    computed = window.results.computed
+    heatmap = window.views["heatmap"]
+    box = window.controls.seq2seq
+    index = box.kind.findData("decoder")
+    box.kind.setCurrentIndex(index)
+    box.kind.activated.emit(index)
+    assert window.session_model.session.attention_kind == "decoder"
+    assert window.results.computed is computed and window.results.result is computed.for_kind("decoder")
+    qtbot.waitUntil(lambda: heatmap.plot.matrix.shape == (5, 5))
+    assert "decoder self-attention" in heatmap.plot.titleLabel.text
+    assert "causal (the model's own)" in heatmap.plot.titleLabel.text
+    assert heatmap.plot.getAxis("top").labelText == "key (target)"
+    image = pixels(heatmap.canvas)
+    assert np.abs(cell_pixel(heatmap, image, 0, 4) - MASKED_RGBA[:3]).max() <= 12  # the future: masked grey
+    window.session_model.update(attention_kind="encoder")
+    qtbot.waitUntil(lambda: heatmap.plot.matrix.shape == (17, 17))
+    assert heatmap.plot.getAxis("left").labelText == "query (source)"
+    assert window.results.computed is computed
+
+
+def test_typing_a_target_recomputes_the_decoder(make_window, qtbot):
+    window = make_window(t5_session(target_text=""))
+    assert window.results.result.query_tokens == ["<pad>"]  # empty: the start token alone
+    window.controls.seq2seq.target.setText("Das Haus")
+    wait_for_result(qtbot, window, lambda r: r.query_tokens == ["<pad>", " Das", " Haus"])
+    assert window.views["heatmap"].plot.matrix.shape == (3, 17)
+
+
+def test_position_bias_panel_draws_the_heads_bias_along_diagonals(make_window, qtbot):
+    window = make_window(t5_session(attention_kind="encoder", head=2))
+    window.session_model.update(view="position_bias")
+    view = window.views["position_bias"]
+    qtbot.waitUntil(lambda: view.plot.matrix.shape == (17, 17))
+    result = window.results.result
+    bias = result.position_bias[2]
+    np.testing.assert_array_equal(view.plot.matrix, bias)
+    assert "position bias · head 3/4 · all 2 layers · both directions" in view.plot.titleLabel.text
+    assert "encoder self-attention" in view.plot.titleLabel.text
+    image = pixels(view.canvas)
+    # one value along each diagonal (key - query fixed), so the same colour; unlike values, unlike colours
+    for distance in (-3, 0, 2):
+        cells = [(row, row + distance) for row in range(4, 9)]
+        colours = [cell_pixel(view, image, *cell) for cell in cells]
+        assert all(np.abs(c - colours[0]).max() <= 2 for c in colours), distance
+    low, high = np.unravel_index(np.argmin(bias), bias.shape), np.unravel_index(np.argmax(bias), bias.shape)
+    assert np.abs(cell_pixel(view, image, *low) - cell_pixel(view, image, *high)).max() > 80
+    window.session_model.update(attention_kind="cross")
+    qtbot.waitUntil(lambda: not view.canvas.isVisible())
+    assert "Cross-attention adds no position bias" in view.note.text()
+
+
+def test_an_encoder_has_no_position_bias_and_no_target_box(make_window, qtbot):
+    window = make_window(Session(backend="numpy", view="position_bias"))
+    view = window.views["position_bias"]
+    assert not view.canvas.isVisible()
+    assert view.note.text().startswith("minilm has no relative position bias")
+    assert not window.controls.seq2seq.isVisible()
+    assert window.controls.seq2seq.source_box.title() == "Input"
+
+
+def test_a_next_token_click_appends_to_the_target(make_window, qtbot):
+    window = make_window(t5_session(target_text=""))
+    window.session_model.update(view="next_token")
+    view = window.views["next_token"]
+    result = window.results.result
+    candidates = result.next_tokens
+    assert len(candidates) == 10
+    assert "10 most likely target tokens after '<pad>'" in view.plot.titleLabel.item.toPlainText()
+    assert view.note.text() == "Click a bar to append that token to the target."
+    point = view.canvas.mapFromScene(view.plot.vb.mapViewToScene(QPointF(candidates[0].probability * 50, 0)))
+    qtbot.mouseClick(view.canvas.viewport(), Qt.LeftButton, pos=QPoint(point.x(), point.y()))
+    expected = candidates[0].text.lstrip()  # the first target word: no leading space
+    qtbot.waitUntil(lambda: window.session_model.session.target_text == expected)
+    assert window.session_model.session.text == SOURCE  # the source is untouched
+    wait_for_result(qtbot, window, lambda r: len(r.target_tokens) > 1, timeout=30_000)
+
+
+def test_head_ablation_is_offered_only_on_the_encoders_heads(make_window, qtbot):
+    window = make_window(t5_session())
+    window.session_model.update(view="heads")
+    heads = window.views["heads"]
+    qtbot.waitUntil(lambda: not heads.ablate.isEnabled())
+    assert "choose encoder self-attention" in heads.ablate.toolTip()
+    window.session_model.update(attention_kind="encoder")
+    qtbot.waitUntil(heads.ablate.isEnabled)
