@@ -90,6 +90,13 @@ class ComputeResult:
             self._host_attentions = np.ascontiguousarray(to_numpy(self.forward.attentions()), dtype=np.float32)
         return self._host_attentions
 
+    def head_weights(self, layer: int, head: int) -> np.ndarray:
+        """(n_q, n_k) float32 weights of one head on the host, without stacking every layer (live typing
+        shows one head; the (layers, heads, n, n) stack of a 512-token text is 280 MB)."""
+        if self._host_attentions is not None:
+            return self._host_attentions[layer, head]
+        return np.asarray(to_numpy(self.forward.traces[layer].weights[head]), dtype=np.float32)
+
     def head_entropy(self) -> np.ndarray:
         """(layers, heads) mean row entropy, computed once (the compute worker does it off the GUI thread)."""
         if "entropy" not in self._summaries:
@@ -122,19 +129,33 @@ class ComputeResult:
             self._summaries["embedding"] = to_numpy(sentence_embedding(final, valid))
         return self._summaries["embedding"]
 
-    def precompute_views(self) -> None:
-        """Everything the views need from the (layers, heads, n, n) weights, so drawing stays cheap."""
-        self.attentions()
-        self.head_entropy()
-        self.rollout()
-        self.head_roles()
+    def precompute_views(self, view: str | None = None) -> None:
+        """What the views need from the (layers, heads, n, n) weights, so drawing stays cheap.
+
+        view: only what that view reads (the one on screen; the others compute theirs when shown);
+        None: everything.
+        """
+        needs = VIEW_SUMMARIES.get(view, ()) if view is not None else tuple(SUMMARIES)
+        for name in needs:
+            SUMMARIES[name](self)
         for companion in (self.compare, self.baseline):
             if companion is not None:
-                companion.precompute_views()
+                companion.precompute_views(view)
 
     def step(self, layer: int, name: str) -> np.ndarray:
         """One step of a layer's attention (queries, keys, values, scores, weights, context) on the host."""
         return to_numpy(getattr(self.forward.traces[layer], name))
+
+
+# The summaries the worker can precompute, and which views read them (the others read one head or one layer).
+SUMMARIES: dict[str, Callable[[ComputeResult], Any]] = {
+    "attentions": ComputeResult.attentions, "entropy": ComputeResult.head_entropy,
+    "rollout": ComputeResult.rollout, "roles": ComputeResult.head_roles,
+}
+VIEW_SUMMARIES: dict[str, tuple[str, ...]] = {
+    "heads": ("attentions", "entropy", "roles"), "rollout": ("attentions", "rollout"),
+    "why": ("attentions",), "compare": ("attentions",),
+}
 
 
 def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
@@ -206,6 +227,7 @@ class Engine:
         self._weights: dict[tuple[str, str], EncoderWeights] = {}
         self._lock = threading.Lock()
         self._prefix = PrefixCache()
+        self._induction: dict[tuple, np.ndarray] = {}  # (model, backend, ablation) -> (layers, heads)
 
     def model(self, session: Session) -> PretrainedModel:
         """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
@@ -284,16 +306,34 @@ class Engine:
                                logit_lens=_lens_for(family, weights, model, forward),
                                kv_heads=_kv_heads(weights, heads, session))
         if result.causal_model and num_layers is None:  # induction heads show on a repeated random sequence
-            bos = getattr(model.tokenizer, "bos_id", None)
-            prefix = () if bos is None else (bos,)
-            result._summaries["induction"] = measure_induction(
-                family.forward, weights, weights.token_embeddings.shape[0], prefix=prefix, ablation=session.ablation)
+            result._summaries["induction"] = self._induction_scores(family, model, weights, backend, session.ablation)
         if session.compare_text.strip() and keys is None:  # text B with the same settings (not for pairs)
             result.compare = self.compute(dataclasses.replace(session, text=session.compare_text, compare_text=""),
                                           num_layers=num_layers)
         if session.ablation:  # the unablated run, so views can show the effect
             result.baseline = self.compute(dataclasses.replace(session, ablation=Ablation()), num_layers=num_layers)
         return result
+
+    def _induction_scores(self, family, model: PretrainedModel, weights, backend: Backend,
+                          ablation: Ablation) -> np.ndarray:
+        """(layers, heads) induction scores: they depend on the model and its ablation, never on the text,
+        so each is measured once (a forward pass of its own that live typing must not repeat)."""
+        key = (str(model.folder), model.name, backend.name, ablation)
+        with self._lock:
+            cached = self._induction.get(key)
+        if cached is None:
+            bos = getattr(model.tokenizer, "bos_id", None)
+            cached = measure_induction(family.forward, weights, weights.token_embeddings.shape[0],
+                                       prefix=() if bos is None else (bos,), ablation=ablation)
+            with self._lock:
+                if len(self._induction) >= MAX_INDUCTION_ENTRIES:
+                    self._induction.pop(next(iter(self._induction)))
+                cached.flags.writeable = False  # shared by every result of this model
+                self._induction[key] = cached
+        return cached
+
+
+MAX_INDUCTION_ENTRIES = 32
 
 
 def _kv_heads(weights, heads: int, session: Session) -> int | None:

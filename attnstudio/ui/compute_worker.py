@@ -49,7 +49,7 @@ def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
         ticket, session = job
         try:
             result = engine.compute(session)
-            result.precompute_views()  # host copy, entropies, rollout: the GUI thread only draws
+            result.precompute_views(session.view)  # what the view on screen reads: the GUI thread only draws
             outcome = (relay.finished, result)
         except BaseException as error:  # noqa: BLE001 - the app must survive anything a compute throws
             outcome = (relay.failed, describe_failure(error))

@@ -1,0 +1,133 @@
+"""SmolLM2 in the app as a user meets it: launch to the first painted heatmap, resident memory, and one key press
+at the end of a 128- and a 512-token text -> the heatmap painted with the new token.
+
+Key press -> painted: QTest.keyClick types a character into the text box (the real key event); the clock stops
+when the heatmap has been repainted with a result whose tokens are the new text's. The compute controller's
+coalescing delay (COALESCE_MS, the next event-loop pass) is included. Each size is measured twice in one run:
+live (the prefix cache reuses the kept tokens) and with the prefix cache cleared before each key press
+(what every key press cost before the cache), side by side.
+
+Run: PYTHONPATH=. python benchmarks/bench_decoder_app.py   (BENCH_DECODER_APP_REPEATS=9 by default)
+"""
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from common import write  # noqa: E402
+
+REPEATS = int(os.environ.get("BENCH_DECODER_APP_REPEATS", 9))
+WORDS = "The cat sat on the mat because it was tired and then it slept".split()
+
+
+def startup(repeats: int = 3) -> list[dict]:
+    """Launch -> first painted heatmap with SmolLM2 (warm cache: the float32 cache exists), and its memory."""
+    runs = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as folder:
+            done = subprocess.run([sys.executable, "-m", "attnstudio", "--selftest", f"{folder}/s.png",
+                                   "--model", "smollm2"], capture_output=True, text=True, timeout=180)
+            painted = re.search(r"painted (\d+) ms", done.stdout)
+            resident = re.search(r"resident (\d+) MiB", done.stdout)
+            if painted is None:
+                raise SystemExit(f"the selftest did not report a painted heatmap:\n{done.stdout}\n{done.stderr}")
+            runs.append({"painted_ms": float(painted.group(1)),
+                         "resident_mib": float(resident.group(1)) if resident else None})
+    return runs
+
+
+def _text_of(tokenizer, tokens: int) -> str:
+    """A text of exactly ``tokens`` tokens (the repeated sentence, cut and decoded)."""
+    ids = tokenizer.encode(" ".join(WORDS * (tokens // len(WORDS) + 1))).ids[:tokens]
+    return tokenizer._tokenizer.decode(ids)
+
+
+def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS) -> list[float]:
+    from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer
+    from PySide6.QtGui import QTextCursor
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    from attnstudio.session import Session
+    from attnstudio.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    samples = []
+    with tempfile.TemporaryDirectory() as folder:
+        window = MainWindow(Session(model="smollm2", backend="numpy"),
+                            settings=QSettings(f"{folder}/s.ini", QSettings.IniFormat), restore=False)
+        window.resize(1024, 700)
+        window.show()
+        loop = QEventLoop()
+        window.results.changed.connect(loop.quit)
+        guard = QTimer(singleShot=True, interval=60_000)
+        guard.timeout.connect(loop.quit)
+        tokenizer = window.controller.engine.model(window.session.session).tokenizer
+        base = _text_of(tokenizer, tokens)
+        heatmap = window.views["heatmap"]
+        editor = window.controls.text
+
+        def wait_for(text: str) -> None:
+            expected = tokenizer.encode(text).tokens
+            guard.start()
+            while window.results.result is None or window.results.result.query_tokens != expected:
+                loop.exec()
+                if not guard.isActive():
+                    raise SystemExit(f"no result for a {tokens}-token text within 60 s")
+
+        editor.setPlainText(base)
+        wait_for(base)
+        editor.setFocus()
+        for index in range(repeats + 2):
+            if index % 8 == 0:  # keep the text near its size: start again from the base text (not timed)
+                editor.setPlainText(base)
+                wait_for(base)
+            cursor = editor.textCursor()
+            cursor.movePosition(QTextCursor.End)
+            editor.setTextCursor(cursor)
+            character = "abcdefgh"[index % 8]
+            if clear_cache:
+                window.controller.engine._prefix.clear()
+            started = time.perf_counter()
+            QTest.keyClick(editor, character)
+            wait_for(editor.toPlainText())
+            heatmap.canvas.viewport().repaint()
+            elapsed = (time.perf_counter() - started) * 1000
+            if index >= 2:
+                samples.append(elapsed)
+        window.close()
+        app.processEvents()
+    return samples
+
+
+def main() -> None:
+    runs = startup()
+    painted = statistics.median(run["painted_ms"] for run in runs)
+    resident = [run["resident_mib"] for run in runs if run["resident_mib"] is not None]
+    each = ", ".join(f"{run['painted_ms']:.0f}" for run in runs)
+    print(f"launch to first SmolLM2 heatmap (warm cache): median {painted:.0f} ms ({each}); resident memory "
+          f"{', '.join(f'{m:.0f}' for m in resident)} MiB")
+    typing = {}
+    print(f"{'tokens':>6} {'live ms':>9} {'no cache ms':>12}   (key press -> painted heatmap, median of {REPEATS})")
+    for tokens in (128, 512):
+        live = keypress_to_paint(tokens, clear_cache=False)
+        full = keypress_to_paint(tokens, clear_cache=True)
+        typing[tokens] = {"live_ms": live, "no_prefix_cache_ms": full,
+                          "live_median_ms": statistics.median(live), "no_prefix_cache_median_ms": statistics.median(full)}
+        print(f"{tokens:>6} {statistics.median(live):>9.1f} {statistics.median(full):>12.1f}   "
+              f"(live min {min(live):.1f}, max {max(live):.1f})")
+    write("decoder_app", {"startup": runs, "startup_median_ms": painted, "keypress_to_paint": typing,
+                          "debounce": "included: the controller's coalescing timer (0 ms, the next event-loop pass)",
+                          "targets": {"startup_ms": 3000, "resident_mib": 1228, "keypress_128_ms": 50,
+                                      "keypress_512_ms": 100}})
+
+
+if __name__ == "__main__":
+    main()
