@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from attnstudio.core.parallel import single_threaded_blas
-from attnstudio.core.transformer import AttentionTrace, ForwardResult
+from attnstudio.core.transformer import ForwardResult
 
 # Up to this many new rows, the extension runs with BLAS on one thread: its products are matrix-vector sized,
 # and BLAS's own threads spin-wait on each other (on a busy 2-core machine one key press took 1.3 s with two
@@ -23,9 +23,8 @@ SINGLE_THREAD_MAX_ROWS = 16
 
 def first_rows(result: ForwardResult, m: int) -> ForwardResult:
     """The forward pass of the first m tokens, cut out of a pass over more (views, no copies)."""
-    traces = [AttentionTrace(t.queries[:, :m], t.keys[:, :m], t.values[:, :m], t.scores[:, :m, :m],
-                             t.weights[:, :m, :m], t.context[:, :m]) for t in result.traces]
-    return ForwardResult(traces, [h[:m] for h in result.hidden_states], None)
+    return ForwardResult([trace.first_rows(m) for trace in result.traces], [h[:m] for h in result.hidden_states],
+                         None)
 
 
 def kept_prefix(before: np.ndarray, after: np.ndarray) -> int:

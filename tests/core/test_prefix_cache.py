@@ -105,3 +105,20 @@ def test_the_engine_reuses_the_kept_prefix_while_typing_and_matches_a_fresh_engi
     assert reused == 0  # the window mask changed the rows before the edit: computed from scratch
     typing.compute(Session(text=TEXT[:20] + " mat!", model=folder, backend="numpy", mask=MaskSpec("window", width=2)))
     assert typing._prefix.reused > 0
+
+
+def test_a_chain_of_key_presses_keeps_equalling_a_full_recompute():
+    """Each extension's scores are computed when first read; extending an extension whose scores were never
+    read, then cutting it to a shorter prefix (a replaced last token), still equals a full pass."""
+    from attnstudio.core.prefix_cache import PrefixCache  # noqa: PLC0415
+
+    model = load_model(str(DATA / "tiny-llama"))
+    family = family_of(model.weights)
+    cache = PrefixCache()
+    texts = [TEXT[:20], TEXT[:21], TEXT[:24], TEXT[:23], TEXT[:40], TEXT]
+    for text in texts:
+        ids = model.tokenizer.encode(text).ids
+        result = cache.forward(family, model.weights, ids, np.asarray(ids))
+    assert cache.reused > 0
+    assert type(result.traces[0]).__name__ == "ScoresOnReadTrace" and result.traces[0]._scores is None
+    assert_same(result, family.forward(model.weights, model.tokenizer.encode(TEXT).ids))

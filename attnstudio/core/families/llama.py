@@ -19,7 +19,7 @@ from attnstudio.core.backend import array_namespace, concat, matrix_transpose, t
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
-from attnstudio.core.transformer import AttentionTrace, ForwardResult, merge_heads, split_heads
+from attnstudio.core.transformer import AttentionTrace, ForwardResult, ScoresOnReadTrace, merge_heads, split_heads
 from attnstudio.errors import InvalidSetting
 
 
@@ -148,14 +148,23 @@ def _attend_after(past: AttentionTrace, q, k, v, layer: LlamaLayer, *, mask, sco
     weights = softmax(scores, mask)  # mask: rows m .. n-1, (n - m, n)
     context = weights @ values  # (heads, n - m, head_dim)
     output = merge_heads(context) @ layer.attention_out_weight  # (n - m, d_model)
-    # Old rows: their scores against the new keys (future keys, masked, but the trace keeps scores before
-    # the mask); their weights on the new keys are 0 (causal).
-    old_scores = concat([past.scores, attention_scores(past.queries, k, score=score, scale=scale, seed=seed)],
-                        axis=-1)  # (heads, m, n)
-    old_weights = concat([past.weights, xp.zeros((q.shape[0], m, k.shape[1]), dtype=q.dtype)], axis=-1)
-    trace = AttentionTrace(concat([past.queries, q], axis=1), keys, values, concat([old_scores, scores], axis=1),
-                           concat([old_weights, weights], axis=1), concat([past.context, context], axis=1))
+    # Old rows put weight 0 on the new keys (causal). The whole (heads, n, n) weights are written once; the
+    # scores (before the mask, so old rows have scores on future keys too) are computed when first read.
+    all_weights = _rows_below(past.weights, xp.zeros((q.shape[0], m, k.shape[1]), dtype=q.dtype), weights)
+    trace = ScoresOnReadTrace(concat([past.queries, q], axis=1), keys, values, all_weights,
+                              concat([past.context, context], axis=1), score=score, scale=scale, seed=seed)
     return output, trace
+
+
+def _rows_below(old, old_right, new_rows):
+    """[[old, old_right], [new_rows]] as one new array.  (h, m, m), (h, m, n - m), (h, n - m, n) -> (h, n, n)."""
+    xp = array_namespace(old)
+    m, n = old.shape[-1], new_rows.shape[-1]
+    joined = xp.empty((old.shape[0], n, n), dtype=new_rows.dtype)
+    joined[:, :m, :m] = old
+    joined[:, :m, m:] = old_right
+    joined[:, m:, :] = new_rows
+    return joined
 
 
 def feed_forward(x, layer: LlamaLayer):
