@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--selftest", metavar="OUT.png",
                         help="open the window with the default sentence on this display (offscreen where there is none), check "
                              "its text has glyphs, save a screenshot, exit 0 only if all of that worked")
+    parser.add_argument("--model", dest="launch_model", metavar="MODEL",
+                        help="open the window on this model: minilm, smollm2, a .gguf file, a model folder, a cached "
+                             "Hugging Face repo id or an Ollama name (default: the last session's)")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     compute = commands.add_parser("compute", help="compute attention weights and write them to .npz")
@@ -346,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             from attnstudio.ui.app import run_app  # noqa: PLC0415
 
-            return run_app(selftest=args.selftest)
+            return run_app(selftest=args.selftest, model=args.launch_model)
         return args.handler(args)
     except AttnStudioError as error:
         print(f"attnstudio: error: {error}", file=sys.stderr)

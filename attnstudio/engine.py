@@ -6,6 +6,7 @@ their weights on each backend are cached, so typing only pays for the forward pa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -16,10 +17,11 @@ from typing import Any, Callable
 import numpy as np
 
 from attnstudio.core.ablation import Ablation
-from attnstudio.core.analysis import head_roles, measure_induction, sentence_embedding
+from attnstudio.core.analysis import INDUCTION_PERIOD, head_roles, measure_induction, sentence_embedding
 from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
+from attnstudio.core.parallel import blas_threads_for_rows
 from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
@@ -78,6 +80,8 @@ class ComputeResult:
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
+    # causal models: () -> (layers, heads) induction scores, measured (once per model) when head roles are asked for
+    _induction: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -115,6 +119,8 @@ class ComputeResult:
         Causal models add "induction", measured by the engine on a repeated random sequence.
         """
         if "roles" not in self._summaries:
+            if self._induction is not None and "induction" not in self._summaries:
+                self._summaries["induction"] = self._induction()
             roles = None if self.cross_attention else head_roles(self.attentions(), self.key_tokens, self.mask)
             if roles is not None and "induction" in self._summaries:
                 roles["induction"] = self._summaries["induction"]
@@ -227,7 +233,7 @@ class Engine:
         self._weights: dict[tuple[str, str], EncoderWeights] = {}
         self._lock = threading.Lock()
         self._prefix = PrefixCache()
-        self._induction: dict[tuple, np.ndarray] = {}  # (model, backend, ablation) -> (layers, heads)
+        self._induction_cache: dict[tuple, np.ndarray] = {}  # (model, backend, ablation) -> (layers, heads)
 
     def model(self, session: Session) -> PretrainedModel:
         """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
@@ -293,9 +299,10 @@ class Engine:
                                                heads=heads, score=session.score, scale=scale, seed=session.seed,
                                                num_layers=num_layers)
             else:
-                forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score,
-                                         scale=scale, seed=session.seed, num_layers=num_layers, pair_ids=key_ids,
-                                         pair_mask=pair_mask, ablation=session.ablation)
+                with blas_threads_for_rows(len(queries)):
+                    forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score,
+                                             scale=scale, seed=session.seed, num_layers=num_layers,
+                                             pair_ids=key_ids, pair_mask=pair_mask, ablation=session.ablation)
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started
@@ -306,7 +313,8 @@ class Engine:
                                logit_lens=_lens_for(family, weights, model, forward),
                                kv_heads=_kv_heads(weights, heads, session))
         if result.causal_model and num_layers is None:  # induction heads show on a repeated random sequence
-            result._summaries["induction"] = self._induction_scores(family, model, weights, backend, session.ablation)
+            result._induction = functools.partial(self._induction_scores, family, model, weights, backend,
+                                                  session.ablation)
         if session.compare_text.strip() and keys is None:  # text B with the same settings (not for pairs)
             result.compare = self.compute(dataclasses.replace(session, text=session.compare_text, compare_text=""),
                                           num_layers=num_layers)
@@ -320,16 +328,17 @@ class Engine:
         so each is measured once (a forward pass of its own that live typing must not repeat)."""
         key = (str(model.folder), model.name, backend.name, ablation)
         with self._lock:
-            cached = self._induction.get(key)
+            cached = self._induction_cache.get(key)
         if cached is None:
             bos = getattr(model.tokenizer, "bos_id", None)
-            cached = measure_induction(family.forward, weights, weights.token_embeddings.shape[0],
-                                       prefix=() if bos is None else (bos,), ablation=ablation)
+            with blas_threads_for_rows(2 * INDUCTION_PERIOD + 1):
+                cached = measure_induction(family.forward, weights, weights.token_embeddings.shape[0],
+                                           prefix=() if bos is None else (bos,), ablation=ablation)
             with self._lock:
-                if len(self._induction) >= MAX_INDUCTION_ENTRIES:
-                    self._induction.pop(next(iter(self._induction)))
+                if len(self._induction_cache) >= MAX_INDUCTION_ENTRIES:
+                    self._induction_cache.pop(next(iter(self._induction_cache)))
                 cached.flags.writeable = False  # shared by every result of this model
-                self._induction[key] = cached
+                self._induction_cache[key] = cached
         return cached
 
 

@@ -12,13 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from attnstudio.core.parallel import single_threaded_blas
+from attnstudio.core.parallel import blas_threads_for_rows
 from attnstudio.core.transformer import ForwardResult
-
-# Up to this many new rows, the extension runs with BLAS on one thread: its products are matrix-vector sized,
-# and BLAS's own threads spin-wait on each other (on a busy 2-core machine one key press took 1.3 s with two
-# BLAS threads and 0.11 s with one).
-SINGLE_THREAD_MAX_ROWS = 16
 
 
 def first_rows(result: ForwardResult, m: int) -> ForwardResult:
@@ -56,15 +51,11 @@ class PrefixCache:
         ids_host = np.asarray(ids_host)
         key = tuple(sorted(options.items()))
         m = self._reusable(parameters, key, ids_host, mask_host)
-        if m:
-            past = first_rows(self._entry.result, m)
-            if len(ids_host) - m <= SINGLE_THREAD_MAX_ROWS:
-                with single_threaded_blas():
-                    result = family.extend(parameters, past, ids, mask=mask, **options)
+        with blas_threads_for_rows(len(ids_host) - m):  # the rows computed
+            if m:
+                result = family.extend(parameters, first_rows(self._entry.result, m), ids, mask=mask, **options)
             else:
-                result = family.extend(parameters, past, ids, mask=mask, **options)
-        else:
-            result = family.forward(parameters, ids, mask=mask, **options)
+                result = family.forward(parameters, ids, mask=mask, **options)
         self.reused = m
         self._entry = _Entry(parameters, key, ids_host.copy(), None if mask_host is None else mask_host.copy(), result)
         return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 from pathlib import Path
 
@@ -274,19 +275,43 @@ def _remove_stale_entries(cache_file: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
+MAX_CACHE_HEADER = 1 << 24
+
+
+def _map_cache(cache_file: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(metadata, float32 arrays) of a cache file, mapped read-only from the file instead of copied.
+
+    Copying 540 MB of SmolLM2 took 1.3 s of every start; mapped, the pages come from the page cache as the
+    first forward pass reads them. The file is the safetensors layout ``_write_cache`` wrote (an 8-byte header
+    length, a JSON header of dtypes, shapes and byte offsets, then the data); anything else raises ValueError.
+    """
+    size = cache_file.stat().st_size
+    with open(cache_file, "rb") as stream:
+        header_length = int.from_bytes(stream.read(8), "little")
+        if not 0 < header_length <= min(MAX_CACHE_HEADER, size - 8):
+            raise ValueError("bad cache header")
+        header = json.loads(stream.read(header_length))
+    metadata = header.pop("__metadata__", {}) or {}
+    data = np.memmap(cache_file, dtype=np.uint8, mode="r", offset=8 + header_length)
+    arrays = {}
+    for key, entry in header.items():
+        begin, end = entry["data_offsets"]
+        shape = tuple(int(size) for size in entry["shape"])
+        if entry["dtype"] != "F32" or not 0 <= begin <= end <= data.size or end - begin != 4 * math.prod(shape):
+            raise ValueError(f"bad cache entry {key}")
+        arrays[key] = np.asarray(data[begin:end]).view(np.float32).reshape(shape)  # a plain ndarray over the map
+    return metadata, arrays
+
+
 def _read_cache(cache_file: Path, path: Path, name: str) -> PretrainedModel | None:
     """The cached model, or None when there is no usable cache (then the GGUF is read again)."""
     tokenizer_file = cache_file.with_suffix(".tokenizer.json")
     if not cache_file.is_file() or not tokenizer_file.is_file():
         return None
     try:
-        from safetensors import safe_open  # noqa: PLC0415
-
-        with safe_open(str(cache_file), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("format") != CACHE_FORMAT:
-                return None
-            arrays = {key: handle.get_tensor(key) for key in handle.keys()}
+        metadata, arrays = _map_cache(cache_file)
+        if metadata.get("format") != CACHE_FORMAT:
+            return None
         config, settings = json.loads(metadata["config"]), json.loads(metadata["tokenizer"])
         optional = {"qkv_bias"}  # absent: None; any other absent field makes the cache unusable
         layers = [LlamaLayer(**{field: arrays.get(key) if field in optional else arrays[key]
