@@ -23,6 +23,7 @@ PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
     "starcoder": (r"\p{N}", GPT2_PATTERN),
     "refact": (r"\p{N}", GPT2_PATTERN),
     "llama-bpe": (LLAMA3_PATTERN,),
+    "qwen2": (LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}"),),  # llama.cpp's: digits one by one
 }
 TOKEN_TYPE_CONTROL = 3
 VISIBLE_WHITESPACE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "⏎"})

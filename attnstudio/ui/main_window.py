@@ -240,7 +240,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open model folder…", "Ctrl+Shift+O", self.open_model_folder,
                      "Load a local Hugging Face folder or HF cache entry: a BERT encoder or a Llama decoder")
         self._action(file_menu, "Open GGUF model…", None, self.open_gguf_file,
-                     "Load a Llama-family decoder from a .gguf file (llama.cpp's format)")
+                     "Load a decoder from a .gguf file (llama.cpp's format: llama, qwen2 and gpt2 architectures)")
         file_menu.addSeparator()
         self._action(file_menu, "Export image…", "Ctrl+E", files.export_image,
                      "The current view as PNG (2× or more), SVG or PDF, with a caption")
