@@ -47,10 +47,11 @@ class PrefixCache:
 
     def forward(self, family, parameters, ids_host: np.ndarray, ids, *, mask_host=None, mask=None,
                 **options) -> ForwardResult:
-        """``family.forward(parameters, ids, mask=mask, **options)``, from the kept prefix where it can be."""
+        """``family.forward(parameters, ids, mask=mask, **options)``, from the kept prefix where it can be
+        (families without ``extend`` always run in full)."""
         ids_host = np.asarray(ids_host)
         key = tuple(sorted(options.items()))
-        m = self._reusable(parameters, key, ids_host, mask_host)
+        m = self._reusable(parameters, key, ids_host, mask_host) if family.extend is not None else 0
         with blas_threads_for_rows(len(ids_host) - m):  # the rows computed
             if m:
                 result = family.extend(parameters, first_rows(self._entry.result, m), ids, mask=mask, **options)

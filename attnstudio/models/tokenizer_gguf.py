@@ -109,6 +109,10 @@ class DecoderTokenizer(TextTokenizer):
             return self._tokenizer.id_to_token(int(token_id))
         return text.translate(VISIBLE_WHITESPACE)
 
+    def decode(self, ids) -> str:
+        """The text a run of tokens stands for (bytes split across tokens joined again)."""
+        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
     def decode_token(self, token_id: int) -> str:
         """The text one token stands for (byte-level tokens decoded: 'Ġcat' -> ' cat')."""
         return self._tokenizer.decode([int(token_id)], skip_special_tokens=False)

@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
 
         self.views = {name: view_class(self.session) if name == "profiler" else view_class(self.session, self.results)
                       for name, view_class in VIEW_CLASSES.items()}
+        self.views["next_token"].generate.set_engine(lambda: self.controller.engine)
         self.tabs = QTabWidget()
         for key, label in VIEWS:
             self.tabs.addTab(self.views[key], label)
@@ -331,5 +332,6 @@ class MainWindow(QMainWindow):
         self.save_settings()
         self.files.mark_closed()
         self.views["profiler"].shutdown()
+        self.views["next_token"].generate.shutdown()
         self.controller.shutdown()
         super().closeEvent(event)
