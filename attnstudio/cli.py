@@ -227,8 +227,16 @@ def _command_profile(args: argparse.Namespace) -> int:
     from attnstudio.core.profiling import ProfileConfig, run_profile  # noqa: PLC0415
     from attnstudio.fileio import write_atomic  # noqa: PLC0415
 
-    config = ProfileConfig(lengths=args.n, kernels=args.kernels, backends=args.backend, heads=args.heads,
-                           d_k=args.d_k, dtype=args.dtype, repeats=args.repeats, window=args.window).validate()
+    heads, d_k = args.heads, args.d_k
+    if args.model:
+        from attnstudio.models.registry import load_model_cached  # noqa: PLC0415
+
+        weights = load_model_cached(args.model).weights
+        heads = weights.num_heads
+        d_k = getattr(weights, "head_dim", None) or weights.d_model // heads
+        print(f"attention shapes of {args.model}: {heads} heads of width {d_k}", file=sys.stderr)
+    config = ProfileConfig(lengths=args.n, kernels=args.kernels, backends=args.backend, heads=heads,
+                           d_k=d_k, dtype=args.dtype, repeats=args.repeats, window=args.window).validate()
     for output in (args.json, args.csv):  # before the sweep, not after minutes of measuring
         if output:
             check_writable(Path(output))
@@ -322,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="naive, tiled, window (comma-separated)")
     profile.add_argument("--backend", type=_name_list, default=("numpy",), help="numpy, cupy (comma-separated)")
     profile.add_argument("--heads", type=int, default=8)
+    profile.add_argument("--model", metavar="MODEL",
+                         help="take --heads and --d-k from this model (minilm, smollm2, a .gguf file, a folder): its "
+                              "query heads and head width")
     profile.add_argument("--d-k", type=int, default=64)
     profile.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     profile.add_argument("--repeats", type=int, default=3, help="timed calls per point (after one warm-up)")

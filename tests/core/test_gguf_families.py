@@ -94,3 +94,29 @@ def test_a_gpt2_whose_head_is_not_tied_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match="tied to the token embeddings") as caught:
         load_gguf(path, cache=False)
     assert "\n" not in str(caught.value)
+
+
+def test_the_cli_computes_and_profiles_with_converted_ggufs(tmp_path):
+    import json
+
+    from tests.core.test_cli import run_cli
+
+    for architecture in FAMILIES:
+        path = tmp_path / f"tiny-{architecture}.gguf"
+        write_gguf_from_hf(DATA / f"tiny-{architecture}", path)
+        out = tmp_path / f"{architecture}.npz"
+        done = run_cli("compute", TEXT, "--model", str(path), "--layers", "2", "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        data = np.load(out)
+        reference = np.load(DATA / f"tiny-{architecture}.npz")
+        np.testing.assert_allclose(data["attentions"][0], reference["attentions"][1], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(data["next_logits"], reference["last_logits"], rtol=0, atol=1e-4)
+    report = tmp_path / "profile.json"
+    done = run_cli("profile", "--model", str(tmp_path / "tiny-qwen2.gguf"), "--n", "16", "--kernels", "naive",
+                   "--repeats", "1", "--json", str(report))
+    assert done.returncode == 0, done.stderr
+    assert "4 heads of width 8" in done.stderr
+    config = json.loads(report.read_text())["config"]
+    assert (config["heads"], config["d_k"]) == (4, 8)
+    done = run_cli("profile", "--model", str(tmp_path / "missing.gguf"), "--n", "16")
+    assert done.returncode != 0 and done.stderr.count("\n") == 1 and "does not exist" in done.stderr
