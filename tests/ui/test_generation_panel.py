@@ -78,12 +78,12 @@ def test_the_bars_and_title_follow_the_sampling_temperature(make_window, qtbot):
         return rows
 
     view.generate.temperature.setValue(3.0)
-    qtbot.waitUntil(lambda: "temperature 3" in view.plot.titleLabel.text)
+    qtbot.waitUntil(lambda: "(T = 3)" in view.plot.titleLabel.text)
     hot = sampling_probabilities(result.forward.next_logits, 3.0)[[c.token_id for c in result.next_tokens[:2]]]
     widths = bar_widths()
     assert abs(widths[1] / widths[0] - hot[1] / hot[0]) < 0.03, (widths, hot)
     view.generate.temperature.setValue(0.5)
-    qtbot.waitUntil(lambda: "temperature 0.5" in view.plot.titleLabel.text)
+    qtbot.waitUntil(lambda: "(T = 0.5)" in view.plot.titleLabel.text)
     cold = sampling_probabilities(result.forward.next_logits, 0.5)[[c.token_id for c in result.next_tokens[:2]]]
     widths = bar_widths()
     assert abs(widths[1] / widths[0] - cold[1] / cold[0]) < 0.03, (widths, cold)

@@ -86,9 +86,10 @@ class NextTokenView(ResultView):
         self.plot.setYRange(-0.5, len(rows) - 0.5, padding=0)
         last = shown(result.query_tokens[-1])
         temperature = self.generate.temperature.value()
-        self.plot.setTitle(f"{result.model_name}: the {len(rows)} most likely tokens after '{last}' "
-                           f"(softmax of the logits, temperature {temperature:g})")
-        self.note.setText("Click a bar to append that token to the text, or generate several.")
+        # short enough for a 1024-pixel window; the note and the T box's tooltip say what T is
+        self.plot.setTitle(f"{result.model_name}: the {len(rows)} most likely tokens after '{last}' (T = {temperature:g})")
+        self.note.setText("Probabilities: softmax(logits / T) over the whole vocabulary. Click a bar to append that "
+                          "token to the text, or generate several.")
 
     def _on_clicked(self, event) -> None:
         result = self.results.result
