@@ -75,7 +75,8 @@ class ComputeResult:
     compare: ComputeResult | None = None  # the same settings on the session's compare_text (text B)
     baseline: ComputeResult | None = None  # the same session without its ablation (with its own compare)
     causal_model: bool = False  # the model's own causal mask was applied (decoders), besides the session's
-    next_tokens: list[NextToken] = field(default_factory=list)  # decoders: the most likely next tokens
+    # decoders: () -> the most likely next tokens, read through ``next_tokens`` (computed when first asked)
+    next_tokens_of: Callable[[], list[NextToken]] | None = field(default=None, repr=False)
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
@@ -83,6 +84,13 @@ class ComputeResult:
     # causal models: () -> (layers, heads) induction scores, measured (once per model) when head roles are asked for
     _induction: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     _summaries: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def next_tokens(self) -> list[NextToken]:
+        """Decoders: the most likely next tokens, most likely first (empty for a model without a head)."""
+        if "next_tokens" not in self._summaries:
+            self._summaries["next_tokens"] = [] if self.next_tokens_of is None else self.next_tokens_of()
+        return self._summaries["next_tokens"]
 
     @property
     def num_layers(self) -> int:
@@ -157,10 +165,12 @@ class ComputeResult:
 SUMMARIES: dict[str, Callable[[ComputeResult], Any]] = {
     "attentions": ComputeResult.attentions, "entropy": ComputeResult.head_entropy,
     "rollout": ComputeResult.rollout, "roles": ComputeResult.head_roles,
+    "next_tokens": lambda result: result.next_tokens,
 }
 VIEW_SUMMARIES: dict[str, tuple[str, ...]] = {
-    "heads": ("attentions", "entropy", "roles"), "rollout": ("attentions", "rollout"),
-    "why": ("attentions",), "compare": ("attentions",),
+    "heads": ("attentions", "entropy", "roles", "next_tokens"), "rollout": ("attentions", "rollout"),
+    "why": ("attentions",), "compare": ("attentions",), "next_token": ("next_tokens",),
+    "logit_lens": ("next_tokens",),
 }
 
 
@@ -309,7 +319,7 @@ class Engine:
         result = ComputeResult(session, queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
                                elapsed, notices, cross_attention=keys is not None,
                                causal_model=family.causal and not session.is_synthetic,
-                               next_tokens=_next_tokens(forward, model),
+                               next_tokens_of=functools.partial(_next_tokens, forward, model),
                                logit_lens=_lens_for(family, weights, model, forward),
                                kv_heads=_kv_heads(weights, heads, session))
         if result.causal_model and num_layers is None:  # induction heads show on a repeated random sequence
@@ -360,7 +370,7 @@ def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextTok
 
 
 def _lens_for(family, weights, model: PretrainedModel, forward: ForwardResult):
-    if family.logit_lens is None or forward.next_logits is None or not hasattr(model.tokenizer, "decode_token"):
+    if family.logit_lens is None or not forward.has_next_logits() or not hasattr(model.tokenizer, "decode_token"):
         return None
 
     def lens(position: int) -> list[NextToken]:

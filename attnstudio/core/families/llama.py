@@ -19,7 +19,14 @@ from attnstudio.core.backend import array_namespace, concat, matrix_transpose, t
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
-from attnstudio.core.transformer import AttentionTrace, ForwardResult, ScoresOnReadTrace, merge_heads, split_heads
+from attnstudio.core.transformer import (
+    AttentionTrace,
+    ForwardResult,
+    LogitsOnReadResult,
+    ScoresOnReadTrace,
+    merge_heads,
+    split_heads,
+)
 from attnstudio.errors import InvalidSetting
 
 
@@ -269,8 +276,10 @@ def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | N
             x = rms_norm(x, p.final_norm, p.rms_norm_eps)  # the past's last rows are normalised too
         hidden_states.append(concat([past.hidden_states[index + 1], x], axis=0))
         traces.append(trace)
-    next_logits = unembed(p, x[-1, ...]) if num_layers == total_layers else None
-    return ForwardResult(traces, hidden_states, next_logits)
+    if num_layers < total_layers:
+        return ForwardResult(traces, hidden_states, None)
+    last = x[-1, ...]  # (d_model,)
+    return LogitsOnReadResult(traces, hidden_states, lambda: unembed(p, last))  # (vocab,) when first read
 
 
 def logit_lens(p: LlamaParameters, hidden_states: list, position: int):
