@@ -107,7 +107,7 @@ class ComputeResult:
         shows one head; the (layers, heads, n, n) stack of a 512-token text is 280 MB)."""
         if self._host_attentions is not None:
             return self._host_attentions[layer, head]
-        return np.asarray(to_numpy(self.forward.traces[layer].weights[head]), dtype=np.float32)
+        return np.asarray(to_numpy(self.forward.traces[layer].head_weights(head)), dtype=np.float32)
 
     def head_entropy(self) -> np.ndarray:
         """(layers, heads) mean row entropy, computed once (the compute worker does it off the GUI thread)."""

@@ -124,7 +124,8 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
             while window.results.result is None or window.results.result.query_tokens != expected:
                 loop.exec()
                 if not guard.isActive():
-                    raise SystemExit(f"no result for a {tokens}-token text within 180 s")
+                    raise SystemExit(f"no result for a {tokens}-token text within 180 s "
+                                     f"(last error: {window.last_error or 'none'})")
 
         editor.setPlainText(base)
         wait_for(base)

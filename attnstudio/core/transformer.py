@@ -33,35 +33,13 @@ class AttentionTrace:
         return AttentionTrace(self.queries[:, :m], self.keys[:, :m], self.values[:, :m], self.scores[:, :m, :m],
                               self.weights[:, :m, :m], self.context[:, :m])
 
+    def head_weights(self, head: int):
+        """(n_q, n_k) weights of one head."""
+        return self.weights[head]
 
-class ScoresOnReadTrace(AttentionTrace):
-    """A trace whose scores are computed from its queries and keys when first read.
-
-    A prefix-cache extension keeps these: the (heads, n, n) scores are only shown for one layer at a time,
-    and joining every layer's on each key press costs more than the new rows themselves. They are computed
-    by the same ``attention_scores`` call as the full forward pass, so they equal its scores.
-    """
-
-    def __init__(self, queries, keys, values, weights, context, *, score: str, scale, seed: int):
-        self._scores = None
-        self._score_options = {"score": score, "scale": scale, "seed": seed}
-        super().__init__(queries, keys, values, None, weights, context)
-
-    @property
-    def scores(self):  # (heads, n_q, n_k), scaled, before the mask
-        if self._scores is None:
-            self._scores = attention_scores(self.queries, self.keys, **self._score_options)
-        return self._scores
-
-    @scores.setter
-    def scores(self, value) -> None:
-        self._scores = value
-
-    def first_rows(self, m: int) -> AttentionTrace:
-        if self._scores is not None:
-            return super().first_rows(m)
-        return ScoresOnReadTrace(self.queries[:, :m], self.keys[:, :m], self.values[:, :m], self.weights[:, :m, :m],
-                                 self.context[:, :m], **self._score_options)
+    def weight_parts(self) -> tuple[Any, list]:
+        """The weights as (a (heads, m, m) block, row blocks after it): see core.extended_trace."""
+        return self.weights, []
 
 
 @dataclass

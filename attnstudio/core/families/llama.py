@@ -17,13 +17,13 @@ import numpy as np
 
 from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
+from attnstudio.core.extended_trace import ExtendedTrace
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
 from attnstudio.core.transformer import (
     AttentionTrace,
     ForwardResult,
     LogitsOnReadResult,
-    ScoresOnReadTrace,
     merge_heads,
     split_heads,
 )
@@ -155,23 +155,12 @@ def _attend_after(past: AttentionTrace, q, k, v, layer: LlamaLayer, *, mask, sco
     weights = softmax(scores, mask)  # mask: rows m .. n-1, (n - m, n)
     context = weights @ values  # (heads, n - m, head_dim)
     output = merge_heads(context) @ layer.attention_out_weight  # (n - m, d_model)
-    # Old rows put weight 0 on the new keys (causal). The whole (heads, n, n) weights are written once; the
-    # scores (before the mask, so old rows have scores on future keys too) are computed when first read.
-    all_weights = _rows_below(past.weights, xp.zeros((q.shape[0], m, k.shape[1]), dtype=q.dtype), weights)
-    trace = ScoresOnReadTrace(concat([past.queries, q], axis=1), keys, values, all_weights,
-                              concat([past.context, context], axis=1), score=score, scale=scale, seed=seed)
+    # Old rows put weight 0 on the new keys (causal): the new trace shares the past's weights and adds the new
+    # rows as a block; scores (before the mask: old rows have scores on future keys too) come when first read.
+    base, blocks = past.weight_parts()
+    trace = ExtendedTrace(concat([past.queries, q], axis=1), keys, values, base, [*blocks, (m, weights)],
+                          concat([past.context, context], axis=1), score=score, scale=scale, seed=seed)
     return output, trace
-
-
-def _rows_below(old, old_right, new_rows):
-    """[[old, old_right], [new_rows]] as one new array.  (h, m, m), (h, m, n - m), (h, n - m, n) -> (h, n, n)."""
-    xp = array_namespace(old)
-    m, n = old.shape[-1], new_rows.shape[-1]
-    joined = xp.empty((old.shape[0], n, n), dtype=new_rows.dtype)
-    joined[:, :m, :m] = old
-    joined[:, :m, m:] = old_right
-    joined[:, m:, :] = new_rows
-    return joined
 
 
 def feed_forward(x, layer: LlamaLayer):
