@@ -7,10 +7,13 @@ coalescing delay (COALESCE_MS, the next event-loop pass) is included. Each size 
 live (the prefix cache reuses the kept tokens) and with the prefix cache cleared before each key press
 (what every key press cost before the cache), side by side.
 
-Run: PYTHONPATH=. python benchmarks/bench_decoder_app.py   (BENCH_DECODER_APP_REPEATS=9 by default)
+Run: PYTHONPATH=. python benchmarks/bench_decoder_app.py [--before OLD_CHECKOUT]   (BENCH_DECODER_APP_REPEATS=9)
+With --before, the same key presses run on an older checkout in the same run, side by side.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import statistics
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -153,7 +157,25 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
     return samples, cpu_samples
 
 
+def keypress_in(checkout: str, tokens: int, repeats: int) -> tuple[list[float], list[float]]:
+    """keypress_to_paint run in a child process on another checkout of attnstudio (its code, this benchmark)."""
+    done = subprocess.run([sys.executable, __file__, "--keypress", str(tokens), str(repeats)], capture_output=True,
+                          text=True, timeout=1800, env={**os.environ, "PYTHONPATH": checkout})
+    if done.returncode:
+        raise SystemExit(f"the key press benchmark failed on {checkout}: {done.stderr[-2000:]}")
+    wall, cpu = json.loads(done.stdout.strip().splitlines()[-1])
+    return wall, cpu
+
+
 def main() -> None:
+    """--before DIR: also measure key press -> painted on another checkout (e.g. an older commit), side by side."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", metavar="DIR", help="a checkout of attnstudio to compare with (its code runs)")
+    parser.add_argument("--keypress", nargs=2, type=int, metavar=("TOKENS", "REPEATS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.keypress:  # the child process of keypress_in
+        print(json.dumps(keypress_to_paint(args.keypress[0], clear_cache=False, repeats=args.keypress[1])))
+        return
     runs = startup()
     painted = statistics.median(run["painted_ms"] for run in runs)
     resident = [run["resident_mib"] for run in runs if run["resident_mib"] is not None]
@@ -161,25 +183,32 @@ def main() -> None:
     print(f"launch to first SmolLM2 heatmap (warm cache): median {painted:.0f} ms ({each}); resident memory "
           f"{', '.join(f'{m:.0f}' for m in resident)} MiB")
     typing = {}
+    here = str(Path(__file__).resolve().parent.parent)
     print(f"key press -> painted heatmap, median of {REPEATS} (load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores)")
-    print(f"{'tokens':>6} {'live wall':>10} {'live CPU':>9} {'no-cache wall':>14} {'no-cache CPU':>13}  (ms)")
+          f"{os.cpu_count()} cores); wall and process CPU time, ms")
+    print(f"{'tokens':>6} {'live wall':>10} {'live CPU':>9} {'no-cache wall':>14} {'no-cache CPU':>13}"
+          + (f" {'before wall':>12} {'before CPU':>11}" if args.before else ""))
     for tokens in (128, 512):
-        live, live_cpu = keypress_to_paint(tokens, clear_cache=False)
+        before = keypress_in(args.before, tokens, REPEATS) if args.before else None
+        live, live_cpu = keypress_in(here, tokens, REPEATS)
         full, full_cpu = keypress_to_paint(tokens, clear_cache=True, repeats=min(REPEATS, 3))
         typing[tokens] = {"live_ms": live, "live_cpu_ms": live_cpu, "no_prefix_cache_ms": full,
                           "no_prefix_cache_cpu_ms": full_cpu, "live_median_ms": statistics.median(live),
                           "live_cpu_median_ms": statistics.median(live_cpu),
                           "no_prefix_cache_median_ms": statistics.median(full)}
-        print(f"{tokens:>6} {statistics.median(live):>10.1f} {statistics.median(live_cpu):>9.1f} "
-              f"{statistics.median(full):>14.1f} {statistics.median(full_cpu):>13.1f}   "
-              f"(live wall min {min(live):.1f})")
+        row = (f"{tokens:>6} {statistics.median(live):>10.1f} {statistics.median(live_cpu):>9.1f} "
+               f"{statistics.median(full):>14.1f} {statistics.median(full_cpu):>13.1f}")
+        if before:
+            typing[tokens].update(before_ms=before[0], before_cpu_ms=before[1],
+                                  before_median_ms=statistics.median(before[0]))
+            row += f" {statistics.median(before[0]):>12.1f} {statistics.median(before[1]):>11.1f}"
+        print(row + f"   (live wall min {min(live):.1f})", flush=True)
     floor = weight_streaming_floor_ms()
     print(f"floor: one token's matrix-vector products alone (every weight read once, one BLAS thread): "
           f"{floor['layers_ms']:.1f} ms for the 30 layers ({floor['layer_bytes'] / 2**20:.0f} MiB), "
           f"{floor['layers_and_head_ms']:.1f} ms with the unembedding ({floor['head_bytes'] / 2**20:.0f} MiB more)")
     write("decoder_app", {"startup": runs, "floor": floor, "startup_median_ms": painted, "keypress_to_paint": typing,
-                          "load_average": os.getloadavg()[0],
+                          "load_average": os.getloadavg()[0], "before": args.before,
                           "debounce": "included: the controller's coalescing timer (0 ms, the next event-loop pass)",
                           "targets": {"startup_ms": 3000, "resident_mib": 1228, "keypress_128_ms": 50,
                                       "keypress_512_ms": 100}})
