@@ -98,7 +98,7 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
     The work is serial (the GUI thread waits for the compute thread), so the process's CPU time is what the wall
     time would be on an idle machine; on a shared one the wall time also counts the waits for a core.
     """
-    from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
     from PySide6.QtGui import QTextCursor
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
@@ -157,10 +157,16 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
     return samples, cpu_samples
 
 
-def keypress_in(checkout: str, tokens: int, repeats: int) -> tuple[list[float], list[float]]:
-    """keypress_to_paint run in a child process on another checkout of attnstudio (its code, this benchmark)."""
+def keypress_in(checkout: str, tokens: int, repeats: int, cache_dir: str | None = None) -> tuple[list, list]:
+    """keypress_to_paint run in a child process on a checkout of attnstudio (its code, this benchmark).
+
+    cache_dir: its own model cache (an older checkout may write another cache format, and each removes the other's).
+    """
+    env = {**os.environ, "PYTHONPATH": checkout}
+    if cache_dir:
+        env["ATTNSTUDIO_CACHE_DIR"] = cache_dir
     done = subprocess.run([sys.executable, __file__, "--keypress", str(tokens), str(repeats)], capture_output=True,
-                          text=True, timeout=1800, env={**os.environ, "PYTHONPATH": checkout})
+                          text=True, timeout=1800, env=env)
     if done.returncode:
         raise SystemExit(f"the key press benchmark failed on {checkout}: {done.stderr[-2000:]}")
     wall, cpu = json.loads(done.stdout.strip().splitlines()[-1])
@@ -189,7 +195,8 @@ def main() -> None:
     print(f"{'tokens':>6} {'live wall':>10} {'live CPU':>9} {'no-cache wall':>14} {'no-cache CPU':>13}"
           + (f" {'before wall':>12} {'before CPU':>11}" if args.before else ""))
     for tokens in (128, 512):
-        before = keypress_in(args.before, tokens, REPEATS) if args.before else None
+        before = keypress_in(args.before, tokens, REPEATS, str(Path(tempfile.gettempdir()) / "attnstudio-bench-before"))\
+            if args.before else None
         live, live_cpu = keypress_in(here, tokens, REPEATS)
         full, full_cpu = keypress_to_paint(tokens, clear_cache=True, repeats=min(REPEATS, 3))
         typing[tokens] = {"live_ms": live, "live_cpu_ms": live_cpu, "no_prefix_cache_ms": full,
