@@ -117,8 +117,9 @@ class GenerateControls(QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
+        self.seed.setMaximumWidth(self.seed.fontMetrics().horizontalAdvance("0000000") + 30)  # fits a 1024 window
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(120)
+        self.progress.setMaximumWidth(100)
         self.progress.setFormat("%v / %m")
         self.progress.setVisible(False)
         self.mode.currentTextChanged.connect(self._on_mode_changed)
