@@ -156,6 +156,17 @@ class ComputeResult:
             if companion is not None:
                 companion.precompute_views(view)
 
+    def missing_summaries(self, view: str) -> tuple[str, ...]:
+        """The summaries ``view`` reads that are not computed yet (see VIEW_SUMMARIES)."""
+        done = set(self._summaries) | ({"attentions"} if self._host_attentions is not None else set())
+        missing = tuple(name for name in VIEW_SUMMARIES.get(view, ()) if name not in done)
+        companions = [c for c in (self.compare, self.baseline) if c is not None and c.missing_summaries(view)]
+        return missing + (("companions",) if companions else ())
+
+    def weight_cells(self) -> int:
+        """layers x heads x n_q x n_k: how much every whole-model summary reads."""
+        return self.num_layers * self.heads * len(self.query_tokens) * len(self.key_tokens)
+
     def step(self, layer: int, name: str) -> np.ndarray:
         """One step of a layer's attention (queries, keys, values, scores, weights, context) on the host."""
         return to_numpy(getattr(self.forward.traces[layer], name))
@@ -168,7 +179,7 @@ SUMMARIES: dict[str, Callable[[ComputeResult], Any]] = {
     "next_tokens": lambda result: result.next_tokens,
 }
 VIEW_SUMMARIES: dict[str, tuple[str, ...]] = {
-    "heads": ("attentions", "entropy", "roles", "next_tokens"), "rollout": ("attentions", "rollout"),
+    "heads": ("attentions", "entropy", "roles"), "rollout": ("attentions", "rollout"),
     "why": ("attentions",), "compare": ("attentions",), "next_token": ("next_tokens",),
     "logit_lens": ("next_tokens",),
 }

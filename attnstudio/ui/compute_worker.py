@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -40,16 +41,28 @@ class _Relay(QObject):
     failed = Signal(int, str)  # ticket, message
 
 
+@dataclass(frozen=True)
+class Prepare:
+    """A job for the worker: compute what ``view`` reads from a finished result (then it is published again)."""
+
+    result: ComputeResult
+    view: str
+
+
 def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
-    """The worker thread's loop: one (ticket, session) at a time until it receives None."""
+    """The worker thread's loop: one (ticket, session or Prepare) at a time until it receives None."""
     while True:
         job = jobs.get()
         if job is None:
             return
-        ticket, session = job
+        ticket, work = job
         try:
-            result = engine.compute(session)
-            result.precompute_views(session.view)  # what the view on screen reads: the GUI thread only draws
+            if isinstance(work, Prepare):
+                work.result.precompute_views(work.view)
+                result = work.result
+            else:
+                result = engine.compute(work)
+                result.precompute_views(work.view)  # what the view on screen reads: the GUI thread only draws
             outcome = (relay.finished, result)
         except BaseException as error:  # noqa: BLE001 - the app must survive anything a compute throws
             outcome = (relay.failed, describe_failure(error))
@@ -113,6 +126,16 @@ class ComputeController(QObject):
         self._latest = session
         self._timer.start()
 
+    def prepare(self, result: ComputeResult, view: str) -> None:
+        """Compute what ``view`` reads from ``result`` (the one on screen) in the worker, then publish it again.
+
+        Nothing happens while a compute is in flight or waiting: it computes what the view on screen reads.
+        """
+        if self._in_flight or self._latest is not None or result is None:
+            return
+        self._latest = Prepare(result, view)
+        self._timer.start()
+
     def _dispatch(self) -> None:
         if self._in_flight or self._latest is None:
             return  # the newest request runs when the current one finishes
@@ -121,7 +144,7 @@ class ComputeController(QObject):
         session, self._latest = self._latest, None
         self._in_flight = True
         self._ticket = next(self._tickets)
-        self.runs += 1
+        self.runs += 0 if isinstance(session, Prepare) else 1
         self.busy_changed.emit(True)
         self._watchdog.start()
         self._jobs.put((self._ticket, session))

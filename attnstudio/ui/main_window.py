@@ -68,6 +68,10 @@ class MainWindow(QMainWindow):
         self.views = {name: view_class(self.session) if name == "profiler" else view_class(self.session, self.results)
                       for name, view_class in VIEW_CLASSES.items()}
         self.views["next_token"].generate.set_engine(lambda: self.controller.engine)
+        for name, view in self.views.items():  # large summaries a view reads come from the worker
+            if hasattr(view, "prepare_summaries"):
+                view.summary_key = name
+                view.prepare_summaries = lambda name=name: self.controller.prepare(self.results.result, name)
         self.tabs = QTabWidget()
         for key, label in VIEWS:
             self.tabs.addTab(self.views[key], label)
