@@ -25,9 +25,19 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import numpy as np  # noqa: E402
 from common import write  # noqa: E402
+from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+from PySide6.QtGui import QTextCursor  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
 
-REPEATS = int(os.environ.get("BENCH_DECODER_APP_REPEATS", 9))
+from attnstudio.core.parallel import single_threaded_blas  # noqa: E402
+from attnstudio.models.registry import load_model_cached  # noqa: E402
+from attnstudio.session import Session  # noqa: E402
+from attnstudio.ui.main_window import MainWindow  # noqa: E402
+
+REPEATS = int(os.environ.get("BENCH_DECODER_APP_REPEATS", "9"))
 WORDS = "The cat sat on the mat because it was tired and then it slept".split()
 
 
@@ -37,7 +47,7 @@ def startup(repeats: int = 3) -> list[dict]:
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as folder:
             done = subprocess.run([sys.executable, "-m", "attnstudio", "--selftest", f"{folder}/s.png",
-                                   "--model", "smollm2"], capture_output=True, text=True, timeout=180)
+                                   "--model", "smollm2"], capture_output=True, check=False, text=True, timeout=180)
             painted = re.search(r"painted (\d+) ms", done.stdout)
             resident = re.search(r"resident (\d+) MiB", done.stdout)
             if painted is None:
@@ -51,12 +61,7 @@ def weight_streaming_floor_ms(repeats: int = 15) -> dict:
     """The least one new token can cost in float32 on this machine: its matrix-vector products alone, every
     SmolLM2 weight read once (30 layers' projections, then the unembedding), BLAS on one thread as live typing
     runs it. Median ms, and the bytes read."""
-    import numpy as np
-
-    from attnstudio.core.parallel import single_threaded_blas
-    from attnstudio.models.registry import load_model_cached
-
-    weights = load_model_cached("smollm2").weights
+    weights = load_model_cached("smollm2").parameters
     x = np.ones((1, weights.d_model), dtype=np.float32)
     d_ff = weights.layers[0].down_weight.shape[0]
     mid = np.ones((1, d_ff), dtype=np.float32)
@@ -98,14 +103,6 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
     The work is serial (the GUI thread waits for the compute thread), so the process's CPU time is what the wall
     time would be on an idle machine; on a shared one the wall time also counts the waits for a core.
     """
-    from PySide6.QtCore import QEventLoop, QSettings, QTimer
-    from PySide6.QtGui import QTextCursor
-    from PySide6.QtTest import QTest
-    from PySide6.QtWidgets import QApplication
-
-    from attnstudio.session import Session
-    from attnstudio.ui.main_window import MainWindow
-
     app = QApplication.instance() or QApplication([])
     samples, cpu_samples = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -166,7 +163,7 @@ def keypress_in(checkout: str, tokens: int, repeats: int, cache_dir: str | None 
     if cache_dir:
         env["ATTNSTUDIO_CACHE_DIR"] = cache_dir
     done = subprocess.run([sys.executable, __file__, "--keypress", str(tokens), str(repeats)], capture_output=True,
-                          text=True, timeout=1800, env=env)
+                          check=False, text=True, timeout=1800, env=env)
     if done.returncode:
         raise SystemExit(f"the key press benchmark failed on {checkout}: {done.stderr[-2000:]}")
     wall, cpu = json.loads(done.stdout.strip().splitlines()[-1])
@@ -195,8 +192,8 @@ def main() -> None:
     print(f"{'tokens':>6} {'live wall':>10} {'live CPU':>9} {'no-cache wall':>14} {'no-cache CPU':>13}"
           + (f" {'before wall':>12} {'before CPU':>11}" if args.before else ""))
     for tokens in (128, 512):
-        before = keypress_in(args.before, tokens, REPEATS, str(Path(tempfile.gettempdir()) / "attnstudio-bench-before"))\
-            if args.before else None
+        before_cache = str(Path(tempfile.gettempdir()) / "attnstudio-bench-before")
+        before = keypress_in(args.before, tokens, REPEATS, before_cache) if args.before else None
         live, live_cpu = keypress_in(here, tokens, REPEATS)
         full, full_cpu = keypress_to_paint(tokens, clear_cache=True, repeats=min(REPEATS, 3))
         typing[tokens] = {"live_ms": live, "live_cpu_ms": live_cpu, "no_prefix_cache_ms": full,

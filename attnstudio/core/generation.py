@@ -6,8 +6,8 @@ text tokenized again could merge differently, and the chain would no longer be t
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -7,9 +7,9 @@ projections of ``llama`` permuted into interleaved pairs for llama.cpp's RoPE. `
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -113,8 +113,9 @@ def _gpt2(tensors: dict[str, np.ndarray], config: dict, path: Path) -> Gpt2Param
         raise ModelLoadError(f"{path.name}: its output.weight differs from token_embd.weight; attnstudio runs "
                              f"GPT-2 with its head tied to the token embeddings")
     return Gpt2Parameters(
-        token_embeddings=embeddings, position_embeddings=get("position_embd.weight", (config["context_length"], d_model)),
-        layers=layers, final_norm=norm("output_norm"), num_heads=heads, layer_norm_eps=config["norm_eps"])
+        token_embeddings=embeddings,
+        position_embeddings=get("position_embd.weight", (config["context_length"], d_model)), layers=layers,
+        final_norm=norm("output_norm"), num_heads=heads, layer_norm_eps=config["norm_eps"])
 
 
 @dataclass(frozen=True)

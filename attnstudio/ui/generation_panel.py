@@ -1,7 +1,7 @@
 """The next-token panel's "Generate N" row: greedy or seeded sampling, off the GUI thread, with progress and Stop.
 
 Each generated token is appended to the session's text as it comes, so every view follows the generation.
-The worker thread runs :func:`attnstudio.core.generation.generate` on the engine's weights (read only) with
+The worker thread runs :func:`attnstudio.core.generation.generate` on the engine's parameters (read only) with
 its own prefix cache; the GUI thread only updates the text and the progress bar.
 """
 from __future__ import annotations
@@ -58,8 +58,8 @@ class Generation(QObject):
         try:
             model = engine.model(session)
             backend = resolve_backend(session.backend)
-            weights = engine.weights(model, backend)
-            family = family_of(weights)
+            parameters = engine.parameters(model, backend)
+            family = family_of(parameters)
             if session.is_synthetic or not family.has_head:
                 raise InvalidSetting(f"{model.name} has no language-model head: generating needs a decoder")
             if session.mask.has("padding"):
@@ -67,7 +67,7 @@ class Generation(QObject):
             encoded = model.tokenizer.encode(session.text)
             if not len(encoded.ids):
                 raise InvalidSetting("the text is empty: type a sentence to continue")
-            head_dim = getattr(weights, "head_dim", None) or weights.d_model // model.num_heads
+            head_dim = getattr(parameters, "head_dim", None) or parameters.d_model // model.num_heads
             options = {"score": session.score, "seed": session.seed,
                        "scale": score_scale(session.score, head_dim, None) / session.temperature}
             generated: list[int] = []
@@ -76,7 +76,7 @@ class Generation(QObject):
                 generated.append(token)
                 self.token_ready.emit(step + 1, session.text + model.tokenizer.decode(generated))
 
-            _, outcome = generate(family, weights, encoded.ids, settings, options=options,
+            _, outcome = generate(family, parameters, encoded.ids, settings, options=options,
                                   mask_for=lambda n: build_mask(session.mask, n, n), ablation=session.ablation or None,
                                   should_stop=self._stop.is_set, on_token=on_token)
         except AttnStudioError as error:

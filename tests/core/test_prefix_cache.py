@@ -8,8 +8,10 @@ import pytest
 
 from attnstudio.core.families import family_of
 from attnstudio.core.masks import MaskSpec, build_mask
+from attnstudio.engine import Engine
 from attnstudio.errors import InvalidSetting
 from attnstudio.models.registry import load_model
+from attnstudio.session import Session
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TEXT = "The cat sat on the mat because it was tired. The dog did not."
@@ -40,58 +42,56 @@ def assert_same(extended, full):
 @pytest.mark.parametrize("kept", [1, 10, 35])
 def test_extending_a_prefix_equals_a_full_recompute(checkpoint, kept):
     model = load_model(str(DATA / f"tiny-{checkpoint}"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     ids = model.tokenizer.encode(TEXT).ids  # 36 tokens
-    past = family.forward(model.weights, ids[:kept])
-    assert_same(family.extend(model.weights, past, ids), family.forward(model.weights, ids))
+    past = family.forward(model.parameters, ids[:kept])
+    assert_same(family.extend(model.parameters, past, ids), family.forward(model.parameters, ids))
 
 
 def test_an_edit_keeps_the_prefix_and_replaces_the_rest():
     model = load_model(str(DATA / "tiny-llama"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     before = model.tokenizer.encode(TEXT).ids
     after = model.tokenizer.encode(TEXT[:30] + " and the mouse ran away").ids
     kept = int(np.argmin(before[:len(after)] == after[:len(before)]))  # the first differing position
     assert 0 < kept < len(after)
-    past = family.forward(model.weights, before)
-    past_prefix = family.forward(model.weights, after[:kept])
+    past = family.forward(model.parameters, before)
+    past_prefix = family.forward(model.parameters, after[:kept])
     # the cache of the longer old text, cut to the kept prefix, is the same as a fresh prefix pass
-    assert_same(family.extend(model.weights, past_prefix, after), family.forward(model.weights, after))
+    assert_same(family.extend(model.parameters, past_prefix, after), family.forward(model.parameters, after))
     assert past.traces[0].weights.shape[-1] == len(before)
 
 
 @pytest.mark.parametrize("spec", [MaskSpec("window", width=3), MaskSpec("none", blocked_cells=((20, 5), (30, 2)))])
 def test_extending_with_a_chosen_mask_and_score(spec):
     model = load_model(str(DATA / "tiny-llama"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     ids = model.tokenizer.encode(TEXT).ids
     mask = build_mask(spec, len(ids), len(ids))
     options = {"score": "additive", "scale": 0.5, "seed": 3}
-    past = family.forward(model.weights, ids[:12], mask=mask[:12, :12], **options)
-    assert_same(family.extend(model.weights, past, ids, mask=mask, **options),
-                family.forward(model.weights, ids, mask=mask, **options))
+    past = family.forward(model.parameters, ids[:12], mask=mask[:12, :12], **options)
+    assert_same(family.extend(model.parameters, past, ids, mask=mask, **options),
+                family.forward(model.parameters, ids, mask=mask, **options))
 
 
 def test_extending_fewer_layers_gives_no_logits():
     model = load_model(str(DATA / "tiny-llama"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     ids = model.tokenizer.encode(TEXT).ids
-    past = family.forward(model.weights, ids[:20], num_layers=1)
-    assert_same(family.extend(model.weights, past, ids, num_layers=1), family.forward(model.weights, ids, num_layers=1))
+    past = family.forward(model.parameters, ids[:20], num_layers=1)
+    assert_same(family.extend(model.parameters, past, ids, num_layers=1),
+                family.forward(model.parameters, ids, num_layers=1))
 
 
 def test_a_prefix_that_does_not_fit_is_refused():
     model = load_model(str(DATA / "tiny-llama"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     ids = model.tokenizer.encode(TEXT).ids
     with pytest.raises(InvalidSetting, match="cannot extend"):
-        family.extend(model.weights, family.forward(model.weights, ids), ids)
+        family.extend(model.parameters, family.forward(model.parameters, ids), ids)
 
 
 def test_the_engine_reuses_the_kept_prefix_while_typing_and_matches_a_fresh_engine():
-    from attnstudio.engine import Engine
-    from attnstudio.session import Session
-
     folder = str(DATA / "tiny-llama")
     typing, fresh = Engine(), Engine()
     texts = [TEXT, TEXT + " A", TEXT + " And", TEXT[:20], TEXT[:20] + " mat"]
@@ -113,16 +113,16 @@ def test_a_chain_of_key_presses_keeps_equalling_a_full_recompute():
     from attnstudio.core.prefix_cache import PrefixCache  # noqa: PLC0415
 
     model = load_model(str(DATA / "tiny-llama"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     cache = PrefixCache()
     texts = [TEXT[:20], TEXT[:21], TEXT[:24], TEXT[:23], TEXT[:40], TEXT]
     for text in texts:
         ids = model.tokenizer.encode(text).ids
-        result = cache.forward(family, model.weights, ids, np.asarray(ids))
+        result = cache.forward(family, model.parameters, ids, np.asarray(ids))
     assert cache.reused > 0
     trace = result.traces[0]
     assert type(trace).__name__ == "ExtendedTrace" and trace._scores is None and trace._weights is None
-    full = family.forward(model.weights, model.tokenizer.encode(TEXT).ids)
+    full = family.forward(model.parameters, model.tokenizer.encode(TEXT).ids)
     for head in range(full.traces[0].weights.shape[0]):  # one head joined alone, the others still in parts
         np.testing.assert_allclose(trace.head_weights(head), full.traces[0].weights[head], rtol=0, atol=1e-6)
     assert trace._weights is None
@@ -138,18 +138,18 @@ def test_many_key_presses_join_their_row_blocks_exactly():
     from attnstudio.core.prefix_cache import PrefixCache  # noqa: PLC0415
 
     model = load_model(str(DATA / "tiny-llama"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     ids = model.tokenizer.encode(TEXT * 2).ids[:60]
     lazy, eager = PrefixCache(), PrefixCache()
     for n in range(5, 61):  # one token at a time: more blocks than MAX_ROW_BLOCKS
-        result = lazy.forward(family, model.weights, ids[:n], np.asarray(ids[:n]))
-        joined = eager.forward(family, model.weights, ids[:n], np.asarray(ids[:n]))
+        result = lazy.forward(family, model.parameters, ids[:n], np.asarray(ids[:n]))
+        joined = eager.forward(family, model.parameters, ids[:n], np.asarray(ids[:n]))
         for trace in joined.traces:
             trace.weights  # noqa: B018 - read: joined now, the next key press extends joined weights
     assert 0 < len(result.traces[0]._blocks) <= extended_trace.MAX_ROW_BLOCKS
     for a, b in zip(result.traces, joined.traces, strict=True):
         np.testing.assert_array_equal(a.weights, b.weights)
         np.testing.assert_array_equal(a.scores, b.scores)
-    full = family.forward(model.weights, ids)
+    full = family.forward(model.parameters, ids)
     for a, b in zip(result.traces, full.traces, strict=True):
         np.testing.assert_allclose(a.weights, b.weights, rtol=0, atol=5e-6)

@@ -1,9 +1,13 @@
 """A tiny random Llama written as a GGUF file with the gguf package, the way llama.cpp's converter writes it."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import gguf
 import numpy as np
+from safetensors.numpy import load_file
+from tokenizers import pre_tokenizers
 
 D_MODEL, D_FF, HEADS, KV_HEADS, LAYERS, CONTEXT = 32, 64, 4, 2, 2, 64  # rows of 32: Q8_0 blocks
 HEAD_DIM = D_MODEL // HEADS
@@ -16,8 +20,6 @@ def llama_cpp_permute(weight: np.ndarray, heads: int) -> np.ndarray:
 
 
 def byte_level_vocabulary() -> tuple[list[str], list[str]]:
-    from tokenizers import pre_tokenizers
-
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     merges = ["Ġ t", "h e", "Ġt he", "a t", "Ġ c", "Ġc at"]
     tokens = ["<|endoftext|>", "<|im_start|>"] + alphabet + [merge.replace(" ", "") for merge in merges]
@@ -26,8 +28,6 @@ def byte_level_vocabulary() -> tuple[list[str], list[str]]:
 
 def write_tiny_llama(path: Path, *, architecture: str = "llama", seed: int = 0, quantized: bool = False) -> dict:
     """Write the file; return its tensors in Hugging Face's layout (q/k rotate-half), float32, (out, in)."""
-    import gguf
-
     rng = np.random.default_rng(seed)
     tokens, merges = byte_level_vocabulary()
     vocab = len(tokens)
@@ -89,13 +89,9 @@ def write_gguf_from_hf(folder: Path, path: Path, *, quantized: bool = False) -> 
     """Convert a tiny Hugging Face checkpoint (tiny-qwen2, tiny-gpt2) to GGUF the way llama.cpp's
     convert_hf_to_gguf.py does: its tensor names, (out, in) matrices (GPT-2's Conv1D transposed, its tied head
     written as output.weight), qwen2's q/k left in rotate-half order (NeoX RoPE), the BPE as tokenizer.ggml.*."""
-    import json
-
-    import gguf
-    from safetensors.numpy import load_file
-
     config = json.loads((folder / "config.json").read_text())
-    tensors = {name.removeprefix("transformer."): value for name, value in load_file(str(folder / "model.safetensors")).items()}
+    stored = load_file(str(folder / "model.safetensors"))
+    tensors = {name.removeprefix("transformer."): value for name, value in stored.items()}
     architecture = config["model_type"]
     writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_name(f"tiny test {architecture}")
@@ -155,8 +151,8 @@ def write_gguf_from_hf(folder: Path, path: Path, *, quantized: bool = False) -> 
     writer.add_token_merges(merges)
     writer.add_eos_token_id(0)
     writer.add_add_bos_token(False)
-    for name, tensor in out.items():
-        tensor = np.ascontiguousarray(tensor, dtype=np.float32)
+    for name, value in out.items():
+        tensor = np.ascontiguousarray(value, dtype=np.float32)
         if quantized and tensor.ndim == 2 and tensor.shape[-1] % 32 == 0:
             qtype = gguf.GGMLQuantizationType.Q8_0
             writer.add_tensor(name, gguf.quants.quantize(tensor, qtype), raw_dtype=qtype)

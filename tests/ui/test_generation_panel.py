@@ -8,7 +8,9 @@ import numpy as np
 from PySide6.QtCore import QPointF
 
 from attnstudio.core.families import family_of
+from attnstudio.core.generation import sampling_probabilities
 from attnstudio.session import Session
+from attnstudio.ui.views.next_token import BAR_COLOUR
 from tests.ui.conftest import wait_for_result
 from tests.ui.test_main_window import pixels
 
@@ -26,9 +28,9 @@ def test_generate_appends_the_greedy_chain_step_by_step(make_window, qtbot):
     window, view = decoder_window(make_window)
     model = window.controller.engine.model(window.session.session)
     ids = list(model.tokenizer.encode(TEXT).ids)
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     for _ in range(5):
-        ids.append(int(np.argmax(family.forward(model.weights, np.asarray(ids)).next_logits)))
+        ids.append(int(np.argmax(family.forward(model.parameters, np.asarray(ids)).next_logits)))
     texts = []
     window.session.changed.connect(lambda name: texts.append(window.session.text) if name == "text" else None)
     controls = view.generate
@@ -62,9 +64,6 @@ def test_stop_ends_a_long_generation(make_window, qtbot):
 
 
 def test_the_bars_and_title_follow_the_sampling_temperature(make_window, qtbot):
-    from attnstudio.core.generation import sampling_probabilities
-    from attnstudio.ui.views.next_token import BAR_COLOUR
-
     window, view = decoder_window(make_window)
     result = window.results.result
 

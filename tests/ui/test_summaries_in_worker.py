@@ -2,16 +2,15 @@
 computes them and the view draws once they are ready; the GUI thread never computes them (no frozen window)."""
 from __future__ import annotations
 
+import threading
+
+from attnstudio import engine
 from attnstudio.session import Session
 from attnstudio.ui.views.base import GUI_SUMMARY_CELLS
 from tests.ui.conftest import wait_for_result
 
 
 def test_the_heads_view_of_a_large_decoder_result_is_prepared_by_the_worker(make_window, qtbot, monkeypatch):
-    import threading
-
-    from attnstudio import engine
-
     text = " ".join(["The cat sat on the mat because it was tired."] * 14)  # about 150 tokens
     window = make_window(Session(text=text, model="smollm2", backend="numpy"))
     wait_for_result(qtbot, window, lambda r: r.session.text == text, timeout=120_000)
@@ -20,15 +19,13 @@ def test_the_heads_view_of_a_large_decoder_result_is_prepared_by_the_worker(make
     assert result.missing_summaries("heads")  # the heatmap on screen needed none of them
     heads = window.views["heads"]
     computed_on_gui_thread = []
-    original = type(result).head_entropy
+    original = engine.head_entropy
 
-    def watched(self):  # where the entropies are first computed: True for the GUI thread
-        if "entropy" not in self._summaries:
-            computed_on_gui_thread.append(threading.current_thread() is threading.main_thread())
-        return original(self)
+    def watched(attentions):  # where the entropies are computed: True for the GUI thread
+        computed_on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        return original(attentions)
 
-    monkeypatch.setattr(type(result), "head_entropy", watched)  # what the views call
-    monkeypatch.setitem(engine.SUMMARIES, "entropy", watched)  # what the worker calls
+    monkeypatch.setattr(engine, "head_entropy", watched)  # what ComputeResult.head_entropy calls
     window.session.update(view="heads")
     qtbot.waitUntil(lambda: not result.missing_summaries("heads"), timeout=120_000)
     qtbot.waitUntil(lambda: not heads._stale and bool(heads.grid_heads), timeout=30_000)

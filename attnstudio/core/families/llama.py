@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
+from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
 from attnstudio.core.extended_trace import ExtendedTrace
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
@@ -148,7 +148,6 @@ def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, s
 
 def _attend_after(past: AttentionTrace, q, k, v, layer: LlamaLayer, *, mask, score, scale, seed):
     """The new rows' attention over the cached keys and values, and the whole trace (old rows reused)."""
-    xp = array_namespace(q)
     m = past.keys.shape[-2]
     keys, values = concat([past.keys, k], axis=1), concat([past.values, v], axis=1)  # (heads, n, head_dim)
     scores = attention_scores(q, keys, score=score, scale=scale, seed=seed)  # (heads, n - m, n)

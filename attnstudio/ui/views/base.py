@@ -2,7 +2,7 @@
 the first result (never empty placeholder axes)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWidget

@@ -87,7 +87,8 @@ class NextTokenView(ResultView):
         last = shown(result.query_tokens[-1])
         temperature = self.generate.temperature.value()
         # short enough for a 1024-pixel window; the note and the T box's tooltip say what T is
-        self.plot.setTitle(f"{result.model_name}: the {len(rows)} most likely tokens after '{last}' (T = {temperature:g})")
+        self.plot.setTitle(f"{result.model_name}: the {len(rows)} most likely tokens after '{last}' "
+                           f"(T = {temperature:g})")
         self.note.setText("Probabilities: softmax(logits / T) over the whole vocabulary. Click a bar to append that "
                           "token to the text, or generate several.")
 
