@@ -20,19 +20,19 @@ TEXT = "The cat sat on the mat"
 
 def decoder_window(make_window):
     window = make_window(Session(text=TEXT, model=TINY, backend="numpy"))
-    window.session.update(view="next_token")
+    window.session_model.update(view="next_token")
     return window, window.views["next_token"]
 
 
 def test_generate_appends_the_greedy_chain_step_by_step(make_window, qtbot):
     window, view = decoder_window(make_window)
-    model = window.controller.engine.model(window.session.session)
+    model = window.controller.engine.model(window.session_model.session)
     ids = list(model.tokenizer.encode(TEXT).ids)
     family = family_of(model.parameters)
     for _ in range(5):
         ids.append(int(np.argmax(family.forward(model.parameters, np.asarray(ids)).next_logits)))
     texts = []
-    window.session.changed.connect(lambda name: texts.append(window.session.text) if name == "text" else None)
+    window.session_model.text_changed.connect(texts.append)
     controls = view.generate
     controls.steps.setValue(5)
     controls.mode.setCurrentText("greedy")
@@ -41,14 +41,15 @@ def test_generate_appends_the_greedy_chain_step_by_step(make_window, qtbot):
     qtbot.waitUntil(lambda: not controls.running, timeout=60_000)
     assert controls.outcome == "done"
     expected = TEXT + model.tokenizer.decode(ids[-5:])
-    assert window.session.text == expected and len(texts) == 5 and texts[-1] == expected  # one step at a time
+    assert window.session_model.session.text == expected
+    assert len(texts) == 5 and texts[-1] == expected  # one step at a time
     assert not controls.stop_button.isEnabled() and controls.generate_button.isEnabled()
     wait_for_result(qtbot, window, lambda r: r.session.text == expected, timeout=60_000)
 
 
 def test_stop_ends_a_long_generation(make_window, qtbot):
     window = make_window(Session(text=TEXT, model="smollm2", backend="numpy"))  # 8192 positions: room for 400
-    window.session.update(view="next_token")
+    window.session_model.update(view="next_token")
     view = window.views["next_token"]
     controls = view.generate
     controls.steps.setValue(400)
@@ -59,7 +60,7 @@ def test_stop_ends_a_long_generation(make_window, qtbot):
     controls.stop_button.click()
     qtbot.waitUntil(lambda: not controls.running, timeout=60_000)
     assert controls.outcome == "stopped" and not controls.progress.isVisible()
-    assert TEXT != window.session.text and window.session.text.startswith(TEXT)
+    assert TEXT != window.session_model.session.text and window.session_model.session.text.startswith(TEXT)
     assert 1 <= controls.progress.value() < 400
 
 

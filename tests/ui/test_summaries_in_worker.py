@@ -26,7 +26,7 @@ def test_the_heads_view_of_a_large_decoder_result_is_prepared_by_the_worker(make
         return original(attentions)
 
     monkeypatch.setattr(engine, "head_entropy", watched)  # what ComputeResult.head_entropy calls
-    window.session.update(view="heads")
+    window.session_model.update(view="heads")
     qtbot.waitUntil(lambda: not result.missing_summaries("heads"), timeout=120_000)
     qtbot.waitUntil(lambda: not heads._stale and bool(heads.grid_heads), timeout=30_000)
     assert computed_on_gui_thread == [False]  # once, in the worker
@@ -38,5 +38,5 @@ def test_a_small_result_is_summarised_on_the_spot(make_window, qtbot):
     window = make_window(Session(text="The cat sat on the mat.", backend="numpy"))
     result = window.results.result
     assert result.weight_cells() < GUI_SUMMARY_CELLS
-    window.session.update(view="heads")
+    window.session_model.update(view="heads")
     assert not result.missing_summaries("heads") and not window.views["heads"]._stale

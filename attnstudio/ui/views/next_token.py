@@ -39,7 +39,7 @@ class NextTokenView(ResultView):
         self.plot.addItem(self.bars)
         self.values: list[pg.TextItem] = []
         self.canvas.scene().sigMouseClicked.connect(self._on_clicked)
-        self.generate = GenerateControls(session, lambda: None)  # the main window gives it the app's engine
+        self.generate = GenerateControls(session_model, lambda: None)  # the main window gives it the app's engine
         self.generate.temperature.valueChanged.connect(self.request_refresh)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
