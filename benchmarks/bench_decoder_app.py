@@ -115,7 +115,8 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
         window.results.changed.connect(loop.quit)
         guard = QTimer(singleShot=True, interval=180_000)
         guard.timeout.connect(loop.quit)
-        tokenizer = window.controller.engine.model(window.session.session).tokenizer
+        session_model = getattr(window, "session_model", None) or window.session  # older checkouts: .session
+        tokenizer = window.controller.engine.model(session_model.session).tokenizer
         base = _text_of(tokenizer, tokens)
         heatmap = window.views["heatmap"]
         editor = window.controls.text
