@@ -278,8 +278,16 @@ def _command_profile(args: argparse.Namespace) -> int:
     from attnstudio.core.profiling import ProfileConfig, run_profile
     from attnstudio.fileio import write_atomic
 
-    config = ProfileConfig(lengths=args.n, kernels=args.kernels, backends=args.backend, heads=args.heads,
-                           d_k=args.d_k, dtype=args.dtype, repeats=args.repeats, window=args.window).validate()
+    heads, d_k = args.heads, args.d_k
+    if args.model:
+        from attnstudio.models.registry import load_model_cached  # noqa: PLC0415 - loads numpy models
+
+        parameters = load_model_cached(args.model).parameters
+        heads = parameters.num_heads
+        d_k = getattr(parameters, "head_dim", None) or parameters.d_model // heads
+        print(f"attention shapes of {args.model}: {heads} heads of width {d_k}", file=sys.stderr)
+    config = ProfileConfig(lengths=args.n, kernels=args.kernels, backends=args.backend, heads=heads,
+                           d_k=d_k, dtype=args.dtype, repeats=args.repeats, window=args.window).validate()
     for output in (args.json, args.csv):  # before the sweep, not after minutes of measuring
         if output:
             check_writable(Path(output))
@@ -325,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--selftest", metavar="OUT.png",
                         help="open the window with the default sentence on this display (offscreen where there is "
                              "none), check its text has glyphs, save a screenshot, exit 0 only if all of that worked")
+    parser.add_argument("--model", dest="launch_model", metavar="MODEL",
+                        help="open the window on this model: minilm, smollm2, a .gguf file, a model folder, a cached "
+                             "Hugging Face repo id or an Ollama name (default: the last session's)")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     compute = commands.add_parser("compute", help="compute attention weights and write them to .npz")
@@ -373,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="naive, tiled, window (comma-separated)")
     profile.add_argument("--backend", type=_name_list, default=("numpy",), help="numpy, cupy (comma-separated)")
     profile.add_argument("--heads", type=int, default=8)
+    profile.add_argument("--model", metavar="MODEL",
+                         help="take --heads and --d-k from this model (minilm, smollm2, a .gguf file, a folder): its "
+                              "query heads and head width")
     profile.add_argument("--d-k", type=int, default=64)
     profile.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
     profile.add_argument("--repeats", type=int, default=3, help="timed calls per point (after one warm-up)")
@@ -398,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             from attnstudio.ui.app import run_app
 
-            return run_app(selftest=args.selftest)
+            return run_app(selftest=args.selftest, model=args.launch_model)
         return args.handler(args)
     except AttnStudioError as error:
         print(f"attnstudio: error: {error}", file=sys.stderr)

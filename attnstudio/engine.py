@@ -6,6 +6,7 @@ their parameters on each backend are cached, so typing only pays for the forward
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from attnstudio.core.ablation import Ablation
-from attnstudio.core.analysis import head_roles, measure_induction, sentence_embedding
+from attnstudio.core.analysis import INDUCTION_PERIOD, head_roles, measure_induction, sentence_embedding
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
 from attnstudio.core.flow import attention_flow, check_flow_input
@@ -27,6 +28,7 @@ from attnstudio.core.long_forward import LONG_FORWARDS
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.next_token import top_next_tokens
+from attnstudio.core.parallel import blas_threads_for_rows
 from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderParameters, ForwardResult
@@ -77,7 +79,8 @@ class ComputeResult:
     compare: ComputeResult | None = None  # the same settings on the session's compare_text (text B)
     baseline: ComputeResult | None = None  # the same session without its ablation (with its own compare)
     causal_model: bool = False  # the model's own causal mask was applied (decoders), besides the session's
-    next_tokens: list[NextToken] = field(default_factory=list)  # decoders: the most likely next tokens
+    # decoders: () -> the most likely next tokens, read through ``next_tokens`` (computed when first asked)
+    next_tokens_of: Callable[[], list[NextToken]] | None = field(default=None, repr=False)
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
@@ -90,12 +93,23 @@ class ComputeResult:
     target_tokens: list[str] | None = None  # the decoder's inputs (start token first); next tokens follow them
     position_bias: np.ndarray | None = field(default=None, repr=False)  # (heads, n_q, n_k) added to every layer's
     # scores (T5's relative position bias; None where the model has none, as in cross-attention)
-    induction: np.ndarray | None = field(default=None, repr=False)  # causal models: (layers, heads) scores
     # a long document (core.long_attention): queries, keys and row statistics instead of every weight
     long: LongAttention | None = field(default=None, repr=False)
+    # causal models: () -> (layers, heads) induction scores, measured once per model, when head roles are asked for
+    induction_of: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
     _flow: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)  # see attention_flow
     _flow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    @cached_property
+    def next_tokens(self) -> list[NextToken]:
+        """Decoders: the most likely next tokens, most likely first (empty for a model without a head)."""
+        return [] if self.next_tokens_of is None else self.next_tokens_of()
+
+    @cached_property
+    def induction(self) -> np.ndarray | None:
+        """Causal models: (layers, heads) induction scores on a repeated random sequence; else None."""
+        return None if self.induction_of is None else self.induction_of()
 
     @property
     def num_layers(self) -> int:
@@ -115,6 +129,13 @@ class ComputeResult:
         if self._host_attentions is None:
             self._host_attentions = np.ascontiguousarray(to_numpy(self.forward.attentions()), dtype=np.float32)
         return self._host_attentions
+
+    def head_weights(self, layer: int, head: int) -> np.ndarray:
+        """(n_q, n_k) float32 weights of one head on the host, without stacking every layer (live typing
+        shows one head; the (layers, heads, n, n) stack of a 512-token text is 280 MB)."""
+        if self._host_attentions is not None:
+            return self._host_attentions[layer, head]
+        return np.asarray(to_numpy(self.forward.traces[layer].head_weights(head)), dtype=np.float32)
 
     @cached_property
     def head_entropy(self) -> np.ndarray:
@@ -171,23 +192,63 @@ class ComputeResult:
         final = to_numpy(self.forward.hidden_states[-1])
         return to_numpy(sentence_embedding(final, valid))
 
-    def precompute_views(self) -> None:
-        """Everything the views need from the (layers, heads, n, n) attention weights, so drawing stays cheap."""
+    def precompute_views(self, view: str | None = None) -> None:
+        """What the views need from the (layers, heads, n, n) attention weights, so drawing stays cheap.
+
+        view: only what that view reads (the one on screen; the others' are computed when they are shown);
+        None: everything. An encoder-decoder result does it for each attention kind of its pass; a long
+        document keeps no weights: its first picture is the shown head's block summaries.
+        """
+        names = VIEW_SUMMARIES.get(view, ()) if view is not None else tuple(SUMMARIES)
         kinds = [self] + [other for other in (self.kinds or {}).values() if other is not self]  # T5: every kind
         for result in kinds:
-            if result.long is None:
-                result.attentions()
-            else:  # the first picture of the shown head: its block summaries
+            if result.long is not None:
                 result.long.prepare(min(result.session.layer, result.num_layers - 1),
                                     min(result.session.head, result.heads - 1))
-            _ = result.head_entropy, result.rollout, result.head_roles  # cached_property: computed here, once
+            for name in names:
+                if not (name == "attentions" and result.long is not None):
+                    SUMMARIES[name](result)
             for companion in (result.compare, result.baseline):
                 if companion is not None and all(companion is not kind for kind in kinds):
-                    companion.precompute_views()
+                    companion.precompute_views(view)
+
+    def has_summary(self, name: str) -> bool:
+        """Whether the summary ``name`` (a key of SUMMARIES) is computed already (a long document keeps no
+        whole weights: there is nothing to compute for "attentions")."""
+        if name == "attentions":
+            return self._host_attentions is not None or self.long is not None
+        return SUMMARY_ATTRIBUTES[name] in self.__dict__  # where cached_property keeps its value
+
+    def missing_summaries(self, view: str) -> tuple[str, ...]:
+        """The summaries ``view`` reads that are not computed yet (see VIEW_SUMMARIES)."""
+        missing = tuple(name for name in VIEW_SUMMARIES.get(view, ()) if not self.has_summary(name))
+        companions = [c for c in (self.compare, self.baseline) if c is not None and c.missing_summaries(view)]
+        return missing + (("companions",) if companions else ())
+
+    def weight_cells(self) -> int:
+        """layers x heads x n_q x n_k: how much every whole-model summary reads."""
+        return self.num_layers * self.heads * len(self.query_tokens) * len(self.key_tokens)
 
     def step(self, layer: int, name: str) -> np.ndarray:
         """One step of a layer's attention (queries, keys, values, scores, weights, context) on the host."""
         return to_numpy(getattr(self.forward.traces[layer], name))
+
+
+# The summaries the worker can precompute (name -> the result's attribute), and which views read them (the
+# others read one head or one layer).
+SUMMARY_ATTRIBUTES = {"attentions": "attentions", "entropy": "head_entropy", "rollout": "rollout",
+                      "roles": "head_roles", "next_tokens": "next_tokens"}
+SUMMARIES: dict[str, Callable[[ComputeResult], Any]] = {
+    "attentions": ComputeResult.attentions,
+    **{name: (lambda result, attribute=attribute: getattr(result, attribute))
+       for name, attribute in SUMMARY_ATTRIBUTES.items() if name != "attentions"},
+}
+VIEW_SUMMARIES: dict[str, tuple[str, ...]] = {
+    "heads": ("attentions", "entropy", "roles"), "model": ("attentions", "entropy", "roles"),
+    "multi_lines": ("attentions",), "rollout": ("attentions", "rollout"), "flow": ("attentions", "rollout"),
+    "why": ("attentions",), "compare": ("attentions",), "next_token": ("next_tokens",),
+    "logit_lens": ("next_tokens",),
+}
 
 
 def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
@@ -260,6 +321,7 @@ class Engine:
         self._parameters: dict[tuple[str, str], EncoderParameters] = {}
         self._lock = threading.Lock()
         self._prefix = PrefixCache()
+        self._induction_cache: dict[tuple, np.ndarray] = {}  # (model, backend, ablation) -> (layers, heads)
 
     def model(self, session: Session) -> PretrainedModel:
         """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
@@ -343,24 +405,22 @@ class Engine:
                                                mask=mask, heads=heads, score=session.score, scale=scale,
                                                seed=session.seed)
             else:
-                forward = family.forward(parameters, query_ids, heads=heads, mask=mask, score=session.score,
-                                         scale=scale, seed=session.seed, pair_ids=key_ids,
-                                         pair_mask=pair_mask, ablation=session.ablation)
+                with blas_threads_for_rows(len(queries)):
+                    forward = family.forward(parameters, query_ids, heads=heads, mask=mask, score=session.score,
+                                             scale=scale, seed=session.seed, pair_ids=key_ids,
+                                             pair_mask=pair_mask, ablation=session.ablation)
             name = model.name
         backend.synchronize()
         elapsed = time.perf_counter() - started
         result = ComputeResult(session, queries.tokens, key_seq.tokens, forward, backend, mask_host, name, heads, d_k,
                                elapsed, notices, cross_attention=keys is not None,
                                causal_model=family.causal and not session.is_synthetic,
-                               next_tokens=_next_tokens(forward, model),
+                               next_tokens_of=functools.partial(_next_tokens, forward, model),
                                logit_lens=_lens_for(family, parameters, model, forward),
                                kv_heads=_kv_heads(parameters, heads, session))
-        if result.causal_model:  # induction heads show on a repeated random sequence
-            bos = getattr(model.tokenizer, "bos_id", None)
-            prefix = () if bos is None else (bos,)
-            result.induction = measure_induction(
-                family.forward, parameters, parameters.token_embeddings.shape[0], prefix=prefix,
-                ablation=session.ablation)
+        if result.causal_model:  # induction heads show on a repeated random sequence (measured when asked for)
+            result.induction_of = functools.partial(self._induction_scores, family, model, parameters, backend,
+                                                    session.ablation)
         if session.compare_text.strip() and keys is None:  # text B with the same settings (not for pairs)
             result.compare = self.compute(dataclasses.replace(session, text=session.compare_text, compare_text=""))
         if session.ablation:  # the unablated run, so views can show the effect
@@ -392,8 +452,31 @@ class Engine:
         notices.append(f"Long document ({len(queries)} tokens): weights are computed for what is drawn.")
         return ComputeResult(session, queries.tokens, queries.tokens, forward, resolve_backend("numpy"), None,
                              model.name, heads, long.layers[0].queries.shape[-1], time.perf_counter() - started,
-                             notices, causal_model=family.causal, next_tokens=_next_tokens(forward, model),
+                             notices, causal_model=family.causal,
+                             next_tokens_of=functools.partial(_next_tokens, forward, model),
                              kv_heads=_kv_heads(parameters, heads, session), long=long)
+
+    def _induction_scores(self, family, model: PretrainedModel, parameters, backend: Backend,
+                          ablation: Ablation) -> np.ndarray:
+        """(layers, heads) induction scores: they depend on the model and its ablation, never on the text,
+        so each is measured once (a forward pass of its own that live typing must not repeat)."""
+        key = (str(model.folder), model.name, backend.name, ablation)
+        with self._lock:
+            cached = self._induction_cache.get(key)
+        if cached is None:
+            bos = getattr(model.tokenizer, "bos_id", None)
+            with blas_threads_for_rows(2 * INDUCTION_PERIOD + 1):
+                cached = measure_induction(family.forward, parameters, parameters.token_embeddings.shape[0],
+                                           prefix=() if bos is None else (bos,), ablation=ablation)
+            cached.flags.writeable = False  # shared by every result of this model
+            with self._lock:
+                if len(self._induction_cache) >= MAX_INDUCTION_ENTRIES:
+                    self._induction_cache.pop(next(iter(self._induction_cache)))
+                self._induction_cache[key] = cached
+        return cached
+
+
+MAX_INDUCTION_ENTRIES = 32
 
 
 def _kv_heads(parameters, heads: int, session: Session) -> int | None:
@@ -411,7 +494,7 @@ def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextTok
 
 
 def _lens_for(family, parameters, model: PretrainedModel, forward: ForwardResult):
-    if family.logit_lens is None or forward.next_logits is None or not hasattr(model.tokenizer, "decode_token"):
+    if family.logit_lens is None or not forward.has_next_logits() or not hasattr(model.tokenizer, "decode_token"):
         return None
 
     def lens(position: int) -> list[NextToken]:

@@ -10,6 +10,7 @@ picks without computing again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import numpy as np
@@ -53,7 +54,7 @@ def compute_seq2seq(engine: Engine, session: Session, model: PretrainedModel, pa
                              score=session.score, scale=1.0 / session.temperature, ablation=session.ablation)
     backend.synchronize()
     elapsed = time.perf_counter() - started
-    next_tokens = _next_tokens(forward, model)
+    next_tokens = functools.cache(functools.partial(_next_tokens, forward, model))  # read once, by any kind
     tokens = {"source": source.tokens, "target": target.tokens}
     n_tgt = len(target.tokens)
     parts = {  # kind -> (traces, hidden states, mask, position bias)
@@ -69,7 +70,7 @@ def compute_seq2seq(engine: Engine, session: Session, model: PretrainedModel, pa
             session, tokens[kind.rows], tokens[kind.columns], ForwardResult(traces, hidden_states, forward.next_logits),
             backend, mask, f"{model.name} · {kind.caption}", parameters.num_heads, parameters.head_dim, elapsed,
             list(notices), cross_attention=kind.rows != kind.columns, causal_model=key == "decoder",
-            next_tokens=next_tokens, axis_titles=(f"query ({kind.rows})", f"key ({kind.columns})"),
+            next_tokens_of=next_tokens, axis_titles=(f"query ({kind.rows})", f"key ({kind.columns})"),
             attention_kind=key, plain_model_name=model.name, kinds=kinds, target_tokens=target.tokens,
             position_bias=None if bias is None else np.asarray(to_numpy(bias), dtype=np.float32))
     if session.ablation:  # the unablated pass, so views can show the effect (kind by kind)

@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from attnstudio.core.transformer import AttentionTrace, ForwardResult
+from attnstudio.core.parallel import blas_threads_for_rows
+from attnstudio.core.transformer import ForwardResult
 
 
 def first_rows(result: ForwardResult, m: int) -> ForwardResult:
     """The forward pass of the first m tokens, cut out of a pass over more (views, no copies)."""
-    traces = [AttentionTrace(t.queries[:, :m], t.keys[:, :m], t.values[:, :m], t.scores[:, :m, :m],
-                             t.weights[:, :m, :m], t.context[:, :m]) for t in result.traces]
-    return ForwardResult(traces, [h[:m] for h in result.hidden_states], None)
+    return ForwardResult([trace.first_rows(m) for trace in result.traces], [h[:m] for h in result.hidden_states],
+                         None)
 
 
 def kept_prefix(before: np.ndarray, after: np.ndarray) -> int:
@@ -47,14 +47,16 @@ class PrefixCache:
 
     def forward(self, family, parameters, ids_host: np.ndarray, ids, *, mask_host=None, mask=None,
                 **options) -> ForwardResult:
-        """``family.forward(parameters, ids, mask=mask, **options)``, from the kept prefix where it can be."""
+        """``family.forward(parameters, ids, mask=mask, **options)``, from the kept prefix where it can be
+        (families without ``extend`` always run in full)."""
         ids_host = np.asarray(ids_host)
         key = tuple(sorted(options.items()))
-        m = self._reusable(parameters, key, ids_host, mask_host)
-        if m:
-            result = family.extend(parameters, first_rows(self._entry.result, m), ids, mask=mask, **options)
-        else:
-            result = family.forward(parameters, ids, mask=mask, **options)
+        m = self._reusable(parameters, key, ids_host, mask_host) if family.extend is not None else 0
+        with blas_threads_for_rows(len(ids_host) - m):  # the rows computed
+            if m:
+                result = family.extend(parameters, first_rows(self._entry.result, m), ids, mask=mask, **options)
+            else:
+                result = family.forward(parameters, ids, mask=mask, **options)
         self.reused = m
         self._entry = _Entry(parameters, key, ids_host.copy(), None if mask_host is None else mask_host.copy(), result)
         return result

@@ -28,6 +28,19 @@ class AttentionTrace:
     weights: Any  # (heads, n_q, n_k), after mask and softmax
     context: Any  # (heads, n_q, d_v) = weights @ values
 
+    def first_rows(self, m: int) -> AttentionTrace:
+        """The trace of the first m queries over the first m keys (views, no copies)."""
+        return AttentionTrace(self.queries[:, :m], self.keys[:, :m], self.values[:, :m], self.scores[:, :m, :m],
+                              self.weights[:, :m, :m], self.context[:, :m])
+
+    def head_weights(self, head: int):
+        """(n_q, n_k) weights of one head."""
+        return self.weights[head]
+
+    def weight_parts(self) -> tuple[Any, list]:
+        """The weights as (a (heads, m, m) block, row blocks after it): see core.extended_trace."""
+        return self.weights, []
+
 
 @dataclass
 class ForwardResult:
@@ -35,10 +48,39 @@ class ForwardResult:
     hidden_states: list[Any] = field(default_factory=list)  # (n, d_model) per layer boundary
     next_logits: Any = None  # (vocab,) at the last position, for models with a language-model head
 
+    def has_next_logits(self) -> bool:
+        """Whether this pass predicts a next token (without computing the prediction where it is deferred)."""
+        return self.next_logits is not None
+
     def attentions(self):
         """(layers, heads, n_q, n_k) weights stacked on the result's backend."""
         xp = array_namespace(self.traces[0].weights)
         return xp.stack([trace.weights for trace in self.traces])
+
+
+class LogitsOnReadResult(ForwardResult):
+    """A forward pass whose next-token logits are computed when first read.
+
+    Live typing paints a heatmap; the unembedding of the last position (a (d_model, vocab) product, 113 MB of
+    weights for SmolLM2) is only needed by the views and commands that read the prediction.
+    """
+
+    def __init__(self, traces, hidden_states, logits_of):
+        self._next_logits, self._logits_of = None, logits_of
+        super().__init__(traces, hidden_states, None)
+
+    @property
+    def next_logits(self):  # (vocab,)
+        if self._next_logits is None and self._logits_of is not None:
+            self._next_logits, self._logits_of = self._logits_of(), None
+        return self._next_logits
+
+    @next_logits.setter
+    def next_logits(self, value) -> None:
+        self._next_logits = value
+
+    def has_next_logits(self) -> bool:
+        return self._next_logits is not None or self._logits_of is not None
 
 
 @dataclass

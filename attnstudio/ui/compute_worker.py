@@ -11,6 +11,7 @@ import itertools
 import queue
 import threading
 import time
+from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -45,17 +46,29 @@ class _Relay(QObject):
     alive = Signal(int)  # ticket: a long forward pass is still working (at most once a second)
 
 
+@dataclass(frozen=True)
+class Prepare:
+    """A job for the worker: compute what ``view`` reads from a finished result (then it is published again)."""
+
+    result: ComputeResult
+    view: str
+
+
 def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
-    """The worker thread's loop: one (ticket, session) at a time until it receives None."""
+    """The worker thread's loop: one (ticket, session or Prepare) at a time until it receives None."""
     while True:
         job = jobs.get()
         if job is None:
             return
-        ticket, session, stop = job
+        ticket, work, stop = job
         try:
-            result = engine.compute(session, cancelled=_heartbeat(stop, relay, ticket),
-                                    progress=lambda done, total, t=ticket: _emit(relay.progress, (done, total), t))
-            result.precompute_views()  # host copy, entropies, rollout: the GUI thread only draws
+            if isinstance(work, Prepare):
+                work.result.precompute_views(work.view)
+                result = work.result
+            else:
+                result = engine.compute(work, cancelled=_heartbeat(stop, relay, ticket),
+                                        progress=lambda done, total, t=ticket: _emit(relay.progress, (done, total), t))
+                result.precompute_views(work.view)  # what the view on screen reads: the GUI thread only draws
             outcome = (relay.finished, result)
         except Cancelled:
             outcome = (relay.cancelled, None)
@@ -158,6 +171,16 @@ class ComputeController(QObject):
             self._latest = None
             self._stop.set()
 
+    def prepare(self, result: ComputeResult, view: str) -> None:
+        """Compute what ``view`` reads from ``result`` (the one on screen) in the worker, then publish it again.
+
+        Nothing happens while a compute is in flight or waiting: it computes what the view on screen reads.
+        """
+        if self._in_flight or self._latest is not None or result is None:
+            return
+        self._latest = Prepare(result, view)
+        self._timer.start()
+
     def _dispatch(self) -> None:
         if self._in_flight or self._latest is None:
             return  # the newest request runs when the current one finishes
@@ -166,7 +189,7 @@ class ComputeController(QObject):
         session, self._latest = self._latest, None
         self._in_flight = True
         self._ticket = next(self._tickets)
-        self.runs += 1
+        self.runs += 0 if isinstance(session, Prepare) else 1
         self.busy_changed.emit(True)
         self._watchdog.start()
         self._stop = threading.Event()

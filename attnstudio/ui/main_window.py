@@ -73,6 +73,11 @@ class MainWindow(QMainWindow):
         model = self.session_model
         self.views = {name: view_class(model) if name == "profiler" else view_class(model, self.results)
                       for name, view_class in VIEW_CLASSES.items()}
+        self.views["next_token"].generate.set_engine(lambda: self.controller.engine)
+        for name, view in self.views.items():  # large summaries a view reads come from the worker
+            if hasattr(view, "prepare_summaries"):
+                view.summary_key = name
+                view.prepare_summaries = lambda name=name: self.controller.prepare(self.results.result, name)
         self.tabs = QTabWidget()
         for key, label in VIEWS:
             self.tabs.addTab(self.views[key], label)
@@ -250,7 +255,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open model folder…", "Ctrl+Shift+O", self.open_model_folder,
                      "Load a local Hugging Face folder or HF cache entry: a BERT encoder or a Llama decoder")
         self._action(file_menu, "Open GGUF model…", None, self.open_gguf_file,
-                     "Load a Llama-family decoder from a .gguf file (llama.cpp's format)")
+                     "Load a decoder from a .gguf file (llama.cpp's format: llama, qwen2 and gpt2 architectures)")
         file_menu.addSeparator()
         self._action(file_menu, "Export image…", "Ctrl+E", files.export_image,
                      "The current view as PNG (2× or more), SVG or PDF, with a caption")
@@ -339,5 +344,6 @@ class MainWindow(QMainWindow):
         self.files.mark_closed()
         self.views["profiler"].shutdown()
         self.views["flow"].shutdown()
+        self.views["next_token"].generate.shutdown()
         self.controller.shutdown()
         super().closeEvent(event)

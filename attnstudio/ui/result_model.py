@@ -60,4 +60,4 @@ class ResultModel(QObject):
 
     def weights(self, head: int | None = None) -> np.ndarray:
         """(n_q, n_k) weights of the shown layer's ``head`` (default: the shown head), a view of the host copy."""
-        return self.result.attentions()[self.shown.layer, self.shown.head if head is None else head]
+        return self.result.head_weights(self.shown.layer, self.shown.head if head is None else head)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,10 +16,11 @@ from tests.conftest import PROJECT_ROOT
 EMPTY_FONTCONFIG = '<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "fonts.dtd">\n<fontconfig></fontconfig>\n'
 
 
-def selftest(tmp_path, env: dict, wrapper: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def selftest(tmp_path, env: dict, wrapper: tuple[str, ...] = (),
+             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**env, "XDG_CONFIG_HOME": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT)}
-    return subprocess.run([*wrapper, sys.executable, "-m", "attnstudio", "--selftest", str(tmp_path / "shot.png")],
-                          capture_output=True, check=False, text=True, cwd=tmp_path, env=env, timeout=120)
+    return subprocess.run([*wrapper, sys.executable, "-m", "attnstudio", "--selftest", str(tmp_path / "shot.png"),
+                           *extra], capture_output=True, check=False, text=True, cwd=tmp_path, env=env, timeout=120)
 
 
 def without(*names: str) -> dict:
@@ -56,6 +58,14 @@ def test_without_fonts_the_selftest_fails_with_one_line(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert "selftest: failed: no fonts are installed" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_model_opens_the_window_on_that_model_and_the_selftest_says_its_memory(tmp_path):
+    tiny = PROJECT_ROOT / "tests" / "data" / "tiny-llama"
+    done = selftest(tmp_path, without("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"), extra=("--model", str(tiny)))
+    assert done.returncode == 0, done.stderr
+    assert "; tiny-llama, " in done.stdout and "2 layers x 4 heads" in done.stdout
+    assert re.search(r"resident \d+ MiB", done.stdout)
 
 
 def test_without_a_display_it_runs_offscreen(tmp_path):

@@ -17,9 +17,16 @@ import numpy as np
 
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
 from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
+from attnstudio.core.extended_trace import ExtendedTrace
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
-from attnstudio.core.transformer import AttentionTrace, ForwardResult, merge_heads, split_heads
+from attnstudio.core.transformer import (
+    AttentionTrace,
+    ForwardResult,
+    LogitsOnReadResult,
+    merge_heads,
+    split_heads,
+)
 from attnstudio.errors import InvalidSetting
 
 
@@ -141,20 +148,17 @@ def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, s
 
 def _attend_after(past: AttentionTrace, q, k, v, layer: LlamaLayer, *, mask, score, scale, seed):
     """The new rows' attention over the cached keys and values, and the whole trace (old rows reused)."""
-    xp = array_namespace(q)
     m = past.keys.shape[-2]
     keys, values = concat([past.keys, k], axis=1), concat([past.values, v], axis=1)  # (heads, n, head_dim)
     scores = attention_scores(q, keys, score=score, scale=scale, seed=seed)  # (heads, n - m, n)
     weights = softmax(scores, mask)  # mask: rows m .. n-1, (n - m, n)
     context = weights @ values  # (heads, n - m, head_dim)
     output = merge_heads(context) @ layer.attention_out_weight  # (n - m, d_model)
-    # Old rows: their scores against the new keys (future keys, masked, but the trace keeps scores before
-    # the mask); their weights on the new keys are 0 (causal).
-    old_scores = concat([past.scores, attention_scores(past.queries, k, score=score, scale=scale, seed=seed)],
-                        axis=-1)  # (heads, m, n)
-    old_weights = concat([past.weights, xp.zeros((q.shape[0], m, k.shape[1]), dtype=q.dtype)], axis=-1)
-    trace = AttentionTrace(concat([past.queries, q], axis=1), keys, values, concat([old_scores, scores], axis=1),
-                           concat([old_weights, weights], axis=1), concat([past.context, context], axis=1))
+    # Old rows put weight 0 on the new keys (causal): the new trace shares the past's weights and adds the new
+    # rows as a block; scores (before the mask: old rows have scores on future keys too) come when first read.
+    base, blocks = past.weight_parts()
+    trace = ExtendedTrace(concat([past.queries, q], axis=1), keys, values, base, [*blocks, (m, weights)],
+                          concat([past.context, context], axis=1), score=score, scale=scale, seed=seed)
     return output, trace
 
 
@@ -260,8 +264,10 @@ def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | N
             x = rms_norm(x, p.final_norm, p.rms_norm_eps)  # the past's last rows are normalised too
         hidden_states.append(concat([past.hidden_states[index + 1], x], axis=0))
         traces.append(trace)
-    next_logits = unembed(p, x[-1, ...]) if num_layers == total_layers else None
-    return ForwardResult(traces, hidden_states, next_logits)
+    if num_layers < total_layers:
+        return ForwardResult(traces, hidden_states, None)
+    last = x[-1, ...]  # (d_model,)
+    return LogitsOnReadResult(traces, hidden_states, lambda: unembed(p, last))  # (vocab,) when first read
 
 
 def logit_lens(p: LlamaParameters, hidden_states: list, position: int):

@@ -2,12 +2,18 @@
 the first result (never empty placeholder axes)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWidget
 
 WAITING_TEXT = "Computing…"
 LONG_TEXT = ("This view needs every attention weight (or every layer's hidden states), which a long document of "
              "{n} tokens does not keep. The Heatmap, Heads and Next token views show it.")
+# A view whose whole-model summaries (entropies, rollout, roles) are missing computes them on the spot below this
+# many weights (layers x heads x n_q x n_k, about 0.3 s); above it, the compute worker does (ComputeController.prepare)
+# and the view keeps its picture until they are ready, so switching tabs never freezes the window.
+GUI_SUMMARY_CELLS = 4_000_000
 
 
 class ResultView(QWidget):
@@ -24,6 +30,8 @@ class ResultView(QWidget):
         super().__init__(parent)
         self._stale = False
         self._waiting_text = WAITING_TEXT
+        self.summary_key: str | None = None  # this view's name in engine.VIEW_SUMMARIES (the main window sets it)
+        self.prepare_summaries: Callable[[], None] | None = None  # asks the worker to compute them
         self.waiting = QLabel(WAITING_TEXT, self)
         self.waiting.setAlignment(Qt.AlignCenter)
         self.waiting.setWordWrap(True)
@@ -56,11 +64,22 @@ class ResultView(QWidget):
         self._sync_waiting()
         if self._long_unsupported():
             self._stale = False
-        elif self.isVisible():
+        elif self.isVisible() and not self._summaries_pending():
             self._stale = False
             self.refresh()
         else:
             self._stale = True
+
+    def _summaries_pending(self) -> bool:
+        """True when the result lacks large summaries this view reads; the worker is then asked for them."""
+        results = getattr(self, "results", None)
+        result = None if results is None else results.result
+        if result is None or self.summary_key is None or self.prepare_summaries is None:
+            return False
+        if not result.missing_summaries(self.summary_key) or result.weight_cells() < GUI_SUMMARY_CELLS:
+            return False
+        self.prepare_summaries()
+        return True
 
     def ensure_fresh(self) -> None:
         """Bring a hidden view up to date (before exporting it, say)."""
@@ -71,7 +90,8 @@ class ResultView(QWidget):
     def showEvent(self, event):  # noqa: N802 - Qt override
         super().showEvent(event)
         self._sync_waiting()
-        self.ensure_fresh()
+        if not (self._stale and self._summaries_pending()):
+            self.ensure_fresh()
 
     def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)

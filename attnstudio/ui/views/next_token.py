@@ -1,13 +1,18 @@
-"""A decoder's prediction for the token after the text: the ten most likely, as bars; click one to append it."""
+"""A decoder's prediction for the token after the text: the ten most likely, as bars under the sampling
+temperature; click one to append it, or generate N tokens (greedy or seeded sampling)."""
 from __future__ import annotations
 
 import html
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from attnstudio.core.backend import to_numpy
+from attnstudio.core.generation import sampling_probabilities
 from attnstudio.ui import theme
+from attnstudio.ui.generation_panel import GenerateControls
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.ablation_effect import next_token_lines, next_token_shift, probabilities_before
@@ -44,11 +49,20 @@ class NextTokenView(ResultView):
         self.shift_label = pg.LabelItem("", justify="left")  # heads switched off: top 5 before/after and KL
         self.canvas.addItem(self.shift_label, row=1, col=0)
         self.canvas.scene().sigMouseClicked.connect(self._on_clicked)
+        self.generate = GenerateControls(session_model, lambda: None)  # the main window gives it the app's engine
+        self.generate.temperature.valueChanged.connect(self.request_refresh)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.note)
+        layout.addWidget(self.generate)
         layout.addWidget(self.canvas, 1)
         results.changed.connect(self.request_refresh)
+
+    def probabilities(self) -> np.ndarray:
+        """(k,) softmax(logits / sampling temperature) of the shown candidates, over the whole vocabulary."""
+        result = self.results.result
+        everything = sampling_probabilities(to_numpy(result.forward.next_logits), self.generate.temperature.value())
+        return everything[[candidate.token_id for candidate in result.next_tokens]]
 
     def refresh(self) -> None:
         result = self.results.result
@@ -59,21 +73,24 @@ class NextTokenView(ResultView):
             self.note.setText(f"{result.model_name} has no language-model head, so it predicts no next token. "
                               f"Choose a decoder (Built-in: SmolLM2-135M) to see its predictions.")
             self.canvas.setVisible(False)
+            self.generate.setVisible(False)
             return
         self.canvas.setVisible(True)
-        percentages = [candidate.probability * 100 for candidate in candidates]
+        self.generate.setVisible(result.target_tokens is None)  # encoder-decoder: the bars extend the target
+        probabilities = self.probabilities()  # the ranking is the logits', whatever the temperature
+        percentages = [float(p) * 100 for p in probabilities]
         rows = list(range(len(candidates)))
         self.bars.setOpts(x0=[0.0] * len(rows), y=rows, width=percentages, height=0.7)
         self.plot.getAxis("left").setTicks([[(row, shown(c.label)) for row, c in zip(rows, candidates, strict=True)]])
         for item in self.values[len(rows):]:
             item.setVisible(False)
-        for row, candidate in enumerate(candidates):
+        for row in rows:
             if row == len(self.values):
                 self.values.append(pg.TextItem(anchor=(0, 0.5)))
                 self.plot.addItem(self.values[row])
             self.values[row].setColor(theme.color("foreground"))
-            self.values[row].setText(f"{candidate.probability:.1%}")
-            self.values[row].setPos(candidate.probability * 100, row)
+            self.values[row].setText(f"{probabilities[row]:.1%}")
+            self.values[row].setPos(percentages[row], row)
             self.values[row].setVisible(True)
         before = probabilities_before(result)
         if before is not None:
@@ -87,10 +104,12 @@ class NextTokenView(ResultView):
         target = result.target_tokens is not None  # encoder-decoder: the prediction follows the target
         last = shown((result.target_tokens or result.query_tokens)[-1])
         name = result.plain_model_name or result.model_name
+        temperature = self.generate.temperature.value()
+        # short enough for a 1024-pixel window; the note and the T box's tooltip say what T is
         self.plot.setTitle(html.escape(f"{name}: the {len(rows)} most likely {'target ' if target else ''}tokens "
-                                       f"after '{last}' (softmax of the logits, temperature 1)", quote=False))
-        self.note.setText("Click a bar to append that token to the target." if target else
-                          "Click a bar to append that token to the text.")
+                                       f"after '{last}' (T = {temperature:g})", quote=False))
+        self.note.setText("Probabilities: softmax(logits / T) over the whole vocabulary. Click a bar to append that "
+                          + ("token to the target." if target else "token to the text, or generate several."))
         if before is not None:
             self.plot.setTitle(html.escape(f"{name}: after '{last}', with {result.session.ablation.describe()} "
                                            f"(dashed: before)", quote=False))

@@ -87,7 +87,7 @@ class PipelineView(ResultView):
         """Every step's matrix for the selected layer and head, on the host."""
         result, layer, head = self.results.result, self.results.layer, self.results.head
         arrays = {name: result.step(layer, name)[head] for name in ("queries", "keys", "values", "scores", "context")}
-        arrays["weights"] = result.attentions()[layer, head]
+        arrays["weights"] = result.head_weights(layer, head)
         mask = result.mask if result.mask is not None else np.ones(arrays["scores"].shape, dtype=bool)
         arrays["mask"] = mask.astype(np.float32)
         arrays["masked"] = np.where(mask, arrays["scores"], -np.inf).astype(np.float32)

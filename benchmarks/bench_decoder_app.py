@@ -1,0 +1,224 @@
+"""SmolLM2 in the app as a user meets it: launch to the first painted heatmap, resident memory, and one key press
+at the end of a 128- and a 512-token text -> the heatmap painted with the new token.
+
+Key press -> painted: QTest.keyClick types a character into the text box (the real key event); the clock stops
+when the heatmap has been repainted with a result whose tokens are the new text's. The compute controller's
+coalescing delay (COALESCE_MS, the next event-loop pass) is included. Each size is measured twice in one run:
+live (the prefix cache reuses the kept tokens) and with the prefix cache cleared before each key press
+(what every key press cost before the cache), side by side.
+
+Run: PYTHONPATH=. python benchmarks/bench_decoder_app.py [--before OLD_CHECKOUT]   (BENCH_DECODER_APP_REPEATS=9)
+With --before, the same key presses run on an older checkout in the same run, side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+from common import write  # noqa: E402
+from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+from PySide6.QtGui import QTextCursor  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from attnstudio.core.parallel import single_threaded_blas  # noqa: E402
+from attnstudio.models.registry import load_model_cached  # noqa: E402
+from attnstudio.session import Session  # noqa: E402
+from attnstudio.ui.main_window import MainWindow  # noqa: E402
+
+REPEATS = int(os.environ.get("BENCH_DECODER_APP_REPEATS", "9"))
+WORDS = "The cat sat on the mat because it was tired and then it slept".split()
+
+
+def startup(repeats: int = 3) -> list[dict]:
+    """Launch -> first painted heatmap with SmolLM2 (warm cache: the float32 cache exists), and its memory."""
+    runs = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as folder:
+            done = subprocess.run([sys.executable, "-m", "attnstudio", "--selftest", f"{folder}/s.png",
+                                   "--model", "smollm2"], capture_output=True, check=False, text=True, timeout=180)
+            painted = re.search(r"painted (\d+) ms", done.stdout)
+            resident = re.search(r"resident (\d+) MiB", done.stdout)
+            if painted is None:
+                raise SystemExit(f"the selftest did not report a painted heatmap:\n{done.stdout}\n{done.stderr}")
+            runs.append({"painted_ms": float(painted.group(1)),
+                         "resident_mib": float(resident.group(1)) if resident else None})
+    return runs
+
+
+def weight_streaming_floor_ms(repeats: int = 15) -> dict:
+    """The least one new token can cost in float32 on this machine: its matrix-vector products alone, every
+    SmolLM2 weight read once (30 layers' projections, then the unembedding), BLAS on one thread as live typing
+    runs it. Median ms, and the bytes read."""
+    weights = load_model_cached("smollm2").parameters
+    x = np.ones((1, weights.d_model), dtype=np.float32)
+    d_ff = weights.layers[0].down_weight.shape[0]
+    mid = np.ones((1, d_ff), dtype=np.float32)
+    q_width = weights.num_heads * weights.head_dim
+
+    def one_token(with_head: bool) -> None:
+        for layer in weights.layers:
+            x @ layer.qkv_weight
+            np.ones((1, q_width), dtype=np.float32) @ layer.attention_out_weight
+            x @ layer.gate_up_weight
+            mid @ layer.down_weight
+        if with_head:
+            weights.token_embeddings @ x[0]
+
+    timings = {}
+    with single_threaded_blas():
+        for with_head in (False, True):
+            one_token(with_head)
+            samples = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                one_token(with_head)
+                samples.append((time.perf_counter() - started) * 1000)
+            timings["layers_and_head_ms" if with_head else "layers_ms"] = statistics.median(samples)
+    layer_bytes = sum(getattr(layer, name).nbytes for layer in weights.layers
+                      for name in ("qkv_weight", "attention_out_weight", "gate_up_weight", "down_weight"))
+    return {**timings, "layer_bytes": layer_bytes, "head_bytes": weights.token_embeddings.nbytes}
+
+
+def _text_of(tokenizer, tokens: int) -> str:
+    """A text of exactly ``tokens`` tokens (the repeated sentence, cut and decoded)."""
+    ids = tokenizer.encode(" ".join(WORDS * (tokens // len(WORDS) + 1))).ids[:tokens]
+    return tokenizer._tokenizer.decode(ids)
+
+
+def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS) -> tuple[list[float], list[float]]:
+    """(wall ms, process CPU ms) from each key press to the repainted heatmap.
+
+    The work is serial (the GUI thread waits for the compute thread), so the process's CPU time is what the wall
+    time would be on an idle machine; on a shared one the wall time also counts the waits for a core.
+    """
+    app = QApplication.instance() or QApplication([])
+    samples, cpu_samples = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        window = MainWindow(Session(model="smollm2", backend="numpy"),
+                            settings=QSettings(f"{folder}/s.ini", QSettings.IniFormat), restore=False)
+        window.controller._watchdog.setInterval(600_000)  # measured, not abandoned, however slow (older checkouts)
+        window.resize(1024, 700)
+        window.show()
+        loop = QEventLoop()
+        window.results.changed.connect(loop.quit)
+        guard = QTimer(singleShot=True, interval=180_000)
+        guard.timeout.connect(loop.quit)
+        session_model = getattr(window, "session_model", None) or window.session  # older checkouts: .session
+        tokenizer = window.controller.engine.model(session_model.session).tokenizer
+        base = _text_of(tokenizer, tokens)
+        heatmap = window.views["heatmap"]
+        editor = window.controls.text
+
+        def wait_for(text: str) -> None:
+            expected = tokenizer.encode(text).tokens
+            guard.start()
+            while window.results.result is None or window.results.result.query_tokens != expected:
+                loop.exec()
+                if not guard.isActive():
+                    raise SystemExit(f"no result for a {tokens}-token text within 180 s "
+                                     f"(last error: {window.last_error or 'none'})")
+
+        editor.setPlainText(base)
+        wait_for(base)
+        editor.setFocus()
+        for index in range(repeats + 2):
+            if index % 8 == 0:  # keep the text near its size: start again from the base text (not timed)
+                editor.setPlainText(base)
+                wait_for(base)
+            cursor = editor.textCursor()
+            cursor.movePosition(QTextCursor.End)
+            editor.setTextCursor(cursor)
+            character = "abcdefgh"[index % 8]
+            if clear_cache:
+                window.controller.engine._prefix.clear()
+            started, cpu_started = time.perf_counter(), time.process_time()
+            QTest.keyClick(editor, character)
+            wait_for(editor.toPlainText())
+            heatmap.canvas.viewport().repaint()
+            elapsed, cpu = (time.perf_counter() - started) * 1000, (time.process_time() - cpu_started) * 1000
+            if index >= 2:
+                samples.append(elapsed)
+                cpu_samples.append(cpu)
+        window.close()
+        app.processEvents()
+    return samples, cpu_samples
+
+
+def keypress_in(checkout: str, tokens: int, repeats: int, cache_dir: str | None = None) -> tuple[list, list]:
+    """keypress_to_paint run in a child process on a checkout of attnstudio (its code, this benchmark).
+
+    cache_dir: its own model cache (an older checkout may write another cache format, and each removes the other's).
+    """
+    env = {**os.environ, "PYTHONPATH": checkout}
+    if cache_dir:
+        env["ATTNSTUDIO_CACHE_DIR"] = cache_dir
+    done = subprocess.run([sys.executable, __file__, "--keypress", str(tokens), str(repeats)], capture_output=True,
+                          check=False, text=True, timeout=1800, env=env)
+    if done.returncode:
+        raise SystemExit(f"the key press benchmark failed on {checkout}: {done.stderr[-2000:]}")
+    wall, cpu = json.loads(done.stdout.strip().splitlines()[-1])
+    return wall, cpu
+
+
+def main() -> None:
+    """--before DIR: also measure key press -> painted on another checkout (e.g. an older commit), side by side."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", metavar="DIR", help="a checkout of attnstudio to compare with (its code runs)")
+    parser.add_argument("--keypress", nargs=2, type=int, metavar=("TOKENS", "REPEATS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.keypress:  # the child process of keypress_in
+        print(json.dumps(keypress_to_paint(args.keypress[0], clear_cache=False, repeats=args.keypress[1])))
+        return
+    runs = startup()
+    painted = statistics.median(run["painted_ms"] for run in runs)
+    resident = [run["resident_mib"] for run in runs if run["resident_mib"] is not None]
+    each = ", ".join(f"{run['painted_ms']:.0f}" for run in runs)
+    print(f"launch to first SmolLM2 heatmap (warm cache): median {painted:.0f} ms ({each}); resident memory "
+          f"{', '.join(f'{m:.0f}' for m in resident)} MiB")
+    typing = {}
+    here = str(Path(__file__).resolve().parent.parent)
+    print(f"key press -> painted heatmap, median of {REPEATS} (load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores); wall and process CPU time, ms")
+    print(f"{'tokens':>6} {'live wall':>10} {'live CPU':>9} {'no-cache wall':>14} {'no-cache CPU':>13}"
+          + (f" {'before wall':>12} {'before CPU':>11}" if args.before else ""))
+    for tokens in (128, 512):
+        before_cache = str(Path(tempfile.gettempdir()) / "attnstudio-bench-before")
+        before = keypress_in(args.before, tokens, min(REPEATS, 3), before_cache) if args.before else None
+        live, live_cpu = keypress_in(here, tokens, REPEATS)
+        full, full_cpu = keypress_to_paint(tokens, clear_cache=True, repeats=min(REPEATS, 3))
+        typing[tokens] = {"live_ms": live, "live_cpu_ms": live_cpu, "no_prefix_cache_ms": full,
+                          "no_prefix_cache_cpu_ms": full_cpu, "live_median_ms": statistics.median(live),
+                          "live_cpu_median_ms": statistics.median(live_cpu),
+                          "no_prefix_cache_median_ms": statistics.median(full)}
+        row = (f"{tokens:>6} {statistics.median(live):>10.1f} {statistics.median(live_cpu):>9.1f} "
+               f"{statistics.median(full):>14.1f} {statistics.median(full_cpu):>13.1f}")
+        if before:
+            typing[tokens].update(before_ms=before[0], before_cpu_ms=before[1],
+                                  before_median_ms=statistics.median(before[0]))
+            row += f" {statistics.median(before[0]):>12.1f} {statistics.median(before[1]):>11.1f}"
+        print(row + f"   (live wall min {min(live):.1f})", flush=True)
+    floor = weight_streaming_floor_ms()
+    print(f"floor: one token's matrix-vector products alone (every weight read once, one BLAS thread): "
+          f"{floor['layers_ms']:.1f} ms for the 30 layers ({floor['layer_bytes'] / 2**20:.0f} MiB), "
+          f"{floor['layers_and_head_ms']:.1f} ms with the unembedding ({floor['head_bytes'] / 2**20:.0f} MiB more)")
+    write("decoder_app", {"startup": runs, "floor": floor, "startup_median_ms": painted, "keypress_to_paint": typing,
+                          "load_average": os.getloadavg()[0], "before": args.before,
+                          "debounce": "included: the controller's coalescing timer (0 ms, the next event-loop pass)",
+                          "targets": {"startup_ms": 3000, "resident_mib": 1228, "keypress_128_ms": 50,
+                                      "keypress_512_ms": 100}})
+
+
+if __name__ == "__main__":
+    main()
