@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ _pool: ThreadPoolExecutor | None = None
 _blas_controller = None
 _blas_limiter = None
 _blas_users = 0
+_blas_modules = 0  # len(sys.modules) when _blas_controller looked at the loaded libraries
 
 
 def cpu_workers() -> int:
@@ -74,10 +76,11 @@ def single_threaded_blas():
     The BLAS thread count is process-wide, so overlapping blocks from several threads share one
     limit: the first to enter sets it and the last to leave restores the original count.
     """
-    global _blas_controller, _blas_limiter, _blas_users  # noqa: PLW0603 - process-wide BLAS state, under _lock
+    global _blas_controller, _blas_limiter, _blas_users, _blas_modules  # noqa: PLW0603 - process-wide BLAS state, under _lock
     with _lock:
-        if _blas_controller is None:
-            _blas_controller = ThreadpoolController()
+        if _blas_users == 0 and (_blas_controller is None or _blas_modules != len(sys.modules)):
+            # a BLAS library arrives with an import (SciPy brings its own OpenBLAS): look again after imports
+            _blas_controller, _blas_modules = ThreadpoolController(), len(sys.modules)
         if _blas_users == 0:
             _take_blas_control(_blas_controller)
             _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")

@@ -120,7 +120,8 @@ def test_a_next_token_click_appends_to_the_target(make_window, qtbot):
     candidates = result.next_tokens
     assert len(candidates) == 10
     assert "10 most likely target tokens after '<pad>'" in view.plot.titleLabel.item.toPlainText()
-    assert view.note.text() == "Click a bar to append that token to the target."
+    assert view.note.text().endswith("Click a bar to append that token to the target.")
+    assert not view.generate.isVisibleTo(view), "Generate N continues decoder-only models; T5's bars extend the target"
     point = view.canvas.mapFromScene(view.plot.vb.mapViewToScene(QPointF(candidates[0].probability * 50, 0)))
     qtbot.mouseClick(view.canvas.viewport(), Qt.LeftButton, pos=QPoint(point.x(), point.y()))
     expected = candidates[0].text.lstrip()  # the first target word: no leading space
