@@ -65,14 +65,14 @@ def unpack(path: Path) -> bytes:
     words = np.empty((planes[0].size, WORD), dtype=np.uint8)  # (n_words, 4)
     for plane, values in enumerate(planes):
         words[:, plane] = values
-    return struct.pack("<Q", len(header)) + header + words.tobytes()
+    return b"".join((struct.pack("<Q", len(header)), header, memoryview(words).cast("B")))  # one copy
 
 
 def main(argv: list[str]) -> int:
-    """``python -m attnstudio.models.packed SOURCE.safetensors``: writes SOURCE.safetensors.packed, checks it
+    """Command line of packaging/build.sh, ``main([SOURCE.safetensors])``: writes SOURCE.safetensors.packed, checks it
     unpacks to the same bytes, and removes the source."""
     if len(argv) != 1:
-        print("usage: python -m attnstudio.models.packed MODEL.safetensors", file=sys.stderr)
+        print("usage: packed.main([MODEL.safetensors])", file=sys.stderr)
         return 2
     source = Path(argv[0])
     target = source.with_name(source.name + PACKED_SUFFIX)
