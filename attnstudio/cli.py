@@ -8,17 +8,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from attnstudio import __version__
 from attnstudio.core.ablation import ABLATION_MODES, Ablation
-from attnstudio.core.backend import configure_host_allocator, to_numpy
+from attnstudio.core.backend import BACKEND_NAMES, configure_host_allocator, to_numpy
 from attnstudio.core.display import COLOR_SCALES
-from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.masks import parse_mask_spec
+from attnstudio.core.profiling import DTYPES
+from attnstudio.core.scores import SCORE_FUNCTIONS
 from attnstudio.errors import AttnStudioError
 from attnstudio.fileio import check_writable
 from attnstudio.limits import LIMITS
@@ -53,7 +57,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                                                        "(join with +)")
     parser.add_argument("--score", default="scaled_dot", choices=SCORE_FUNCTIONS)
     parser.add_argument("--temperature", type=float, default=1.0, help="divides the scores (default 1)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
+    parser.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
     parser.add_argument("--ablate", type=_head_list, default=(), metavar="L.H,...",
                         help="switch heads off, e.g. 1.3,2.5 (layer.head, from 1)")
     parser.add_argument("--ablation-mode", default="zero", choices=ABLATION_MODES,
@@ -82,8 +86,8 @@ def session_from_args(args: argparse.Namespace, text: str) -> Session:
 
 
 def _command_compute(args: argparse.Namespace) -> int:
-    from attnstudio.engine import Engine  # noqa: PLC0415
-    from attnstudio.fileio import write_atomic  # noqa: PLC0415
+    from attnstudio.engine import Engine
+    from attnstudio.fileio import write_atomic
 
     session = session_from_args(args, args.text)
     result = Engine().compute(session)
@@ -115,10 +119,8 @@ def _chosen_layers(result, layers: tuple[int, ...] | None) -> np.ndarray:
 
 
 def _command_export(args: argparse.Namespace) -> int:
-    import os  # noqa: PLC0415
-
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtWidgets import QApplication  # noqa: PLC0415
+    from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(["attnstudio"])
     try:
@@ -133,11 +135,11 @@ def _command_export(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from PySide6.QtWidgets import QApplication  # noqa: PLC0415
+    from PySide6.QtWidgets import QApplication
 
-    from attnstudio.export.images import IMAGE_SUFFIXES, export_view  # noqa: PLC0415
-    from attnstudio.export.session_export import caption_for  # noqa: PLC0415
-    from attnstudio.ui.offscreen import export_views, offscreen_views  # noqa: PLC0415
+    from attnstudio.export.images import IMAGE_SUFFIXES, export_view
+    from attnstudio.export.session_export import caption_for
+    from attnstudio.ui.offscreen import export_views, offscreen_views
 
     if args.session:
         if not args.out_dir:
@@ -184,7 +186,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def check_custom_masks(mask_text: str, result) -> None:
     """A custom:FILE.npy mask must be exactly (n_q, n_k) for the tokens the text became."""
-    from attnstudio.core.masks import load_custom_mask  # noqa: PLC0415
+    from attnstudio.core.masks import load_custom_mask
 
     n_q, n_k = len(result.query_tokens), len(result.key_tokens)
     for part in mask_text.split("+"):
@@ -222,10 +224,8 @@ def _format_bytes(count: int | None) -> str:
 
 
 def _command_profile(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-
-    from attnstudio.core.profiling import ProfileConfig, run_profile  # noqa: PLC0415
-    from attnstudio.fileio import write_atomic  # noqa: PLC0415
+    from attnstudio.core.profiling import ProfileConfig, run_profile
+    from attnstudio.fileio import write_atomic
 
     config = ProfileConfig(lengths=args.n, kernels=args.kernels, backends=args.backend, heads=args.heads,
                            d_k=args.d_k, dtype=args.dtype, repeats=args.repeats, window=args.window).validate()
@@ -234,10 +234,8 @@ def _command_profile(args: argparse.Namespace) -> int:
             check_writable(Path(output))
     interactive = sys.stderr.isatty()
     if args.progress_json:  # the app's profiler panel runs sweeps in a child process and reads these lines
-        from dataclasses import asdict  # noqa: PLC0415
-
         def report(done: int, total: int, point) -> None:
-            print(json.dumps({"done": done, "total": total, "point": asdict(point)}), flush=True)
+            print(json.dumps({"done": done, "total": total, "point": dataclasses.asdict(point)}), flush=True)
 
         result = run_profile(config, progress=report)
         print(json.dumps({"result": result.to_json_dict()}), flush=True)
@@ -259,7 +257,8 @@ def _command_profile(args: argparse.Namespace) -> int:
         print(f"{p.n:>7} {p.kernel:>7} {p.backend:>7} {time_text:>12} {_format_bytes(p.peak_bytes):>12} "
               f"{_format_bytes(p.theoretical_bytes):>11}  {p.status}")
     print(f"fitted exponents (n >= {result.fit_min_n()}): " + "; ".join(
-        f"{name}: time {_fmt_exp(e['time'])}, memory {_fmt_exp(e['memory'])}" for name, e in result.exponents().items()))
+        f"{name}: time {_fmt_exp(e['time'])}, memory {_fmt_exp(e['memory'])}"
+        for name, e in result.exponents().items()))
     if args.json:
         write_atomic(Path(args.json), json.dumps(result.to_json_dict(), indent=2).encode())
     if args.csv:
@@ -275,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="attnstudio", description="A desktop playground for transformer attention.")
     parser.add_argument("--version", action="version", version=f"attnstudio {__version__}")
     parser.add_argument("--selftest", metavar="OUT.png",
-                        help="open the window with the default sentence on this display (offscreen where there is none), check "
-                             "its text has glyphs, save a screenshot, exit 0 only if all of that worked")
+                        help="open the window with the default sentence on this display (offscreen where there is "
+                             "none), check its text has glyphs, save a screenshot, exit 0 only if all of that worked")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     compute = commands.add_parser("compute", help="compute attention weights and write them to .npz")
@@ -320,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--backend", type=_name_list, default=("numpy",), help="numpy, cupy (comma-separated)")
     profile.add_argument("--heads", type=int, default=8)
     profile.add_argument("--d-k", type=int, default=64)
-    profile.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    profile.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
     profile.add_argument("--repeats", type=int, default=3, help="timed calls per point (after one warm-up)")
     profile.add_argument("--window", type=int, default=64, help="sliding-window kernel: neighbours each side")
     profile.add_argument("--json", metavar="OUT.json")
@@ -336,15 +335,13 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import warnings  # noqa: PLC0415
-
     warnings.formatwarning = _one_line_warning  # "ignoring unknown field(s) ...": a note, not a source listing
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_host_allocator()
     try:
         if args.command is None:
-            from attnstudio.ui.app import run_app  # noqa: PLC0415
+            from attnstudio.ui.app import run_app
 
             return run_app(selftest=args.selftest)
         return args.handler(args)

@@ -1,7 +1,7 @@
 """From a :class:`Session` to attention results: tokenize, mask, run the chosen model.
 
 Shared by the CLI, the exporters and the app's compute worker. Loaded models and
-their weights on each backend are cached, so typing only pays for the forward pass.
+their parameters on each backend are cached, so typing only pays for the forward pass.
 """
 from __future__ import annotations
 
@@ -9,26 +9,27 @@ import dataclasses
 import json
 import threading
 import time
-from functools import lru_cache
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from functools import cached_property, lru_cache
+from typing import Any
 
 import numpy as np
 
 from attnstudio.core.ablation import Ablation
 from attnstudio.core.analysis import head_roles, measure_induction, sentence_embedding
-from attnstudio.core.kernels import score_scale
 from attnstudio.core.backend import Backend, configure_host_allocator, resolve_backend, to_numpy
 from attnstudio.core.families import family_of
-from attnstudio.core.prefix_cache import PrefixCache
+from attnstudio.core.kernels import score_scale
 from attnstudio.core.masks import MaskSpec, build_mask, causal_mask
 from attnstudio.core.metrics import attention_rollout, head_entropy
 from attnstudio.core.next_token import top_next_tokens
+from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
-from attnstudio.core.transformer import EncoderWeights, ForwardResult
-from attnstudio.limits import LIMITS
+from attnstudio.core.transformer import EncoderParameters, ForwardResult
 from attnstudio.errors import AttnStudioError, InvalidSetting
 from attnstudio.fileio import read_regular_file
+from attnstudio.limits import LIMITS
 from attnstudio.models.loader import (
     BUILTIN_MODEL,
     MAX_CONFIG_BYTES,
@@ -77,8 +78,8 @@ class ComputeResult:
     # decoders: logit_lens(position) -> each layer's most likely next token after that position
     logit_lens: Callable[[int], list[NextToken]] | None = field(default=None, repr=False)
     kv_heads: int | None = None  # grouped-query models: key/value heads, each shared by heads / kv_heads query heads
+    induction: np.ndarray | None = field(default=None, repr=False)  # causal models: (layers, heads) scores
     _host_attentions: np.ndarray | None = field(default=None, repr=False)
-    _summaries: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_layers(self) -> int:
@@ -90,44 +91,40 @@ class ComputeResult:
             self._host_attentions = np.ascontiguousarray(to_numpy(self.forward.attentions()), dtype=np.float32)
         return self._host_attentions
 
+    @cached_property
     def head_entropy(self) -> np.ndarray:
         """(layers, heads) mean row entropy, computed once (the compute worker does it off the GUI thread)."""
-        if "entropy" not in self._summaries:
-            self._summaries["entropy"] = head_entropy(self.attentions())
-        return self._summaries["entropy"]
+        return head_entropy(self.attentions())
 
+    @cached_property
     def rollout(self) -> np.ndarray | None:
         """(n, n) attention rollout across layers, or None for cross-attention; computed once."""
-        if "rollout" not in self._summaries:
-            self._summaries["rollout"] = None if self.cross_attention else attention_rollout(self.attentions())
-        return self._summaries["rollout"]
+        return None if self.cross_attention else attention_rollout(self.attentions())
 
+    @cached_property
     def head_roles(self) -> dict[str, np.ndarray] | None:
         """{role: (layers, heads)} scores (see core.analysis.head_roles), or None for cross-attention.
 
         Causal models add "induction", measured by the engine on a repeated random sequence.
         """
-        if "roles" not in self._summaries:
-            roles = None if self.cross_attention else head_roles(self.attentions(), self.key_tokens, self.mask)
-            if roles is not None and "induction" in self._summaries:
-                roles["induction"] = self._summaries["induction"]
-            self._summaries["roles"] = roles
-        return self._summaries["roles"]
+        if self.cross_attention:
+            return None
+        roles = head_roles(self.attentions(), self.key_tokens, self.mask)
+        if self.induction is not None:
+            roles["induction"] = self.induction
+        return roles
 
+    @cached_property
     def sentence_embedding(self) -> np.ndarray:
         """(d_model,) mean-pooled, L2-normalised final hidden states over the non-padding tokens."""
-        if "embedding" not in self._summaries:
-            valid = np.array([token != "[PAD]" for token in self.query_tokens])
-            final = to_numpy(self.forward.hidden_states[-1])
-            self._summaries["embedding"] = to_numpy(sentence_embedding(final, valid))
-        return self._summaries["embedding"]
+        valid = np.array([token != "[PAD]" for token in self.query_tokens])
+        final = to_numpy(self.forward.hidden_states[-1])
+        return to_numpy(sentence_embedding(final, valid))
 
     def precompute_views(self) -> None:
-        """Everything the views need from the (layers, heads, n, n) weights, so drawing stays cheap."""
+        """Everything the views need from the (layers, heads, n, n) attention weights, so drawing stays cheap."""
         self.attentions()
-        self.head_entropy()
-        self.rollout()
-        self.head_roles()
+        _ = self.head_entropy, self.rollout, self.head_roles  # cached_property: computed here, once
         for companion in (self.compare, self.baseline):
             if companion is not None:
                 companion.precompute_views()
@@ -155,7 +152,7 @@ def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
 @lru_cache(maxsize=32)
 def _model_heads(model: str) -> tuple[int, int, bool]:
     """(d_model, heads, whether the heads can be re-split) of a pretrained model; an encoder's come from its
-    config.json (no weights loaded on the GUI thread), anything else from the loaded model."""
+    config.json (no parameters loaded on the GUI thread), anything else from the loaded model."""
     try:
         raw = read_regular_file(resolve_model_folder(model) / "config.json", MAX_CONFIG_BYTES, "config.json")
         config = json.loads(raw.decode("utf-8"))
@@ -166,7 +163,7 @@ def _model_heads(model: str) -> tuple[int, int, bool]:
     except (OSError, ValueError, KeyError, TypeError, RecursionError, AttnStudioError):  # the loader says why
         pass
     loaded = load_model_cached(model)
-    return loaded.weights.d_model, loaded.num_heads, family_of(loaded.weights).name == "bert"
+    return loaded.parameters.d_model, loaded.num_heads, family_of(loaded.parameters).name == "bert"
 
 
 def check_heads(model: str, heads: int | None) -> None:
@@ -183,8 +180,8 @@ def check_heads(model: str, heads: int | None) -> None:
                              f"{', '.join(map(str, counts))}")
 
 
-def _weights_on(weights: EncoderWeights, backend: Backend) -> EncoderWeights:
-    """A copy of ``weights`` with every array moved to ``backend``."""
+def _parameters_on(parameters: EncoderParameters, backend: Backend) -> EncoderParameters:
+    """A copy of ``parameters`` with every array moved to ``backend``."""
     def move(value: Any):
         if isinstance(value, np.ndarray):
             return backend.asarray(value)
@@ -193,17 +190,18 @@ def _weights_on(weights: EncoderWeights, backend: Backend) -> EncoderWeights:
         if isinstance(value, list):
             return [move(item) for item in value]
         if dataclasses.is_dataclass(value):
-            return dataclasses.replace(value, **{f.name: move(getattr(value, f.name)) for f in dataclasses.fields(value)})
+            moved = {field.name: move(getattr(value, field.name)) for field in dataclasses.fields(value)}
+            return dataclasses.replace(value, **moved)
         return value
-    return move(weights)
+    return move(parameters)
 
 
 class Engine:
-    """Runs sessions; caches models and their weights per backend. Safe to call from one worker at a time."""
+    """Runs sessions; caches models and their parameters per backend. Safe to call from one worker at a time."""
 
     def __init__(self):
         configure_host_allocator()  # a third of the CPU forward pass was page faults without it
-        self._weights: dict[tuple[str, str], EncoderWeights] = {}
+        self._parameters: dict[tuple[str, str], EncoderParameters] = {}
         self._lock = threading.Lock()
         self._prefix = PrefixCache()
 
@@ -211,14 +209,15 @@ class Engine:
         """The pretrained model a session uses (the built-in one supplies the synthetic mode's vocabulary)."""
         return load_model_cached(BUILTIN_MODEL if session.is_synthetic else session.model)
 
-    def weights(self, model: PretrainedModel, backend: Backend) -> EncoderWeights:
+    def parameters(self, model: PretrainedModel, backend: Backend) -> EncoderParameters:
         key = (str(model.folder), backend.name)
         with self._lock:
-            if key not in self._weights:
-                self._weights[key] = model.weights if backend.name == "numpy" else _weights_on(model.weights, backend)
-            return self._weights[key]
+            if key not in self._parameters:
+                on_host = backend.name == "numpy"
+                self._parameters[key] = model.parameters if on_host else _parameters_on(model.parameters, backend)
+            return self._parameters[key]
 
-    def compute(self, session: Session, *, num_layers: int | None = None) -> ComputeResult:
+    def compute(self, session: Session) -> ComputeResult:
         """Tokenize, build the mask and run the session's model.  Raises AttnStudioError subclasses."""
         session = dataclasses.replace(session.validate())  # the result keeps its own copy
         backend = resolve_backend(session.backend)
@@ -240,13 +239,13 @@ class Engine:
                 keys = _padded(keys, mask_spec.padded_length(len(keys)), model)
         key_seq = keys if keys is not None else queries
         mask_host = build_mask(mask_spec, len(queries), len(key_seq), valid_keys=valid_keys)
-        family = family_of(model.weights)
+        family = family_of(model.parameters)
         if family.causal and not session.is_synthetic:  # the model's own mask; the user's combine with it
             own = causal_mask(len(queries), len(key_seq))
             mask_host = own if mask_host is None else own & mask_host
         mask = None if mask_host is None else backend.asarray(mask_host)
-        weights = self.weights(model, backend)
-        table = weights.word_embeddings
+        parameters = self.parameters(model, backend)
+        table = parameters.word_embeddings
         query_ids = backend.asarray(queries.ids)
         key_ids = None if keys is None else backend.asarray(keys.ids)
 
@@ -259,20 +258,20 @@ class Engine:
             heads, d_k, name = config.heads, config.d_k, "synthetic"
         else:
             heads = session.heads or model.num_heads
-            if weights.d_model % heads:
-                raise InvalidSetting(f"{heads} heads do not divide the model width {weights.d_model}")
-            d_k = getattr(weights, "head_dim", None) or weights.d_model // heads
+            if parameters.d_model % heads:
+                raise InvalidSetting(f"{heads} heads do not divide the model width {parameters.d_model}")
+            d_k = getattr(parameters, "head_dim", None) or parameters.d_model // heads
             scale = score_scale(session.score, d_k, None) / session.temperature
             pair_mask = None
             if keys is not None and valid_keys is not None and valid_keys < len(keys):
                 pair_mask = backend.asarray(build_mask(mask_spec, len(keys), len(keys), valid_keys=valid_keys))
             if family.extend is not None and key_ids is None and not session.ablation:  # causal: reuse kept rows
-                forward = self._prefix.forward(family, weights, queries.ids, query_ids, mask_host=mask_host, mask=mask,
-                                               heads=heads, score=session.score, scale=scale, seed=session.seed,
-                                               num_layers=num_layers)
+                forward = self._prefix.forward(family, parameters, queries.ids, query_ids, mask_host=mask_host,
+                                               mask=mask, heads=heads, score=session.score, scale=scale,
+                                               seed=session.seed)
             else:
-                forward = family.forward(weights, query_ids, heads=heads, mask=mask, score=session.score,
-                                         scale=scale, seed=session.seed, num_layers=num_layers, pair_ids=key_ids,
+                forward = family.forward(parameters, query_ids, heads=heads, mask=mask, score=session.score,
+                                         scale=scale, seed=session.seed, pair_ids=key_ids,
                                          pair_mask=pair_mask, ablation=session.ablation)
             name = model.name
         backend.synchronize()
@@ -281,24 +280,24 @@ class Engine:
                                elapsed, notices, cross_attention=keys is not None,
                                causal_model=family.causal and not session.is_synthetic,
                                next_tokens=_next_tokens(forward, model),
-                               logit_lens=_lens_for(family, weights, model, forward),
-                               kv_heads=_kv_heads(weights, heads, session))
-        if result.causal_model and num_layers is None:  # induction heads show on a repeated random sequence
+                               logit_lens=_lens_for(family, parameters, model, forward),
+                               kv_heads=_kv_heads(parameters, heads, session))
+        if result.causal_model:  # induction heads show on a repeated random sequence
             bos = getattr(model.tokenizer, "bos_id", None)
             prefix = () if bos is None else (bos,)
-            result._summaries["induction"] = measure_induction(
-                family.forward, weights, weights.token_embeddings.shape[0], prefix=prefix, ablation=session.ablation)
+            result.induction = measure_induction(
+                family.forward, parameters, parameters.token_embeddings.shape[0], prefix=prefix,
+                ablation=session.ablation)
         if session.compare_text.strip() and keys is None:  # text B with the same settings (not for pairs)
-            result.compare = self.compute(dataclasses.replace(session, text=session.compare_text, compare_text=""),
-                                          num_layers=num_layers)
+            result.compare = self.compute(dataclasses.replace(session, text=session.compare_text, compare_text=""))
         if session.ablation:  # the unablated run, so views can show the effect
-            result.baseline = self.compute(dataclasses.replace(session, ablation=Ablation()), num_layers=num_layers)
+            result.baseline = self.compute(dataclasses.replace(session, ablation=Ablation()))
         return result
 
 
-def _kv_heads(weights, heads: int, session: Session) -> int | None:
+def _kv_heads(parameters, heads: int, session: Session) -> int | None:
     """How many key/value heads the query heads share, where fewer than the query heads (GQA)."""
-    kv_heads = getattr(weights, "num_kv_heads", None)
+    kv_heads = getattr(parameters, "num_kv_heads", None)
     return kv_heads if not session.is_synthetic and kv_heads is not None and kv_heads < heads else None
 
 
@@ -310,12 +309,12 @@ def _next_tokens(forward: ForwardResult, model: PretrainedModel) -> list[NextTok
             for i, p in zip(ids, probabilities, strict=True)]
 
 
-def _lens_for(family, weights, model: PretrainedModel, forward: ForwardResult):
+def _lens_for(family, parameters, model: PretrainedModel, forward: ForwardResult):
     if family.logit_lens is None or forward.next_logits is None or not hasattr(model.tokenizer, "decode_token"):
         return None
 
     def lens(position: int) -> list[NextToken]:
-        logits = to_numpy(family.logit_lens(weights, forward.hidden_states, position))  # (layers, vocab)
+        logits = to_numpy(family.logit_lens(parameters, forward.hidden_states, position))  # (layers, vocab)
         tops = []
         for row in logits:
             (token_id,), (probability,) = top_next_tokens(row, k=1)

@@ -127,7 +127,8 @@ def read_regular_file(path: Path, limit: int, what: str, error: type[Exception] 
     if not stat.S_ISREG(info.st_mode):
         raise error(f"{path} is not a regular file (a device, pipe or socket); choose a {what}")
     if info.st_size > limit:
-        raise error(f"{path.name} is too large for a {what} ({format_size(info.st_size)}; at most {format_size(limit)})")
+        raise error(f"{path.name} is too large for a {what} "
+                    f"({format_size(info.st_size)}; at most {format_size(limit)})")
     try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as problem:

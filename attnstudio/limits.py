@@ -67,6 +67,12 @@ LIMITS: dict[str, Limit] = {
     "text_characters": Limit(0, 100_000, "text length"),
     "blocked_cells": Limit(0, 1024 * 1024, "number of blocked mask cells"),
     "mask_side": Limit(1, 1024, "custom mask side"),  # a custom mask is at most this many rows and columns
+    # a profiler sweep (the CLI's `profile`, the profiler panel and saved sweeps)
+    "profile_length": Limit(1, 1_048_576, "sequence length"),
+    "profile_heads": Limit(1, 256, "heads"),
+    "profile_d_k": Limit(1, 4096, "d_k"),
+    "profile_repeats": Limit(1, 1000, "repeats"),
+    "profile_window": Limit(0, 1 << 20, "window"),
     # files read
     "session_file_bytes": Limit(0, 8 * 1024 * 1024, "session file size"),
     "mask_file_bytes": Limit(0, 64 * 1024 * 1024, "custom mask file size"),

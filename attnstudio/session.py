@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from attnstudio.core.ablation import Ablation
-from attnstudio.core.kernels import SCORE_FUNCTIONS
 from attnstudio.core.backend import BACKEND_NAMES
 from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.masks import MaskSpec
 from attnstudio.core.profiling import ProfileResult
+from attnstudio.core.scores import SCORE_FUNCTIONS
 from attnstudio.core.synthetic import check_synthetic_setting, check_synthetic_width
 from attnstudio.errors import InvalidSetting, SessionFileError
-from attnstudio.fileio import format_size as _size, read_regular_file, write_atomic
+from attnstudio.fileio import format_size as _size
+from attnstudio.fileio import read_regular_file, write_atomic
 from attnstudio.limits import LIMITS, check
 
 FORMAT_VERSION = 2  # 2: the mask holds several parts ("kinds"); colour scale and hide-special fields
@@ -79,7 +80,7 @@ class Session:
     def is_cross_attention(self) -> bool:
         return bool(self.pair_text.strip())
 
-    def validate(self) -> "Session":
+    def validate(self) -> Session:
         """Raise InvalidSetting with a readable sentence for the first bad field.
 
         A session that passes is safe everywhere: every value lies inside :data:`attnstudio.limits.LIMITS`,
@@ -100,7 +101,8 @@ class Session:
         if len(self.model) > MAX_NAME_CHARACTERS or len(self.view) > MAX_NAME_CHARACTERS:
             raise InvalidSetting(f"model and view names must be at most {MAX_NAME_CHARACTERS} characters")
         if self.score not in SCORE_FUNCTIONS:
-            raise InvalidSetting(f"unknown score function {self.score!r:.60}; choose one of {', '.join(SCORE_FUNCTIONS)}")
+            raise InvalidSetting(f"unknown score function {self.score!r:.60}; "
+                                 f"choose one of {', '.join(SCORE_FUNCTIONS)}")
         if self.backend not in BACKEND_NAMES:
             raise InvalidSetting(f"unknown backend {self.backend!r:.60}; choose one of {', '.join(BACKEND_NAMES)}")
         if not isinstance(self.mask, MaskSpec):
@@ -114,7 +116,8 @@ class Session:
         if len(self.compare_word) > MAX_WORD_CHARACTERS:
             raise InvalidSetting(f"the compared word is longer than {MAX_WORD_CHARACTERS} characters")
         if self.color_scale not in COLOR_SCALES:
-            raise InvalidSetting(f"unknown colour scale {self.color_scale!r:.60}; choose one of {', '.join(COLOR_SCALES)}")
+            raise InvalidSetting(f"unknown colour scale {self.color_scale!r:.60}; "
+                                 f"choose one of {', '.join(COLOR_SCALES)}")
         if not isinstance(self.hide_special, bool):
             raise InvalidSetting("hide_special must be true or false")
         check("temperature", self.temperature)
@@ -143,7 +146,7 @@ class Session:
         return {"format": "attnstudio-session", "version": FORMAT_VERSION, "session": data}
 
     @classmethod
-    def from_json_dict(cls, document: Any) -> "Session":
+    def from_json_dict(cls, document: Any) -> Session:
         """Build a session from parsed JSON, checking every value; unknown fields are ignored with a warning.
 
         Raises SessionFileError with one sentence saying what is wrong.
@@ -203,7 +206,7 @@ class Session:
             return json.dumps(self.to_json_dict(), indent=2, ensure_ascii=True).encode("ascii")
 
     @classmethod
-    def from_json_text(cls, text: str | bytes, name: str = "the session") -> "Session":
+    def from_json_text(cls, text: str | bytes, name: str = "the session") -> Session:
         """Parse and check a session document (a file's bytes, or the copy kept in the app's settings)."""
         if len(text) > LIMITS["session_file_bytes"].high:
             raise SessionFileError(f"{name} is too large for a session file ({_size(len(text))}; "
@@ -222,7 +225,7 @@ class Session:
         return cls.from_json_dict(document)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Session":
+    def load(cls, path: str | Path) -> Session:
         """Read a session file: only a regular file of at most a few MiB is read, then every value is checked."""
         path = Path(path)
         payload = read_regular_file(path, LIMITS["session_file_bytes"].high, "session file", SessionFileError)
@@ -300,7 +303,3 @@ def replace_lone_surrogates(text: str) -> tuple[str, int]:
 def _short(text: str, most: int = 40) -> str:
     text = ascii(text) if has_lone_surrogates(text) else text
     return text if len(text) <= most else text[:most - 1] + "…"
-
-
-__all__ = ["Session", "write_atomic", "FORMAT_VERSION", "SESSION_SUFFIX", "DEFAULT_TEXT", "SYNTHETIC", "LIMITS",
-           "has_lone_surrogates", "replace_lone_surrogates"]

@@ -4,6 +4,10 @@ Qt-free, so the CLI can offer ``export --view`` choices without importing Qt.
 """
 from __future__ import annotations
 
-VIEW_NAMES = ("heatmap", "heads", "pipeline", "lines", "rollout", "why", "compare", "next_token", "logit_lens", "profiler")
+# name (the session's `view`, the CLI's `--view`) -> the tab's label
+VIEW_LABELS = {"heatmap": "Heatmap", "heads": "Heads", "pipeline": "Pipeline", "lines": "Lines",
+               "rollout": "Rollout", "why": "Why this score", "compare": "Compare", "next_token": "Next token",
+               "logit_lens": "Logit lens", "profiler": "Profiler"}
+VIEW_NAMES = tuple(VIEW_LABELS)
 # Views an image export can render from one result (the profiler draws its own measurements).
 EXPORT_VIEWS = tuple(name for name in VIEW_NAMES if name != "profiler")

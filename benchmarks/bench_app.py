@@ -11,9 +11,12 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from common import write
+from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
+from PySide6.QtWidgets import QApplication
 
-from common import write  # noqa: E402
+from attnstudio.session import Session
+from attnstudio.ui.main_window import MainWindow
 
 
 def startup_ms() -> list[float]:
@@ -21,19 +24,14 @@ def startup_ms() -> list[float]:
     for _ in range(3):
         with tempfile.TemporaryDirectory() as folder:
             done = subprocess.run([sys.executable, "-m", "attnstudio", "--selftest", f"{folder}/s.png"],
-                                  capture_output=True, text=True, timeout=120)
+                                  capture_output=True, check=True, text=True, timeout=120)
             times.append(float(re.search(r"painted (\d+) ms", done.stdout).group(1)))
     return times
 
 
 def shown_window(folder: str):
     """The app's window on the built-in model with throw-away settings, shown, with its first result."""
-    from PySide6.QtCore import QSettings
-    from PySide6.QtWidgets import QApplication
-
-    from attnstudio.session import Session
-    from attnstudio.ui.main_window import MainWindow
-
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app = QApplication.instance() or QApplication([])
     window = MainWindow(Session(backend="numpy"), settings=QSettings(f"{folder}/s.ini", QSettings.IniFormat),
                         restore=False)
@@ -44,8 +42,6 @@ def shown_window(folder: str):
 
 
 def keystroke_ms(tokens: int, repeats: int = 15) -> list[float]:
-    from PySide6.QtCore import QEventLoop, QTimer
-
     with tempfile.TemporaryDirectory() as folder:
         window = shown_window(folder)
         heatmap = window.views["heatmap"]
@@ -71,24 +67,30 @@ def keystroke_ms(tokens: int, repeats: int = 15) -> list[float]:
     return samples
 
 
+class TickGaps:
+    """The milliseconds between successive calls of ``tick`` (a timer's ticks), from the moment it is made."""
+
+    def __init__(self) -> None:
+        self.gaps_ms: list[int] = []
+        self.clock = QElapsedTimer()
+        self.clock.start()
+        self.last = self.clock.elapsed()
+
+    def tick(self) -> None:
+        now = self.clock.elapsed()
+        self.gaps_ms.append(now - self.last)
+        self.last = now
+
+
 def longest_stall_ms(repeats: int = 3) -> list[float]:
     """The longest gap between ticks of a 10 ms timer while a 512-token text is computed and every view redraws."""
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
-
     stalls = []
     with tempfile.TemporaryDirectory() as folder:
         window = shown_window(folder)
         for index in range(repeats):
-            gaps, clock = [], QElapsedTimer()
-            clock.start()
-            last = [clock.elapsed()]
-
-            def tick():
-                gaps.append(clock.elapsed() - last[0])
-                last[0] = clock.elapsed()
-
+            gaps = TickGaps()
             timer = QTimer(interval=10)
-            timer.timeout.connect(tick)
+            timer.timeout.connect(gaps.tick)
             timer.start()
             loop = QEventLoop()
             window.results.changed.connect(loop.quit)
@@ -104,14 +106,15 @@ def longest_stall_ms(repeats: int = 3) -> list[float]:
             loop.exec()
             timer.stop()
             window.results.changed.disconnect(loop.quit)
-            stalls.append(float(max(gaps)))
+            stalls.append(float(max(gaps.gaps_ms)))
         window.close()
     return stalls
 
 
 def main() -> None:
     launch = startup_ms()
-    print(f"launch to first heatmap: median {statistics.median(launch):.0f} ms ({', '.join(f'{t:.0f}' for t in launch)})")
+    print(f"launch to first heatmap: median {statistics.median(launch):.0f} ms "
+          f"({', '.join(f'{t:.0f}' for t in launch)})")
     live = {}
     for tokens in (32, 128):
         samples = keystroke_ms(tokens)

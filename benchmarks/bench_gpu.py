@@ -10,15 +10,16 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from functools import partial
 
 import numpy as np
+from common import or_dash, write
 
 from attnstudio.core import attention
 from attnstudio.core.backend import cupy_status, is_out_of_memory, resolve_backend
 from attnstudio.core.transformer import encode
 from attnstudio.engine import Engine
 from attnstudio.session import Session
-from common import write
 
 HEADS, D_K = 8, 64
 KERNEL_LENGTHS = (256, 1024, 4096, 16384)
@@ -51,20 +52,19 @@ def kernels(backend, torch) -> list[dict]:
     for n in KERNEL_LENGTHS:
         q, k, v = random_qkv(backend, n)
         repeats = 5 if n >= 16384 else 20
-        naive = device_time(lambda: attention(q, k, v), backend.synchronize, repeats) if n <= 16384 else None
-        tiled = device_time(lambda: attention(q, k, v, return_weights=False), backend.synchronize, repeats)
+        naive = device_time(partial(attention, q, k, v), backend.synchronize, repeats) if n <= 16384 else None
+        tiled = device_time(partial(attention, q, k, v, return_weights=False), backend.synchronize, repeats)
         reference = None
         if torch is not None:
             tq, tk, tv = (torch.from_dlpack(a)[None] for a in (q, k, v))
             with torch.no_grad():
-                reference = device_time(lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv),
+                reference = device_time(partial(torch.nn.functional.scaled_dot_product_attention, tq, tk, tv),
                                         torch.cuda.synchronize, repeats)
         row = {"n": n, "naive_s": naive, "tiled_s": tiled, "torch_sdpa_s": reference,
                "naive_over_torch": reference and naive / reference, "tiled_over_torch": reference and tiled / reference}
         rows.append(row)
-        fmt = (lambda x: "-" if x is None else f"{x:.2f}")
-        print(f"{n:>6} {naive * 1e3:>9.3f} {tiled * 1e3:>9.3f} {fmt(reference and reference * 1e3):>9} "
-              f"{fmt(row['naive_over_torch']):>12} {fmt(row['tiled_over_torch']):>12}")
+        print(f"{n:>6} {naive * 1e3:>9.3f} {tiled * 1e3:>9.3f} {or_dash(reference and reference * 1e3):>9} "
+              f"{or_dash(row['naive_over_torch']):>12} {or_dash(row['tiled_over_torch']):>12}")
     return rows
 
 
@@ -80,13 +80,13 @@ def memory(backend) -> list[dict]:
                     result = attention(q, k, v, return_weights=keep)
                     del result
                 peaks[name] = measured["peak_bytes"]
-            except Exception as error:  # noqa: BLE001 - an out-of-memory point is a result, not a failure
+            except Exception as error:  # an out-of-memory point is a result, not a failure
                 if not is_out_of_memory(error):
                     raise
                 peaks[name] = None
         rows.append({"n": n, "naive_peak_bytes": peaks["naive"], "tiled_peak_bytes": peaks["tiled"]})
-        mib = (lambda b: "OOM" if b is None else f"{b / 2**20:.1f}")
-        print(f"{n:>6} {mib(peaks['naive']):>10} {mib(peaks['tiled']):>10}")
+        naive, tiled = ("OOM" if peak is None else f"{peak / 2**20:.1f}" for peak in (peaks["naive"], peaks["tiled"]))
+        print(f"{n:>6} {naive:>10} {tiled:>10}")
         del q, k, v
     return rows
 
@@ -94,30 +94,30 @@ def memory(backend) -> list[dict]:
 def forward(backend, torch) -> list[dict]:
     engine = Engine()
     model = engine.model(Session())
-    weights = engine.weights(model, backend)
+    weights = engine.parameters(model, backend)
     hf = None
     if torch is not None:
         try:
-            from transformers import BertModel
+            from transformers import BertModel  # noqa: PLC0415 - optional: only the bench venv (make bench) has transformers
             hf = BertModel.from_pretrained(str(model.folder), attn_implementation="eager").eval().cuda()
         except ImportError:
             hf = None
     rows = []
-    host_weights = model.weights
+    host_weights = model.parameters
     print(f"{'tokens':>6} {'ours ms':>8} {'HF ms':>8} {'ours/HF':>8} {'no-sync ms':>11} {'NumPy ms':>9}")
     for text in ("The cat sat on the mat because it was tired.", " ".join(["word"] * 126)):
         ids_host = model.tokenizer.encode(text).ids
         ids = backend.asarray(np.asarray(ids_host))
         result = encode(weights, ids)
         on_device = all(type(trace.weights).__module__.startswith("cupy") for trace in result.traces)
-        ours = device_time(lambda: encode(weights, ids), backend.synchronize)
-        unsynchronised = statistics.median(_launch_only(lambda: encode(weights, ids), backend) for _ in range(20))
+        ours = device_time(partial(encode, weights, ids), backend.synchronize)
+        unsynchronised = statistics.median(_launch_only(partial(encode, weights, ids), backend) for _ in range(20))
         reference = None
         if hf is not None:
             tensor = torch.tensor(ids_host, device="cuda")[None]
             with torch.no_grad():
-                reference = device_time(lambda: hf(tensor, output_attentions=True), torch.cuda.synchronize)
-        on_cpu = device_time(lambda: encode(host_weights, np.asarray(ids_host)), lambda: None)
+                reference = device_time(partial(hf, tensor, output_attentions=True), torch.cuda.synchronize)
+        on_cpu = device_time(partial(encode, host_weights, np.asarray(ids_host)), lambda: None)
         row = {"tokens": len(ids_host), "ours_s": ours, "hf_s": reference, "launch_only_s": unsynchronised,
                "ours_numpy_s": on_cpu,
                "ours_over_hf": reference and ours / reference, "weights_stay_on_device": on_device}
@@ -144,7 +144,7 @@ def main() -> int:
         return 0
     backend = resolve_backend("cupy")
     try:
-        import torch
+        import torch  # noqa: PLC0415 - optional: only the bench venv (make bench) has PyTorch
         if not torch.cuda.is_available():
             torch = None
     except ImportError:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from common import write
 
 from attnstudio.core.backend import NUMPY
 from attnstudio.core.kernels import attention_tiled
 from attnstudio.core.profiling import fit_exponent
-from common import write
 
 HEADS, D_K = 8, 64
 

@@ -32,3 +32,8 @@ def write(name: str, payload: dict) -> Path:
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def or_dash(value: float | None) -> str:
+    """A ratio or time with two decimals, or '-' where it was not measured."""
+    return "-" if value is None else f"{value:.2f}"

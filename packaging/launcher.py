@@ -69,7 +69,7 @@ def main() -> int:
         if missing:
             print(missing_message(missing), file=sys.stderr)
             return 1
-    from attnstudio.cli import main as attnstudio_main
+    from attnstudio.cli import main as attnstudio_main  # noqa: PLC0415 - only after the system libraries are checked
 
     return attnstudio_main()
 

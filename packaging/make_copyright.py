@@ -10,12 +10,14 @@ machine, the copyright file of the Debian package they came from.
 """
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import re
 import subprocess
 import sys
 import sysconfig
+from importlib import metadata
 from pathlib import Path
+
+from PySide6.QtCore import qVersion
 
 INSTALL = "opt/attnstudio"
 COMMON = Path("/usr/share/common-licenses")
@@ -67,7 +69,7 @@ def dist_license_texts(name: str) -> str:
         parts = Path(str(file)).parts
         if len(parts) > 1 and parts[0].endswith(".dist-info") and parts[1] == "licenses":
             body = Path(dist.locate_file(file)).read_text(encoding="utf-8", errors="replace")
-            texts.append(f"--- {'/'.join(parts[2:])} ---\n{body}" if len(texts) or len(parts) > 3 else body)
+            texts.append(f"--- {'/'.join(parts[2:])} ---\n{body}" if texts or len(parts) > 3 else body)
     return "\n\n".join(texts)
 
 
@@ -95,14 +97,13 @@ def system_library_packages(bundle: Path) -> dict[str, list[str]]:
 
 def main(bundle: Path, venv: Path) -> str:
     pyside = metadata.version("PySide6-Essentials")
-    from PySide6.QtCore import qVersion
 
     qt = qVersion()
     paragraphs = [
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
         "Upstream-Name: attnstudio\nSource: https://attnstudio.invalid\n"
-        "Comment: attnstudio bundles a Python runtime, its libraries, Qt and two pretrained models in /opt/attnstudio;\n"
-        " each is listed below with its licence.",
+        "Comment: attnstudio bundles a Python runtime, its libraries, Qt and two pretrained models in\n"
+        " /opt/attnstudio; each is listed below with its licence.",
         "Files: *\nCopyright: attnstudio developers\nLicense: MIT",
     ]
     licenses = {"MIT": MIT, "Apache-2.0": (COMMON / "Apache-2.0").read_text(),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attnstudio import __version__  # noqa: E402
-from attnstudio.cli import build_parser  # noqa: E402
+from attnstudio import __version__
+from attnstudio.cli import build_parser
 
 
 def roff(text: str) -> str:
@@ -58,7 +58,8 @@ def manpage() -> str:
     lines += option_lines(parser)
     lines.append(".SH COMMANDS")
     for name, sub in subparsers.choices.items():
-        lines += [f".SS {name}", roff(helps.get(name) or ""), ".PP", f"Usage: {roff(' '.join(sub.format_usage().split(': ', 1)[-1].split()))}"]
+        usage = " ".join(sub.format_usage().split(": ", 1)[-1].split())
+        lines += [f".SS {name}", roff(helps.get(name) or ""), ".PP", f"Usage: {roff(usage)}"]
         lines += option_lines(sub)
     lines += [
         ".SH EXIT STATUS",

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from attnstudio.models.loader import load_pretrained_cached
+from attnstudio.models.registry import load_model_cached
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # headless unless a display is asked for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -20,8 +23,6 @@ def golden_index() -> dict:
 
 @pytest.fixture(scope="session")
 def minilm():
-    from attnstudio.models.loader import load_pretrained_cached
-
     return load_pretrained_cached("minilm")
 
 
@@ -36,6 +37,4 @@ def smollm2_index() -> dict:
 @pytest.fixture(scope="session")
 def smollm2():
     """The built-in decoder, loaded once per test session (from the float32 cache after the first time)."""
-    from attnstudio.models.registry import load_model_cached
-
     return load_model_cached("smollm2")

@@ -226,7 +226,7 @@ def layer_cosines(hidden_a, index_a: int, hidden_b, index_b: int) -> np.ndarray:
 
     hidden_a, hidden_b: sequences of (n, d_model) (embeddings, then each layer) -> (layers + 1,).
     """
-    return np.array([cosine_similarity(a[index_a], b[index_b]) for a, b in zip(hidden_a, hidden_b)])
+    return np.array([cosine_similarity(a[index_a], b[index_b]) for a, b in zip(hidden_a, hidden_b, strict=True)])
 
 
 def sentence_embedding(hidden, valid=None):
@@ -239,7 +239,8 @@ def sentence_embedding(hidden, valid=None):
         pooled = xp.mean(hidden, axis=0)
     else:
         valid = xp.reshape(xp.asarray(valid), (hidden.shape[0], 1))
-        pooled = xp.sum(xp.where(valid, hidden, xp.zeros_like(hidden)), axis=0) / max(1, int(np.count_nonzero(to_numpy(valid))))
+        count = max(1, int(np.count_nonzero(to_numpy(valid))))
+        pooled = xp.sum(xp.where(valid, hidden, xp.zeros_like(hidden)), axis=0) / count
     norm = xp.sqrt(xp.sum(pooled * pooled))
     return pooled / xp.where(norm > 1e-12, norm, xp.ones_like(norm))
 
@@ -272,7 +273,7 @@ def aligned_difference(weights_a, weights_b, index_a, index_b):
 def aligned_labels(tokens_a: list[str], tokens_b: list[str], index_a, index_b) -> list[str]:
     """One label per aligned position: the token, or 'a→b' where the texts differ there."""
     return [tokens_a[i] if tokens_a[i] == tokens_b[j] else f"{tokens_a[i]}→{tokens_b[j]}"
-            for i, j in zip(index_a, index_b)]
+            for i, j in zip(index_a, index_b, strict=True)]
 
 
 # --- Effect of an ablation ------------------------------------------------------------------------------------

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import sys
 import tracemalloc
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from attnstudio.errors import BackendUnavailable
 
-BACKEND_NAMES = ("auto", "numpy", "cupy")
+# The backends a session can ask for, with the control panel's names for them; "auto" picks CuPy where usable.
+BACKEND_LABELS = {"auto": "Auto", "numpy": "NumPy (CPU)", "cupy": "CuPy (GPU)"}
+BACKEND_NAMES = tuple(BACKEND_LABELS)
+DEVICE_BACKENDS = tuple(name for name in BACKEND_NAMES if name != "auto")  # what a profiler sweep measures
 
 
 def is_cupy_array(x) -> bool:
@@ -33,22 +39,22 @@ def _takes_out(x) -> bool:
 
 
 def array_namespace(*arrays: Any):
-    """The array module (numpy, cupy, array_api_strict, ...) that owns ``arrays``.
+    """The array module (numpy, cupy, array_api_strict, ...) that owns ``arrays``; NumPy when none is an array.
 
-    CuPy arrays are recognised by their module: CuPy 14 has no ``__array_namespace__``, and
-    falling back to NumPy there would hand NumPy scalars to CuPy functions.
+    array-api-compat's lookup, asked for the libraries' own modules (``use_compat=False``), not its
+    wrappers: the kernels' fast paths write in place through NumPy's and CuPy's ``out=``, which the
+    array API does not have. None and Python scalars are skipped; arrays of two libraries are an error.
     """
-    for array in arrays:
-        if array is None:
-            continue
-        if is_cupy_array(array):
-            import cupy  # noqa: PLC0415 - only reached when a CuPy array exists
+    try:
+        return array_api_compat.array_namespace(*arrays, use_compat=False)
+    except TypeError:
+        if any(not _is_scalar(array) for array in arrays):
+            raise  # two libraries, or an object that is no array
+        return np
 
-            return cupy
-        namespace = getattr(array, "__array_namespace__", None)
-        if namespace is not None:
-            return namespace()
-    return np
+
+def _is_scalar(x) -> bool:
+    return x is None or isinstance(x, bool | int | float | complex)
 
 
 def matrix_transpose(x):
@@ -83,9 +89,9 @@ def exp_inplace(x):
 # glibc mallopt() options, and what attnstudio sets them to (see configure_host_allocator)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _HOST_ALLOCATOR = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 256 << 20), (_M_TOP_PAD, 64 << 20))
-_host_allocator_configured = False
 
 
+@functools.cache
 def configure_host_allocator() -> bool:
     """Let glibc keep freed arrays' memory for the next ones (Linux only; idempotent).
 
@@ -95,9 +101,6 @@ def configure_host_allocator() -> bool:
     settings arrays up to 32 MiB come from the heap, which keeps up to 256 MiB of free memory.
     Returns whether the allocator was configured.
     """
-    global _host_allocator_configured
-    if _host_allocator_configured:
-        return True
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -105,8 +108,7 @@ def configure_host_allocator() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, say)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    _host_allocator_configured = all(mallopt(option, value) == 1 for option, value in _HOST_ALLOCATOR)
-    return _host_allocator_configured
+    return all(mallopt(option, value) == 1 for option, value in _HOST_ALLOCATOR)
 
 
 # One-launch CuPy kernels for the encoder's element-wise steps. Written with xp, each of these steps is
@@ -170,7 +172,7 @@ def cupy_status() -> tuple[bool, str]:
             return False, ("this is the CPU build; the GPU build (attnstudio-gpu: CuPy for NVIDIA GPUs, "
                               "CUDA 12) comes with each release")
         return False, "CuPy is not installed (pip install 'attnstudio[gpu]')"
-    except Exception as error:  # a broken CUDA install can raise anything on import
+    except Exception as error:  # noqa: BLE001 - a broken CUDA install can raise anything on import
         return False, f"CuPy failed to import: {error}"
     try:
         if not cupy.is_available():
@@ -178,7 +180,7 @@ def cupy_status() -> tuple[bool, str]:
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         name = props["name"]
         name = name.decode() if isinstance(name, bytes) else str(name)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a broken driver raises anything: the GPU is then unusable, said in one line
         return False, f"CuPy cannot use the GPU: {error}"
     return True, name
 
@@ -249,7 +251,7 @@ def resolve_backend(name: str = "auto") -> Backend:
         return NUMPY
     usable, detail = cupy_status()
     if usable:
-        import cupy  # noqa: PLC0415
+        import cupy  # noqa: PLC0415 - optional dependency, importable here (cupy_status said so)
 
         return Backend("cupy", cupy, f"CuPy (GPU: {detail})")
     if name == "cupy":

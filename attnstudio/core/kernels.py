@@ -21,9 +21,9 @@ from attnstudio.core.backend import (
     masked_fill,
     matrix_transpose,
 )
+from attnstudio.core.scores import SCORE_FUNCTIONS, SCORES
 from attnstudio.errors import InvalidSetting
 
-SCORE_FUNCTIONS = ("scaled_dot", "dot", "additive")
 # attention(..., return_weights=False) switches to the tiled kernel from this many scores per head.
 TILED_MIN_SCORES = 512 * 512
 ADDITIVE_CHUNK_ELEMENTS = 1 << 22
@@ -73,7 +73,7 @@ def score_scale(score: str, d_k: int, scale: float | None) -> float:
     """The factor applied to raw scores: 1/sqrt(d_k) for scaled_dot, 1 otherwise, unless overridden."""
     if scale is not None:
         return float(scale)
-    return 1.0 / math.sqrt(d_k) if score == "scaled_dot" else 1.0
+    return SCORES[score].scale(d_k)
 
 
 def additive_parameters(d_k: int, seed: int = 0, d_attn: int | None = None):

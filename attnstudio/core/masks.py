@@ -6,6 +6,7 @@ window width, padding length, hand-blocked cells); :func:`build_mask` turns it i
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -93,7 +94,7 @@ class MaskSpec:
     def has(self, kind: str) -> bool:
         return kind in self.kinds
 
-    def with_kind(self, kind: str, on: bool) -> "MaskSpec":
+    def with_kind(self, kind: str, on: bool) -> MaskSpec:
         """This mask with the part ``kind`` switched on or off."""
         kinds = set(self.kinds) | {kind} if on else set(self.kinds) - {kind}
         return replace(self, kinds=tuple(kinds))
@@ -106,7 +107,7 @@ class MaskSpec:
             return max(self.pad_to, n_tokens)
         return (n_tokens // 8 + 1) * 8  # always at least one padding token to show
 
-    def with_cell_toggled(self, row: int, col: int) -> "MaskSpec":
+    def with_cell_toggled(self, row: int, col: int) -> MaskSpec:
         cells = set(self.blocked_cells)
         cells.symmetric_difference_update({(row, col)})
         return replace(self, blocked_cells=tuple(sorted(cells)))
@@ -192,8 +193,6 @@ def load_custom_mask(path: Path) -> np.ndarray:
 
 
 def _mask_array(path: Path, payload: bytes) -> np.ndarray:
-    import io  # noqa: PLC0415
-
     if not payload.startswith(b"\x93NUMPY"):
         kind = "a .npz archive" if payload.startswith(b"PK") else "empty" if not payload else "not a .npy array"
         raise InvalidSetting(f"custom mask {path.name} is {kind}; save one matrix with numpy.save(FILE.npy, mask)")

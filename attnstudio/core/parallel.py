@@ -8,10 +8,13 @@ to one thread meanwhile, so the cores are not oversubscribed. CuPy and other bac
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+
+from threadpoolctl import ThreadpoolController
 
 from attnstudio.core.backend import is_host_array
 
@@ -40,7 +43,7 @@ def head_groups(heads: int, workers: int) -> list[slice]:
     """Split ``heads`` into at most ``workers`` contiguous, near-equal slices."""
     groups = max(1, min(heads, workers))
     bounds = [round(i * heads / groups) for i in range(groups + 1)]
-    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:]) if stop > start]
+    return [slice(start, stop) for start, stop in itertools.pairwise(bounds) if stop > start]
 
 
 def worth_splitting(q, k, v, mask, *, scores: int | None = None) -> bool:
@@ -66,17 +69,12 @@ def split_mask(mask, heads: int, group: slice):
 
 @contextlib.contextmanager
 def single_threaded_blas():
-    """Hold BLAS to one thread inside the block (no-op where threadpoolctl is missing).
+    """Hold BLAS to one thread inside the block.
 
     The BLAS thread count is process-wide, so overlapping blocks from several threads share one
     limit: the first to enter sets it and the last to leave restores the original count.
     """
-    global _blas_controller, _blas_limiter, _blas_users
-    try:
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-    except ImportError:
-        yield
-        return
+    global _blas_controller, _blas_limiter, _blas_users  # noqa: PLW0603 - process-wide BLAS state, under _lock
     with _lock:
         if _blas_controller is None:
             _blas_controller = ThreadpoolController()
@@ -109,7 +107,7 @@ def _take_blas_control(controller) -> None:
 
 def run_groups(function: Callable[[slice], object], groups: Sequence[slice]) -> list:
     """``function(group)`` for every group, in parallel; results in group order."""
-    global _pool
+    global _pool  # noqa: PLW0603 - one pool per process, made on first use under _lock
     with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=cpu_workers(), thread_name_prefix="attnstudio-kernel")

@@ -14,14 +14,15 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from attnstudio.core.backend import Backend, is_out_of_memory, resolve_backend
+from attnstudio.core.backend import DEVICE_BACKENDS, Backend, is_out_of_memory, resolve_backend
 from attnstudio.core.kernels import attention_naive, attention_sliding_window, attention_tiled, tile_shape
 from attnstudio.errors import InvalidSetting
+from attnstudio.limits import LIMITS
 
 KERNELS = ("naive", "tiled", "window")
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -41,18 +42,18 @@ class ProfileConfig:
     window: int = 64  # sliding-window kernel: neighbours on each side
     memory_budget_bytes: int | None = None  # None: what the device has free now
 
-    def validate(self) -> "ProfileConfig":
-        if not self.lengths or any(not isinstance(n, int) or n < 1 or n > 1_048_576 for n in self.lengths):
-            raise InvalidSetting("sequence lengths must be integers from 1 to 1048576")
+    def validate(self) -> ProfileConfig:
+        if not self.lengths:
+            raise InvalidSetting("a sweep needs at least one sequence length")
+        for n in self.lengths:
+            LIMITS["profile_length"].check(n)
         unknown = set(self.kernels) - set(KERNELS)
         if unknown or not self.kernels:
             raise InvalidSetting(f"kernels must be among {', '.join(KERNELS)}")
-        if not self.backends or set(self.backends) - {"numpy", "cupy"}:
-            raise InvalidSetting("backends must be among numpy, cupy")
-        for name, low, high in (("heads", 1, 256), ("d_k", 1, 4096), ("repeats", 1, 1000), ("window", 0, 1 << 20)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not low <= value <= high:
-                raise InvalidSetting(f"{name} must be an integer from {low} to {high}")
+        if not self.backends or set(self.backends) - set(DEVICE_BACKENDS):
+            raise InvalidSetting(f"backends must be among {', '.join(DEVICE_BACKENDS)}")
+        for name in ("heads", "d_k", "repeats", "window"):
+            LIMITS[f"profile_{name}"].check(getattr(self, name))
         if self.dtype not in DTYPES:
             raise InvalidSetting(f"dtype must be one of {', '.join(DTYPES)}")
         return self
@@ -68,10 +69,11 @@ class ProfilePoint:
     peak_bytes: int | None = None
     theoretical_bytes: int = 0
 
-    def validate(self) -> "ProfilePoint":
-        if not _is_int(self.n) or not 1 <= self.n <= 1_048_576:
-            raise InvalidSetting(f"a point's n must be an integer from 1 to 1048576, got {self.n!r:.40}")
-        if self.kernel not in KERNELS or self.backend not in ("numpy", "cupy"):
+    def validate(self) -> ProfilePoint:
+        if not _is_int(self.n) or not 1 <= self.n <= LIMITS["profile_length"].high:
+            raise InvalidSetting(f"a point's n must be an integer from 1 to {LIMITS['profile_length'].high}, "
+                                 f"got {self.n!r:.40}")
+        if self.kernel not in KERNELS or self.backend not in DEVICE_BACKENDS:
             raise InvalidSetting(f"a point has an unknown kernel or backend ({self.kernel!r:.40}/{self.backend!r:.40})")
         if not isinstance(self.status, str) or len(self.status) > 500:
             raise InvalidSetting("a point's status must be a short text")
@@ -120,7 +122,7 @@ class ProfileResult:
                 "cancelled": self.cancelled}
 
     @classmethod
-    def from_json_dict(cls, data: dict, *, max_points: int = 10_000) -> "ProfileResult":
+    def from_json_dict(cls, data: dict, *, max_points: int = 10_000) -> ProfileResult:
         """Rebuild saved results, checking every field (a session file may hold anything): InvalidSetting."""
         try:
             config = dict(data["config"])
@@ -157,13 +159,13 @@ def _is_int(value) -> bool:
 
 
 def fit_exponent(lengths, values) -> float | None:
-    """Least-squares slope of log(value) against log(n); None with fewer than 2 usable points."""
-    pairs = [(math.log(n), math.log(v)) for n, v in zip(lengths, values) if v is not None and v > 0]
-    if len(pairs) < 2 or len({x for x, _ in pairs}) < 2:
+    """Least-squares slope of log(value) against log(n); None with fewer than 2 distinct usable lengths."""
+    pairs = [(n, v) for n, v in zip(lengths, values, strict=True) if v is not None and v > 0]
+    if len({n for n, _ in pairs}) < 2:
         return None
-    xs, ys = zip(*pairs)
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mean_x) * (y - mean_y) for x, y in pairs) / sum((x - mean_x) ** 2 for x in xs)
+    log_n, log_value = np.log(np.array(pairs, dtype=np.float64)).T  # (points,) each
+    slope, _intercept = np.polyfit(log_n, log_value, deg=1)
+    return float(slope)
 
 
 def theoretical_bytes(kernel: str, n: int, heads: int, d_k: int, itemsize: int, window: int,

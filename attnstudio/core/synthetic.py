@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
-from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.backend import array_namespace
+from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.transformer import AttentionTrace, ForwardResult, merge_heads, split_heads
 from attnstudio.errors import InvalidSetting
 from attnstudio.limits import LIMITS

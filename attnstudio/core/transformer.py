@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
-from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.backend import array_namespace, fused_kernel, permute_dims
+from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.errors import InvalidSetting
 
 
@@ -56,7 +56,7 @@ class EncoderLayer:
 
 
 @dataclass
-class EncoderWeights:
+class EncoderParameters:
     """A BERT encoder's parameters on one backend, laid out for ``x @ w``."""
 
     word_embeddings: Any  # (vocab, d_model)
@@ -148,13 +148,13 @@ def valid_head_counts(d_model: int) -> list[int]:
     return [h for h in range(1, d_model + 1) if d_model % h == 0]
 
 
-def embed(weights: EncoderWeights, input_ids):
+def embed(parameters: EncoderParameters, input_ids):
     """Word + position + token-type embeddings, normalised.  (n,) ids -> (n, d_model)."""
-    xp = array_namespace(weights.word_embeddings)
+    xp = array_namespace(parameters.word_embeddings)
     n = input_ids.shape[0]
-    x = xp.take(weights.word_embeddings, input_ids, axis=0)
-    x = x + weights.position_embeddings[:n] + weights.token_type_embeddings[0]
-    return layer_norm(x, weights.embedding_norm, weights.layer_norm_eps)
+    x = xp.take(parameters.word_embeddings, input_ids, axis=0)
+    x = x + parameters.position_embeddings[:n] + parameters.token_type_embeddings[0]
+    return layer_norm(x, parameters.embedding_norm, parameters.layer_norm_eps)
 
 
 def attend(x_q, x_kv, layer: EncoderLayer, heads: int, *, mask=None, score="scaled_dot", scale=None, seed=0,
@@ -189,7 +189,7 @@ def encoder_layer(x, layer: EncoderLayer, heads: int, eps: float, *, x_kv=None, 
     return x, trace
 
 
-def encode(weights: EncoderWeights, input_ids, *, heads: int | None = None, mask=None, score="scaled_dot",
+def encode(parameters: EncoderParameters, input_ids, *, heads: int | None = None, mask=None, score="scaled_dot",
            scale=None, seed=0, num_layers: int | None = None, pair_ids=None, pair_mask=None,
            ablation: Ablation | None = None) -> ForwardResult:
     """Run the encoder on ``input_ids`` (n,), keeping every layer's attention.
@@ -201,21 +201,21 @@ def encode(weights: EncoderWeights, input_ids, *, heads: int | None = None, mask
     from its queries to the pair's keys and values at the same depth.
     ablation: heads of the main sequence switched off (see :mod:`attnstudio.core.ablation`).
     """
-    heads = weights.num_heads if heads is None else heads
-    if heads < 1 or weights.d_model % heads:
-        raise InvalidSetting(f"heads must divide the model width {weights.d_model}; "
-                             f"choose one of {valid_head_counts(weights.d_model)}")
-    num_layers = len(weights.layers) if num_layers is None else num_layers
-    check_ablation_fits(ablation, len(weights.layers), heads)
-    eps = weights.layer_norm_eps
+    heads = parameters.num_heads if heads is None else heads
+    if heads < 1 or parameters.d_model % heads:
+        raise InvalidSetting(f"heads must divide the model width {parameters.d_model}; "
+                             f"choose one of {valid_head_counts(parameters.d_model)}")
+    num_layers = len(parameters.layers) if num_layers is None else num_layers
+    check_ablation_fits(ablation, len(parameters.layers), heads)
+    eps = parameters.layer_norm_eps
     options = {"score": score, "scale": scale, "seed": seed}
     pair_states = None
     if pair_ids is not None:
-        pair_states = encode(weights, pair_ids, heads=heads, mask=pair_mask, score=score, scale=scale, seed=seed,
+        pair_states = encode(parameters, pair_ids, heads=heads, mask=pair_mask, score=score, scale=scale, seed=seed,
                              num_layers=num_layers).hidden_states
-    x = embed(weights, input_ids)
+    x = embed(parameters, input_ids)
     hidden_states, traces = [x], []
-    for index, layer in enumerate(weights.layers[:num_layers]):
+    for index, layer in enumerate(parameters.layers[:num_layers]):
         x_kv = None if pair_states is None else pair_states[index]
         switched_off = ablation.heads_in(index) if ablation else ()
         x, trace = encoder_layer(x, layer, heads, eps, x_kv=x_kv, mask=mask, ablated_heads=switched_off,

@@ -7,22 +7,20 @@ import csv
 import dataclasses
 import html
 import io
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from PySide6.QtWidgets import QWidget
 
 from attnstudio.core.display import describe_display
 from attnstudio.core.profiling import ProfileResult
+from attnstudio.core.scores import SCORES
 from attnstudio.engine import ComputeResult, mask_caption
 from attnstudio.errors import FileWriteError
 from attnstudio.export.images import export_view
 from attnstudio.fileio import write_atomic
 from attnstudio.session import SESSION_SUFFIX, Session
-from attnstudio.view_names import VIEW_NAMES
-
-SCORE_NAMES = {"scaled_dot": "scaled dot product", "dot": "dot product", "additive": "additive"}
 
 
 def caption_for(shown: Session, result: ComputeResult) -> str:
@@ -38,7 +36,7 @@ def caption_for(shown: Session, result: ComputeResult) -> str:
         pair += f" · compared with: {shown.compare_text!r}"
     return (f"attnstudio · model {result.model_name} · layer {shown.layer + 1}/{result.num_layers} · head "
             f"{shown.head + 1}/{result.heads} (d_k {result.d_k}) · mask: {mask_caption(result, shown.mask)} · score: "
-            f"{SCORE_NAMES[shown.score]} · temperature {shown.temperature:g} · "
+            f"{SCORES[shown.score].caption} · temperature {shown.temperature:g} · "
             f"{describe_display(shown.color_scale, shown.hide_special)}{pair}{truncation_note(result)}")
 
 
@@ -133,7 +131,8 @@ def export_session(figures: list[Figure], heads: Iterable[Figure], result: Compu
     shown.save(session_path)
     step("session", session_path)
     report = out_dir / "report.html"
-    write_atomic(report, _report_html(shown, result, caption_for(shown, result), figures, heads_dir.name).encode("utf-8"))
+    page = _report_html(shown, result, caption_for(shown, result), figures, heads_dir.name)
+    write_atomic(report, page.encode("utf-8"))
     step("report", report)
     return written
 
@@ -141,7 +140,7 @@ def export_session(figures: list[Figure], heads: Iterable[Figure], result: Compu
 def _report_html(session: Session, result: ComputeResult, caption: str, figures: list[Figure], heads_dir: str) -> str:
     settings = {
         "text": session.text, "second text (keys/values)": session.pair_text or "—", "model": result.model_name,
-        "heads": result.heads, "d_k": result.d_k, "score": SCORE_NAMES[session.score],
+        "heads": result.heads, "d_k": result.d_k, "score": SCORES[session.score].caption,
         "temperature": session.temperature, "mask": mask_caption(result, session.mask),
         "backend": result.backend.description, "colour": describe_display(session.color_scale, session.hide_special),
         "tokens": " ".join(result.query_tokens), "compute time": f"{result.elapsed_s * 1000:.1f} ms",
@@ -150,7 +149,8 @@ def _report_html(session: Session, result: ComputeResult, caption: str, figures:
         settings["notices"] = " ".join(result.notices)
     if session.is_synthetic:
         settings.update({"d_model": session.d_model, "seed": session.seed})
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in settings.items())
+    rows = "".join(f"<tr><th>{html.escape(str(name))}</th><td>{html.escape(str(value))}</td></tr>"
+                   for name, value in settings.items())
     shown = "".join(f'<figure><img src="{f.name}.png" alt="{f.name}"><figcaption>{f.name}: '
                     f'{html.escape(f.caption)} — <a href="{f.name}.svg">SVG</a></figcaption></figure>' for f in figures)
     heads = "".join(f'<img class="head" src="{heads_dir}/head{h + 1:02d}.png" alt="head {h + 1}">'

@@ -31,7 +31,8 @@ _MATRIX = re.compile(r"^\s*matrix\(([^)]*)\)\s*$")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PATH_TOKEN = re.compile(rf"[A-Za-z]|{_NUMBER}")
 _PNG_DATA = "data:image/png;base64,"
-_XML_INVALID = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|&#(?:x0*(?:[0-8bcef]|1[0-9a-fA-F])|0*(?:[0-8]|1[124-9]|2[0-9]|3[01]));")
+_XML_INVALID = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]"  # raw control bytes, and the same as references:
+                          rb"|&#(?:x0*(?:[0-8bcef]|1[0-9a-fA-F])|0*(?:[0-8]|1[124-9]|2[0-9]|3[01]));")
 
 ElementTree.register_namespace("", SVG_NS)
 ElementTree.register_namespace("xlink", XLINK_NS)

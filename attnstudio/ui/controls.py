@@ -25,33 +25,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from attnstudio.core.backend import cupy_status
+from attnstudio.core.backend import BACKEND_LABELS, cupy_status
+from attnstudio.core.scores import SCORES
 from attnstudio.engine import valid_head_counts
 from attnstudio.errors import AttnStudioError
 from attnstudio.limits import LIMITS
 from attnstudio.models.registry import BUILTIN_MODELS, is_gguf_reference
 from attnstudio.models.sources import discover_models
+from attnstudio.presets import text_presets
 from attnstudio.session import SYNTHETIC
 from attnstudio.ui.display_controls import MaskColourBox
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 
-PRESETS = [
-    ("The cat … because it was tired (what does 'it' attend to?)", "The cat sat on the mat because it was tired.", ""),
-    ("bank account (money)", "I deposited the money into my bank account.", ""),
-    ("river bank (nature)", "We had a picnic on the grassy river bank.", ""),
-    ("cross-attention: bank account → river bank", "I deposited the money into my bank account.",
-     "We had a picnic on the grassy river bank."),
-    ("The animal didn't cross the street because it was too tired.",
-     "The animal didn't cross the street because it was too tired.", ""),
-    ("A paragraph about attention", "Attention mechanisms allow a model to focus on the parts of the input that "
-     "matter most. Each token produces a query, a key and a value; the similarity between a query and every key, "
-     "scaled by the square root of the key dimension and normalised with a softmax, weights the values that are "
-     "summed into the output.", ""),
-]
-SCORES = [("Scaled dot product  QKᵀ/√d_k", "scaled_dot"), ("Dot product  QKᵀ (no scaling)", "dot"),
-          ("Additive (Bahdanau)", "additive")]
-BACKENDS = [("Auto", "auto"), ("NumPy (CPU)", "numpy"), ("CuPy (GPU)", "cupy")]
+PRESETS = text_presets()  # (menu label, text, second text or "")
 OPEN_FOLDER = "__open__"
 OPEN_GGUF = "__open_gguf__"
 TOKEN_LIST_LINES = 4  # the token list never grows taller than this: it scrolls, or folds away
@@ -167,12 +154,13 @@ class ControlPanel(QWidget):
         self.d_k.valueChanged.connect(lambda v: self.session.update(d_k=v))
         self.d_model = _spin(LIMITS["d_model"].low, LIMITS["d_model"].high, "Width of the token vectors (synthetic)")
         self.d_model.valueChanged.connect(lambda v: self.session.update(d_model=v))
-        self.seed = _spin(LIMITS["seed"].low, LIMITS["seed"].high, "Random seed of the synthetic weights and the additive score")
+        self.seed = _spin(LIMITS["seed"].low, LIMITS["seed"].high,
+                          "Random seed of the synthetic parameters and the additive score")
         self.seed.valueChanged.connect(lambda v: self.session.update(seed=v))
 
         self.score = QComboBox()
-        for label, value in SCORES:
-            self.score.addItem(label, value)
+        for score in SCORES.values():
+            self.score.addItem(score.label, score.name)
         self.score.setToolTip("How a query and a key are compared before the softmax")
         self.score.activated.connect(lambda _: self.session.update(score=self.score.currentData()))
         self.temperature = QDoubleSpinBox()
@@ -186,7 +174,7 @@ class ControlPanel(QWidget):
 
         self.backend = QComboBox()
         usable, detail = cupy_status()
-        for label, value in BACKENDS:
+        for value, label in BACKEND_LABELS.items():
             self.backend.addItem(label if value != "cupy" or not usable else f"CuPy (GPU: {detail})", value)
         if not usable:
             self.backend.model().item(self.backend.findData("cupy")).setEnabled(False)

@@ -18,10 +18,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from attnstudio.limits import LIMITS
 from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.masks import MASK_PART_LABELS
 from attnstudio.errors import InvalidSetting
+from attnstudio.limits import LIMITS
 from attnstudio.ui.session_model import SessionModel
 
 MASK_TIPS = {"causal": "Causal: each token sees only itself and the tokens before it (no peeking ahead)",
@@ -45,7 +45,8 @@ class MaskColourBox(QGroupBox):
         self.window = QSpinBox(minimum=LIMITS["window"].low, maximum=LIMITS["window"].high, keyboardTracking=False)
         self.window.setToolTip("Sliding window: each token sees this many neighbours on each side")
         self.window.valueChanged.connect(lambda v: self._update_mask(width=v))
-        self.pad_to = QSpinBox(minimum=0, maximum=LIMITS["pad_to"].high, keyboardTracking=False, specialValueText="auto")
+        self.pad_to = QSpinBox(minimum=0, maximum=LIMITS["pad_to"].high, keyboardTracking=False,
+                               specialValueText="auto")
         self.pad_to.setToolTip("Key padding: pad the sentence with [PAD] to this length (auto = the next multiple "
                                "of 8); the pads are masked as keys")
         self.pad_to.valueChanged.connect(lambda v: self._update_mask(pad_to=v or None))

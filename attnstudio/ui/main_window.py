@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from attnstudio import __version__
 from attnstudio.engine import check_heads
 from attnstudio.errors import AttnStudioError
+from attnstudio.models.registry import load_model_cached
 from attnstudio.session import Session
 from attnstudio.ui.compute_worker import ComputeController
 from attnstudio.ui.controls import ControlPanel
@@ -38,7 +39,8 @@ STALE_NOTE_PX = 420
 SHORTCUTS = [
     ("Ctrl+1 … Ctrl+6", "switch view"), ("Alt+Up / Alt+Down", "previous / next layer"),
     ("Alt+Left / Alt+Right", "previous / next head"), ("Ctrl+L", "edit the text"),
-    ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+R", "run the profiler"), ("Ctrl+O / Ctrl+S", "open / save a session"),
+    ("Ctrl+M", "edit mask cells in the heatmap"), ("Ctrl+R", "run the profiler"),
+    ("Ctrl+O / Ctrl+S", "open / save a session"),
     ("Ctrl+Shift+O", "open a model folder"), ("Ctrl+E / Ctrl+Shift+E", "export the view / the whole session"),
     ("Ctrl+Shift+C", "copy the view"),
     ("Wheel / drag / double-click", "zoom / pan / show all of a heatmap"),
@@ -291,8 +293,6 @@ class MainWindow(QMainWindow):
 
     def load_model_folder(self, folder: str) -> bool:
         """Switch to the model in ``folder`` (or a .gguf file), checking it loads first so a bad one changes nothing."""
-        from attnstudio.models.registry import load_model_cached  # noqa: PLC0415
-
         try:
             load_model_cached(folder)
         except Exception as error:  # noqa: BLE001 - a bad folder must never escape as a traceback

@@ -6,20 +6,21 @@ widgets it is handed, with the captions that describe them. So export never impo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from PySide6.QtWidgets import QApplication
 
 from attnstudio.core.profiling import ProfileResult
 from attnstudio.engine import Engine
 from attnstudio.errors import FileWriteError
-from attnstudio.export.session_export import VIEW_NAMES, Figure, caption_for, export_session, profile_caption
+from attnstudio.export.session_export import Figure, caption_for, export_session, profile_caption
 from attnstudio.session import Session
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.theme import apply_theme
 from attnstudio.ui.views import VIEW_CLASSES
+from attnstudio.view_names import VIEW_NAMES
 
 
 def offscreen_views(session: Session, size: tuple[int, int] = (1200, 800)):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 
+from PySide6.QtGui import QFont, QFontDatabase, QFontInfo, QFontMetrics, QTextDocument
+from PySide6.QtWidgets import QAbstractButton, QGroupBox, QLabel, QMenu, QTabBar
+
 # What the offscreen fallback needs to know: a display server the user's launch would talk to.
 DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY")
 
@@ -24,9 +27,6 @@ def choose_platform(environ: dict | os._Environ = os.environ) -> str | None:
 
 def visible_texts(window) -> list[str]:
     """Every label, button, group title, tab and menu text the window shows, as plain text."""
-    from PySide6.QtGui import QTextDocument  # noqa: PLC0415
-    from PySide6.QtWidgets import QAbstractButton, QGroupBox, QLabel, QMenu, QTabBar  # noqa: PLC0415
-
     texts: list[str] = []
     for label in window.findChildren(QLabel):
         if label.textFormat() == 1 or "<" in label.text():  # Qt.RichText, or auto-detected rich text
@@ -47,12 +47,11 @@ def visible_texts(window) -> list[str]:
 def missing_glyphs(window) -> str | None:
     """None when every character of the window's texts has a glyph; else a sentence saying which do not.
 
-    `QFontMetrics.inFont` (inFontUcs4: PySide6 mangles non-ASCII QChar) of the window's font answers for most characters; Qt draws the others from any
-    installed font that has them, so those count as drawn when some family in the font database has them.
+    `QFontMetrics.inFont` (inFontUcs4: PySide6 mangles non-ASCII QChar) of the window's font answers for most
+    characters; Qt draws the others from any installed font that has them, so those count as drawn when some
+    family in the font database has them.
     Without fonts the database still lists fontconfig's aliases (Sans Serif, ...) but resolves none of them.
     """
-    from PySide6.QtGui import QFont, QFontDatabase, QFontInfo, QFontMetrics  # noqa: PLC0415
-
     font = window.font()
     if not QFontDatabase.families() or not QFontInfo(font).family():
         return "no fonts are installed (no font family resolves): every character would be drawn as a box"
@@ -68,5 +67,6 @@ def missing_glyphs(window) -> str | None:
         unresolved = [ch for ch in unresolved if not any(other.inFontUcs4(ord(ch)) for other in fallbacks)]
     if unresolved:
         shown = "".join(unresolved[:20])
-        return f"{len(unresolved)} of {len(characters)} characters in the window's labels have no glyph in any font: {shown}"
+        return (f"{len(unresolved)} of {len(characters)} characters in the window's labels have no glyph in any "
+                f"font: {shown}")
     return None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import array_api_strict as xp
 import numpy as np
 import pytest
 
@@ -21,26 +22,26 @@ def cat_ids():
 
 
 def test_ablating_nothing_changes_nothing(minilm, cat_ids):
-    plain = encode(minilm.weights, cat_ids)
+    plain = encode(minilm.parameters, cat_ids)
     for ablation in (None, Ablation(), Ablation((), "uniform")):
-        same = encode(minilm.weights, cat_ids, ablation=ablation)
+        same = encode(minilm.parameters, cat_ids, ablation=ablation)
         np.testing.assert_array_equal(same.attentions(), plain.attentions())
         np.testing.assert_array_equal(same.hidden_states[-1], plain.hidden_states[-1])
 
 
 def test_zeroing_every_head_of_a_layer_leaves_only_bias_and_residual(minilm, cat_ids):
-    layer_index, heads = 2, minilm.weights.num_heads
-    ablated = encode(minilm.weights, cat_ids, ablation=Ablation(tuple((layer_index, h) for h in range(heads))))
-    plain = encode(minilm.weights, cat_ids)
+    layer_index, heads = 2, minilm.parameters.num_heads
+    ablated = encode(minilm.parameters, cat_ids, ablation=Ablation(tuple((layer_index, h) for h in range(heads))))
+    plain = encode(minilm.parameters, cat_ids)
     # the same as a model whose attention output projection sees zeros: its output is the bias alone
-    layers = list(minilm.weights.layers)
+    layers = list(minilm.parameters.layers)
     layers[layer_index] = dataclasses.replace(layers[layer_index],
                                               attention_out_weight=np.zeros_like(layers[layer_index].attention_out_weight))
-    skipped = encode(dataclasses.replace(minilm.weights, layers=layers), cat_ids)
-    for ours, reference in zip(ablated.hidden_states, skipped.hidden_states):
+    skipped = encode(dataclasses.replace(minilm.parameters, layers=layers), cat_ids)
+    for ours, reference in zip(ablated.hidden_states, skipped.hidden_states, strict=True):
         np.testing.assert_allclose(ours, reference, atol=1e-5)
     # and written out by hand: x -> LayerNorm(bias + x) -> feed-forward
-    layer, eps = minilm.weights.layers[layer_index], minilm.weights.layer_norm_eps
+    layer, eps = minilm.parameters.layers[layer_index], minilm.parameters.layer_norm_eps
     x = layer_norm(layer.attention_out_bias + plain.hidden_states[layer_index], layer.attention_norm, eps)
     hidden = gelu(x @ layer.intermediate_weight + layer.intermediate_bias)
     by_hand = layer_norm(hidden @ layer.output_weight + layer.output_bias + x, layer.output_norm, eps)
@@ -54,12 +55,12 @@ def test_zeroing_every_head_of_a_layer_leaves_only_bias_and_residual(minilm, cat
 def test_uniform_pattern_spreads_over_the_visible_keys(minilm, cat_ids):
     n = cat_ids.shape[0]
     mask = causal_mask(n, n)
-    ablated = encode(minilm.weights, cat_ids, mask=mask, ablation=Ablation(((0, 3), (0, 7)), "uniform"))
+    ablated = encode(minilm.parameters, cat_ids, mask=mask, ablation=Ablation(((0, 3), (0, 7)), "uniform"))
     weights = ablated.traces[0].weights
     expected = mask / mask.sum(axis=-1, keepdims=True)
     np.testing.assert_allclose(weights[3], expected, atol=1e-7)
     np.testing.assert_allclose(weights[7], expected, atol=1e-7)
-    plain = encode(minilm.weights, cat_ids, mask=mask)
+    plain = encode(minilm.parameters, cat_ids, mask=mask)
     np.testing.assert_array_equal(weights[0], plain.traces[0].weights[0])
     np.testing.assert_allclose(ablated.traces[0].context[3], expected @ plain.traces[0].values[3], atol=1e-5)
 
@@ -77,7 +78,8 @@ def test_ablation_changes_the_sentence_similarity(minilm):
     b = np.load(GOLDEN_DIR / "river_bank.npz")["input_ids"].reshape(-1)
 
     def similarity(ablation):
-        embed = [sentence_embedding(encode(minilm.weights, ids, ablation=ablation).hidden_states[-1]) for ids in (a, b)]
+        embed = [sentence_embedding(encode(minilm.parameters, ids, ablation=ablation).hidden_states[-1])
+                 for ids in (a, b)]
         return cosine_similarity(*embed)
 
     plain = similarity(None)
@@ -113,12 +115,10 @@ def test_ablation_settings_are_checked_and_described():
 
 def test_ablation_beyond_the_model_is_refused(minilm, cat_ids):
     with pytest.raises(InvalidSetting, match="6 layers of 12 heads"):
-        encode(minilm.weights, cat_ids, ablation=Ablation(((6, 0),)))
+        encode(minilm.parameters, cat_ids, ablation=Ablation(((6, 0),)))
 
 
 def test_ablate_heads_uses_only_portable_array_operations():
-    import array_api_strict as xp
-
     rng = np.random.default_rng(0)
     weights_np = rng.random((3, 4, 4)).astype(np.float32)
     values_np = rng.random((3, 4, 2)).astype(np.float32)

@@ -10,18 +10,20 @@ from attnstudio.core.ablation import Ablation
 from attnstudio.core.analysis import induction_scores, measure_induction
 from attnstudio.core.families import FAMILIES
 from attnstudio.core.families.llama import feed_forward, forward, rms_norm
+from attnstudio.engine import Engine
 from attnstudio.errors import InvalidSetting
+from attnstudio.models.registry import load_model
+from attnstudio.session import Session
 from tests.core.test_families import tiny_llama
+from tests.core.tiny_gguf import write_tiny_llama
 
 IDS = np.array([3, 17, 5, 9, 30, 2, 11])
 
 
 def test_every_family_takes_an_ablation(minilm):
-    from attnstudio.models.registry import load_model
-
     gpt2 = load_model(str(Path(__file__).resolve().parents[1] / "data" / "tiny-gpt2"))
-    examples = {"bert": (minilm.weights, minilm.tokenizer.encode("The bank of the river.").ids),
-                "llama": (tiny_llama(), IDS), "gpt2": (gpt2.weights, IDS)}
+    examples = {"bert": (minilm.parameters, minilm.tokenizer.encode("The bank of the river.").ids),
+                "llama": (tiny_llama(), IDS), "gpt2": (gpt2.parameters, IDS)}
     assert set(examples) == set(FAMILIES), "every family in the registry is tried"
     for name, family in FAMILIES.items():
         parameters, ids = examples[name]
@@ -38,7 +40,8 @@ def test_decoder_layer_with_every_head_zeroed_is_the_residual_plus_feed_forward(
     plain = forward(parameters, IDS)
     ablated = forward(parameters, IDS, ablation=Ablation(tuple((0, h) for h in range(parameters.num_heads))))
     x = plain.hidden_states[0]  # no output bias in Llama: the attention block adds nothing
-    by_hand = x + feed_forward(rms_norm(x, parameters.layers[0].mlp_norm, parameters.rms_norm_eps), parameters.layers[0])
+    first = parameters.layers[0]
+    by_hand = x + feed_forward(rms_norm(x, first.mlp_norm, parameters.rms_norm_eps), first)
     np.testing.assert_allclose(ablated.hidden_states[1], by_hand, atol=1e-5)
     assert np.abs(ablated.next_logits - plain.next_logits).max() > 1e-4
 
@@ -68,16 +71,12 @@ def test_measure_induction_runs_the_repeated_sequence_through_the_family():
 
 
 def test_engine_gives_a_decoder_induction_roles_and_ablation_effects(tmp_path, monkeypatch):
-    from attnstudio.engine import Engine
-    from attnstudio.session import Session
-    from tests.core.tiny_gguf import write_tiny_llama
-
     monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "tiny.gguf"
     write_tiny_llama(path)
     engine = Engine()
     plain = engine.compute(Session(text="the cat sat", model=str(path), backend="numpy"))
-    roles = plain.head_roles()
+    roles = plain.head_roles
     layers, heads = plain.num_layers, plain.heads
     assert roles["induction"].shape == (layers, heads) and ((0 <= roles["induction"]) & (roles["induction"] <= 1)).all()
     assert roles["previous"].shape == (layers, heads)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from attnstudio.core.analysis import (
+    ROLE_THRESHOLDS,
     ROLES,
     align_tokens,
     aligned_difference,
@@ -15,6 +16,7 @@ from attnstudio.core.analysis import (
     find_word,
     head_roles,
     induction_scores,
+    kl_divergence,
     layer_cosines,
     rank_heads,
     repeated_random_ids,
@@ -148,7 +150,7 @@ def test_sentence_embedding_is_the_normalised_mean_of_the_golden_final_hidden_st
     embeddings = {}
     for name in ("bank_account", "river_bank"):
         ids, golden_hidden = golden_final(name)
-        ours = encode(minilm.weights, ids).hidden_states[-1]  # (n, 384)
+        ours = encode(minilm.parameters, ids).hidden_states[-1]  # (n, 384)
         embedding = sentence_embedding(ours)
         reference = golden_hidden[-1].astype(np.float64).mean(axis=0)
         reference /= np.linalg.norm(reference)
@@ -171,7 +173,7 @@ def test_bank_in_two_contexts_per_layer(minilm, golden_index):
     hidden, tokens = {}, {}
     for name in ("bank_account", "river_bank"):
         ids, golden_hidden = golden_final(name)
-        hidden[name] = encode(minilm.weights, ids).hidden_states
+        hidden[name] = encode(minilm.parameters, ids).hidden_states
         tokens[name] = golden_index[name]["tokens"]
         np.testing.assert_allclose(np.stack(hidden[name]), golden_hidden, atol=1e-4)
     i, j = find_word(tokens["bank_account"], "Bank"), find_word(tokens["river_bank"], "bank")
@@ -203,15 +205,11 @@ def test_alignment_of_two_texts_and_the_difference_is_b_minus_a():
 
 
 def test_every_role_has_a_threshold_and_a_description():
-    from attnstudio.core.analysis import ROLE_THRESHOLDS
-
     assert set(ROLE_THRESHOLDS) == set(ROLES)
     assert all(0 < value < 1 for value in ROLE_THRESHOLDS.values())
 
 
 def test_kl_divergence_of_softmaxes():
-    from attnstudio.core.analysis import kl_divergence
-
     logits = np.array([2.0, 1.0, -1.0, 0.5])
     assert kl_divergence(logits, logits) == 0.0
     assert kl_divergence(logits, logits + 7.0) == pytest.approx(0.0, abs=1e-12)  # a shift changes no probability

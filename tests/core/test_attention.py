@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import attnstudio.core.kernels as module
 from attnstudio.core import (
     attention,
     attention_sliding_window,
@@ -209,8 +210,6 @@ def test_tiled_kernel_with_huge_and_rising_scores(name):
 
 
 def test_attention_without_weights_uses_the_tiled_kernel_for_large_inputs(monkeypatch):
-    import attnstudio.core.kernels as module
-
     calls = []
     real = module.attention_tiled
     monkeypatch.setattr(module, "attention_tiled", lambda *a, **kw: calls.append(1) or real(*a, **kw))

@@ -4,11 +4,15 @@ from __future__ import annotations
 import sys
 import types
 
+import array_api_strict as xps
 import numpy as np
 import pytest
 
+from attnstudio import engine
+from attnstudio.core import attention, attention_tiled, backend, causal_mask, softmax
 from attnstudio.core import backend as backend_module
-from attnstudio.core.backend import cupy_status, resolve_backend, to_numpy
+from attnstudio.core.backend import array_namespace, cupy_status, fused_kernel, masked_fill, resolve_backend, to_numpy
+from attnstudio.core.transformer import gelu, layer_norm
 from attnstudio.engine import Engine
 from attnstudio.errors import BackendUnavailable
 from attnstudio.session import Session
@@ -19,6 +23,7 @@ GPU_USABLE, GPU_REASON = cupy_status()
 def fake_cupy(available: bool):
     module = types.ModuleType("cupy")
     module.is_available = lambda: available
+    module.ndarray = type("ndarray", (), {"__module__": "cupy._core.core"})  # CuPy 14's: no __array_namespace__
     return module
 
 
@@ -65,9 +70,8 @@ def test_to_numpy_passes_numpy_through():
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU_USABLE, reason=f"no CUDA GPU here: {GPU_REASON}")
 def test_cupy_kernels_match_numpy():
-    import cupy
+    import cupy  # noqa: PLC0415 - optional: only where a CUDA GPU is usable
 
-    from attnstudio.core import attention, attention_tiled, causal_mask
 
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((4, 300, 32)).astype(np.float32) for _ in range(3))
@@ -91,20 +95,14 @@ def test_synthetic_seed_gives_the_same_result_on_both_backends():
 
 def test_cupy_arrays_get_the_cupy_namespace_even_without_array_namespace(monkeypatch):
     # CuPy 14's ndarray has no __array_namespace__; treating it as NumPy broke every kernel on a real GPU
-    from attnstudio.core.backend import array_namespace
 
     module = fake_cupy(True)
-    FakeArray = type("ndarray", (), {"__module__": "cupy._core.core"})
     monkeypatch.setitem(sys.modules, "cupy", module)
-    assert array_namespace(None, FakeArray()) is module
+    assert array_namespace(None, module.ndarray()) is module
     assert array_namespace(np.zeros(2)) is np
 
 
 def test_masked_fill_writes_in_place_only_where_asked_and_possible():
-    import array_api_strict as xps
-
-    from attnstudio.core.backend import masked_fill
-
     scores = np.arange(6, dtype=np.float32).reshape(2, 3)
     mask = np.array([[True, False, True], [False, True, True]])
     kept = masked_fill(scores, mask, np.float32(-np.inf), inplace=False)
@@ -117,9 +115,6 @@ def test_masked_fill_writes_in_place_only_where_asked_and_possible():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt exists on Linux only")
 def test_the_engine_tunes_the_host_allocator(monkeypatch):
-    from attnstudio.core import backend
-    from attnstudio import engine
-
     assert backend.configure_host_allocator() is True, "glibc accepts every setting"
     calls = []
     monkeypatch.setattr(engine, "configure_host_allocator", lambda: calls.append(1))
@@ -130,11 +125,8 @@ def test_the_engine_tunes_the_host_allocator(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU_USABLE, reason=f"no CUDA GPU here: {GPU_REASON}")
 def test_fused_gpu_kernels_match_the_array_code():
-    import cupy
+    import cupy  # noqa: PLC0415 - optional: only where a CUDA GPU is usable
 
-    from attnstudio.core import softmax
-    from attnstudio.core.backend import fused_kernel
-    from attnstudio.core.transformer import gelu, layer_norm
 
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((50, 384)) * 3).astype(np.float32)

@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 
+from attnstudio.core.backend import cupy_status
 from tests.conftest import GOLDEN_DIR, PROJECT_ROOT
 
 
 def run_cli(*args, cwd=None):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    return subprocess.run([sys.executable, "-m", "attnstudio", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "attnstudio", *args], capture_output=True, check=False, text=True,
                           cwd=cwd or PROJECT_ROOT, env=env, timeout=120)
 
 
@@ -54,8 +55,6 @@ def test_synthetic_cross_attention_with_options(tmp_path):
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, message):
-    from attnstudio.core.backend import cupy_status
-
     if "cupy" in args and cupy_status()[0]:
         pytest.skip("a CUDA GPU is usable here, so --backend cupy is not an error")
     args = [a.format(out=tmp_path / "o.npz", tmp=tmp_path) for a in args]

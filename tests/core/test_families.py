@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import array_api_strict as xps
 import numpy as np
 import pytest
 
@@ -12,11 +13,14 @@ from attnstudio.core.families.llama import (
     LlamaParameters,
     apply_rope,
     forward,
+    logit_lens,
     repeat_kv,
     rms_norm,
     rope_tables,
     silu,
+    unembed,
 )
+from attnstudio.core.next_token import top_next_tokens
 from attnstudio.core.transformer import encode
 from attnstudio.errors import InvalidSetting
 
@@ -41,7 +45,7 @@ def tiny_llama(seed: int = 0, *, heads: int = 4, kv_heads: int = 2, head_dim: in
 
 def test_registry_names_each_family_once_and_finds_it_from_its_parameters(minilm):
     assert set(FAMILIES) >= {"bert", "llama"}
-    assert family_of(minilm.weights).name == "bert" and not family_of(minilm.weights).causal
+    assert family_of(minilm.parameters).name == "bert" and not family_of(minilm.parameters).causal
     assert family_of(tiny_llama()).name == "llama" and family_of(tiny_llama()).causal
     with pytest.raises(InvalidSetting, match="bert, llama"):
         family_named("t5-xxl")
@@ -51,7 +55,7 @@ def test_registry_names_each_family_once_and_finds_it_from_its_parameters(minilm
 
 def test_bert_family_is_todays_encoder_exactly(minilm):
     ids = minilm.tokenizer.encode("The bank of the river.").ids
-    ours, reference = family_named("bert").forward(minilm.weights, ids), encode(minilm.weights, ids)
+    ours, reference = family_named("bert").forward(minilm.parameters, ids), encode(minilm.parameters, ids)
     np.testing.assert_array_equal(ours.attentions(), reference.attentions())
     assert ours.next_logits is None
 
@@ -146,15 +150,14 @@ def test_decoder_refuses_what_it_cannot_do():
 
 def test_decoder_uses_only_portable_array_operations():
     """The same forward on array_api_strict arrays (the subset CuPy relies on) gives the same numbers."""
-    import array_api_strict as xps
-
     def move(value):
         if isinstance(value, np.ndarray):
             return xps.asarray(value)
         if isinstance(value, list):
             return [move(item) for item in value]
         if dataclasses.is_dataclass(value):
-            return dataclasses.replace(value, **{f.name: move(getattr(value, f.name)) for f in dataclasses.fields(value)})
+            moved = {field.name: move(getattr(value, field.name)) for field in dataclasses.fields(value)}
+            return dataclasses.replace(value, **moved)
         return value
 
     parameters = tiny_llama()
@@ -167,8 +170,6 @@ def test_decoder_uses_only_portable_array_operations():
 
 
 def test_top_next_tokens_are_the_softmax_over_the_whole_vocabulary():
-    from attnstudio.core.next_token import top_next_tokens
-
     logits = np.array([0.0, 3.0, 1.0, 3.5, -2.0], dtype=np.float32)
     ids, probabilities = top_next_tokens(logits, k=3)
     full = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -180,8 +181,6 @@ def test_top_next_tokens_are_the_softmax_over_the_whole_vocabulary():
 
 
 def test_logit_lens_last_layer_is_the_models_own_prediction():
-    from attnstudio.core.families.llama import logit_lens, unembed
-
     parameters = tiny_llama()
     ids = np.array([3, 17, 5, 9])
     result = forward(parameters, ids)

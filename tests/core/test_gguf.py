@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from attnstudio.core.families import family_of
+from attnstudio.engine import Engine
 from attnstudio.errors import ModelLoadError
 from attnstudio.models import gguf as gguf_module
 from attnstudio.models.gguf import load_gguf, reverse_permute
 from attnstudio.models.registry import load_model
+from attnstudio.session import Session
+from tests.core.test_cli import run_cli
 from tests.core.tiny_gguf import (
     HEADS,
     KV_HEADS,
@@ -43,7 +46,7 @@ def test_parameters_come_back_in_hugging_faces_layout(tmp_path, quantized):
     path = tmp_path / "tiny.gguf"
     hf = write_tiny_llama(path, quantized=quantized)
     model = load_gguf(path, cache=False)
-    p = model.weights
+    p = model.parameters
     assert family_of(p).name == "llama" and (p.num_heads, p.num_kv_heads, len(p.layers)) == (HEADS, KV_HEADS, LAYERS)
     q_width, kv_width = p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim
     for index, layer in enumerate(p.layers):
@@ -111,37 +114,35 @@ def test_second_load_reads_the_float32_cache(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(gguf_module, "_read_gguf", no_gguf)
     second = load_gguf(path)
-    np.testing.assert_array_equal(second.weights.layers[1].qkv_weight, first.weights.layers[1].qkv_weight)
-    np.testing.assert_array_equal(second.weights.token_embeddings, first.weights.token_embeddings)
+    np.testing.assert_array_equal(second.parameters.layers[1].qkv_weight, first.parameters.layers[1].qkv_weight)
+    np.testing.assert_array_equal(second.parameters.token_embeddings, first.parameters.token_embeddings)
     assert second.config == first.config
     ids = first.tokenizer.encode("the cat").ids
     np.testing.assert_array_equal(second.tokenizer.encode("the cat").ids, ids)
-    forward = family_of(first.weights).forward
-    np.testing.assert_array_equal(forward(second.weights, ids).next_logits, forward(first.weights, ids).next_logits)
+    forward = family_of(first.parameters).forward
+    np.testing.assert_array_equal(forward(second.parameters, ids).next_logits,
+                                  forward(first.parameters, ids).next_logits)
 
 
 def test_a_damaged_cache_is_rebuilt_not_trusted(tiny, tmp_path):
     path, _ = tiny
-    reference = load_gguf(path).weights.final_norm
+    reference = load_gguf(path).parameters.final_norm
     cache_file = next((tmp_path / "cache" / "gguf").glob("*.safetensors"))
     cache_file.write_bytes(cache_file.read_bytes()[:100])
-    np.testing.assert_array_equal(load_gguf(path).weights.final_norm, reference)
+    np.testing.assert_array_equal(load_gguf(path).parameters.final_norm, reference)
     assert cache_file.stat().st_size > 100  # written again, whole
 
 
 def test_an_edited_file_is_not_served_from_an_old_cache(tiny, tmp_path):
     path, _ = tiny
-    first = load_gguf(path).weights.final_norm
+    first = load_gguf(path).parameters.final_norm
     write_tiny_llama(path, seed=5)
-    assert not np.array_equal(load_gguf(path).weights.final_norm, first)
+    assert not np.array_equal(load_gguf(path).parameters.final_norm, first)
     entries = sorted(p.name for p in (tmp_path / "cache" / "gguf").iterdir())
     assert len(entries) == 2, f"the old version's entry is removed: {entries}"  # .safetensors + .tokenizer.json
 
 
 def test_engine_runs_a_gguf_file_and_truncates_long_text_with_a_notice(tiny):
-    from attnstudio.engine import Engine
-    from attnstudio.session import Session
-
     path, _ = tiny
     result = Engine().compute(Session(text="the cat " * 50, model=str(path), backend="numpy"))
     assert len(result.query_tokens) == 64  # the file's context_length
@@ -151,8 +152,6 @@ def test_engine_runs_a_gguf_file_and_truncates_long_text_with_a_notice(tiny):
 
 
 def test_cli_computes_from_a_gguf_file_and_refuses_a_damaged_one(tiny, tmp_path):
-    from tests.core.test_cli import run_cli
-
     path, _ = tiny
     out = tmp_path / "out.npz"
     done = run_cli("compute", "the cat sat", "--model", str(path), "--backend", "numpy", "-o", str(out))

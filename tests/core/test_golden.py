@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attnstudio.core.backend import resolve_backend, cupy_status
+from attnstudio.core.backend import cupy_status, resolve_backend
 from attnstudio.core.transformer import encode
 from attnstudio.engine import Engine
 from attnstudio.session import Session
@@ -25,7 +25,7 @@ def test_tokens_and_ids_match(name, golden_index, minilm):
 @pytest.mark.parametrize("name", NAMES)
 def test_attention_weights_match_transformers(name, golden_index, minilm):
     golden = np.load(GOLDEN_DIR / f"{name}.npz", allow_pickle=False)
-    result = encode(minilm.weights, golden["input_ids"].reshape(-1))
+    result = encode(minilm.parameters, golden["input_ids"].reshape(-1))
     attentions = result.attentions()
     assert attentions.shape == golden["attentions"].shape
     assert np.abs(attentions - golden["attentions"]).max() <= 1e-5

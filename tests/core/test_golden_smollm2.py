@@ -45,7 +45,7 @@ def test_tokens_read_as_the_text_they_stand_for(smollm2):
 @pytest.mark.parametrize("name", NAMES)
 def test_attentions_hidden_states_and_next_token_match_transformers(name, smollm2_index, smollm2):
     reference = golden(name)
-    result = family_of(smollm2.weights).forward(smollm2.weights, reference["input_ids"].reshape(-1))
+    result = family_of(smollm2.parameters).forward(smollm2.parameters, reference["input_ids"].reshape(-1))
     attentions = result.attentions()
     assert attentions.shape == reference["attentions"].shape  # (30, 9, n, n)
     assert np.abs(attentions - reference["attentions"]).max() <= 1e-5

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from attnstudio.core.families import family_of
 from attnstudio.errors import ModelLoadError
@@ -29,8 +30,6 @@ def hf_name(gguf_name: str) -> str:
 @pytest.fixture
 def twins(tmp_path, monkeypatch):
     """The tiny Llama as a GGUF (q/k permuted by llama.cpp's rule) and as a Hugging Face folder (rotate-half)."""
-    from safetensors.numpy import save_file
-
     monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     gguf_path = tmp_path / "tiny.gguf"
     tensors = write_tiny_llama(gguf_path)
@@ -51,12 +50,12 @@ def twins(tmp_path, monkeypatch):
 def test_a_hugging_face_folder_and_its_gguf_give_the_same_forward_pass(twins):
     gguf_path, folder = twins
     from_gguf, from_folder = load_model(str(gguf_path)), load_model(str(folder))
-    assert family_of(from_folder.weights).name == "llama"
+    assert family_of(from_folder.parameters).name == "llama"
     text = "the cat sat on the mat"
     ids = from_folder.tokenizer.encode(text).ids
     np.testing.assert_array_equal(ids, from_gguf.tokenizer.encode(text).ids)
-    forward = family_of(from_gguf.weights).forward
-    a, b = forward(from_gguf.weights, ids), forward(from_folder.weights, ids)
+    forward = family_of(from_gguf.parameters).forward
+    a, b = forward(from_gguf.parameters, ids), forward(from_folder.parameters, ids)
     np.testing.assert_array_equal(a.attentions(), b.attentions())
     np.testing.assert_array_equal(a.next_logits, b.next_logits)
 
@@ -64,14 +63,13 @@ def test_a_hugging_face_folder_and_its_gguf_give_the_same_forward_pass(twins):
 def test_untied_head_and_unsupported_settings(twins):
     _, folder = twins
     config = json.loads((folder / "config.json").read_text())
-    from safetensors.numpy import load_file, save_file
 
     tensors = load_file(str(folder / "model.safetensors"))
     head = np.random.default_rng(3).standard_normal(tensors["model.embed_tokens.weight"].shape).astype(np.float32)
     save_file({**tensors, "lm_head.weight": head}, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
     model = load_model(str(folder))
-    np.testing.assert_array_equal(model.weights.unembedding, head.T)
+    np.testing.assert_array_equal(model.parameters.unembedding, head.T)
     for change, message in (({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "yarn"),
                             ({"attention_bias": True}, "biases"), ({"hidden_act": "gelu"}, "gelu")):
         (folder / "config.json").write_text(json.dumps({**config, **change}))

@@ -21,17 +21,17 @@ FAMILIES = {"llama": "llama", "qwen2": "llama", "gpt2": "gpt2"}  # checkpoint ->
 def test_a_tiny_checkpoint_matches_transformers(checkpoint):
     model = load_model(str(DATA / f"tiny-{checkpoint}"))
     reference = np.load(DATA / f"tiny-{checkpoint}.npz")
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     assert family.name == FAMILIES[checkpoint] and family.causal and family.has_head
     ids = model.tokenizer.encode("The cat sat on the mat because it was tired. The dog did not.").ids
     np.testing.assert_array_equal(ids, reference["input_ids"])
-    result = family.forward(model.weights, ids)
+    result = family.forward(model.parameters, ids)
     attentions = result.attentions()
     assert attentions.shape == reference["attentions"].shape
     np.testing.assert_allclose(attentions, reference["attentions"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.stack(result.hidden_states), reference["hidden_states"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(result.next_logits, reference["last_logits"], rtol=0, atol=1e-4)
-    lens = family.logit_lens(model.weights, result.hidden_states, len(ids) - 1)
+    lens = family.logit_lens(model.parameters, result.hidden_states, len(ids) - 1)
     np.testing.assert_allclose(lens[-1], reference["last_logits"], rtol=0, atol=1e-4)
 
 
@@ -39,10 +39,10 @@ def test_qwen2_biases_are_used():
     """Dropping the q/k/v biases changes the attention: the reference could not be met without them."""
     model = load_model(str(DATA / "tiny-qwen2"))
     reference = np.load(DATA / "tiny-qwen2.npz")
-    for layer in model.weights.layers:
+    for layer in model.parameters.layers:
         assert layer.qkv_bias is not None and np.abs(layer.qkv_bias).max() > 0
         layer.qkv_bias = None
-    attentions = family_of(model.weights).forward(model.weights, reference["input_ids"]).attentions()
+    attentions = family_of(model.parameters).forward(model.parameters, reference["input_ids"]).attentions()
     assert np.abs(attentions - reference["attentions"]).max() > 1e-3
 
 

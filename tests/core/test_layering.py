@@ -68,6 +68,6 @@ def test_the_import_contracts_hold():
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     done = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
                            "lint_imports_command()", "--no-cache"],
-                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, check=False, text=True, timeout=300)
     assert "export never imports the ui" in done.stdout, done.stdout + done.stderr  # the contracts were read
     assert done.returncode == 0, done.stdout + done.stderr

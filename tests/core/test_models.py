@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from attnstudio.core.masks import MaskSpec
+from attnstudio.core.synthetic import sinusoidal_positions
 from attnstudio.engine import Engine
 from attnstudio.errors import InvalidSetting, ModelLoadError
 from attnstudio.models.loader import builtin_model_folder, load_pretrained
@@ -77,8 +78,6 @@ def test_synthetic_model_is_seeded_and_shaped_by_its_settings():
 
 
 def test_synthetic_vectors_keep_pretrained_similarity():
-    from attnstudio.core.synthetic import sinusoidal_positions
-
     result = compute(model="synthetic", text="cat cats car", heads=1, d_k=32, d_model=256)
     x = result.forward.hidden_states[0] - sinusoidal_positions(5, 256)  # token part of the inputs
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -146,7 +145,7 @@ def test_vocab_txt_is_enough_without_tokenizer_json(model_copy):
 
 
 @pytest.mark.parametrize("damage,match", [
-    (lambda f: shutil.rmtree(f), "does not exist"),
+    (shutil.rmtree, "does not exist"),
     (lambda f: (f / "config.json").unlink(), "no config.json"),
     (lambda f: (f / "config.json").write_text("{not json"), "cannot read"),
     (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "gpt2"})), "BERT-family"),

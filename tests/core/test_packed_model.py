@@ -44,7 +44,7 @@ def test_packed_minilm_is_smaller_and_loads_the_same_weights(packed_minilm):
     assert packed.unpack(packed_minilm / "model.safetensors.packed") == \
         (builtin_model_folder() / "model.safetensors").read_bytes()
     reference, model = load_pretrained(None), load_pretrained(packed_minilm)
-    ours, theirs = list(arrays(model.weights)), list(arrays(reference.weights))
+    ours, theirs = list(arrays(model.parameters)), list(arrays(reference.parameters))
     assert len(ours) == len(theirs) > 70  # every tensor of the six layers and the embeddings
     for (name, a), (_, b) in zip(ours, theirs, strict=True):
         assert a.dtype == b.dtype == np.float32 and np.array_equal(a, b), name

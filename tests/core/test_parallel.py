@@ -1,8 +1,11 @@
 """Large NumPy kernels share their heads between cores; the result must not depend on it."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from attnstudio.core import attention_sliding_window, attention_tiled, causal_mask, parallel
 
@@ -48,10 +51,6 @@ def test_split_kernels_match_the_serial_ones(monkeypatch, per_head_mask):
 
 
 def test_overlapping_blas_limits_restore_the_original_thread_count():
-    import threading
-
-    from threadpoolctl import threadpool_info
-
     def blas_threads():
         return [entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas"]
 

@@ -8,8 +8,10 @@ import pytest
 
 from attnstudio.core.families import family_of
 from attnstudio.core.masks import MaskSpec, build_mask
+from attnstudio.engine import Engine
 from attnstudio.errors import InvalidSetting
 from attnstudio.models.registry import load_model
+from attnstudio.session import Session
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TEXT = "The cat sat on the mat because it was tired. The dog did not."
@@ -40,58 +42,56 @@ def assert_same(extended, full):
 @pytest.mark.parametrize("kept", [1, 10, 35])
 def test_extending_a_prefix_equals_a_full_recompute(checkpoint, kept):
     model = load_model(str(DATA / f"tiny-{checkpoint}"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     ids = model.tokenizer.encode(TEXT).ids  # 36 tokens
-    past = family.forward(model.weights, ids[:kept])
-    assert_same(family.extend(model.weights, past, ids), family.forward(model.weights, ids))
+    past = family.forward(model.parameters, ids[:kept])
+    assert_same(family.extend(model.parameters, past, ids), family.forward(model.parameters, ids))
 
 
 def test_an_edit_keeps_the_prefix_and_replaces_the_rest():
     model = load_model(str(DATA / "tiny-llama"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     before = model.tokenizer.encode(TEXT).ids
     after = model.tokenizer.encode(TEXT[:30] + " and the mouse ran away").ids
     kept = int(np.argmin(before[:len(after)] == after[:len(before)]))  # the first differing position
     assert 0 < kept < len(after)
-    past = family.forward(model.weights, before)
-    past_prefix = family.forward(model.weights, after[:kept])
+    past = family.forward(model.parameters, before)
+    past_prefix = family.forward(model.parameters, after[:kept])
     # the cache of the longer old text, cut to the kept prefix, is the same as a fresh prefix pass
-    assert_same(family.extend(model.weights, past_prefix, after), family.forward(model.weights, after))
+    assert_same(family.extend(model.parameters, past_prefix, after), family.forward(model.parameters, after))
     assert past.traces[0].weights.shape[-1] == len(before)
 
 
 @pytest.mark.parametrize("spec", [MaskSpec("window", width=3), MaskSpec("none", blocked_cells=((20, 5), (30, 2)))])
 def test_extending_with_a_chosen_mask_and_score(spec):
     model = load_model(str(DATA / "tiny-llama"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     ids = model.tokenizer.encode(TEXT).ids
     mask = build_mask(spec, len(ids), len(ids))
     options = {"score": "additive", "scale": 0.5, "seed": 3}
-    past = family.forward(model.weights, ids[:12], mask=mask[:12, :12], **options)
-    assert_same(family.extend(model.weights, past, ids, mask=mask, **options),
-                family.forward(model.weights, ids, mask=mask, **options))
+    past = family.forward(model.parameters, ids[:12], mask=mask[:12, :12], **options)
+    assert_same(family.extend(model.parameters, past, ids, mask=mask, **options),
+                family.forward(model.parameters, ids, mask=mask, **options))
 
 
 def test_extending_fewer_layers_gives_no_logits():
     model = load_model(str(DATA / "tiny-llama"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     ids = model.tokenizer.encode(TEXT).ids
-    past = family.forward(model.weights, ids[:20], num_layers=1)
-    assert_same(family.extend(model.weights, past, ids, num_layers=1), family.forward(model.weights, ids, num_layers=1))
+    past = family.forward(model.parameters, ids[:20], num_layers=1)
+    assert_same(family.extend(model.parameters, past, ids, num_layers=1),
+                family.forward(model.parameters, ids, num_layers=1))
 
 
 def test_a_prefix_that_does_not_fit_is_refused():
     model = load_model(str(DATA / "tiny-llama"))
-    family = family_of(model.weights)
+    family = family_of(model.parameters)
     ids = model.tokenizer.encode(TEXT).ids
     with pytest.raises(InvalidSetting, match="cannot extend"):
-        family.extend(model.weights, family.forward(model.weights, ids), ids)
+        family.extend(model.parameters, family.forward(model.parameters, ids), ids)
 
 
 def test_the_engine_reuses_the_kept_prefix_while_typing_and_matches_a_fresh_engine():
-    from attnstudio.engine import Engine
-    from attnstudio.session import Session
-
     folder = str(DATA / "tiny-llama")
     typing, fresh = Engine(), Engine()
     texts = [TEXT, TEXT + " A", TEXT + " And", TEXT[:20], TEXT[:20] + " mat"]

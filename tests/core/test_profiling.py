@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 
 from attnstudio.core import profiling
 from attnstudio.core.backend import cupy_status
+from attnstudio.core.kernels import tile_shape
 from attnstudio.core.profiling import ProfileConfig, ProfileResult, fit_exponent, run_profile
 from attnstudio.errors import InvalidSetting
 from tests.core.test_cli import run_cli
@@ -122,8 +122,8 @@ GPU_USABLE, GPU_REASON = cupy_status()
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU_USABLE, reason=f"no CUDA GPU here: {GPU_REASON}")
 def test_a_gpu_sweep_times_and_measures_device_memory():
-    from attnstudio.core.kernels import tile_shape
-    import cupy
+    import cupy  # noqa: PLC0415 - optional: only where a CUDA GPU is usable
+
 
     result = run_profile(small(lengths=(2048, 4096, 8192, 16384), heads=4, d_k=64, backends=("cupy",)), progress=None)
     assert all(p.status == "ok" and p.median_s > 0 and p.peak_bytes > 0 for p in result.points)

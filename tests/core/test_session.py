@@ -12,9 +12,8 @@ from attnstudio.errors import FileWriteError, InvalidSetting, SessionFileError
 from attnstudio.fileio import write_atomic
 from attnstudio.session import FORMAT_VERSION, Session
 
-
-SAVED_PROFILE = ProfileResult(ProfileConfig(lengths=(64, 128)), [ProfilePoint(64, "naive", "numpy", "ok", 1e-4, 2048, 1024)]
-                              ).to_json_dict()
+SAVED_PROFILE = ProfileResult(ProfileConfig(lengths=(64, 128)),
+                              [ProfilePoint(64, "naive", "numpy", "ok", 1e-4, 2048, 1024)]).to_json_dict()
 
 
 def full_session() -> Session:

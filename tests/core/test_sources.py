@@ -101,7 +101,7 @@ def test_an_ollama_name_loads_its_gguf_blob(stores, tmp_path):
     model = load_model("smollm2:135m")
     reference = load_model(str(tensors_path))
     assert model.folder == blob and model.name == "smollm2:135m"
-    np.testing.assert_array_equal(model.weights.layers[0].qkv_weight, reference.weights.layers[0].qkv_weight)
+    np.testing.assert_array_equal(model.parameters.layers[0].qkv_weight, reference.parameters.layers[0].qkv_weight)
     ids = model.tokenizer.encode("the cat").ids
     np.testing.assert_array_equal(ids, reference.tokenizer.encode("the cat").ids)
 

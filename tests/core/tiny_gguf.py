@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gguf
 import numpy as np
+from tokenizers import pre_tokenizers
 
 D_MODEL, D_FF, HEADS, KV_HEADS, LAYERS, CONTEXT = 32, 64, 4, 2, 2, 64  # rows of 32: Q8_0 blocks
 HEAD_DIM = D_MODEL // HEADS
@@ -16,8 +18,6 @@ def llama_cpp_permute(weight: np.ndarray, heads: int) -> np.ndarray:
 
 
 def byte_level_vocabulary() -> tuple[list[str], list[str]]:
-    from tokenizers import pre_tokenizers
-
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     merges = ["Ġ t", "h e", "Ġt he", "a t", "Ġ c", "Ġc at"]
     tokens = ["<|endoftext|>", "<|im_start|>"] + alphabet + [merge.replace(" ", "") for merge in merges]
@@ -26,8 +26,6 @@ def byte_level_vocabulary() -> tuple[list[str], list[str]]:
 
 def write_tiny_llama(path: Path, *, architecture: str = "llama", seed: int = 0, quantized: bool = False) -> dict:
     """Write the file; return its tensors in Hugging Face's layout (q/k rotate-half), float32, (out, in)."""
-    import gguf
-
     rng = np.random.default_rng(seed)
     tokens, merges = byte_level_vocabulary()
     vocab = len(tokens)

@@ -27,7 +27,7 @@ class CleanSystem:
     def __enter__(self) -> CleanSystem:
         assert os.geteuid() == 0, "the clean-system tests need root (chroot, mount)"
         done = subprocess.run([str(PROJECT_ROOT / "packaging" / "clean-root.sh"), self.suite, str(self.root)],
-                              capture_output=True, text=True, timeout=1800)
+                              capture_output=True, check=False, text=True, timeout=1800)
         assert done.returncode == 0, done.stdout + done.stderr
         try:
             # Downloads are kept between runs (build/roots/<suite>.apt-cache) so a rerun does not fetch them again.
@@ -54,8 +54,8 @@ class CleanSystem:
 
     def __exit__(self, *exc) -> None:
         for where in reversed(self.mounts):
-            if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(where)], capture_output=True)
+            if subprocess.run(["umount", str(where)], capture_output=True, check=False).returncode != 0:
+                subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
         self.mounts.clear()
         still_mounted = [line for line in Path("/proc/mounts").read_text().splitlines()
                          if line.split()[1].startswith(f"{self.root.resolve()}/")]
@@ -79,7 +79,7 @@ class CleanSystem:
             argv = [*XVFB, "-f", str(auth), "sh", "-c", inner]
         else:
             argv = ["chroot", str(self.root), "env", "-i", *env.split(), "sh", "-c", command]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(argv, capture_output=True, check=False, text=True, timeout=timeout)
 
     def must(self, command: str, **kwargs) -> str:
         done = self.run(command, **kwargs)

@@ -20,7 +20,10 @@ from tests.conftest import PROJECT_ROOT
 from tests.packaging.clean_system import CleanSystem
 
 sys.path.insert(0, str(PROJECT_ROOT / "packaging"))
-import check_abi  # noqa: E402
+import check_abi
+from PySide6.QtGui import QImage
+
+from attnstudio.session import Session
 
 pytestmark = pytest.mark.packaging
 DIST = PROJECT_ROOT / "dist"
@@ -41,8 +44,6 @@ def deb_field(deb: Path, field: str) -> str:
 
 
 def check_screenshot(path: Path) -> None:
-    from PySide6.QtGui import QImage
-
     image = QImage(str(path)).convertToFormat(QImage.Format_RGB32)
     assert image.width() >= 800 and image.height() >= 500, f"{path}: {image.width()}x{image.height()}"
     pixels = np.frombuffer(image.constBits(), dtype=np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)
@@ -56,8 +57,6 @@ def check_screenshot(path: Path) -> None:
 
 def check_next_token_figure(path: Path) -> None:
     """The decoder's next-token panel: ten bars, the most likely one on top and the longest."""
-    from PySide6.QtGui import QImage
-
     image = QImage(str(path)).convertToFormat(QImage.Format_RGB32)
     assert image.width() >= 1200 and image.height() >= 800, f"{path}: {image.width()}x{image.height()}"
     pixels = np.frombuffer(image.constBits(), dtype=np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)
@@ -72,7 +71,8 @@ def selftest_on_display(system: CleanSystem, command: str, shot: str = "/tmp/sel
     out = system.must(f"{command} --selftest {shot}", display=True)
     assert "first heatmap painted" in out and "on the xcb platform" in out, out
     check_screenshot(system.path(shot))
-    kept = PROJECT_ROOT / "build" / "package-test" / f"{system.suite}-{Path(command.strip(chr(39))).parent.name or 'deb'}.png"
+    installed_as = Path(command.strip(chr(39))).parent.name or "deb"
+    kept = PROJECT_ROOT / "build" / "package-test" / f"{system.suite}-{installed_as}.png"
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_bytes(system.path(shot).read_bytes())  # to look at after the root is gone
     return out
@@ -82,7 +82,6 @@ def compute_and_export(system: CleanSystem, command: str) -> None:
     system.must(f"cd /tmp && {command} compute '{SENTENCE}' -o /tmp/c.npz")
     assert np.load(system.path("/tmp/c.npz"))["attentions"].shape == (6, 12, 9, 9)
     system.must(f"cd /tmp && {command} export '{SENTENCE}' -o /tmp/fig.png --view heads --layer 2", display=True)
-    from PySide6.QtGui import QImage
 
     figure = QImage(str(system.path("/tmp/fig.png")))
     assert figure.width() >= 1200 and figure.height() >= 800
@@ -124,7 +123,7 @@ def test_no_bundled_file_needs_a_newer_glibc_than_the_deb_declares(tmp_path):
     depends = deb_field(deb, "Depends")
     declared = re.search(r"libc6 \(>= ([0-9.]+)\)", depends)
     assert declared and declared.group(1) == check_abi.GLIBC_FLOOR, depends
-    assert f"libstdc++6 (>= 12)" in depends, "GLIBCXX_3.4.30 is GCC 12's libstdc++"
+    assert "libstdc++6 (>= 12)" in depends, "GLIBCXX_3.4.30 is GCC 12's libstdc++"
     assert "libxcb-cursor0" not in depends, "Ubuntu has it in universe only; the bundle carries it"
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / "deb")], check=True)
     with tarfile.open(artifact("attnstudio-*.tar.xz")) as archive:
@@ -152,14 +151,14 @@ def test_abi_check_fails_above_the_floor():
 def test_no_runpath_points_at_the_build_machine(tmp_path):
     bundle = DIST / "attnstudio"
     for path in check_abi.elf_files(bundle):
-        dynamic = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True).stdout
+        dynamic = subprocess.run(["readelf", "-d", str(path)], capture_output=True, check=True, text=True).stdout
         for runpath in re.findall(r"R(?:UN)?PATH\)\s+Library r(?:un)?path: \[(.*)\]", dynamic):
             assert all(entry.startswith("$ORIGIN") for entry in runpath.split(":")), f"{path}: {runpath}"
 
 
 def test_sizes():
     sys.path.insert(0, str(PROJECT_ROOT / "packaging"))
-    import sizes
+    import sizes  # noqa: PLC0415 - packaging/ is put on sys.path just above
 
     files, totals = sizes.sizes(DIST / "attnstudio")
     installed = sum(totals.values())
@@ -176,7 +175,7 @@ def test_sizes():
 
 def test_lintian_has_nothing_but_the_overridden_tags():
     done = subprocess.run(["lintian", "--display-info", "--tag-display-limit", "0", str(artifact("attnstudio_*.deb"))],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, check=False, text=True, timeout=900)
     tags = [line for line in done.stdout.splitlines() if line[:2] in ("E:", "W:", "I:")]
     print(f"lintian: {len(tags)} tags left after the overrides")
     assert not tags, tags  # errors, warnings and infos; unused overrides show up as infos too
@@ -213,7 +212,6 @@ def test_the_deb_on_a_clean_debian_12_installs_runs_upgrades_and_purges():
         # Upgrade: version N+1 over N keeps the user's settings, recent files and autosave.
         # Where the app keeps them (QSettings and QStandardPaths.AppDataLocation for organisation and app
         # "attnstudio"; ui/file_actions.py): settings with the recent-files list, and the autosaved session.
-        from attnstudio.session import Session
 
         saved = system.path("/root/a.attnsession")
         Session(text="Kept across the upgrade.", backend="numpy").save(saved)
@@ -236,8 +234,8 @@ def test_the_deb_on_a_clean_debian_12_installs_runs_upgrades_and_purges():
         owned = system.must("dpkg -L attnstudio").split()
         system.must("apt-get purge -y -q attnstudio")
         assert "attnstudio" not in system.must("dpkg -l | awk '{print $2}'").split()
-        left = [p for p in owned if p.startswith(("/opt/attnstudio", "/usr/bin/attnstudio", "/usr/share/doc/attnstudio"))
-                or "attnstudio" in Path(p).name]
+        installed = ("/opt/attnstudio", "/usr/bin/attnstudio", "/usr/share/doc/attnstudio")
+        left = [p for p in owned if p.startswith(installed) or "attnstudio" in Path(p).name]
         assert not [p for p in left if system.path(p).exists() or system.path(p).is_symlink()]
         strays = [p for p in system.installed_files() if "attnstudio" in p]
         assert not strays, strays

@@ -6,7 +6,11 @@ import gc
 import pytest
 from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
+from attnstudio.engine import Engine
 from attnstudio.session import Session
+from attnstudio.ui.main_window import MainWindow
+from attnstudio.ui.result_model import ResultModel
+from attnstudio.ui.session_model import SessionModel
 
 
 @pytest.fixture
@@ -16,8 +20,6 @@ def settings(tmp_path):
 
 @pytest.fixture
 def make_window(qtbot, settings):
-    from attnstudio.ui.main_window import MainWindow
-
     windows = []
 
     def make(session: Session | None = None, restore: bool = False):
@@ -78,10 +80,6 @@ def build_view(qtbot, view_class, session: Session):
     """One view alone with its own models (napari's QtDims(Dims()) style), shown at 1024x700 with a computed result.
 
     Returns (view, session model, result model, result)."""
-    from attnstudio.engine import Engine
-    from attnstudio.ui.result_model import ResultModel
-    from attnstudio.ui.session_model import SessionModel
-
     model = SessionModel(session)
     results = ResultModel(model)
     view = view_class(model, results)

@@ -39,7 +39,7 @@ def relative_luminance(color: QColor) -> float:
 def over(color: QColor, background: QColor) -> QColor:
     """``color`` composited over an opaque ``background`` (semi-transparent text is as faint as it looks)."""
     alpha = color.alphaF()
-    mixed = [alpha * a + (1 - alpha) * b for a, b in zip(color.getRgbF()[:3], background.getRgbF()[:3])]
+    mixed = [alpha * a + (1 - alpha) * b for a, b in zip(color.getRgbF()[:3], background.getRgbF()[:3], strict=True)]
     return QColor.fromRgbF(*mixed)
 
 

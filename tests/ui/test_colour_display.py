@@ -12,7 +12,9 @@ from PySide6.QtGui import QImage
 
 from attnstudio.core.display import MASKED_RGBA
 from attnstudio.core.masks import MaskSpec
+from attnstudio.export.images import export_view
 from attnstudio.session import Session
+from tests.core.test_cli import run_cli
 from tests.ui.conftest import wait_for_result
 
 VIRIDIS = pg.colormap.get("viridis")
@@ -152,8 +154,6 @@ def test_the_controls_combine_mask_parts_and_set_the_colour(make_window, qtbot):
 
 
 def test_cli_export_uses_and_names_the_mask_parts_and_colour_scale(tmp_path):
-    from tests.core.test_cli import run_cli
-
     out = tmp_path / "fig.svg"
     done = run_cli("export", "The cat sat on the mat.", "--mask", "causal+window:1", "--color-scale", "log",
                    "--hide-special", "--backend", "numpy", "-o", str(out))
@@ -166,8 +166,6 @@ def test_cli_export_uses_and_names_the_mask_parts_and_colour_scale(tmp_path):
 
 def test_masked_cells_stay_grey_edge_to_edge_in_an_exported_png(masked_window, tmp_path):
     """The grey lines up with the cells in the export too: no sliver of the colour map's 0 at a cell's edge."""
-    from attnstudio.export.images import export_view
-
     heatmap, result = masked_window.views["heatmap"], masked_window.results.result
     canvas = heatmap.export_target()
     path = export_view(canvas, tmp_path / "masked.png", scale=2, caption=None)
@@ -177,7 +175,7 @@ def test_masked_cells_stay_grey_edge_to_edge_in_an_exported_png(masked_window, t
     origin = canvas.mapToScene(canvas.viewport().rect()).boundingRect().topLeft()
     box = heatmap.plot.getViewBox()
     sampled, where = [], []
-    for r, c in zip(*np.nonzero(~result.mask)):
+    for r, c in zip(*np.nonzero(~result.mask), strict=True):
         edge = [0.06, 0.2, 0.5, 0.8, 0.94]  # points across the cell each way, near its edges too
         for fx, fy in [(0.5, f) for f in edge] + [(f, 0.5) for f in edge]:
             if (r == 0 and fy < 0.5) or (c == 0 and fx < 0.5):

@@ -49,7 +49,7 @@ def test_same_word_cosines_per_layer_and_sentence_similarity(qtbot):
     np.testing.assert_allclose(y, expected, atol=1e-6)
     np.testing.assert_array_equal(x, np.arange(7))
     assert f"{expected[-1]:.3f}" in view.cosine_plot.titleLabel.text
-    similarity = cosine_similarity(result.sentence_embedding(), result.compare.sentence_embedding())
+    similarity = cosine_similarity(result.sentence_embedding, result.compare.sentence_embedding)
     assert f"{similarity:.4f}" in view.sentence_label.text
 
 
@@ -57,7 +57,7 @@ def test_ablation_shows_similarity_with_and_without(qtbot):
     bank_a, bank_b, _ = PRESETS["bank: account / river"]
     ablation = Ablation(tuple((0, h) for h in range(12)))
     view, _, _, result = build(qtbot, Session(text=bank_a, compare_text=bank_b, ablation=ablation, backend="numpy"))
-    without = cosine_similarity(result.baseline.sentence_embedding(), result.baseline.compare.sentence_embedding())
+    without = cosine_similarity(result.baseline.sentence_embedding, result.baseline.compare.sentence_embedding)
     assert view.similarity_without == pytest.approx(without)
     assert abs(view.similarity - without) > 1e-3
     assert f"{without:.4f} without" in view.sentence_label.text and "zeroed L1·H1" in view.sentence_label.text

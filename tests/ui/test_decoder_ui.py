@@ -1,11 +1,25 @@
 """The built-in decoder in the app: picked from the model menu, drawn causal in the heatmap."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
-from PySide6.QtCore import QPointF
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtWidgets import QMessageBox
 
 from attnstudio.core.display import MASKED_RGBA
+from attnstudio.core.masks import MaskSpec
+from attnstudio.engine import Engine
+from attnstudio.session import Session
+from attnstudio.ui.result_model import ResultModel
+from attnstudio.ui.session_model import SessionModel
+from attnstudio.ui.theme import apply_theme
+from attnstudio.ui.views.logit_lens import LogitLensView
+from attnstudio.ui.views.next_token import BAR_COLOUR, NextTokenView
+from tests.core.test_sources import cache_entry, ollama_model
+from tests.core.tiny_gguf import HEADS, KV_HEADS, LAYERS, write_tiny_llama
 from tests.ui.conftest import wait_for_result
+from tests.ui.looks import low_contrast, view_text
 from tests.ui.test_main_window import pixels
 
 VIRIDIS_ZERO = np.array([84, 1, 68])  # weight 0: viridis (68, 1, 84) as pixels() reads it, blue first
@@ -49,9 +63,6 @@ def test_smollm2_from_the_model_menu_draws_a_causal_heatmap(make_window, qtbot):
 
 
 def test_a_chosen_mask_combines_with_the_models_own(make_window, qtbot):
-    from attnstudio.core.masks import MaskSpec
-    from attnstudio.session import Session
-
     window = make_window(Session(text="one two three four five six", model="smollm2", backend="numpy",
                                  mask=MaskSpec("window", width=1)))
     result = window.results.result
@@ -64,11 +75,6 @@ def test_a_chosen_mask_combines_with_the_models_own(make_window, qtbot):
 
 
 def test_next_token_panel_draws_the_predictions_and_a_click_appends_one(make_window, qtbot):
-    from PySide6.QtCore import QPoint, Qt
-
-    from attnstudio.session import Session
-    from attnstudio.ui.views.next_token import BAR_COLOUR
-
     window = make_window(Session(text="The cat sat on the mat because it was tired", model="smollm2",
                                  backend="numpy"))
     window.session.update(view="next_token")
@@ -102,8 +108,6 @@ def test_an_encoder_says_it_predicts_no_next_token(make_window):
 
 
 def test_logit_lens_shows_each_layers_prediction_for_the_chosen_position(make_window, qtbot):
-    from attnstudio.session import Session
-
     window = make_window(Session(text="The cat sat on the mat because it was tired", model="smollm2",
                                  backend="numpy"))
     window.session.update(view="logit_lens")
@@ -116,7 +120,6 @@ def test_logit_lens_shows_each_layers_prediction_for_the_chosen_position(make_wi
     top = result.next_tokens[0]
     assert visible[-1].toPlainText() == f"{top.label}  {top.probability:.0%}", "the last layer is the prediction"
     image = pixels(view.canvas)
-    from attnstudio.ui.views.next_token import BAR_COLOUR
 
     bar = np.all(np.abs(image.astype(int) - np.array(BAR_COLOUR[::-1])) <= 3, axis=-1)
     assert bar.any(axis=1).sum() > 300, "thirty bars are drawn"
@@ -133,15 +136,6 @@ def test_logit_lens_explains_an_encoder_has_none(make_window):
 
 
 def test_decoder_panels_are_readable_in_both_themes_and_across_a_toggle(qtbot, qapp, smollm2):
-    from attnstudio.engine import Engine
-    from attnstudio.session import Session
-    from attnstudio.ui.result_model import ResultModel
-    from attnstudio.ui.session_model import SessionModel
-    from attnstudio.ui.theme import apply_theme
-    from attnstudio.ui.views.logit_lens import LogitLensView
-    from attnstudio.ui.views.next_token import NextTokenView
-    from tests.ui.looks import low_contrast, view_text
-
     result = Engine().compute(Session(text="The cat sat on the mat", model="smollm2", backend="numpy"))
     try:
         for view_class in (NextTokenView, LogitLensView):
@@ -168,10 +162,6 @@ def test_decoder_panels_are_readable_in_both_themes_and_across_a_toggle(qtbot, q
 
 def test_opening_a_gguf_file_switches_to_it_and_a_damaged_one_changes_nothing(make_window, qtbot, tmp_path,
                                                                                 monkeypatch):
-    from PySide6.QtWidgets import QMessageBox
-
-    from tests.core.tiny_gguf import HEADS, LAYERS, write_tiny_llama
-
     monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     good, bad = tmp_path / "tiny.gguf", tmp_path / "broken.gguf"
     write_tiny_llama(good)
@@ -189,13 +179,6 @@ def test_opening_a_gguf_file_switches_to_it_and_a_damaged_one_changes_nothing(ma
 
 def test_the_model_menu_lists_cached_and_ollama_models_and_refuses_an_unsupported_one(make_window, qtbot, tmp_path,
                                                                                       monkeypatch):
-    import json
-
-    from PySide6.QtWidgets import QMessageBox
-
-    from tests.core.test_sources import cache_entry, ollama_model
-    from tests.core.tiny_gguf import HEADS, LAYERS, write_tiny_llama
-
     monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama"))
@@ -222,8 +205,6 @@ def test_the_model_menu_lists_cached_and_ollama_models_and_refuses_an_unsupporte
 
 
 def test_the_heads_grid_labels_which_query_heads_share_a_key_value_head(make_window, qtbot, tmp_path, monkeypatch):
-    from tests.core.tiny_gguf import HEADS, KV_HEADS, write_tiny_llama
-
     monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     write_tiny_llama(tmp_path / "tiny.gguf")
     window = make_window()

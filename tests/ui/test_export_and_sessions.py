@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 import numpy as np
 from PySide6.QtGui import QGuiApplication, QImage
@@ -192,7 +192,8 @@ def test_cli_export_views_and_sessions(tmp_path):
 def test_cli_export_errors_are_one_line(tmp_path):
     for args, message in ((["hi", "-o", str(tmp_path / "x.gif")], "output must end in"),
                           (["hi", "-o", str(tmp_path / "x.png"), "--layer", "9"], "--layer must be from 1 to 6"),
-                          (["--session", str(tmp_path / "nope.attnsession"), "--out-dir", str(tmp_path)], "cannot read"),
+                          (["--session", str(tmp_path / "nope.attnsession"), "--out-dir", str(tmp_path)],
+                           "cannot read"),
                           (["--session", str(tmp_path / "nope.attnsession")], "needs --out-dir")):
         done = run_cli("export", *args)
         assert done.returncode == 2, done.stderr
@@ -204,7 +205,7 @@ def caption_texts(path) -> list[str]:
     root = ElementTree.fromstring(path.read_text(encoding="utf-8"))
     texts = ["".join(node.itertext()).strip() for node in root.iter() if node.tag.endswith("text")]
     starts = [i for i, text in enumerate(texts) if text.startswith("attnstudio ·")]
-    return [" ".join(texts[i:j]) for i, j in zip(starts, [*starts[1:], len(texts)])]
+    return [" ".join(texts[i:j]) for i, j in zip(starts, [*starts[1:], len(texts)], strict=True)]
 
 
 def test_each_session_figure_has_a_caption_that_describes_it(make_window, tmp_path):

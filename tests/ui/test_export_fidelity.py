@@ -21,8 +21,8 @@ from PySide6.QtGui import QImage
 
 from attnstudio.core.masks import parse_mask_spec
 from attnstudio.core.profiling import ProfileConfig, ProfilePoint, ProfileResult
-from attnstudio.export.images import CAPTION_HEIGHT, export_view
 from attnstudio.engine import Engine
+from attnstudio.export.images import CAPTION_HEIGHT, export_view
 from attnstudio.export.session_export import caption_for
 from attnstudio.export.svg_portable import enlarge
 from attnstudio.session import Session

@@ -15,8 +15,8 @@ from PySide6.QtGui import QImage, QMouseEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from attnstudio.core.masks import MaskSpec
+from attnstudio.core.scores import SCORES
 from attnstudio.errors import AttnStudioError
-from attnstudio.export.session_export import SCORE_NAMES
 from attnstudio.session import Session
 from tests.ui.conftest import wait_for_result
 
@@ -79,7 +79,7 @@ def assert_labels_describe_the_shown_result(window) -> None:
     export_caption = window.files.caption()
     assert f"layer {shown.layer + 1}/{result.num_layers} · head {shown.head + 1}/{result.heads}" in export_caption
     assert f"mask: {shown.mask.describe()}" in export_caption
-    assert f"score: {SCORE_NAMES[shown.score]} · temperature {shown.temperature:g}" in export_caption
+    assert f"score: {SCORES[shown.score].caption} · temperature {shown.temperature:g}" in export_caption
     assert window.tokens_label.text().startswith(f"{len(result.query_tokens)} tokens")
     # the result's settings are the ones it was computed from
     assert result.session.text == shown.text and result.session.mask == shown.mask
@@ -190,7 +190,7 @@ def test_profiler_table_describes_the_running_sweep_not_the_last_one(make_window
     shown = {panel.table.item(row, 0).text() for row in range(panel.table.rowCount())}
     assert shown <= {"96", "160", "224"}
     panel.cancel()
-    qtbot.waitUntil(lambda: panel.run_button.isEnabled(), timeout=20_000)
+    qtbot.waitUntil(panel.run_button.isEnabled, timeout=20_000)
 
 
 def test_exporting_mid_compute_captions_the_picture_on_screen(gated_window, qtbot, tmp_path):

@@ -5,10 +5,11 @@ import numpy as np
 from PySide6.QtCore import Qt
 
 from attnstudio.core.ablation import Ablation
-from attnstudio.core.analysis import ROLE_THRESHOLDS, attention_change
+from attnstudio.core.analysis import ROLE_THRESHOLDS, attention_change, kl_divergence
 from attnstudio.engine import Engine
 from attnstudio.session import Session
 from attnstudio.ui.views.heads import ALL_HEADS, HeadsView
+from tests.core.tiny_gguf import write_tiny_llama
 from tests.ui.conftest import build_view
 
 
@@ -21,12 +22,12 @@ def test_role_filter_shows_only_the_heads_of_that_role(qtbot):
     assert [plot.titleLabel.text.split(" · ")[0] for plot in view.head_plots][:2] == ["L1·H1", "L1·H2"]
     view.role.setCurrentText("previous")
     view.role.activated.emit(view.role.currentIndex())
-    scores = result.head_roles()["previous"][0]
+    scores = result.head_roles["previous"][0]
     expected = [head for head in range(12) if scores[head] >= ROLE_THRESHOLDS["previous"]]
     assert 2 in expected and view.grid_heads == expected and len(view.head_plots) == len(expected)
     assert view.head_plots[0].titleLabel.text == f"L1·H{expected[0] + 1} · previous {scores[expected[0]]:.2f}"
     np.testing.assert_array_equal(view.head_images[0].image, result.attentions()[0, expected[0]])
-    np.testing.assert_allclose(view.overview.matrix, result.head_roles()["previous"], atol=1e-6)
+    np.testing.assert_allclose(view.overview.matrix, result.head_roles["previous"], atol=1e-6)
     assert "previous score per layer and head" in view.overview.titleLabel.text
     assert f"{len(expected)} of 12 heads in layer 1" in view.caption.text()
     view.role.setCurrentText(ALL_HEADS)
@@ -68,9 +69,6 @@ def test_clicking_heads_switches_them_off_and_the_effect_is_shown(qtbot):
 
 
 def test_decoder_ablation_shows_the_next_token_before_and_after(qtbot, tmp_path, monkeypatch):
-    from attnstudio.core.analysis import kl_divergence
-    from tests.core.tiny_gguf import write_tiny_llama
-
     monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "tiny.gguf"
     write_tiny_llama(path)

@@ -6,6 +6,7 @@ colours); a few pixel checks back them up where a colour is not text (the mask p
 from __future__ import annotations
 
 import pytest
+from PySide6.QtGui import QColor
 
 from attnstudio.core.profiling import ProfileConfig, run_profile
 from attnstudio.engine import Engine
@@ -14,7 +15,7 @@ from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.theme import THEMES, apply_theme
 from attnstudio.ui.views import VIEW_CLASSES
-from tests.ui.looks import low_contrast, pixels, relative_luminance, view_text
+from tests.ui.looks import contrast_ratio, low_contrast, pixels, relative_luminance, view_text
 
 RESULT_VIEWS = [key for key in VIEW_CLASSES if key != "profiler"]
 
@@ -115,10 +116,6 @@ def test_the_dark_mask_panel_is_not_glaring(qtbot, themed, result, profile):
 
 def test_luminance_reference_values():
     """The WCAG formula itself: black on white is 21:1, mid grey on white is about 4.5:1."""
-    from PySide6.QtGui import QColor
-
-    from tests.ui.looks import contrast_ratio
-
     assert contrast_ratio(QColor("black"), QColor("white")) == pytest.approx(21.0)
     assert contrast_ratio(QColor(118, 118, 118), QColor("white")) == pytest.approx(4.54, abs=0.01)
     assert relative_luminance(QColor("white")) == pytest.approx(1.0)

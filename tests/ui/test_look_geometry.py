@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
+from attnstudio.core.profiling import ProfileConfig, run_profile
 from attnstudio.engine import Engine
 from attnstudio.session import Session
+from attnstudio.ui.main_window import MainWindow
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views import VIEW_CLASSES
@@ -90,8 +93,6 @@ def test_the_pipeline_scrolls_instead_of_cutting_off_panels(qtbot, long_result):
 
 def test_reachable_catches_a_cut_off_panel(qtbot):
     """The geometry check itself fails on a panel that runs past its canvas (the old Pipeline at 1024x700)."""
-    import pyqtgraph as pg
-
     canvas = pg.GraphicsLayoutWidget()
     for column in range(4):
         plot = canvas.addPlot(row=0, col=column)
@@ -261,8 +262,6 @@ def test_before_the_first_result_a_view_says_computing(qtbot, key):
 
 
 def test_the_window_paints_before_the_first_compute(make_window, qtbot, settings):
-    from attnstudio.ui.main_window import MainWindow
-
     window = MainWindow(Session(backend="numpy"), settings=settings, restore=False)
     qtbot.addWidget(window)
     assert window.controller.requests == 0, "no compute competes with the first paint"
@@ -285,8 +284,6 @@ def test_each_view_alone_fits_a_narrow_tab(qtbot, long_result, key, size):
 
 
 def test_the_profiler_shows_a_sentence_until_it_has_measurements(qtbot):
-    from attnstudio.core.profiling import ProfileConfig, run_profile
-
     session = SessionModel(Session(backend="numpy"))
     view = shown(qtbot, VIEW_CLASSES["profiler"](session))
     assert view.empty_note.isVisible() and not view.canvas.isVisible(), "no empty log axes before a sweep"
@@ -317,8 +314,6 @@ def test_a_long_token_list_stays_small_and_folds_away(make_window, qtbot):
 
 
 def test_a_failed_first_compute_says_why_instead_of_computing(qtbot, settings):
-    from attnstudio.ui.main_window import MainWindow
-
     window = MainWindow(Session(model="/nowhere/model", backend="numpy"), settings=settings, restore=False)
     qtbot.addWidget(window)
     with qtbot.waitSignal(window.controller.failed, timeout=30_000):

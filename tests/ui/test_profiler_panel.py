@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import time
 
-
 from attnstudio.session import Session
 from tests.ui.conftest import STALL_LIMIT_MS, event_loop_gaps
 

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import attnstudio.engine as engine_module
 from attnstudio.core import backend as backend_module
 from attnstudio.core.masks import MaskSpec
 from attnstudio.engine import Engine
 from attnstudio.errors import AttnStudioError
 from attnstudio.session import Session
+from attnstudio.ui.offscreen import offscreen_views
 from tests.conftest import PROJECT_ROOT
 from tests.ui.conftest import STALL_LIMIT_MS, event_loop_gaps, wait_for_result
 
@@ -24,8 +25,6 @@ COUNTS = {"texts": 0, "settings": 0, "refused": 0}
 
 @pytest.fixture(scope="module")
 def views(qapp):
-    from attnstudio.ui.offscreen import offscreen_views
-
     built = offscreen_views(Session(backend="numpy"), size=(900, 600))
     yield built
     built[0]["profiler"].shutdown()
@@ -130,7 +129,6 @@ def test_gpu_out_of_memory_mid_run_is_reported_and_the_app_keeps_running(make_wi
     fake = backend_module.Backend("cupy", FullDevice(), "CuPy (GPU: simulated, full)")
     fake = type("FakeBackend", (), {"name": "cupy", "description": fake.description,
                                     "asarray": FullDevice().asarray, "synchronize": lambda self=None: None})()
-    import attnstudio.engine as engine_module
 
     monkeypatch.setattr(engine_module, "resolve_backend", lambda name: fake)
     window.controls.text.setPlainText("Now the GPU is full.")

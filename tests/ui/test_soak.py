@@ -18,7 +18,7 @@ from attnstudio.session import Session
 from tests.ui.conftest import wait_for_result
 
 pytestmark = pytest.mark.soak
-SECONDS = float(os.environ.get("ATTNSTUDIO_SOAK_SECONDS", 600))
+SECONDS = float(os.environ.get("ATTNSTUDIO_SOAK_SECONDS", "600"))
 
 
 def process_status(field: str) -> int:
@@ -41,7 +41,7 @@ def resident_mib() -> float:
 def settle(window, qtbot, text: str) -> None:
     """The same state before both counts (views build their widgets for what they show), all work done."""
     window.session.update(model="minilm", heads=None, mask=MaskSpec(), view="heads", layer=0, head=0, text=text)
-    wait_for_result(qtbot, window, lambda r: text.split()[0] in r.query_tokens,
+    wait_for_result(qtbot, window, lambda r: text.split(maxsplit=1)[0] in r.query_tokens,
                     timeout=30_000)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
     qtbot.wait(200)

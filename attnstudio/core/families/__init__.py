@@ -9,8 +9,9 @@ the parameters it was given and never asks which one it runs.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from attnstudio.core.families import bert, gpt2, llama
 from attnstudio.core.transformer import AttentionTrace, ForwardResult

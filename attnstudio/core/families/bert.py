@@ -1,9 +1,9 @@
 """The BERT encoder family: the forward pass in :mod:`attnstudio.core.transformer`, under the family interface."""
 from __future__ import annotations
 
-from attnstudio.core.transformer import EncoderWeights, ForwardResult, encode
+from attnstudio.core.transformer import EncoderParameters, ForwardResult, encode
 
-BertParameters = EncoderWeights  # word/position/type embeddings, post-LayerNorm layers, GELU feed-forward
+BertParameters = EncoderParameters  # word/position/type embeddings, post-LayerNorm layers, GELU feed-forward
 
 
 def forward(parameters: BertParameters, input_ids, **options) -> ForwardResult:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
+from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
 from attnstudio.core.transformer import AttentionTrace, ForwardResult, merge_heads, split_heads

@@ -9,11 +9,11 @@ from attnstudio.ui.views.pipeline import PipelineView
 from attnstudio.ui.views.profiler import ProfilerView
 from attnstudio.ui.views.rollout import RolloutView
 from attnstudio.ui.views.why import WhyView
+from attnstudio.view_names import VIEW_LABELS, VIEW_NAMES
 
-# Tab order in the main window; the profiler takes only the session model.
-VIEW_CLASSES = {"heatmap": HeatmapView, "heads": HeadsView, "pipeline": PipelineView, "lines": LinesView,
-                "rollout": RolloutView, "why": WhyView, "compare": CompareView, "next_token": NextTokenView,
-                "logit_lens": LogitLensView, "profiler": ProfilerView}
-VIEW_LABELS = {"heatmap": "Heatmap", "heads": "Heads", "pipeline": "Pipeline", "lines": "Lines",
-               "rollout": "Rollout", "why": "Why this score", "compare": "Compare", "next_token": "Next token",
-               "logit_lens": "Logit lens", "profiler": "Profiler"}
+# The Qt class of each view in attnstudio.view_names, in its (tab) order; the profiler takes only the session model.
+_CLASSES = {"heatmap": HeatmapView, "heads": HeadsView, "pipeline": PipelineView, "lines": LinesView,
+            "rollout": RolloutView, "why": WhyView, "compare": CompareView, "next_token": NextTokenView,
+            "logit_lens": LogitLensView, "profiler": ProfilerView}
+VIEW_CLASSES = {name: _CLASSES[name] for name in VIEW_NAMES}  # a view without a class fails here, at import
+__all__ = ["VIEW_CLASSES", "VIEW_LABELS"]

@@ -18,6 +18,7 @@ from attnstudio.core.analysis import (
     layer_cosines,
 )
 from attnstudio.core.backend import to_numpy
+from attnstudio.presets import comparison_presets
 from attnstudio.ui import theme
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
@@ -25,12 +26,7 @@ from attnstudio.ui.views.base import ResultView
 from attnstudio.ui.views.matrix import SIGNED_COLORMAP, MatrixPlot
 from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
-PRESETS = {  # name -> (text A, text B, the word to follow)
-    "bank: account / river": ("I deposited the money into my bank account.", "We had a picnic on the grassy river bank.",
-                              "bank"),
-    "trophy: big / small": ("The trophy would not fit in the suitcase because it was too big.",
-                            "The trophy would not fit in the suitcase because it was too small.", "it"),
-}
+PRESETS = comparison_presets()  # name -> (text A, text B, the word to follow)
 EDIT_DELAY_MS = 300
 SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<|endoftext|>"})
 
@@ -163,12 +159,12 @@ class CompareView(ResultView):
             self.word.clear()
             self.word.addItems(words)
         word = self.chosen_word(result)
-        self.similarity = cosine_similarity(result.sentence_embedding(), compare.sentence_embedding())
+        self.similarity = cosine_similarity(result.sentence_embedding, compare.sentence_embedding)
         self.similarity_without = None
         sentence = f"sentence embeddings (mean-pooled, normalised): cosine A vs B = {self.similarity:.4f}"
         if result.baseline is not None and result.baseline.compare is not None:
-            self.similarity_without = cosine_similarity(result.baseline.sentence_embedding(),
-                                                        result.baseline.compare.sentence_embedding())
+            self.similarity_without = cosine_similarity(result.baseline.sentence_embedding,
+                                                        result.baseline.compare.sentence_embedding)
             sentence += f" with {self.session.ablation.describe()}, {self.similarity_without:.4f} without"
         self.sentence_label.setText(sentence, color=theme.color("foreground"))
         if word is None:

@@ -127,11 +127,11 @@ class HeadsView(ResultView):
         self.grid_heads = self.shown_heads(result, layer)
         if len(self.head_plots) != len(self.grid_heads):
             self._build_grid(len(self.grid_heads))
-        entropy = result.head_entropy()  # (layers, heads), computed by the worker
-        role, roles = self.role.currentText(), result.head_roles()
+        entropy = result.head_entropy  # (layers, heads), computed by the worker
+        role, roles = self.role.currentText(), result.head_roles
         off = set(result.session.ablation.heads)
         for head, plot, image, backdrop in zip(self.grid_heads, self.head_plots, self.head_images,
-                                               self.masked_backdrops):
+                                               self.masked_backdrops, strict=True):
             display = display_weights(self.results.weights(head), result.mask, result.query_tokens,
                                       result.key_tokens, shown.color_scale, shown.hide_special)
             values = display.values
@@ -170,7 +170,7 @@ class HeadsView(ResultView):
 
     def shown_heads(self, result, layer: int) -> list[int]:
         """The heads of ``layer`` the grid shows: all, or those whose role score reaches the threshold."""
-        role, roles = self.role.currentText(), result.head_roles()
+        role, roles = self.role.currentText(), result.head_roles
         if role == ALL_HEADS or roles is None or role not in roles:
             return list(range(result.heads))
         return [head for head in range(result.heads) if roles[role][layer, head] >= ROLE_THRESHOLDS[role]]
@@ -178,7 +178,7 @@ class HeadsView(ResultView):
     def _caption(self, result, layer: int, role: str) -> str:
         parts = []
         if role != ALL_HEADS:
-            roles = result.head_roles()
+            roles = result.head_roles
             parts.append(f"{len(self.grid_heads)} of {result.heads} heads in layer {layer + 1} score "
                          f"≥ {ROLE_THRESHOLDS[role]} as {role}." if roles and role in roles
                          else f"The {role} role is not measured for this model.")
@@ -201,10 +201,11 @@ class HeadsView(ResultView):
             return ", ".join(f"{token.label!r} {token.probability:.0%}" for token in tokens[:5])
 
         divergence = kl_divergence(before.forward.next_logits, after.forward.next_logits)
-        return f"Next token before: {top(before.next_tokens)}; after: {top(after.next_tokens)} (KL {divergence:.4f} nats)."
+        return (f"Next token before: {top(before.next_tokens)}; after: {top(after.next_tokens)} "
+                f"(KL {divergence:.4f} nats).")
 
     def _on_grid_clicked(self, event) -> None:
-        for head, plot in zip(self.grid_heads, self.head_plots):
+        for head, plot in zip(self.grid_heads, self.head_plots, strict=True):
             if plot.sceneBoundingRect().contains(event.scenePos()):
                 if self.ablate.isChecked():
                     self._toggle_ablated(head)

@@ -6,6 +6,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from attnstudio.core.kernels import score_scale
+from attnstudio.core.scores import SCORES
 from attnstudio.engine import mask_caption
 from attnstudio.ui import theme
 from attnstudio.ui.result_model import ResultModel
@@ -107,8 +108,7 @@ class PipelineView(ResultView):
                                          size="9pt")
         self.plots["mask"].image.setColorMap(theme.mask_colormap())
         scale = score_scale(shown.score, result.d_k, None) / shown.temperature
-        score_text = {"scaled_dot": f"Q Kᵀ / √{result.d_k}", "dot": "Q Kᵀ",
-                      "additive": "v_aᵀ tanh(W_q q + W_k k)"}[shown.score]
+        score_text = SCORES[shown.score].formula.format(d_k=result.d_k)
         self.formula.setText(
             f"<b>{result.model_name}</b>, layer {layer + 1}, head {head + 1}: "
             f"output = softmax(mask({score_text} · {1 / shown.temperature:g})) V  — "

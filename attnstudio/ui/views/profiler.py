@@ -29,9 +29,10 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio.core.backend import cupy_status
-from attnstudio.core.profiling import DEFAULT_LENGTHS, KERNELS, ProfileConfig, ProfilePoint, ProfileResult
+from attnstudio.core.profiling import DEFAULT_LENGTHS, DTYPES, KERNELS, ProfileConfig, ProfilePoint, ProfileResult
 from attnstudio.errors import AttnStudioError
 from attnstudio.fileio import write_atomic
+from attnstudio.limits import LIMITS
 from attnstudio.ui.session_model import SessionModel
 
 REDRAW_INTERVAL_MS = 500
@@ -44,7 +45,7 @@ COLORS = {("naive", "numpy"): (214, 39, 40), ("tiled", "numpy"): (31, 119, 180),
 class DecimalLogAxis(pg.AxisItem):
     """A log axis labelled 0.01, 0.1, 1, 10, 100 in the plot's unit, rather than 1e-2 or 10¹."""
 
-    def logTickStrings(self, values, scale, spacing):  # pyqtgraph override
+    def logTickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph override
         return [f"{value:g}" for value in 10 ** np.asarray(values, dtype=float) * scale]
 
 
@@ -76,11 +77,13 @@ class ProfilerView(QWidget):
         self.partial: ProfileResult | None = None
         self.lengths = QLineEdit(",".join(str(n) for n in DEFAULT_LENGTHS))
         self.lengths.setToolTip("Sequence lengths to measure, comma-separated")
-        self.heads = QSpinBox(minimum=1, maximum=256, value=8, toolTip="Heads per call")
-        self.d_k = QSpinBox(minimum=1, maximum=4096, value=64, toolTip="Per-head width")
-        self.repeats = QSpinBox(minimum=1, maximum=100, value=3, toolTip="Timed calls per point (median kept)")
+        heads, d_k, repeats = LIMITS["profile_heads"], LIMITS["profile_d_k"], LIMITS["profile_repeats"]
+        self.heads = QSpinBox(minimum=heads.low, maximum=heads.high, value=8, toolTip="Heads per call")
+        self.d_k = QSpinBox(minimum=d_k.low, maximum=d_k.high, value=64, toolTip="Per-head width")
+        self.repeats = QSpinBox(minimum=repeats.low, maximum=repeats.high, value=3,
+                                toolTip="Timed calls per point (median kept)")
         self.dtype = QComboBox()
-        self.dtype.addItems(["float32", "float64"])
+        self.dtype.addItems(list(DTYPES))
         self.kernel_boxes = {name: QCheckBox(name, checked=True) for name in KERNELS}
         self.kernel_boxes["naive"].setToolTip("Materialises all (heads, n, n) weights: O(n²) memory")
         self.kernel_boxes["tiled"].setToolTip("Flash-style online softmax over tiles: O(n) memory")
@@ -175,7 +178,8 @@ class ProfilerView(QWidget):
             lengths = tuple(int(part) for part in self.lengths.text().split(",") if part.strip())
         except ValueError:
             raise AttnStudioError("lengths must be comma-separated integers, e.g. 64,128,256") from None
-        return ProfileConfig(lengths=lengths, kernels=tuple(k for k, box in self.kernel_boxes.items() if box.isChecked()),
+        kernels = tuple(k for k, box in self.kernel_boxes.items() if box.isChecked())
+        return ProfileConfig(lengths=lengths, kernels=kernels,
                              backends=tuple(b for b, box in self.backend_boxes.items() if box.isChecked()),
                              heads=self.heads.value(), d_k=self.d_k.value(), dtype=self.dtype.currentText(),
                              repeats=self.repeats.value()).validate()
@@ -308,8 +312,8 @@ class ProfilerView(QWidget):
                                           (self.memory_plot, [p.peak_bytes for p in points], "memory")):
                     exponent = "" if fitted[key] is None else f" (n^{fitted[key]:.2f})"
                     name = f"{kernel}/{backend}{exponent}"
-                    values = np.maximum(np.array(values, dtype=float) / self._units[key][1], 1e-12)
-                    self._curve(plot, (kernel, backend, key), name).setData(n, values)
+                    shown = np.maximum(np.array(values, dtype=float) / self._units[key][1], 1e-12)
+                    self._curve(plot, (kernel, backend, key), name).setData(n, shown)
                     wanted.add((kernel, backend, key))
         self._draw_reference(result)
         wanted |= {("reference", "", "time"), ("reference", "", "memory")}

@@ -17,8 +17,8 @@ class RolloutView(ResultView):
         self.note = QLabel()
         self.note.setWordWrap(True)
         self.canvas = pg.GraphicsLayoutWidget()
-        self.plot = MatrixPlot("rollout: how much each token draws on each input token", axis_titles=("output token",
-                                                                                                          "input token"))
+        self.plot = MatrixPlot("rollout: how much each token draws on each input token",
+                               axis_titles=("output token", "input token"))
         self.plot.enable_zoom()
         self.canvas.addItem(self.plot, row=0, col=0)
         self.canvas.addItem(self.plot.colorbar, row=0, col=1)
@@ -40,7 +40,7 @@ class RolloutView(ResultView):
             self.canvas.setVisible(False)
             return
         self.canvas.setVisible(True)
-        rollout = result.rollout()  # computed by the worker
+        rollout = result.rollout  # computed by the worker
         self.plot.set_matrix(rollout, result.query_tokens, result.key_tokens)
         self.note.setText(f"Rollout over {result.num_layers} layer(s): head-averaged weights mixed 50/50 with the "
                           f"residual path, multiplied from the first layer up. Hover a cell for its value.")
