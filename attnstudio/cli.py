@@ -21,6 +21,7 @@ from attnstudio.core.ablation import ABLATION_MODES, Ablation
 from attnstudio.core.backend import BACKEND_NAMES, configure_host_allocator, to_numpy
 from attnstudio.core.display import COLOR_SCALES
 from attnstudio.core.masks import parse_mask_spec
+from attnstudio.core.profile_protocol import PROGRESS_FLAG, progress_line, result_line
 from attnstudio.core.profiling import DTYPES
 from attnstudio.core.scores import SCORE_FUNCTIONS
 from attnstudio.errors import AttnStudioError
@@ -234,11 +235,9 @@ def _command_profile(args: argparse.Namespace) -> int:
             check_writable(Path(output))
     interactive = sys.stderr.isatty()
     if args.progress_json:  # the app's profiler panel runs sweeps in a child process and reads these lines
-        def report(done: int, total: int, point) -> None:
-            print(json.dumps({"done": done, "total": total, "point": dataclasses.asdict(point)}), flush=True)
-
-        result = run_profile(config, progress=report)
-        print(json.dumps({"result": result.to_json_dict()}), flush=True)
+        result = run_profile(config, progress=lambda done, total, point: print(progress_line(done, total, point),
+                                                                               flush=True))
+        print(result_line(result), flush=True)
         return 0
 
     def progress(done: int, total: int, point) -> None:
@@ -324,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--window", type=int, default=64, help="sliding-window kernel: neighbours each side")
     profile.add_argument("--json", metavar="OUT.json")
     profile.add_argument("--csv", metavar="OUT.csv")
-    profile.add_argument("--progress-json", action="store_true",
+    profile.add_argument(PROGRESS_FLAG, action="store_true",
                          help="print one JSON line per point and the result as the last line (used by the app)")
     profile.set_defaults(handler=_command_profile)
     return parser

@@ -53,7 +53,7 @@ def keystroke_ms(tokens: int, repeats: int = 15) -> list[float]:
         for index in range(repeats + 2):
             words = ["word"] * (tokens - 3) + [f"w{index}"]
             text = " ".join(words)
-            expected = window.controller.engine.model(window.session.session).tokenizer.encode(text).tokens
+            expected = window.controller.engine.model(window.session_model.session).tokenizer.encode(text).tokens
             started = time.perf_counter()
             window.controls.text.setPlainText(text)
             guard.start()
@@ -95,7 +95,7 @@ def longest_stall_ms(repeats: int = 3) -> list[float]:
             loop = QEventLoop()
             window.results.changed.connect(loop.quit)
             text = f"{'one two three'.split()[index % 3]} " * 600
-            expected = window.controller.engine.model(window.session.session).tokenizer.encode(text).tokens
+            expected = window.controller.engine.model(window.session_model.session).tokenizer.encode(text).tokens
             assert len(expected) == 512
             window.controls.text.setPlainText(text)
             while window.results.result.query_tokens != expected:

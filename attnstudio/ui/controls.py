@@ -1,7 +1,7 @@
 """The control panel: text, model, layer/head, head count, d_k, score, temperature, mask, backend.
 
-Each control follows the session model (``_on_<field>_changed``) and writes back
-through ``SessionModel.update``; nothing here computes.
+Each control follows its field's signal on the session model (``<field>_changed`` ->
+``_on_<field>_changed``) and writes back through ``SessionModel.update``; nothing here computes.
 """
 from __future__ import annotations
 
@@ -89,9 +89,9 @@ class ControlPanel(QWidget):
     open_gguf_requested = Signal()
     found_model_chosen = Signal(str)  # a model found in the Hugging Face cache or the Ollama store
 
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
 
         self.text = _TextEdit()
         self.text.setPlaceholderText("Type a sentence…")
@@ -102,7 +102,7 @@ class ControlPanel(QWidget):
         self.pair.setPlaceholderText("optional: keys and values from this sentence (cross-attention)")
         self.pair.setToolTip("Cross-attention: queries come from the text above, keys and values from here")
         self.pair.setClearButtonEnabled(True)
-        self.pair.textChanged.connect(lambda text: self.session.update(pair_text=text))
+        self.pair.textChanged.connect(lambda text: self.session_model.update(pair_text=text))
         self.presets = QComboBox()
         self.presets.addItem("Presets…", None)
         for label, text, pair in PRESETS:
@@ -143,34 +143,34 @@ class ControlPanel(QWidget):
                               "a GGUF file), or a synthetic one-layer model you shape")
         self.model.activated.connect(self._on_model_chosen)
         self.layer = _spin(1, 1, "Which layer the views show (Alt+Up / Alt+Down)")
-        self.layer.valueChanged.connect(lambda v: self.session.update(layer=v - 1))
+        self.layer.valueChanged.connect(lambda v: self.session_model.update(layer=v - 1))
         self.head = _spin(1, 1, "Which head the views show (Alt+Left / Alt+Right)")
-        self.head.valueChanged.connect(lambda v: self.session.update(head=v - 1))
+        self.head.valueChanged.connect(lambda v: self.session_model.update(head=v - 1))
         self.heads = QComboBox()
         self.heads.setToolTip("Head count. Pretrained: re-splits the model's projections; only the counts that "
                               "divide the model width are offered")
-        self.heads.activated.connect(lambda _: self.session.update(heads=self.heads.currentData()))
+        self.heads.activated.connect(lambda _: self.session_model.update(heads=self.heads.currentData()))
         self.d_k = _spin(LIMITS["d_k"].low, LIMITS["d_k"].high, "Width of each head's queries and keys (synthetic)")
-        self.d_k.valueChanged.connect(lambda v: self.session.update(d_k=v))
+        self.d_k.valueChanged.connect(lambda v: self.session_model.update(d_k=v))
         self.d_model = _spin(LIMITS["d_model"].low, LIMITS["d_model"].high, "Width of the token vectors (synthetic)")
-        self.d_model.valueChanged.connect(lambda v: self.session.update(d_model=v))
+        self.d_model.valueChanged.connect(lambda v: self.session_model.update(d_model=v))
         self.seed = _spin(LIMITS["seed"].low, LIMITS["seed"].high,
                           "Random seed of the synthetic parameters and the additive score")
-        self.seed.valueChanged.connect(lambda v: self.session.update(seed=v))
+        self.seed.valueChanged.connect(lambda v: self.session_model.update(seed=v))
 
         self.score = QComboBox()
         for score in SCORES.values():
             self.score.addItem(score.label, score.name)
         self.score.setToolTip("How a query and a key are compared before the softmax")
-        self.score.activated.connect(lambda _: self.session.update(score=self.score.currentData()))
+        self.score.activated.connect(lambda _: self.session_model.update(score=self.score.currentData()))
         self.temperature = QDoubleSpinBox()
         self.temperature.setDecimals(LIMITS["temperature"].decimals)  # before the range: 0.001 must show
         self.temperature.setRange(LIMITS["temperature"].low, LIMITS["temperature"].high)
         self.temperature.setSingleStep(0.1)
         self.temperature.setKeyboardTracking(False)
         self.temperature.setToolTip("Scores are divided by the temperature: below 1 sharpens, above 1 flattens")
-        self.temperature.valueChanged.connect(lambda v: self.session.update(temperature=v))
-        self.mask_colour = MaskColourBox(session)
+        self.temperature.valueChanged.connect(lambda v: self.session_model.update(temperature=v))
+        self.mask_colour = MaskColourBox(session_model)
 
         self.backend = QComboBox()
         usable, detail = cupy_status()
@@ -181,7 +181,7 @@ class ControlPanel(QWidget):
         self.backend_note = QLabel(f"GPU: {detail}" if usable else f"GPU unavailable: {detail}")
         self.backend_note.setWordWrap(True)
         self.backend.setToolTip("Where attention is computed; Auto takes the GPU when one is usable")
-        self.backend.activated.connect(lambda _: self.session.update(backend=self.backend.currentData()))
+        self.backend.activated.connect(lambda _: self.session_model.update(backend=self.backend.currentData()))
 
         text_box = QGroupBox("Input")
         form = QFormLayout(text_box)
@@ -217,35 +217,51 @@ class ControlPanel(QWidget):
             layout.addWidget(box)
         layout.addStretch(1)
 
-        session.changed.connect(self._on_session_changed)
+        model = session_model
+        for signal, handler in ((model.text_changed, self._on_text_changed),
+                                (model.pair_text_changed, self._on_pair_text_changed),
+                                (model.model_changed, self._on_model_changed),
+                                (model.layer_changed, self._on_layer_changed),
+                                (model.head_changed, self._on_head_changed),
+                                (model.heads_changed, self._on_heads_changed),
+                                (model.d_k_changed, self._on_d_k_changed),
+                                (model.d_model_changed, self._on_d_model_changed),
+                                (model.seed_changed, self._on_seed_changed),
+                                (model.score_changed, self._on_score_changed),
+                                (model.temperature_changed, self._on_temperature_changed),
+                                (model.backend_changed, self._on_backend_changed)):
+            signal.connect(handler)
         results.changed.connect(self._on_result_changed)
-        for name in ("text", "pair_text", "model", "layer", "head", "heads", "d_k", "d_model", "seed", "score",
-                     "temperature", "backend"):
-            self._on_session_changed(name)
+        session = session_model.session
+        self._on_text_changed(session.text)
+        self._on_pair_text_changed(session.pair_text)
+        self._on_model_changed(session.model)
+        self._on_layer_changed(session.layer)
+        self._on_heads_changed(session.heads)  # and head
+        self._on_d_k_changed(session.d_k)
+        self._on_d_model_changed(session.d_model)
+        self._on_seed_changed(session.seed)
+        self._on_score_changed(session.score)
+        self._on_temperature_changed(session.temperature)
+        self._on_backend_changed(session.backend)
 
     # --- session -> widgets ---------------------------------------------------------------------------
-    def _on_session_changed(self, name: str) -> None:
-        handler = getattr(self, f"_on_{name}_changed", None)
-        if handler is not None:
-            handler()
-
     def _set(self, widget, value) -> None:
         if widget.value() != value:
             with QSignalBlocker(widget):
                 widget.setValue(value)
 
-    def _on_text_changed(self) -> None:
-        if self.text.toPlainText() != self.session.text:
+    def _on_text_changed(self, text: str) -> None:
+        if self.text.toPlainText() != text:
             with QSignalBlocker(self.text):
-                self.text.setPlainText(self.session.text)
+                self.text.setPlainText(text)
 
-    def _on_pair_text_changed(self) -> None:
-        if self.pair.text() != self.session.pair_text:
+    def _on_pair_text_changed(self, pair_text: str) -> None:
+        if self.pair.text() != pair_text:
             with QSignalBlocker(self.pair):
-                self.pair.setText(self.session.pair_text)
+                self.pair.setText(pair_text)
 
-    def _on_model_changed(self) -> None:
-        model = self.session.model
+    def _on_model_changed(self, model: str) -> None:
         if self.model.findData(model) < 0:
             label = f"File: {Path(model).name}" if is_gguf_reference(model) else f"Folder: {model}"
             self.model.insertItem(self.model.findData(OPEN_FOLDER), label, model)
@@ -253,22 +269,24 @@ class ControlPanel(QWidget):
         synthetic = model == SYNTHETIC
         for widget in (self.d_k, self.d_model, self.seed):
             widget.setEnabled(synthetic)
+        session = self.session_model.session
         if synthetic:
             self.d_model.setMaximum(LIMITS["d_model"].high)
-            self._on_d_k_changed()
-            self._on_d_model_changed()
-        self._on_heads_changed()
+            self._on_d_k_changed(session.d_k)
+            self._on_d_model_changed(session.d_model)
+        self._on_heads_changed(session.heads)
 
-    def _on_layer_changed(self) -> None:
-        self._set(self.layer, self.session.layer + 1)
+    def _on_layer_changed(self, layer: int) -> None:
+        self._set(self.layer, layer + 1)
 
-    def _on_head_changed(self) -> None:
-        self._set(self.head, self.session.head + 1)
+    def _on_head_changed(self, head: int) -> None:
+        self._set(self.head, head + 1)
 
-    def _on_heads_changed(self) -> None:
+    def _on_heads_changed(self, heads: int | None) -> None:
         """Offer only the head counts the session's model can take; show the one in use."""
+        session = self.session_model.session
         try:
-            counts, own = valid_head_counts(self.session.model)
+            counts, own = valid_head_counts(session.model)
         except AttnStudioError:
             counts, own = (), None
         shown = [self.heads.itemData(i) for i in range(self.heads.count())]
@@ -277,42 +295,43 @@ class ControlPanel(QWidget):
                 self.heads.clear()
                 for count in counts:
                     self.heads.addItem(f"{count} (the model's own)" if count == own else str(count), count)
-        _select_data(self.heads, self.session.heads or own)
+        _select_data(self.heads, heads or own)
         with QSignalBlocker(self.head):  # the spin shows what it can; the session keeps the user's head
-            self.head.setMaximum(self.session.heads or own or 1)
-        self._on_head_changed()
+            self.head.setMaximum(heads or own or 1)
+        self._on_head_changed(session.head)
 
-    def _on_d_k_changed(self) -> None:
-        self._set(self.d_k, self.session.d_k)
+    def _on_d_k_changed(self, d_k: int) -> None:
+        self._set(self.d_k, d_k)
 
-    def _on_d_model_changed(self) -> None:
-        self._set(self.d_model, self.session.d_model)
+    def _on_d_model_changed(self, d_model: int) -> None:
+        self._set(self.d_model, d_model)
 
-    def _on_seed_changed(self) -> None:
-        self._set(self.seed, self.session.seed)
+    def _on_seed_changed(self, seed: int) -> None:
+        self._set(self.seed, seed)
 
-    def _on_score_changed(self) -> None:
-        _select_data(self.score, self.session.score)
+    def _on_score_changed(self, score: str) -> None:
+        _select_data(self.score, score)
 
-    def _on_temperature_changed(self) -> None:
-        self._set(self.temperature, self.session.temperature)
+    def _on_temperature_changed(self, temperature: float) -> None:
+        self._set(self.temperature, temperature)
 
-    def _on_backend_changed(self) -> None:
-        _select_data(self.backend, self.session.backend)
+    def _on_backend_changed(self, backend: str) -> None:
+        _select_data(self.backend, backend)
 
     def _on_result_changed(self) -> None:
         result = self.results.result
+        session = self.session_model.session
         with QSignalBlocker(self.layer):
             self.layer.setMaximum(result.num_layers)
-        self._on_layer_changed()
-        self._on_head_changed()
-        if self.session.model != SYNTHETIC:  # the greyed boxes show the pretrained model's own widths
+        self._on_layer_changed(session.layer)
+        self._on_head_changed(session.head)
+        if session.model != SYNTHETIC:  # the greyed boxes show the pretrained model's own widths
             width = int(result.forward.hidden_states[0].shape[-1])
             with QSignalBlocker(self.d_k), QSignalBlocker(self.d_model):
                 self.d_k.setValue(result.d_k)
                 self.d_model.setMaximum(max(LIMITS["d_model"].high, width))
                 self.d_model.setValue(width)
-        self._on_heads_changed()
+        self._on_heads_changed(session.heads)
         count = len(result.query_tokens)
         self.tokens.setText(f"{count} tokens: " + " · ".join(result.query_tokens))
         self.tokens_toggle.setText(f"{count} tokens")
@@ -325,25 +344,26 @@ class ControlPanel(QWidget):
     def _on_text_typed(self) -> None:
         text = self.text.toPlainText()
         _fit_wrap_mode(self.text, text)  # before the next paint lays the text out
-        self.session.update(text=text)
+        self.session_model.update(text=text)
 
     def _on_preset_chosen(self, index: int) -> None:
         data = self.presets.itemData(index)
         if data is not None:
             text, pair = data
-            self.session.update(text=text, pair_text=pair)
+            self.session_model.update(text=text, pair_text=pair)
         with QSignalBlocker(self.presets):
             self.presets.setCurrentIndex(0)
 
     def _on_model_chosen(self, index: int) -> None:
         data = self.model.itemData(index)
         if data in (OPEN_FOLDER, OPEN_GGUF):
-            _select_data(self.model, self.session.model)
+            _select_data(self.model, self.session_model.session.model)
             (self.open_model_folder_requested if data == OPEN_FOLDER else self.open_gguf_requested).emit()
             return
-        if data in self._found_models and data != self.session.model:  # checked by loading before it is chosen
-            _select_data(self.model, self.session.model)
+        # a found model is checked by loading it before it is chosen
+        if data in self._found_models and data != self.session_model.session.model:
+            _select_data(self.model, self.session_model.session.model)
             self.found_model_chosen.emit(data)
             return
-        heads = None if data != SYNTHETIC else (self.session.heads or 4)
-        self.session.update(model=data, heads=heads, layer=0, head=0)
+        heads = None if data != SYNTHETIC else (self.session_model.session.heads or 4)
+        self.session_model.update(model=data, heads=heads, layer=0, head=0)

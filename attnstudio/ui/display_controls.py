@@ -1,7 +1,8 @@
 """The "Mask and colour" box: which mask parts apply together, and how weights become colours.
 
-Its own group box (kept apart from the rest of the control panel); follows the session model
-(``_on_<field>_changed``) and writes back through ``SessionModel.update``.
+Its own group box (kept apart from the rest of the control panel); follows its fields' signals on the
+session model (``mask_changed``, ``color_scale_changed``, ``hide_special_changed``) and writes back
+through ``SessionModel.update``.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio.core.display import COLOR_SCALES
-from attnstudio.core.masks import MASK_PART_LABELS
+from attnstudio.core.masks import MASK_PART_LABELS, MaskSpec
 from attnstudio.errors import InvalidSetting
 from attnstudio.limits import LIMITS
 from attnstudio.ui.session_model import SessionModel
@@ -30,16 +31,17 @@ MASK_TIPS = {"causal": "Causal: each token sees only itself and the tokens befor
 
 
 class MaskColourBox(QGroupBox):
-    def __init__(self, session: SessionModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, parent: QWidget | None = None):
         super().__init__("Mask and colour", parent)
-        self.session = session
+        self.session_model = session_model
         self.mask_parts: dict[str, QCheckBox] = {}
         parts = QHBoxLayout()
         for kind in MASK_PART_LABELS:
             box = QCheckBox(kind.capitalize())
             box.setToolTip(MASK_TIPS[kind] + ". Parts combine: a pair is allowed only if every checked part "
                            "allows it. Click cells in the heatmap (Edit mask) to block single pairs.")
-            box.toggled.connect(lambda on, k=kind: self._update_mask(mask=self.session.mask.with_kind(k, on)))
+            box.toggled.connect(lambda on, k=kind: self._update_mask(
+                mask=self.session_model.session.mask.with_kind(k, on)))
             parts.addWidget(box)
             self.mask_parts[kind] = box
         self.window = QSpinBox(minimum=LIMITS["window"].low, maximum=LIMITS["window"].high, keyboardTracking=False)
@@ -56,11 +58,12 @@ class MaskColourBox(QGroupBox):
         self.color_scale.setToolTip("How weights map to colours: auto stretches 0 to the largest weight shown; "
                                     "per row makes each row's largest weight the top colour; log shows small "
                                     "weights. Masked cells are grey whatever the scale.")
-        self.color_scale.activated.connect(lambda _: self.session.update(color_scale=self.color_scale.currentData()))
+        self.color_scale.activated.connect(
+            lambda _: self.session_model.update(color_scale=self.color_scale.currentData()))
         self.hide_special = QCheckBox("Hide special tokens")
         self.hide_special.setToolTip("Hide [CLS], [SEP], [PAD] and BOS/EOS rows and columns, and renormalise each "
                                      "row so it sums to 1 again")
-        self.hide_special.toggled.connect(lambda on: self.session.update(hide_special=on))
+        self.hide_special.toggled.connect(lambda on: self.session_model.update(hide_special=on))
 
         form = QFormLayout(self)
         form.addRow("Mask", parts)
@@ -68,17 +71,15 @@ class MaskColourBox(QGroupBox):
         form.addRow("Pad to", self.pad_to)
         form.addRow("Colour", self.color_scale)
         form.addRow(self.hide_special)
-        session.changed.connect(self._on_session_changed)
-        for name in ("mask", "color_scale", "hide_special"):
-            self._on_session_changed(name)
+        session_model.mask_changed.connect(self._on_mask_changed)
+        session_model.color_scale_changed.connect(self._on_color_scale_changed)
+        session_model.hide_special_changed.connect(self._on_hide_special_changed)
+        session = session_model.session
+        self._on_mask_changed(session.mask)
+        self._on_color_scale_changed(session.color_scale)
+        self._on_hide_special_changed(session.hide_special)
 
-    def _on_session_changed(self, name: str) -> None:
-        handler = getattr(self, f"_on_{name}_changed", None)
-        if handler is not None:
-            handler()
-
-    def _on_mask_changed(self) -> None:
-        mask = self.session.mask
+    def _on_mask_changed(self, mask: MaskSpec) -> None:
         for kind, box in self.mask_parts.items():
             if box.isChecked() != mask.has(kind):
                 with QSignalBlocker(box):
@@ -90,22 +91,22 @@ class MaskColourBox(QGroupBox):
         self.window.setEnabled(mask.has("window"))
         self.pad_to.setEnabled(mask.has("padding"))
 
-    def _on_color_scale_changed(self) -> None:
-        index = self.color_scale.findData(self.session.color_scale)
+    def _on_color_scale_changed(self, color_scale: str) -> None:
+        index = self.color_scale.findData(color_scale)
         if index != self.color_scale.currentIndex():
             with QSignalBlocker(self.color_scale):
                 self.color_scale.setCurrentIndex(index)
 
-    def _on_hide_special_changed(self) -> None:
-        if self.hide_special.isChecked() != self.session.hide_special:
+    def _on_hide_special_changed(self, hide_special: bool) -> None:
+        if self.hide_special.isChecked() != hide_special:
             with QSignalBlocker(self.hide_special):
-                self.hide_special.setChecked(self.session.hide_special)
+                self.hide_special.setChecked(hide_special)
 
     def _update_mask(self, mask=None, **changes) -> None:
         try:
-            mask = dataclasses.replace(mask or self.session.mask, **changes)
+            mask = dataclasses.replace(mask or self.session_model.session.mask, **changes)
         except InvalidSetting as error:
-            self.session.rejected.emit(str(error))
+            self.session_model.rejected.emit(str(error))
             return
-        self.session.update(mask=mask)
-        self._on_mask_changed()  # a refused change puts the boxes back
+        self.session_model.update(mask=mask)
+        self._on_mask_changed(self.session_model.session.mask)  # a refused change puts the boxes back

@@ -10,9 +10,9 @@ import secrets
 import warnings
 from pathlib import Path
 
-from PySide6.QtCore import QLockFile, QObject, QStandardPaths, Qt, QTimer
+from PySide6.QtCore import QLockFile, QObject, QSettings, QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu, QMessageBox, QProgressDialog
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu, QMessageBox, QProgressDialog, QWidget
 
 from attnstudio.errors import AttnStudioError
 from attnstudio.export.images import export_view
@@ -20,7 +20,10 @@ from attnstudio.export.session_export import caption_for, weights_csv, weights_n
 from attnstudio.fileio import write_atomic
 from attnstudio.limits import LIMITS
 from attnstudio.session import SESSION_SUFFIX, Session
+from attnstudio.ui.dialogs import warn
 from attnstudio.ui.offscreen import export_views
+from attnstudio.ui.result_model import ResultModel
+from attnstudio.ui.session_model import SessionModel
 
 MAX_RECENT = 8
 AUTOSAVE_PREFIX = "autosave-"
@@ -30,10 +33,23 @@ IMAGE_FILTER = "PNG image (*.png);;SVG vector image (*.svg);;PDF document (*.pdf
 
 
 class FileActions(QObject):
-    def __init__(self, window):
-        super().__init__(window)
-        self.window = window
-        self.session, self.settings = window.session, window.settings
+    """The File menu's work for one window, given exactly what it touches.
+
+    ``session_model`` is saved, opened and autosaved; ``results`` and ``views`` (name -> view) are
+    exported; ``settings`` keeps the recent files and places the autosave; ``parent`` owns the dialogs.
+    It reports through signals: ``message(text, timeout_ms)`` for the status bar, ``failed(text)`` for an
+    error, ``title_changed(text)`` when the window's file changes.
+    """
+
+    message = Signal(str, int)
+    failed = Signal(str)
+    title_changed = Signal(str)
+
+    def __init__(self, session_model: SessionModel, results: ResultModel, views: dict[str, QWidget],
+                 settings: QSettings, parent: QWidget):
+        super().__init__(parent)
+        self.parent_widget = parent
+        self.session_model, self.results, self.views, self.settings = session_model, results, views, settings
         self.current_path: Path | None = None
         self.recent_menu = QMenu("Open recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
@@ -43,7 +59,7 @@ class FileActions(QObject):
         self._lock: QLockFile | None = None
         self._claimed: dict[Path, QLockFile] = {}  # orphaned autosaves this window is asking about
         self.recovery_box: QMessageBox | None = None
-        self.session.changed.connect(lambda _name: self._autosave_timer.start())
+        session_model.edited.connect(self._autosave_timer.start)
 
     # --- where things live --------------------------------------------------------------------------------
     def recent_files(self) -> list[str]:
@@ -69,7 +85,7 @@ class FileActions(QObject):
 
     def save_as(self) -> bool:
         start = str(self.current_path or Path.home() / f"untitled{SESSION_SUFFIX}")
-        path, _ = QFileDialog.getSaveFileName(self.window, "Save session", start, SESSION_FILTER)
+        path, _ = QFileDialog.getSaveFileName(self.parent_widget, "Save session", start, SESSION_FILTER)
         if not path:
             return False
         if not path.endswith(SESSION_SUFFIX):
@@ -78,19 +94,27 @@ class FileActions(QObject):
 
     def save_to(self, path: Path) -> bool:
         try:
-            self.session.session.save(path)
+            self.session_model.session.save(path)
         except AttnStudioError as error:
-            self.window.show_error(f"not saved: {error}")
-            self.window.warn("Cannot save the session", str(error))
-            return False
-        self.current_path = Path(path)
-        self._remember(self.current_path)
-        self.window.setWindowTitle(f"attnstudio — {self.current_path.name}")
-        self.window.statusBar().showMessage(f"Saved {path}", 5000)
+            return self._refuse(f"not saved: {error}", "Cannot save the session", str(error))
+        self._set_current(Path(path))
+        self.message.emit(f"Saved {path}", 5000)
         return True
 
+    def _set_current(self, path: Path) -> None:
+        """``path`` is this window's file now: remembered in Recent files and named in the title."""
+        self.current_path = path
+        self._remember(path)
+        self.title_changed.emit(f"attnstudio — {path.name}")
+
+    def _refuse(self, status: str, title: str, detail: str) -> bool:
+        """Say why a file operation did nothing: on the status line and in a warning box. Returns False."""
+        self.failed.emit(status)
+        warn(self.parent_widget, title, detail)
+        return False
+
     def open_session(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.window, "Open session", str(Path.home()),
+        path, _ = QFileDialog.getOpenFileName(self.parent_widget, "Open session", str(Path.home()),
                                               f"{SESSION_FILTER};;All files (*)")
         if path:
             self.open_path(path)
@@ -101,16 +125,12 @@ class FileActions(QObject):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 session = Session.load(path)
-            self.session.replace(session)  # refuses a head count the session's model cannot take
+            self.session_model.replace(session)  # refuses a head count the session's model cannot take
         except AttnStudioError as error:
-            self.window.show_error(f"not opened: {error}")
-            self.window.warn("Cannot open the session", str(error))
-            return False
-        self.current_path = Path(path)
-        self._remember(self.current_path)
-        self.window.setWindowTitle(f"attnstudio — {self.current_path.name}")
+            return self._refuse(f"not opened: {error}", "Cannot open the session", str(error))
+        self._set_current(Path(path))
         notes = "; ".join(str(w.message) for w in caught)
-        self.window.statusBar().showMessage(f"Opened {path}" + (f" ({notes})" if notes else ""), 8000)
+        self.message.emit(f"Opened {path}" + (f" ({notes})" if notes else ""), 8000)
         return True
 
     # --- autosave and crash recovery ---------------------------------------------------------------------
@@ -128,9 +148,9 @@ class FileActions(QObject):
     def autosave(self) -> None:
         try:
             self.autosave_folder().mkdir(parents=True, exist_ok=True)
-            self.session.session.save(self.autosave_path())
+            self.session_model.session.save(self.autosave_path())
         except (AttnStudioError, OSError) as error:
-            self.window.statusBar().showMessage(f"autosave failed: {error}", 5000)
+            self.message.emit(f"autosave failed: {error}", 5000)
 
     def mark_running(self, *, look_for_orphans: bool = True) -> list[Path]:
         """Take this window's autosave lock; return the autosaves left by windows that did not close cleanly."""
@@ -174,7 +194,7 @@ class FileActions(QObject):
         box = QMessageBox(QMessageBox.Question, "Restore unsaved work?",
                           f"An attnstudio window did not close properly; it autosaved its session {when}. "
                           f"Restore it here as an untitled session? (No deletes that autosave.)",
-                          QMessageBox.Yes | QMessageBox.No, self.window)
+                          QMessageBox.Yes | QMessageBox.No, self.parent_widget)
         box.setAttribute(Qt.WA_DeleteOnClose)
         box.finished.connect(lambda answer: self._on_recovery_answered(path, answer, rest))
         box.open()
@@ -196,16 +216,15 @@ class FileActions(QObject):
                 warnings.simplefilter("ignore")
                 session = Session.load(path)
         except AttnStudioError as error:
-            self.window.show_error(f"the autosave could not be restored: {error}")
-            self.window.warn("Cannot restore the autosave", f"{error}\n\nIt is kept as {path}.")
-            return False
-        self.session.replace(session)
+            return self._refuse(f"the autosave could not be restored: {error}", "Cannot restore the autosave",
+                                f"{error}\n\nIt is kept as {path}.")
+        self.session_model.replace(session)
         self.current_path = None  # untitled: Save asks for a name, nothing joins Recent files
-        self.window.setWindowTitle("attnstudio — recovered session (unsaved)")
+        self.title_changed.emit("attnstudio — recovered session (unsaved)")
         self.autosave()
         if self.autosave_path().is_file():
             self._forget_orphan(path)
-        self.window.statusBar().showMessage("Restored the autosaved session; save it to keep it", 8000)
+        self.message.emit("Restored the autosaved session; save it to keep it", 8000)
         return True
 
     def _forget_orphan(self, path: Path) -> None:
@@ -216,16 +235,17 @@ class FileActions(QObject):
 
     # --- exports -----------------------------------------------------------------------------------------
     def current_view_name(self) -> str:
-        return self.session.view if self.session.view in self.window.views else "heatmap"
+        view = self.session_model.session.view
+        return view if view in self.views else "heatmap"
 
     def caption(self) -> str | None:
         """The caption of what is on screen: the shown result's own settings, not the ones being edited."""
-        results = self.window.results
+        results = self.results
         return None if results.result is None else caption_for(results.shown, results.result)
 
     def export_image(self) -> None:
         name = self.current_view_name()
-        path, chosen = QFileDialog.getSaveFileName(self.window, "Export image", str(Path.home() / f"{name}.png"),
+        path, chosen = QFileDialog.getSaveFileName(self.parent_widget, "Export image", str(Path.home() / f"{name}.png"),
                                                    IMAGE_FILTER)
         if not path:
             return
@@ -233,7 +253,7 @@ class FileActions(QObject):
             path += {"SVG": ".svg", "PDF": ".pdf"}.get(chosen[:3], ".png")
         scale = 2.0
         if path.lower().endswith(".png"):
-            choice, ok = QInputDialog.getItem(self.window, "PNG resolution", "Scale of the screen size:",
+            choice, ok = QInputDialog.getItem(self.parent_widget, "PNG resolution", "Scale of the screen size:",
                                               ["2×", "3×", "4×", "1×"], 0, False)
             if not ok:
                 return
@@ -241,23 +261,23 @@ class FileActions(QObject):
         self.export_image_to(Path(path), scale=scale)
 
     def export_image_to(self, path: Path, *, view: str | None = None, scale: float = 2.0) -> bool:
-        target = self.window.views[view or self.current_view_name()].export_target()
+        target = self.views[view or self.current_view_name()].export_target()
         try:
             LIMITS["export_scale"].check(scale)
             export_view(target, path, scale=scale, caption=self.caption())
         except AttnStudioError as error:
-            self.window.show_error(f"not exported: {error}")
+            self.failed.emit(f"not exported: {error}")
             return False
-        self.window.statusBar().showMessage(f"Exported {path}", 5000)
+        self.message.emit(f"Exported {path}", 5000)
         return True
 
     def export_session_images(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.window, "Export every view of this session into a folder")
+        folder = QFileDialog.getExistingDirectory(self.parent_widget, "Export every view of this session into a folder")
         if folder:
             self.export_session_to(Path(folder))
 
     def export_session_to(self, folder: Path) -> bool:
-        progress = QProgressDialog("Exporting the session…", "", 0, 100, self.window)
+        progress = QProgressDialog("Exporting the session…", "", 0, 100, self.parent_widget)
         progress.setCancelButton(None)
         progress.setMinimumDuration(300)
 
@@ -268,27 +288,27 @@ class FileActions(QObject):
             QGuiApplication.processEvents()
 
         try:
-            written = export_views(self.window.views, self.session, self.window.results, folder, report)
+            written = export_views(self.views, self.session_model, self.results, folder, report)
         except AttnStudioError as error:
-            self.window.show_error(f"not exported: {error}")
+            self.failed.emit(f"not exported: {error}")
             return False
         finally:
             progress.close()
-        self.window.statusBar().showMessage(f"Exported {len(written)} files to {folder} (report.html)", 8000)
+        self.message.emit(f"Exported {len(written)} files to {folder} (report.html)", 8000)
         return True
 
     def copy_view(self) -> None:
-        QGuiApplication.clipboard().setImage(self.window.views[self.current_view_name()].grab().toImage())
-        self.window.statusBar().showMessage("Copied the view to the clipboard", 3000)
+        QGuiApplication.clipboard().setImage(self.views[self.current_view_name()].grab().toImage())
+        self.message.emit("Copied the view to the clipboard", 3000)
 
     def export_weights(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self.window, "Export weights", str(Path.home() / "weights.csv"),
+        path, _ = QFileDialog.getSaveFileName(self.parent_widget, "Export weights", str(Path.home() / "weights.csv"),
                                               "CSV, selected head (*.csv);;NumPy, every layer and head (*.npy)")
         if path:
             self.export_weights_to(Path(path))
 
     def export_weights_to(self, path: Path) -> bool:
-        results = self.window.results
+        results = self.results
         result = results.result
         if result is None:
             return False
@@ -297,9 +317,9 @@ class FileActions(QObject):
             payload = weights_npy(result) if path.suffix.lower() == ".npy" else weights_csv(result, layer, head)
             write_atomic(path, payload)
         except AttnStudioError as error:
-            self.window.show_error(f"not exported: {error}")
+            self.failed.emit(f"not exported: {error}")
             return False
-        self.window.statusBar().showMessage(f"Exported {path}", 5000)
+        self.message.emit(f"Exported {path}", 5000)
         return True
 
 

@@ -25,6 +25,7 @@ from attnstudio.models.registry import load_model_cached
 from attnstudio.session import Session
 from attnstudio.ui.compute_worker import ComputeController
 from attnstudio.ui.controls import ControlPanel
+from attnstudio.ui.dialogs import warn
 from attnstudio.ui.file_actions import FileActions
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
@@ -59,23 +60,24 @@ class MainWindow(QMainWindow):
         self.restore_problem = ""
         if session is None and restore:
             session = self._restored_session()
-        self.session = SessionModel(session)
-        self.results = ResultModel(self.session, self)
+        self.session_model = SessionModel(session)
+        self.results = ResultModel(self.session_model, self)
         self.controller = ComputeController(parent=self)
         self.theme = str(self.settings.value("theme", "light"))
         apply_theme(self.theme)
         self.setWindowTitle("attnstudio")
         self.setWindowIcon(QIcon(str(ICON)))
 
-        self.views = {name: view_class(self.session) if name == "profiler" else view_class(self.session, self.results)
+        model = self.session_model
+        self.views = {name: view_class(model) if name == "profiler" else view_class(model, self.results)
                       for name, view_class in VIEW_CLASSES.items()}
         self.tabs = QTabWidget()
         for key, label in VIEWS:
             self.tabs.addTab(self.views[key], label)
-        self.tabs.currentChanged.connect(lambda i: self.session.update(view=VIEWS[i][0]) if i < len(VIEWS) else None)
+        self.tabs.currentChanged.connect(lambda i: model.update(view=VIEWS[i][0]) if i < len(VIEWS) else None)
         self.setCentralWidget(self.tabs)
 
-        self.controls = ControlPanel(self.session, self.results)
+        self.controls = ControlPanel(self.session_model, self.results)
         self.controls.open_model_folder_requested.connect(self.open_model_folder)
         self.controls.open_gguf_requested.connect(self.open_gguf_file)
         self.controls.found_model_chosen.connect(self.load_model_folder)
@@ -101,12 +103,15 @@ class MainWindow(QMainWindow):
         for widget in (self.busy, self.stale_label, self.backend_label, self.tokens_label, self.time_label):
             self.statusBar().addPermanentWidget(widget)
         apply_theme(self.theme, self)  # every canvas item built above takes the theme from the one place
-        self.files = FileActions(self)
+        self.files = FileActions(self.session_model, self.results, self.views, self.settings, self)
+        self.files.message.connect(self.statusBar().showMessage)
+        self.files.failed.connect(self.show_error)
+        self.files.title_changed.connect(self.setWindowTitle)
         self._build_menus()
 
-        self.session.compute_needed.connect(self.request_compute)
-        self.session.rejected.connect(self.show_error)
-        self.session.changed.connect(self._on_session_changed)
+        self.session_model.compute_needed.connect(self.request_compute)
+        self.session_model.rejected.connect(self.show_error)
+        self.session_model.view_changed.connect(self._on_view_changed)
         self.controller.result_ready.connect(self._on_result)
         self.controller.failed.connect(self.show_error)
         self.controller.busy_changed.connect(self.busy.setVisible)
@@ -115,7 +120,7 @@ class MainWindow(QMainWindow):
         self._message_from_result = False
         self._result_message = ""
         self._restore_layout()
-        self._on_view_changed()
+        self._on_view_changed(self.session_model.session.view)
         # The first compute starts once the window has painted: running it alongside the first paint
         # starves the paint of the GIL and leaves the window black for half a second.
         QTimer.singleShot(FIRST_COMPUTE_FALLBACK_MS, self._start_first_compute)
@@ -154,12 +159,12 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.setValue("theme", self.theme)
-        self.settings.setValue("session/json", json.dumps(self.session.session.to_json_dict()))
+        self.settings.setValue("session/json", json.dumps(self.session_model.session.to_json_dict()))
         self.settings.sync()
 
     def request_compute(self) -> None:
         self._first_compute_started = True
-        self.controller.request(self.session.session)
+        self.controller.request(self.session_model.session)
 
     def _start_first_compute(self) -> None:
         if not self._first_compute_started:
@@ -212,14 +217,10 @@ class MainWindow(QMainWindow):
         self.stale_label.setText(self.stale_label.fontMetrics().elidedText(text, Qt.ElideRight, STALE_NOTE_PX))
         self.stale_label.setVisible(stale)
 
-    def _on_session_changed(self, name: str) -> None:
-        if name == "view":
-            self._on_view_changed()
-
-    def _on_view_changed(self) -> None:
+    def _on_view_changed(self, view: str) -> None:
         keys = [key for key, _ in VIEWS]
-        if self.session.view in keys and self.tabs.currentIndex() != keys.index(self.session.view):
-            self.tabs.setCurrentIndex(keys.index(self.session.view))
+        if view in keys and self.tabs.currentIndex() != keys.index(view):
+            self.tabs.setCurrentIndex(keys.index(view))
 
     # --- actions ----------------------------------------------------------------------------------------
     def _action(self, menu, text: str, shortcut, slot, tip: str = "") -> QAction:
@@ -255,9 +256,10 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Quit", QKeySequence.Quit, self.close)
         view_menu = self.menuBar().addMenu("&View")
         for index, (key, label) in enumerate(VIEWS):
-            self._action(view_menu, label, f"Ctrl+{index + 1}", lambda _=False, k=key: self.session.update(view=k))
+            self._action(view_menu, label, f"Ctrl+{index + 1}",
+                         lambda _=False, k=key: self.session_model.update(view=k))
         self._action(view_menu, "Run profiler sweep", "Ctrl+R",
-                     lambda: (self.session.update(view="profiler"), self.views["profiler"].start()))
+                     lambda: (self.session_model.update(view="profiler"), self.views["profiler"].start()))
         view_menu.addSeparator()
         self._action(view_menu, "Next layer", "Alt+Down", lambda: self.step("layer", 1))
         self._action(view_menu, "Previous layer", "Alt+Up", lambda: self.step("layer", -1))
@@ -279,7 +281,7 @@ class MainWindow(QMainWindow):
         if result is None:
             return
         limit = result.num_layers if name == "layer" else result.heads
-        self.session.update(**{name: max(0, min(limit - 1, getattr(self.results.shown, name) + delta))})
+        self.session_model.update(**{name: max(0, min(limit - 1, getattr(self.results.shown, name) + delta))})
 
     def open_model_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a Hugging Face model folder")
@@ -301,14 +303,11 @@ class MainWindow(QMainWindow):
             self.show_error(str(error))
             self.warn("Cannot open model", str(error))
             return False
-        return self.session.update(model=folder, heads=None, layer=0, head=0)
+        return self.session_model.update(model=folder, heads=None, layer=0, head=0)
 
     def warn(self, title: str, message: str) -> QMessageBox:
         """A window-modal warning that does not block the event loop (computes and timers keep running)."""
-        box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
-        box.setAttribute(Qt.WA_DeleteOnClose)
-        box.open()
-        return box
+        return warn(self, title, message)
 
     def toggle_theme(self) -> None:
         self.theme = "dark" if self.theme == "light" else "light"

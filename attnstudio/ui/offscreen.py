@@ -57,10 +57,11 @@ def session_figures(views: dict, session_model: SessionModel, results: ResultMod
         if name not in views:
             continue
         if name == "profiler":
-            if not session_model.profile:
+            profile = session_model.session.profile
+            if not profile:
                 continue
             try:
-                caption = profile_caption(ProfileResult.from_json_dict(session_model.profile))
+                caption = profile_caption(ProfileResult.from_json_dict(profile))
             except (KeyError, TypeError, ValueError):
                 continue  # unreadable saved results: the view shows no sweep either
         else:
@@ -72,7 +73,7 @@ def session_figures(views: dict, session_model: SessionModel, results: ResultMod
 def head_figures(views: dict, session_model: SessionModel, results: ResultModel) -> Iterator[Figure]:
     """The heatmap once per head of the shown layer, each with its own caption; the user's head is put back."""
     heatmap = views["heatmap"]
-    users_head = session_model.head  # put back as it was, not as it was clamped
+    users_head = session_model.session.head  # put back as it was, not as it was clamped
     try:
         for head in range(results.result.heads):
             session_model.update(head=head)
@@ -85,6 +86,6 @@ def export_views(views: dict, session_model: SessionModel, results: ResultModel,
                  progress: Callable[[int, int, str], None] | None = None) -> list[Path]:
     """Export the whole session shown by ``views`` into ``out_dir`` (see ``export_session``)."""
     figures = session_figures(views, session_model, results)
-    shown = dataclasses.replace(results.shown, profile=session_model.profile)  # the pictures' settings, saved
+    shown = dataclasses.replace(results.shown, profile=session_model.session.profile)  # the pictures' settings, saved
     return export_session(figures, head_figures(views, session_model, results), results.result, shown,
                           Path(out_dir), progress)

@@ -21,24 +21,25 @@ from attnstudio.ui.session_model import DISPLAY_FIELDS, SessionModel
 class ResultModel(QObject):
     changed = Signal()
 
-    def __init__(self, session: SessionModel, parent: QObject | None = None):
+    def __init__(self, session_model: SessionModel, parent: QObject | None = None):
         super().__init__(parent)
-        self._session = session
+        self._session_model = session_model
         self.result: ComputeResult | None = None
         self.shown: Session | None = None  # the settings of what is on screen (None before the first result)
-        session.changed.connect(self._on_session_changed)
+        for name in sorted(DISPLAY_FIELDS):
+            session_model.signal(name).connect(self._on_display_changed)
 
     def set_result(self, result: ComputeResult) -> None:
         """Publish ``result``: from now on every view shows it, with the user's display settings."""
         self.result = result
         self._publish()
 
-    def _on_session_changed(self, name: str) -> None:
-        if name in DISPLAY_FIELDS and self.result is not None:
+    def _on_display_changed(self, _value) -> None:
+        if self.result is not None:
             self._publish()
 
     def _publish(self) -> None:
-        result, wanted = self.result, self._session
+        result, wanted = self.result, self._session_model.session
         self.shown = dataclasses.replace(  # the one place layer and head are clamped
             result.session, layer=min(wanted.layer, result.num_layers - 1), head=min(wanted.head, result.heads - 1),
             color_scale=wanted.color_scale, hide_special=wanted.hide_special)

@@ -32,7 +32,7 @@ def no_internal_error(window) -> None:
 
 
 def assert_still_computes(qtbot, window, text: str = "Still computing after all that.") -> None:
-    window.session.update(model="minilm", heads=None, text=text)
+    window.session_model.update(model="minilm", heads=None, text=text)
     wait_for_result(qtbot, window, lambda r: "computing" in r.query_tokens, timeout=30_000)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
 
@@ -46,7 +46,7 @@ def test_every_session_file_and_special_file_opens_or_is_refused(make_window, qt
         assert "\n" not in message
         if opened:
             window.files.save_to(tmp_path / "saved.attnsession")  # a lone surrogate must not stop a save
-            assert Session.load(tmp_path / "saved.attnsession").text == window.session.text
+            assert Session.load(tmp_path / "saved.attnsession").text == window.session_model.session.text
             window.files.autosave()
             assert window.files.autosave_path().is_file()
     no_internal_error(window)
@@ -57,9 +57,9 @@ def test_every_session_file_and_special_file_opens_or_is_refused(make_window, qt
 def test_a_bad_last_session_starts_the_defaults_and_says_why(name, make_window, settings, qtbot):
     settings.setValue("session/json", (HOSTILE / "sessions" / f"{name}.attnsession").read_text())
     window = make_window(restore=True)
-    assert window.session.text == Session().text
+    assert window.session_model.session.text == Session().text
     assert "could not be restored" in window.statusBar().currentMessage()
-    assert window.controls.seed.value() == window.session.seed
+    assert window.controls.seed.value() == window.session_model.session.seed
 
 
 RELAUNCH = textwrap.dedent("""
@@ -107,7 +107,7 @@ def test_every_model_folder_is_loaded_or_refused_by_the_gui(make_window, qtbot):
 def test_a_tokenizer_panic_leaves_the_app_computing(make_window, qtbot):
     window = make_window()
     assert window.load_model_folder(str(HOSTILE / "models" / "tokenizer_catastrophic_regex"))
-    window.session.update(text="a" * 60 + "b")
+    window.session_model.update(text="a" * 60 + "b")
     qtbot.waitUntil(lambda: "tokenizer failed" in window.statusBar().currentMessage(), timeout=30_000)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=10_000)
     assert_still_computes(qtbot, window)
@@ -160,7 +160,7 @@ def test_every_text_is_shown_without_stalling_the_gui(path, make_window, qtbot):
     with event_loop_gaps() as gaps:
         window.controls.text.setPlainText(text)  # what a paste does: Qt lays the text out here
         qtbot.waitUntil(lambda: window.results.result is not None and not window.controller.busy
-                        and window.session.text == text, timeout=60_000)
+                        and window.session_model.session.text == text, timeout=60_000)
         qtbot.wait(100)
     no_internal_error(window)
     if path.stem == "one_token_99k_chars":
@@ -169,15 +169,15 @@ def test_every_text_is_shown_without_stalling_the_gui(path, make_window, qtbot):
 
 def test_temperature_0_001_shows_as_0_001(make_window):
     window = make_window()
-    assert window.session.update(temperature=0.001)
+    assert window.session_model.update(temperature=0.001)
     assert window.controls.temperature.value() == pytest.approx(0.001)
     assert window.controls.temperature.text().rstrip("0").endswith("0.001")
 
 
 def test_lone_surrogates_typed_or_pasted_are_replaced_and_saved(make_window, tmp_path):
     window = make_window()
-    assert window.session.update(text="typed \ud800 here")
-    assert window.session.text == "typed \ufffd here"
+    assert window.session_model.update(text="typed \ud800 here")
+    assert window.session_model.session.text == "typed \ufffd here"
     assert window.files.save_to(tmp_path / "s.attnsession")
     with warnings.catch_warnings():
         warnings.simplefilter("error")

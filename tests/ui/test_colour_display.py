@@ -66,12 +66,12 @@ def test_masked_cells_are_grey_with_a_legend_not_the_colour_of_zero(masked_windo
     assert "causal + sliding window ±2" in heatmap.plot.titleLabel.text
     assert "causal + sliding window ±2" in window.files.caption()
     # the heads grid draws the masked cells grey as well
-    window.session.update(view="heads")
+    window.session_model.update(view="heads")
     heads = window.views["heads"]
     thumb = cell_colours(heads.grid, heads.head_plots[0], n, n)
     assert close(thumb[~allowed], MASKED_RGBA[:3], 30).all()
     # and so does the pipeline's softmax step
-    window.session.update(view="pipeline")
+    window.session_model.update(view="pipeline")
     pipeline = window.views["pipeline"]
     steps = cell_colours(pipeline.canvas, pipeline.plots["weights"], n, n)
     assert close(steps[~allowed], MASKED_RGBA[:3], 30).all() and not close(steps[allowed], MASKED_RGBA[:3]).any()
@@ -80,7 +80,7 @@ def test_masked_cells_are_grey_with_a_legend_not_the_colour_of_zero(masked_windo
 
 def test_per_row_scale_makes_every_rows_largest_weight_the_top_colour(masked_window, qtbot):
     window = masked_window
-    window.session.update(color_scale="row")
+    window.session_model.update(color_scale="row")
     heatmap, result = window.views["heatmap"], window.results.result
     weights = window.results.weights()
     n = weights.shape[0]
@@ -90,7 +90,7 @@ def test_per_row_scale_makes_every_rows_largest_weight_the_top_colour(masked_win
     assert heatmap.plot.colorbar.getAxis("left").labelText == "weight / row max"
     assert "colour: per row" in window.files.caption()
     # on the 0–1 scale most rows' largest weight is below the top colour
-    window.session.update(color_scale="unit")
+    window.session_model.update(color_scale="unit")
     colours = cell_colours(heatmap.canvas, heatmap.plot, n, n)
     assert not close(colours[np.arange(n), weights.argmax(axis=1)], TOP, 20).all()
     assert result is window.results.result, "a colour change redraws; it does not recompute"
@@ -102,7 +102,7 @@ def test_log_and_auto_scales_change_the_picture_and_say_so(masked_window):
     n = len(window.results.result.query_tokens)
     pictures = {}
     for scale, title in (("unit", "weight (0–1)"), ("auto", "weight (0 to max)"), ("log", "log₁₀ weight")):
-        window.session.update(color_scale=scale)
+        window.session_model.update(color_scale=scale)
         pictures[scale] = cell_colours(heatmap.canvas, heatmap.plot, n, n)
         assert heatmap.plot.colorbar.getAxis("left").labelText == title
     allowed = window.results.result.mask
@@ -126,13 +126,13 @@ def test_hiding_special_tokens_drops_their_column_and_renormalises(make_window, 
     expected = np.array(VIRIDIS.map(np.clip(plot.hover_values, 0, 1).ravel(), mode="byte"))[:, :3]
     assert close(colours.reshape(-1, 3), expected, 24).mean() > 0.95  # the drawn colours are the renormalised weights
     assert "special tokens hidden" in plot.titleLabel.text and "special tokens hidden" in window.files.caption()
-    window.session.update(hide_special=False)
+    window.session_model.update(hide_special=False)
     assert plot.col_labels[0] == "[CLS]"
 
 
 def test_colour_settings_are_saved_with_the_session(make_window, tmp_path):
     window = make_window()
-    window.session.update(color_scale="log", hide_special=True)
+    window.session_model.update(color_scale="log", hide_special=True)
     assert window.files.save_to(tmp_path / "c.attnsession")
     loaded = Session.load(tmp_path / "c.attnsession")
     assert (loaded.color_scale, loaded.hide_special) == ("log", True)
@@ -143,13 +143,13 @@ def test_the_controls_combine_mask_parts_and_set_the_colour(make_window, qtbot):
     box = window.controls.mask_colour
     box.mask_parts["causal"].setChecked(True)
     box.mask_parts["window"].setChecked(True)
-    assert window.session.mask == MaskSpec(("causal", "window"), width=2)
+    assert window.session_model.session.mask == MaskSpec(("causal", "window"), width=2)
     wait_for_result(qtbot, window, lambda r: r.session.mask.kinds == ("causal", "window"))
     box.color_scale.setCurrentIndex(box.color_scale.findData("row"))
     box.color_scale.activated.emit(box.color_scale.currentIndex())
     box.hide_special.setChecked(True)
-    assert (window.session.color_scale, window.session.hide_special) == ("row", True)
-    window.session.update(mask=MaskSpec("padding"))  # the boxes follow the session
+    assert (window.session_model.session.color_scale, window.session_model.session.hide_special) == ("row", True)
+    window.session_model.update(mask=MaskSpec("padding"))  # the boxes follow the session
     assert [k for k, b in box.mask_parts.items() if b.isChecked()] == ["padding"] and box.pad_to.isEnabled()
 
 

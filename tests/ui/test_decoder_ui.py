@@ -42,7 +42,7 @@ def test_smollm2_from_the_model_menu_draws_a_causal_heatmap(make_window, qtbot):
     result = window.results.result
     assert (result.num_layers, result.heads) == (30, 9)
     assert result.query_tokens[:3] == ["The", " cat", " sat"]  # the text each token stands for, not 'Ġcat'
-    window.session.update(layer=2, head=3)
+    window.session_model.update(layer=2, head=3)
     heatmap = window.views["heatmap"]
     qtbot.waitUntil(lambda: "layer 3/30 · head 4/9" in heatmap.plot.titleLabel.text)
     assert "smollm2" in heatmap.plot.titleLabel.text and "causal (the model's own)" in heatmap.plot.titleLabel.text
@@ -77,7 +77,7 @@ def test_a_chosen_mask_combines_with_the_models_own(make_window, qtbot):
 def test_next_token_panel_draws_the_predictions_and_a_click_appends_one(make_window, qtbot):
     window = make_window(Session(text="The cat sat on the mat because it was tired", model="smollm2",
                                  backend="numpy"))
-    window.session.update(view="next_token")
+    window.session_model.update(view="next_token")
     view = window.views["next_token"]
     result = window.results.result
     candidates = result.next_tokens
@@ -96,13 +96,13 @@ def test_next_token_panel_draws_the_predictions_and_a_click_appends_one(make_win
     point = view.canvas.mapFromScene(view.plot.vb.mapViewToScene(QPointF(candidates[0].probability * 50, 0)))
     qtbot.mouseClick(view.canvas.viewport(), Qt.LeftButton, pos=QPoint(point.x(), point.y()))
     expected = "The cat sat on the mat because it was tired" + candidates[0].text
-    qtbot.waitUntil(lambda: window.session.text == expected)
+    qtbot.waitUntil(lambda: window.session_model.session.text == expected)
     wait_for_result(qtbot, window, lambda r: len(r.query_tokens) == 11, timeout=60_000)
 
 
 def test_an_encoder_says_it_predicts_no_next_token(make_window):
     window = make_window()
-    window.session.update(view="next_token")
+    window.session_model.update(view="next_token")
     view = window.views["next_token"]
     assert "has no language-model head" in view.note.text() and not view.canvas.isVisible()
 
@@ -110,7 +110,7 @@ def test_an_encoder_says_it_predicts_no_next_token(make_window):
 def test_logit_lens_shows_each_layers_prediction_for_the_chosen_position(make_window, qtbot):
     window = make_window(Session(text="The cat sat on the mat because it was tired", model="smollm2",
                                  backend="numpy"))
-    window.session.update(view="logit_lens")
+    window.session_model.update(view="logit_lens")
     view = window.views["logit_lens"]
     result = window.results.result
     assert view.position.value() == 10
@@ -130,7 +130,7 @@ def test_logit_lens_shows_each_layers_prediction_for_the_chosen_position(make_wi
 
 def test_logit_lens_explains_an_encoder_has_none(make_window):
     window = make_window()
-    window.session.update(view="logit_lens")
+    window.session_model.update(view="logit_lens")
     view = window.views["logit_lens"]
     assert "no language-model head" in view.note.text() and not view.canvas.isVisible()
 
@@ -168,7 +168,7 @@ def test_opening_a_gguf_file_switches_to_it_and_a_damaged_one_changes_nothing(ma
     bad.write_bytes(good.read_bytes()[:500])
     window = make_window()
     assert not window.load_model_folder(str(bad))
-    assert "damaged" in window.statusBar().currentMessage() and window.session.model == "minilm"
+    assert "damaged" in window.statusBar().currentMessage() and window.session_model.session.model == "minilm"
     for dialog in [d for d in window.findChildren(QMessageBox) if d.isVisible()]:
         dialog.accept()
     assert window.load_model_folder(str(good))
@@ -194,7 +194,7 @@ def test_the_model_menu_lists_cached_and_ollama_models_and_refuses_an_unsupporte
 
     combo.activated.emit(labels.index("Hugging Face cache: google/t5-small"))
     assert "attnstudio runs the model families bert, llama" in window.statusBar().currentMessage()
-    assert window.session.model == "minilm" and combo.currentData() == "minilm"
+    assert window.session_model.session.model == "minilm" and combo.currentData() == "minilm"
     for dialog in [d for d in window.findChildren(QMessageBox) if d.isVisible()]:
         dialog.accept()
 
@@ -211,7 +211,7 @@ def test_the_heads_grid_labels_which_query_heads_share_a_key_value_head(make_win
     assert window.load_model_folder(str(tmp_path / "tiny.gguf"))
     wait_for_result(qtbot, window, lambda r: r.model_name == "tiny")
     assert window.results.result.kv_heads == KV_HEADS
-    window.session.update(view="heads")
+    window.session_model.update(view="heads")
     view = window.views["heads"]
     qtbot.waitUntil(lambda: len(view.head_plots) == HEADS and "KV" in view.head_plots[0].titleLabel.text)
     kv_of = [int(plot.titleLabel.text.split("KV ")[1].split(" ")[0]) for plot in view.head_plots]
@@ -220,7 +220,7 @@ def test_the_heads_grid_labels_which_query_heads_share_a_key_value_head(make_win
     assert "tiny" in view.caption.text()
     assert "causal (the model's own)" in view.caption.text() and "no mask" not in view.caption.text()
 
-    window.session.update(model="minilm")  # an encoder: every head has its own keys and values
+    window.session_model.update(model="minilm")  # an encoder: every head has its own keys and values
     wait_for_result(qtbot, window, lambda r: r.model_name == "minilm")
     qtbot.waitUntil(lambda: len(view.head_plots) == 12)
     assert window.results.result.kv_heads is None and all("KV" not in p.titleLabel.text for p in view.head_plots)

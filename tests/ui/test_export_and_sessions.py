@@ -55,7 +55,7 @@ def test_export_the_heatmap_as_png_svg_and_pdf(make_window, tmp_path):
 def test_every_view_exports(make_window, tmp_path):
     window = make_window(Session(backend="numpy"))
     for name in ("heads", "pipeline", "lines", "rollout"):
-        window.session.update(view=name)
+        window.session_model.update(view=name)
         assert window.files.export_image_to(tmp_path / f"{name}.png")
         assert image_array(tmp_path / f"{name}.png").std() > 10
 
@@ -78,7 +78,7 @@ def test_export_session_images_writes_a_complete_folder(make_window, tmp_path):
     assert not (out / "profiler.png").exists(), "no profiler figure before a sweep"
     heads = sorted((out / "layer2_heads").glob("head*.png"))
     assert len(heads) == 12
-    assert window.session.head == 3, "the selected head is restored after exporting every head"
+    assert window.session_model.session.head == 3, "the selected head is restored after exporting every head"
     weights = np.load(out / "weights.npy", allow_pickle=False)
     assert weights.shape == (6, 12, 13, 13)
     np.testing.assert_array_equal(weights, window.results.result.attentions())
@@ -115,7 +115,7 @@ def test_a_session_round_trips_to_the_same_weights(make_window, qtbot, tmp_path)
     other = make_window(Session(backend="numpy"))
     assert other.files.open_path(path)
     wait_for_result(qtbot, other, lambda r: r.heads == 3)
-    assert other.session.session == Session.load(path)
+    assert other.session_model.session == Session.load(path)
     np.testing.assert_array_equal(other.results.result.attentions(), before)
     assert other.tabs.currentWidget() is other.views["pipeline"]
     assert other.files.recent_files()[0] == str(path)
@@ -125,10 +125,10 @@ def test_a_corrupted_session_is_rejected_without_touching_it(make_window, tmp_pa
     window = make_window()
     path = tmp_path / "broken.attnsession"
     path.write_bytes(b'{"format": "attnstudio-session", "version": 1, "session": {"text": "half')
-    before = window.session.session
+    before = window.session_model.session
     assert not window.files.open_path(path)
     assert "damaged or truncated" in window.statusBar().currentMessage()
-    assert path.read_bytes().endswith(b'"half') and window.session.session == before
+    assert path.read_bytes().endswith(b'"half') and window.session_model.session == before
     for box in window.findChildren(QMessageBox):
         box.close()
 
@@ -141,7 +141,7 @@ def test_unknown_fields_open_with_a_note(make_window, tmp_path):
     path.write_text(json.dumps(document))
     assert window.files.open_path(path)
     assert "future_knob" in window.statusBar().currentMessage()
-    assert window.session.text == "Hello there."
+    assert window.session_model.session.text == "Hello there."
 
 
 def test_saving_to_a_folder_path_fails_clearly(make_window, tmp_path):
@@ -167,7 +167,7 @@ def test_autosave_and_recovery_after_a_crash(make_window, qtbot, settings, tmp_p
     assert box is not None and box.isVisible() and "did not close properly" in box.text()
     assert crashed_autosave.is_file(), "kept until the user answers"
     box.done(QMessageBox.Yes)
-    qtbot.waitUntil(lambda: again.session.text == "Unsaved work.")
+    qtbot.waitUntil(lambda: again.session_model.session.text == "Unsaved work.")
     # restored as an untitled session: Save asks for a name, nothing joins Recent files, the crash file is gone
     assert again.files.current_path is None and "recovered" in again.windowTitle()
     assert not again.files.recent_files()

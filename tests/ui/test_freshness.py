@@ -61,8 +61,8 @@ def assert_labels_describe_the_shown_result(window) -> None:
     """The heatmap title, the heads caption, the pipeline formula, the export caption and the status bar."""
     results = window.results
     result, shown = results.result, results.shown
-    assert (shown.layer, shown.head) == (min(window.session.layer, result.num_layers - 1),
-                                         min(window.session.head, result.heads - 1))
+    assert (shown.layer, shown.head) == (min(window.session_model.session.layer, result.num_layers - 1),
+                                         min(window.session_model.session.head, result.heads - 1))
     for name in ("heatmap", "heads", "pipeline"):
         window.views[name].ensure_fresh()
         if not window.views[name].isVisible():
@@ -196,7 +196,7 @@ def test_profiler_table_describes_the_running_sweep_not_the_last_one(make_window
 def test_exporting_mid_compute_captions_the_picture_on_screen(gated_window, qtbot, tmp_path):
     window, gate = gated_window()
     gate.hold()
-    window.session.update(temperature=0.5, mask=MaskSpec(("causal", "window"), width=1), layer=3, head=4)
+    window.session_model.update(temperature=0.5, mask=MaskSpec(("causal", "window"), width=1), layer=3, head=4)
     qtbot.waitUntil(lambda: gate.waiting == 1)
     assert window.results.result.session.temperature == 1.0  # the old picture is still shown
     assert_labels_describe_the_shown_result(window)
@@ -214,8 +214,8 @@ def test_exporting_mid_compute_captions_the_picture_on_screen(gated_window, qtbo
 
 def test_a_refused_or_failed_setting_says_the_picture_is_stale_until_fixed(gated_window, qtbot):
     window, gate = gated_window()
-    assert not window.session.update(heads=5)  # does not divide MiniLM's 384: never enters the session
-    assert window.session.heads is None and window.results.result.heads == 12
+    assert not window.session_model.update(heads=5)  # does not divide MiniLM's 384: never enters the session
+    assert window.session_model.session.heads is None and window.results.result.heads == 12
     assert window.stale_label.isVisible() and "divide" in window.stale_label.toolTip()
     assert window.stale_label.text().startswith("⚠ views show the last valid settings")
     window.statusBar().clearMessage()  # the transient message times out ...
@@ -236,19 +236,19 @@ def test_a_refused_or_failed_setting_says_the_picture_is_stale_until_fixed(gated
 
 def test_a_stale_result_never_clamps_the_users_head(gated_window, qtbot):
     window, gate = gated_window()
-    window.session.update(head=9)  # the user's head 10
+    window.session_model.update(head=9)  # the user's head 10
     assert window.controls.head.value() == 10
     gate.hold()
-    window.session.update(heads=4)
+    window.session_model.update(heads=4)
     qtbot.waitUntil(lambda: gate.waiting == 1)
-    window.session.update(heads=12)  # quickly back, while the 4-head compute runs
+    window.session_model.update(heads=12)  # quickly back, while the 4-head compute runs
     gate.release()
     wait_for_result(qtbot, window, lambda r: r.heads == 4)
-    assert window.session.head == 9, "the 4-head result must not write its clamp into the session"
+    assert window.session_model.session.head == 9, "the 4-head result must not write its clamp into the session"
     assert window.results.head == 3  # shown clamped, and labelled as such
     assert_labels_describe_the_shown_result(window)
     wait_for_result(qtbot, window, lambda r: r.heads == 12)
-    assert window.session.head == 9 and window.results.head == 9
+    assert window.session_model.session.head == 9 and window.results.head == 9
     assert window.controls.head.value() == 10
     assert_labels_describe_the_shown_result(window)
 
@@ -260,6 +260,6 @@ def test_a_session_file_with_a_head_count_its_model_cannot_take_is_refused(make_
                                 "session": {"model": "minilm", "heads": 5}}))
     assert not window.files.open_path(path)
     assert "divide" in window.stale_label.toolTip() and "divide" in window.statusBar().currentMessage()
-    assert window.session.heads is None
+    assert window.session_model.session.heads is None
     for box in window.findChildren(QMessageBox):
         box.accept()

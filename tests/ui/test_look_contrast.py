@@ -85,13 +85,13 @@ def test_text_follows_a_theme_toggle(qtbot, themed, result, profile, key):
 
 def test_the_whole_window_follows_the_theme(make_window, qtbot):
     window = make_window(Session(backend="numpy"))
-    window.views["profiler"].session.update(profile=run_profile(ProfileConfig(
+    window.views["profiler"].session_model.update(profile=run_profile(ProfileConfig(
         lengths=(16, 32), kernels=("naive",), heads=1, d_k=8, repeats=1).validate()).to_json_dict())
     for _ in range(2):
         window.toggle_theme()
         problems = []
         for key, view in window.views.items():
-            window.session.update(view=key)
+            window.session_model.update(view=key)
             qtbot.wait(20)
             problems += readable(view, f"{window.theme}/{key}")
         assert problems == []

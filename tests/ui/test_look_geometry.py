@@ -55,7 +55,7 @@ def shown(qtbot, view, size=(700, 560)):
 def check_every_view(window, qtbot) -> list[str]:
     problems = []
     for key, view in window.views.items():
-        window.session.update(view=key)
+        window.session_model.update(view=key)
         qtbot.wait(40)
         problems += clipped_panels(view, window)
     return problems

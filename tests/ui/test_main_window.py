@@ -73,8 +73,8 @@ def test_clicking_a_head_focuses_it(make_window, qtbot):
     plot = heads_view.head_plots[5]
     center = heads_view.grid.mapFromScene(plot.sceneBoundingRect().center())
     qtbot.mouseClick(heads_view.grid.viewport(), Qt.LeftButton, pos=center)
-    qtbot.waitUntil(lambda: window.session.head == 5)
-    window.session.update(view="heatmap")  # hidden views catch up when shown
+    qtbot.waitUntil(lambda: window.session_model.session.head == 5)
+    window.session_model.update(view="heatmap")  # hidden views catch up when shown
     assert window.views["heatmap"].plot.titleLabel.text.count("head 6/12") == 1
 
 
@@ -97,7 +97,7 @@ def test_mask_editor_blocks_a_clicked_cell(make_window, qtbot):
     assert window.results.result.attentions()[0, 0, 5, 2] > 0
     heatmap.edit_mask.setChecked(True)
     click_cell(qtbot, heatmap, 5, 2)
-    qtbot.waitUntil(lambda: window.session.mask.blocked_cells == ((5, 2),))
+    qtbot.waitUntil(lambda: window.session_model.session.mask.blocked_cells == ((5, 2),))
     wait_for_result(qtbot, window, lambda r: r.mask is not None)
     attentions = window.results.result.attentions()
     assert (attentions[:, :, 5, 2] == 0).all()
@@ -120,16 +120,16 @@ def test_masks_and_scores_from_the_controls(make_window, qtbot):
     controls.mask_colour.mask_parts["window"].setChecked(True)
     controls.mask_colour.window.setValue(1)
     wait_for_result(qtbot, window, lambda r: r.mask is not None and r.mask[0, 2] == False)  # noqa: E712
-    assert window.session.mask == MaskSpec("window", width=1)
+    assert window.session_model.session.mask == MaskSpec("window", width=1)
     attentions = window.results.result.attentions()
     assert (attentions[:, :, 0, 2:] == 0).all()
     controls.score.setCurrentIndex(controls.score.findData("additive"))
     controls.score.activated.emit(controls.score.currentIndex())
-    qtbot.waitUntil(lambda: window.session.score == "additive")
+    qtbot.waitUntil(lambda: window.session_model.session.score == "additive")
     controls.temperature.setValue(0.5)
-    qtbot.waitUntil(lambda: window.session.temperature == 0.5)
+    qtbot.waitUntil(lambda: window.session_model.session.temperature == 0.5)
     wait_for_result(qtbot, window, lambda r: (r.session.score, r.session.temperature) == ("additive", 0.5))
-    window.session.update(view="pipeline")
+    window.session_model.update(view="pipeline")
     assert "effective scale 2, temperature 0.5" in window.views["pipeline"].formula.text()
 
 
@@ -137,9 +137,9 @@ def test_errors_show_in_the_status_bar_and_the_app_keeps_running(make_window, qt
     window = make_window()
     offered = [window.controls.heads.itemData(i) for i in range(window.controls.heads.count())]
     assert offered == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]  # the divisors of 384: 5 is never offered
-    assert not window.session.update(heads=5)  # and refused if asked for anyway
+    assert not window.session_model.update(heads=5)  # and refused if asked for anyway
     qtbot.waitUntil(lambda: "divide" in window.statusBar().currentMessage())
-    assert window.session.heads is None
+    assert window.session_model.session.heads is None
     window.controls.text.setPlainText("   ")
     qtbot.waitUntil(lambda: "empty" in window.statusBar().currentMessage())
     choose(window.controls.heads, 6)
@@ -154,7 +154,7 @@ def test_a_bad_model_folder_is_refused_and_changes_nothing(make_window, tmp_path
     dialogs = [d for d in window.findChildren(QMessageBox) if d.isVisible()]
     assert dialogs and "no config.json" in dialogs[0].text()
     dialogs[0].accept()
-    assert window.session.model == "minilm"
+    assert window.session_model.session.model == "minilm"
 
 
 def test_layer_and_head_shortcuts(make_window, qtbot):
@@ -163,7 +163,7 @@ def test_layer_and_head_shortcuts(make_window, qtbot):
     qtbot.keyClick(window, Qt.Key_Down, Qt.AltModifier)
     qtbot.keyClick(window, Qt.Key_Right, Qt.AltModifier)
     qtbot.keyClick(window, Qt.Key_Right, Qt.AltModifier)
-    assert (window.session.layer, window.session.head) == (1, 2)
+    assert (window.session_model.session.layer, window.session_model.session.head) == (1, 2)
     assert window.controls.layer.value() == 2 and window.controls.head.value() == 3
     qtbot.keyClick(window, Qt.Key_3, Qt.ControlModifier)
     assert window.tabs.currentWidget() is window.views["pipeline"]
@@ -172,19 +172,19 @@ def test_layer_and_head_shortcuts(make_window, qtbot):
 def test_hidden_views_wait_until_shown(make_window, qtbot):
     window = make_window()
     pipeline = window.views["pipeline"]
-    window.session.update(view="pipeline")
-    window.session.update(view="heatmap")
+    window.session_model.update(view="pipeline")
+    window.session_model.update(view="heatmap")
     window.controls.text.setPlainText("Only the visible view redraws.")
     wait_for_result(qtbot, window, lambda r: "redraw" in r.query_tokens or "red" in r.query_tokens)
     assert pipeline.plots["weights"].row_labels[1] == "the", "the hidden pipeline still shows the old sentence"
-    window.session.update(view="pipeline")
+    window.session_model.update(view="pipeline")
     assert pipeline.plots["weights"].row_labels[1] == "only"
 
 
 def test_every_view_draws(make_window, qtbot):
     window = make_window(Session(pair_text="", backend="numpy"))
     for key in ("heatmap", "heads", "pipeline", "lines", "rollout"):
-        window.session.update(view=key)
+        window.session_model.update(view=key)
         qtbot.wait(30)
         image = pixels(window.views[key])
         assert image.std() > 10, f"{key} shows something"
@@ -200,7 +200,7 @@ def test_cross_attention_from_the_pair_field(make_window, qtbot):
     wait_for_result(qtbot, window, lambda r: r.cross_attention)
     assert window.views["heatmap"].plot.matrix.shape == (13, 6)
     assert "13 → 6 tokens" in window.tokens_label.text()
-    window.session.update(view="rollout")
+    window.session_model.update(view="rollout")
     assert "not defined for cross-attention" in window.views["rollout"].note.text()
 
 
@@ -217,11 +217,11 @@ def test_text_is_drawn_as_text(make_window, qtbot):
 def test_settings_and_layout_persist(make_window, qtbot, settings):
     window = make_window()
     window.controls.text.setPlainText("Remember me.")
-    qtbot.waitUntil(lambda: window.session.text == "Remember me.")
+    qtbot.waitUntil(lambda: window.session_model.session.text == "Remember me.")
     window.toggle_theme()
     window.close()
     again = make_window(restore=True)
-    assert again.session.text == "Remember me." and again.theme == "dark"
+    assert again.session_model.session.text == "Remember me." and again.theme == "dark"
     again.toggle_theme()
 
 
@@ -250,7 +250,7 @@ def test_the_greyed_width_boxes_show_the_pretrained_models_own_widths(make_windo
     controls = window.controls
     assert not controls.d_model.isEnabled()
     assert (controls.d_k.value(), controls.d_model.value()) == (32, 384)  # MiniLM: 12 heads of 32 in 384
-    window.session.update(model="synthetic")
+    window.session_model.update(model="synthetic")
     wait_for_result(qtbot, window, lambda r: r.model_name == "synthetic")
     assert controls.d_model.isEnabled() and (controls.d_k.value(), controls.d_model.value()) == (16, 64)
-    assert window.session.session.d_model == 64, "showing the model's width never writes it into the session"
+    assert window.session_model.session.d_model == 64, "showing the model's width never writes it into the session"

@@ -25,7 +25,7 @@ def test_a_sweep_fills_plots_table_and_session(make_window, qtbot, tmp_path):
     assert panel.table.rowCount() == 12
     names = [item.name() for item in panel.time_plot.listDataItems() if item.name()]
     assert any(name.startswith("naive/numpy (n^") for name in names) and "theory ∝ n²" in names
-    assert window.session.profile["points"][0]["n"] == 64
+    assert window.session_model.session.profile["points"][0]["n"] == 64
     assert "Fitted for n ≥ 512" in panel.status.text() or "Done" in panel.status.text()
     for suffix in ("csv", "json", "png", "svg"):
         panel.export(str(tmp_path / f"p.{suffix}"))
@@ -77,5 +77,5 @@ def test_closing_the_window_mid_sweep_stops_the_worker(make_window, qtbot):
     panel.start()
     qtbot.waitUntil(lambda: panel.progress.value() >= 1, timeout=30_000)
     window.close()
-    assert panel.process.state() == panel.process.ProcessState.NotRunning
+    assert panel.runner.process.state() == panel.runner.process.ProcessState.NotRunning
     assert not window.controller._thread.is_alive()

@@ -22,7 +22,7 @@ CRASHING_WINDOW = textwrap.dedent("""
 
     app = QApplication([])
     window = MainWindow(Session(backend="numpy"), settings=QSettings(sys.argv[1], QSettings.IniFormat), restore=False)
-    window.session.update(text=sys.argv[2])
+    window.session_model.update(text=sys.argv[2])
     window.files.autosave()
     print(window.files.autosave_path(), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # a crash: no close, no clean-up
@@ -40,8 +40,8 @@ def test_two_windows_keep_their_own_autosaves_and_ask_nothing(make_window, qtbot
     first = make_window()
     second = make_window(Session(backend="numpy"), restore=True)
     assert second.files.recovery_box is None, "a running window is not a crashed one"
-    first.session.update(text="First window.")
-    second.session.update(text="Second window.")
+    first.session_model.update(text="First window.")
+    second.session_model.update(text="Second window.")
     first.files.autosave()
     second.files.autosave()
     assert first.files.autosave_path() != second.files.autosave_path()
@@ -65,4 +65,4 @@ def test_a_killed_window_is_offered_once_and_kept_until_answered(make_window, se
     assert again.files.recovery_box is not None, "asked again at the next start"
     again.files.recovery_box.done(QMessageBox.No)
     qtbot.waitUntil(lambda: not Path(autosave).exists())
-    assert again.session.text != "Work from a window that was killed."
+    assert again.session_model.session.text != "Work from a window that was killed."

@@ -160,7 +160,7 @@ def test_ten_seconds_of_fast_typing_leaves_no_queue(make_window, qtbot):
         typed += 1
         qtbot.wait(15)
     final = text.toPlainText()
-    expected = window.controller.engine.model(window.session.session).tokenizer.encode(final).tokens
+    expected = window.controller.engine.model(window.session_model.session).tokenizer.encode(final).tokens
     wait_for_result(qtbot, window, lambda r: r.query_tokens == expected)
     qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
     print(f"typed {typed} words in 10 s: {controller.requests} requests, {controller.runs} computes")

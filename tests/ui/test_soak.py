@@ -40,7 +40,7 @@ def resident_mib() -> float:
 
 def settle(window, qtbot, text: str) -> None:
     """The same state before both counts (views build their widgets for what they show), all work done."""
-    window.session.update(model="minilm", heads=None, mask=MaskSpec(), view="heads", layer=0, head=0, text=text)
+    window.session_model.update(model="minilm", heads=None, mask=MaskSpec(), view="heads", layer=0, head=0, text=text)
     wait_for_result(qtbot, window, lambda r: text.split(maxsplit=1)[0] in r.query_tokens,
                     timeout=30_000)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=30_000)
@@ -55,12 +55,13 @@ def test_ten_minute_session(make_window, qtbot, tmp_path):
     steps = [
         lambda i: window.controls.text.setPlainText(sentences[i % len(sentences)]),
         lambda i: qtbot.keyClicks(window.controls.text, " and more"),
-        lambda i: window.session.update(model="synthetic" if i % 2 else "minilm", heads=4 if i % 2 else None),
-        lambda i: window.session.update(heads=[1, 2, 3, 6, 12][i % 5]) if window.session.model == "minilm" else None,
-        lambda i: window.session.update(mask=[MaskSpec(), MaskSpec("causal"), MaskSpec("window", width=2),
-                                              MaskSpec("padding")][i % 4]),
-        lambda i: window.session.update(view=["heatmap", "heads", "pipeline", "lines", "rollout"][i % 5]),
-        lambda i: window.session.update(layer=i % 6, head=i % 12),
+        lambda i: window.session_model.update(model="synthetic" if i % 2 else "minilm", heads=4 if i % 2 else None),
+        lambda i: window.session_model.update(heads=[1, 2, 3, 6, 12][i % 5])
+        if window.session_model.session.model == "minilm" else None,
+        lambda i: window.session_model.update(mask=[MaskSpec(), MaskSpec("causal"), MaskSpec("window", width=2),
+                                                    MaskSpec("padding")][i % 4]),
+        lambda i: window.session_model.update(view=["heatmap", "heads", "pipeline", "lines", "rollout"][i % 5]),
+        lambda i: window.session_model.update(layer=i % 6, head=i % 12),
         lambda i: window.files.export_image_to(tmp_path / f"view{i % 3}.png"),
         lambda i: window.files.save_to(tmp_path / "soak.attnsession"),
     ]

@@ -44,14 +44,14 @@ def shared_words(tokens_a: list[str], tokens_b: list[str]) -> list[str]:
 
 
 class CompareView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
-        self.text_b = QLineEdit(session.compare_text)
+        self.session_model, self.results = session_model, results
+        self.text_b = QLineEdit(session_model.session.compare_text)
         self.text_b.setPlaceholderText("Text B: the same settings run on it beside text A")
         self.text_b.setToolTip("The second text; the first (A) is the main text")
         self._edit_timer = QTimer(self, singleShot=True, interval=EDIT_DELAY_MS)
-        self._edit_timer.timeout.connect(lambda: self.session.update(compare_text=self.text_b.text()))
+        self._edit_timer.timeout.connect(lambda: self.session_model.update(compare_text=self.text_b.text()))
         self.text_b.textEdited.connect(lambda _text: self._edit_timer.start())
         self.presets = QComboBox()
         self.presets.addItem("Presets…")
@@ -59,7 +59,7 @@ class CompareView(ResultView):
         self.presets.activated.connect(self._on_preset)
         self.word = QComboBox()
         self.word.setToolTip("The word followed through the layers in both texts")
-        self.word.activated.connect(lambda index: self.session.update(compare_word=self.word.itemText(index)))
+        self.word.activated.connect(lambda index: self.session_model.update(compare_word=self.word.itemText(index)))
         self.note = QLabel()
         self.note.setWordWrap(True)
 
@@ -100,7 +100,9 @@ class CompareView(ResultView):
         layout.addLayout(controls)
         layout.addWidget(scroll_area(self.canvas), 1)
         layout.addWidget(self.note)
-        session.changed.connect(self._on_session_changed)
+        session_model.compare_text_changed.connect(self._on_compare_text_changed)
+        for signal in (session_model.layer_changed, session_model.head_changed, session_model.compare_word_changed):
+            signal.connect(self.request_refresh)
         results.changed.connect(self.request_refresh)
 
     def _on_preset(self, index: int) -> None:
@@ -108,19 +110,17 @@ class CompareView(ResultView):
             return
         text_a, text_b, word = PRESETS[self.presets.itemText(index)]
         self.text_b.setText(text_b)
-        self.session.update(text=text_a, compare_text=text_b, compare_word=word)
+        self.session_model.update(text=text_a, compare_text=text_b, compare_word=word)
         self.presets.setCurrentIndex(0)
 
-    def _on_session_changed(self, name: str) -> None:
-        if name == "compare_text" and self.text_b.text() != self.session.compare_text:
-            self.text_b.setText(self.session.compare_text)
-        if name in ("layer", "head", "compare_word"):
-            self.request_refresh()
+    def _on_compare_text_changed(self, compare_text: str) -> None:
+        if self.text_b.text() != compare_text:
+            self.text_b.setText(compare_text)
 
     def chosen_word(self, result) -> str | None:
         """The session's word if both texts have it, else the first word they share."""
         words = shared_words(result.query_tokens, result.compare.query_tokens)
-        wanted = self.session.compare_word
+        wanted = self.session_model.session.compare_word
         if wanted and find_word(result.query_tokens, wanted) is not None \
                 and find_word(result.compare.query_tokens, wanted) is not None:
             return wanted
@@ -165,7 +165,7 @@ class CompareView(ResultView):
         if result.baseline is not None and result.baseline.compare is not None:
             self.similarity_without = cosine_similarity(result.baseline.sentence_embedding,
                                                         result.baseline.compare.sentence_embedding)
-            sentence += f" with {self.session.ablation.describe()}, {self.similarity_without:.4f} without"
+            sentence += f" with {self.session_model.session.ablation.describe()}, {self.similarity_without:.4f} without"
         self.sentence_label.setText(sentence, color=theme.color("foreground"))
         if word is None:
             self.cosines = None

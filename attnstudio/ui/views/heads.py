@@ -41,9 +41,9 @@ def kv_note(result) -> str:
 
 
 class HeadsView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.grid = pg.GraphicsLayoutWidget()
         self.head_plots: list[pg.PlotItem] = []
         self.head_images: list[pg.ImageItem] = []
@@ -55,7 +55,7 @@ class HeadsView(ResultView):
         self.overview_canvas.addItem(self.overview, row=0, col=0)
         self.overview_canvas.addItem(self.overview.colorbar, row=0, col=1)
         self.overview.connect_scene()
-        self.overview.cell_clicked.connect(lambda layer, head: self.session.update(layer=layer, head=head))
+        self.overview.cell_clicked.connect(lambda layer, head: self.session_model.update(layer=layer, head=head))
         self.overview.cell_hovered.connect(
             lambda layer, head, value: self.caption.setText(f"layer {layer + 1}, head {head + 1}: entropy {value:.3f}"))
         self.caption = QLabel(CAPTION_HINT)
@@ -72,13 +72,13 @@ class HeadsView(ResultView):
         self.ablation_mode = QComboBox()
         self.ablation_mode.addItems(list(ABLATION_MODES))
         self.ablation_mode.setToolTip("zero: the head outputs nothing; uniform: it attends evenly to its keys")
-        self.ablation_mode.setCurrentText(session.ablation.mode)
-        self.ablation_mode.activated.connect(lambda _index: self.session.update(
-            ablation=Ablation(self.session.ablation.heads, self.ablation_mode.currentText())))
+        self.ablation_mode.setCurrentText(session_model.session.ablation.mode)
+        self.ablation_mode.activated.connect(lambda _index: self.session_model.update(
+            ablation=Ablation(self.session_model.session.ablation.heads, self.ablation_mode.currentText())))
         self.clear_ablation = QPushButton("All on")
         self.clear_ablation.setToolTip("Switch every head on again")
         self.clear_ablation.clicked.connect(
-            lambda: self.session.update(ablation=Ablation((), self.ablation_mode.currentText())))
+            lambda: self.session_model.update(ablation=Ablation((), self.ablation_mode.currentText())))
         tools = QHBoxLayout()
         tools.addWidget(QLabel("role:"))
         tools.addWidget(self.role)
@@ -210,13 +210,13 @@ class HeadsView(ResultView):
                 if self.ablate.isChecked():
                     self._toggle_ablated(head)
                 else:
-                    self.session.update(head=head)
+                    self.session_model.update(head=head)
                 return
 
     def _toggle_ablated(self, head: int) -> None:
-        layer = self.results.shown.layer if self.results.result is not None else self.session.layer
-        heads = set(self.session.ablation.heads) ^ {(layer, head)}
-        self.session.update(ablation=Ablation(tuple(heads), self.ablation_mode.currentText()))
+        layer = self.results.shown.layer if self.results.result is not None else self.session_model.session.layer
+        heads = set(self.session_model.session.ablation.heads) ^ {(layer, head)}
+        self.session_model.update(ablation=Ablation(tuple(heads), self.ablation_mode.currentText()))
 
 
     def _export_widget(self):

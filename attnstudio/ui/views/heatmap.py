@@ -18,9 +18,9 @@ HOVER_HINT = "Hover a cell to read its weight; click a row to see its distributi
 
 
 class HeatmapView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.selected_row = 0
         self.canvas = pg.GraphicsLayoutWidget()
         self.plot = MatrixPlot(axis_titles=("query", "key"))
@@ -49,7 +49,7 @@ class HeatmapView(ResultView):
         self.edit_mask.setToolTip("When on, clicking a cell blocks (or unblocks) that query→key pair (M)")
         self.clear_cells = QPushButton("Clear cells")
         self.clear_cells.setToolTip("Remove every hand-blocked cell from the mask")
-        self.clear_cells.clicked.connect(lambda: self.session.update(mask=self._mask_without_cells()))
+        self.clear_cells.clicked.connect(lambda: self.session_model.update(mask=self._mask_without_cells()))
         self.reset_zoom = QPushButton("Reset zoom")
         self.reset_zoom.setToolTip("Show the whole matrix again (or double-click it). "
                                    "The mouse wheel zooms, dragging pans.")
@@ -72,7 +72,7 @@ class HeatmapView(ResultView):
         self.display: DisplayMatrix | None = None
 
     def _mask_without_cells(self):
-        return dataclasses.replace(self.session.mask, blocked_cells=())
+        return dataclasses.replace(self.session_model.session.mask, blocked_cells=())
 
     def refresh(self) -> None:
         result, shown = self.results.result, self.results.shown
@@ -116,11 +116,11 @@ class HeatmapView(ResultView):
             return
         if self.edit_mask.isChecked():  # cells are the result's token positions, whatever is hidden
             cell = (int(self.display.row_index[row]), int(self.display.col_index[col]))
-            self.session.update(mask=self.session.mask.with_cell_toggled(*cell))
+            self.session_model.update(mask=self.session_model.session.mask.with_cell_toggled(*cell))
             return
         self.selected_row = row
         # the cell "Why this score" explains and the head finder ranks, in the result's own positions
-        self.session.update(cell=(int(self.display.row_index[row]), int(self.display.col_index[col])))
+        self.session_model.update(cell=(int(self.display.row_index[row]), int(self.display.col_index[col])))
         self._show_distribution()
 
     def _export_widget(self):

@@ -137,9 +137,9 @@ class LinesCanvas(QWidget):
 
 
 class LinesView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.canvas = LinesCanvas(self)
         self.scroll = QScrollArea()
         self.scroll.setWidget(self.canvas)

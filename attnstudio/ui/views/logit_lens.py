@@ -12,9 +12,9 @@ from attnstudio.ui.views.next_token import BAR_COLOUR, shown
 
 
 class LogitLensView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.note = QLabel()
         self.note.setWordWrap(True)
         self.position = QSpinBox()

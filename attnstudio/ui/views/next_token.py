@@ -18,9 +18,9 @@ def shown(label: str) -> str:
 
 
 class NextTokenView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.note = QLabel()
         self.note.setWordWrap(True)
         self.canvas = pg.GraphicsLayoutWidget()
@@ -81,7 +81,7 @@ class NextTokenView(ResultView):
         row = round(self.plot.vb.mapSceneToView(event.scenePos()).y())
         if 0 <= row < len(result.next_tokens):
             # the prediction follows the text this result was computed from, not one typed since
-            self.session.update(text=result.session.text + result.next_tokens[row].text)
+            self.session_model.update(text=result.session.text + result.next_tokens[row].text)
 
     def _export_widget(self):
         return self.canvas

@@ -29,9 +29,9 @@ STEPS = [  # (key, title, colormap, symmetric)
 
 
 class PipelineView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.formula = QLabel()
         self.formula.setWordWrap(True)
         self.canvas = pg.GraphicsLayoutWidget()

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QElapsedTimer, QProcess, Qt, Signal
+from PySide6.QtCore import QElapsedTimer, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -29,10 +28,11 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio.core.backend import cupy_status
-from attnstudio.core.profiling import DEFAULT_LENGTHS, DTYPES, KERNELS, ProfileConfig, ProfilePoint, ProfileResult
+from attnstudio.core.profiling import DEFAULT_LENGTHS, DTYPES, KERNELS, ProfileConfig, ProfileResult
 from attnstudio.errors import AttnStudioError
 from attnstudio.fileio import write_atomic
 from attnstudio.limits import LIMITS
+from attnstudio.ui.profile_controller import ProfileController
 from attnstudio.ui.session_model import SessionModel
 
 REDRAW_INTERVAL_MS = 500
@@ -49,32 +49,16 @@ class DecimalLogAxis(pg.AxisItem):
         return [f"{value:g}" for value in 10 ** np.asarray(values, dtype=float) * scale]
 
 
-def profile_command(config: ProfileConfig) -> tuple[str, list[str]]:
-    """The child process that runs a sweep: this same program's ``profile`` sub-command."""
-    arguments = ["profile", "--progress-json", "--n", ",".join(str(n) for n in config.lengths),
-                 "--kernels", ",".join(config.kernels), "--backend", ",".join(config.backends),
-                 "--heads", str(config.heads), "--d-k", str(config.d_k), "--dtype", config.dtype,
-                 "--repeats", str(config.repeats), "--window", str(config.window)]
-    if getattr(sys, "frozen", False):  # the bundled executable is the attnstudio command itself
-        return sys.executable, arguments
-    return sys.executable, ["-m", "attnstudio", *arguments]
-
-
 class ProfilerView(QWidget):
-    """Runs sweeps with progress and Cancel; keeps the last result in the session.
-
-    A sweep runs in a child process (``attnstudio profile --progress-json``): the kernels allocate and free
-    arrays of hundreds of MiB, and in this process that would hold the GIL long enough to stall the GUI;
-    a crash or out-of-memory kill of the child cannot take the app down either.
-    """
+    """Sweeps with progress and Cancel (run by a :class:`ProfileController`); keeps the last result in the
+    session's ``profile`` field and draws it."""
 
     sweep_finished = Signal(object)
 
-    def __init__(self, session: SessionModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session = session
+        self.session_model = session_model
         self.result: ProfileResult | None = None
-        self.partial: ProfileResult | None = None
         self.lengths = QLineEdit(",".join(str(n) for n in DEFAULT_LENGTHS))
         self.lengths.setToolTip("Sequence lengths to measure, comma-separated")
         heads, d_k, repeats = LIMITS["profile_heads"], LIMITS["profile_d_k"], LIMITS["profile_repeats"]
@@ -157,21 +141,19 @@ class ProfilerView(QWidget):
 
         self._redraw_clock = QElapsedTimer()
         self._curves: dict[tuple[str, str, str], pg.PlotDataItem] = {}
-        self.process = QProcess(self)
-        self.process.readyReadStandardOutput.connect(self._on_output)
-        self.process.finished.connect(self._on_process_finished)
-        self.process.errorOccurred.connect(self._on_process_error)
-        self._buffer = b""
-        self._cancelled = False
-        self._final: ProfileResult | None = None
+        self.runner = ProfileController(self)
+        self.runner.progress.connect(self._on_progress)
+        self.runner.finished.connect(self._on_finished)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.busy_changed.connect(self._on_busy_changed)
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
-        session.changed.connect(self._on_profile_changed_by_name)
-        self._on_profile_changed()
+        session_model.profile_changed.connect(self._on_profile_changed)
+        self._on_profile_changed(session_model.session.profile)
 
     @property
     def running(self) -> bool:
-        return not self.run_button.isEnabled()
+        return self.runner.busy
 
     def config(self) -> ProfileConfig:
         try:
@@ -192,87 +174,45 @@ class ProfilerView(QWidget):
         except AttnStudioError as error:
             self.status.setText(f"⚠ {error}")
             return False
-        self.partial = ProfileResult(config)
         self.plots_stack.setCurrentWidget(self.canvas)  # drawn now, before the sweep loads both cores
         self._redraw_clock.start()
-        self._buffer, self._cancelled, self._final = b"", False, None
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
         self.progress.setRange(0, len(config.lengths) * len(config.kernels) * len(config.backends))
         self.progress.setValue(0)
         self.status.setText("Running… the rest of the app stays usable.")
-        self._show(self.partial)  # the plots and table now describe this sweep (empty), not the last one
-        program, arguments = profile_command(config)
-        self.process.start(program, arguments)
+        self.runner.start(config)
+        self._show(self.runner.partial)  # the plots and table now describe this sweep (empty), not the last one
         return True
 
     def cancel(self) -> None:
-        if self.process.state() != QProcess.NotRunning:
-            self._cancelled = True
+        if self.running:
             self.status.setText("Cancelling…")
-            self.process.kill()
+            self.runner.cancel()
 
-    def _on_output(self) -> None:
-        self._buffer += bytes(self.process.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue  # not ours (a library printing): ignore
-            if "point" in message:
-                self._on_progress(message["done"], message["total"], ProfilePoint(**message["point"]))
-            elif "result" in message:
-                self._final = ProfileResult.from_json_dict(message["result"])
-
-    def _on_process_finished(self, exit_code: int, exit_status) -> None:
-        self._on_output()
-        if self._final is not None and not self._cancelled:
-            self._on_finished(self._final)
-        elif self._cancelled:
-            self.partial.cancelled = True
-            self._on_finished(self.partial)
-        else:
-            error = bytes(self.process.readAllStandardError()).decode(errors="replace").strip().splitlines()
-            reason = error[-1] if error else f"the profiler process ended with code {exit_code}"
-            if self.partial.points:
-                self.result = self.partial
-                self._show(self.partial)
-            self._on_failed(f"{reason} (partial results kept)" if self.partial.points else reason)
-
-    def _on_process_error(self, error) -> None:
-        if error == QProcess.FailedToStart:
-            self._on_failed(f"cannot start the profiler: {self.process.errorString()}")
-
-    def _on_progress(self, done: int, total: int, point) -> None:
+    def _on_progress(self, done: int, _total: int) -> None:
         self.progress.setValue(done)
-        self.partial.points.append(point)
         if self._redraw_clock.elapsed() >= REDRAW_INTERVAL_MS:  # keep the GUI thread light mid-sweep
             self._redraw_clock.restart()
-            self._show(self.partial, live=True)
+            self._show(self.runner.partial, live=True)
 
     def _on_finished(self, result: ProfileResult) -> None:
-        self._idle()
         self.result = result
-        self.session.update(profile=result.to_json_dict())
+        self.session_model.update(profile=result.to_json_dict())
         self.status.setText(("Cancelled: partial results kept. " if result.cancelled else "Done. ")
                             + self._exponent_text(result))
         self.sweep_finished.emit(result)
 
-    def _on_failed(self, message: str) -> None:
-        self._idle()
-        self.status.setText(f"⚠ {message}")
+    def _on_failed(self, reason: str, partial: ProfileResult | None) -> None:
+        if partial is not None and partial.points:
+            self.result = partial
+            self._show(partial)
+            reason = f"{reason} (partial results kept)"
+        self.status.setText(f"⚠ {reason}")
 
-    def _idle(self) -> None:
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+    def _on_busy_changed(self, busy: bool) -> None:
+        self.run_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
 
-    def _on_profile_changed_by_name(self, name: str) -> None:
-        if name == "profile":
-            self._on_profile_changed()
-
-    def _on_profile_changed(self) -> None:
-        data = self.session.profile
+    def _on_profile_changed(self, data: dict) -> None:
         if data and (self.result is None or data != self.result.to_json_dict()):
             try:
                 self.result = ProfileResult.from_json_dict(data)
@@ -403,10 +343,7 @@ class ProfilerView(QWidget):
 
     def shutdown(self) -> None:
         """Stop a running sweep (the window is closing): end the child process and wait for it."""
-        if self.process.state() != QProcess.NotRunning:
-            self._cancelled = True
-            self.process.kill()
-            self.process.waitForFinished(5000)
+        self.runner.shutdown()
 
     def export_target(self):
         """The widget that an image export of this view renders."""

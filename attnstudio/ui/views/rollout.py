@@ -11,9 +11,9 @@ from attnstudio.ui.views.matrix import MatrixPlot
 
 
 class RolloutView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.note = QLabel()
         self.note.setWordWrap(True)
         self.canvas = pg.GraphicsLayoutWidget()

@@ -44,9 +44,9 @@ def _bar_plot(title: str, left: str) -> pg.PlotItem:
 
 
 class WhyView(ResultView):
-    def __init__(self, session: SessionModel, results: ResultModel, parent: QWidget | None = None):
+    def __init__(self, session_model: SessionModel, results: ResultModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session, self.results = session, results
+        self.session_model, self.results = session_model, results
         self.breakdown = None
         self.canvas = pg.GraphicsLayoutWidget()
         self.plots = {"q": _bar_plot("", "q"), "k": _bar_plot("", "k"), "product": _bar_plot("", "q⊙k"),
@@ -103,21 +103,18 @@ class WhyView(ResultView):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(splitter, 1)
-        session.changed.connect(self._on_session_changed)
+        for signal in (session_model.layer_changed, session_model.head_changed, session_model.cell_changed):
+            signal.connect(self.request_refresh)
         results.changed.connect(self.request_refresh)
 
-    def _on_session_changed(self, name: str) -> None:
-        if name in ("layer", "head", "cell"):
-            self.request_refresh()
-
     def _set_cell(self, query: int | None = None, key: int | None = None) -> None:
-        current = self.session.cell
-        self.session.update(cell=(current[0] if query is None else query, current[1] if key is None else key))
+        current = self.session_model.session.cell
+        self.session_model.update(cell=(current[0] if query is None else query, current[1] if key is None else key))
 
     def current_cell(self) -> tuple[int, int]:
         """The session's cell clamped to the current result's tokens."""
         result = self.results.result
-        query, key = self.session.cell
+        query, key = self.session_model.session.cell
         return min(query, len(result.query_tokens) - 1), min(key, len(result.key_tokens) - 1)
 
     def refresh(self) -> None:
@@ -128,7 +125,7 @@ class WhyView(ResultView):
         query, key = self.current_cell()
         self._fill_choices(result, query, key)
         self._show_finder(result, query, key, layer, head)
-        session = self.session.session
+        session = self.session_model.session
         try:
             cell = score_breakdown(result.forward.traces[layer], layer, head, query, key, score=session.score,
                                    temperature=session.temperature, mask=result.mask)
@@ -197,7 +194,7 @@ class WhyView(ResultView):
 
     def _on_finder_clicked(self, item: QListWidgetItem) -> None:
         layer, head = item.data(Qt.UserRole)
-        self.session.update(layer=layer, head=head)
+        self.session_model.update(layer=layer, head=head)
 
     def _export_widget(self):
         return self.canvas

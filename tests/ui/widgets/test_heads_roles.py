@@ -45,10 +45,10 @@ def test_clicking_heads_switches_them_off_and_the_effect_is_shown(qtbot):
     view, model, results, _ = build(qtbot, Session(backend="numpy", layer=1))
     view.ablate.setChecked(True)
     click_panel(qtbot, view, 4)
-    assert model.ablation == Ablation(((1, 4),))
+    assert model.session.ablation == Ablation(((1, 4),))
     view.ablation_mode.setCurrentText("uniform")
     view.ablation_mode.activated.emit(1)
-    assert model.ablation == Ablation(((1, 4),), "uniform")
+    assert model.session.ablation == Ablation(((1, 4),), "uniform")
     result = Engine().compute(model.session)  # what the worker would compute for the new session
     result.precompute_views()
     results.set_result(result)
@@ -62,10 +62,10 @@ def test_clicking_heads_switches_them_off_and_the_effect_is_shown(qtbot):
     assert change[0] == 0 and change[2] > 0
     assert "Switched off: uniform L2·H5" in view.caption.text() and f"L3 {change[2]:.3f}" in view.caption.text()
     click_panel(qtbot, view, 4)
-    assert not model.ablation
+    assert not model.session.ablation
     view.ablate.setChecked(False)
     click_panel(qtbot, view, 6)
-    assert model.head == 6 and not model.ablation
+    assert model.session.head == 6 and not model.session.ablation
 
 
 def test_decoder_ablation_shows_the_next_token_before_and_after(qtbot, tmp_path, monkeypatch):

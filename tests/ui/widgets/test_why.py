@@ -68,14 +68,14 @@ def test_head_finder_ranks_and_jumps(why, qtbot):
     assert "'it' → 'cat'" in view.finder_title.text()
     target = view.finder.item(3).data(Qt.UserRole)
     view.finder.itemClicked.emit(view.finder.item(3))
-    assert (session.layer, session.head) == target
+    assert (session.session.layer, session.session.head) == target
     assert view.finder.currentItem().data(Qt.UserRole) == target  # the list follows the focused head
 
 
 def test_choosing_a_key_updates_the_cell(why, qtbot):
     view, session, result = why
     view.key_choice.activated.emit(5)
-    assert session.cell == (8, 5)
+    assert session.session.cell == (8, 5)
     np.testing.assert_allclose(bar_heights(view.bars["k"]), result.forward.traces[1].keys[4, 5], atol=1e-6)
     assert view.key_choice.currentText() == f"5: {result.key_tokens[5]}"
 
@@ -88,3 +88,15 @@ def test_additive_score_says_why_there_are_no_bars(qtbot):
     view.show()
     results.set_result(Engine().compute(session.session))
     assert not view.canvas_area.isVisible() and "dot-product" in view.formula.text()
+
+
+def test_a_cell_set_in_the_session_is_explained(why, qtbot):
+    view, session, result = why
+    session.update(cell=(3, 6))
+    trace = result.forward.traces[1]
+    qtbot.waitUntil(lambda: list(view.selected_bar.opts["x"]) == [6])
+    np.testing.assert_allclose(bar_heights(view.bars["q"]), trace.queries[4, 3], atol=1e-6)
+    np.testing.assert_allclose(bar_heights(view.bars["k"]), trace.keys[4, 6], atol=1e-6)
+    assert bar_heights(view.selected_bar)[0] == pytest.approx(float(trace.weights[4, 3, 6]), abs=1e-6)
+    assert view.query_choice.currentText() == f"3: {result.query_tokens[3]}"
+    assert f"{float(trace.weights[4, 3, 6]):.4f}" in view.formula.text()

@@ -10,6 +10,7 @@ from attnstudio.session import Session
 from attnstudio.ui.views.compare import PRESETS, CompareView, shared_words
 from tests.ui.conftest import build_view
 from tests.ui.looks import pixels
+from tests.ui.widgets.drawn import cell_rgb, close_colour, colormap_rgb
 
 A, B, _ = PRESETS["trophy: big / small"]
 
@@ -67,7 +68,21 @@ def test_preset_and_typing_set_the_session(qtbot):
     view, model, _, _ = build(qtbot, Session(backend="numpy"))
     assert not view.canvas.isVisible() and "second text" in view.note.text()
     view.presets.activated.emit(2)
-    assert (model.text, model.compare_text, model.compare_word) == PRESETS["trophy: big / small"]
+    session = model.session
+    assert (session.text, session.compare_text, session.compare_word) == PRESETS["trophy: big / small"]
     view.text_b.setText("A different sentence.")
     view.text_b.textEdited.emit("A different sentence.")
-    qtbot.waitUntil(lambda: model.compare_text == "A different sentence.", timeout=2000)
+    qtbot.waitUntil(lambda: model.session.compare_text == "A different sentence.", timeout=2000)
+
+
+def test_a_head_set_in_the_session_repaints_a_and_b(qtbot):
+    view, model, _, result = build(qtbot, Session(text=A, compare_text=B, layer=0, head=0, backend="numpy"))
+    model.update(layer=4, head=6)
+    qtbot.waitUntil(lambda: "layer 5 · head 7" in view.plot_b.titleLabel.text)
+    image = pixels(view.canvas)
+    for plot, weights in ((view.plot_a, result.attentions()[4, 6]), (view.plot_b, result.compare.attentions()[4, 6])):
+        row, col = np.unravel_index(int(np.argmax(weights)), weights.shape)
+        expected = colormap_rgb(plot.colormap, weights[row, col])
+        assert close_colour(cell_rgb(view.canvas, plot, row, col, image), expected)
+    np.testing.assert_allclose(view.difference[0], (result.compare.attentions()[4, 6] - result.attentions()[4, 6])[0],
+                               atol=1e-6)
