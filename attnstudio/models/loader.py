@@ -18,13 +18,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
+from safetensors.numpy import load, load_file
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from attnstudio.core.transformer import EncoderLayer, EncoderParameters
 from attnstudio.errors import InvalidSetting, ModelLoadError
 from attnstudio.fileio import read_regular_file
+from attnstudio.models import packed
 
 BUILTIN_MODEL = "minilm"
 SUPPORTED_MODEL_TYPES = ("bert",)
@@ -215,10 +216,13 @@ def _refuse_constant(name: str):
 
 def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
     path = folder / "model.safetensors"
-    if not path.is_file():
+    packed_path = path.with_name(path.name + packed.PACKED_SUFFIX)  # the installers' lossless smaller copy
+    if not path.is_file() and not packed_path.is_file():
         raise ModelLoadError(f"{folder} has no model.safetensors (PyTorch .bin files are not loaded: they use pickle)")
     try:
-        tensors = load_file(str(path))
+        tensors = load_file(str(path)) if path.is_file() else load(packed.unpack(packed_path))
+    except ModelLoadError:
+        raise
     except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
         raise ModelLoadError(f"cannot read {path}: it is damaged or not a safetensors file ({error})") from None
     # Task heads (BertForSequenceClassification, ...) prefix the encoder's names with "bert."
