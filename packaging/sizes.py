@@ -18,6 +18,7 @@ COMPONENTS = [
     ("Qt plugins", lambda p: p.startswith("_internal/PySide6/Qt/plugins/")),
     ("PySide6 bindings", lambda p: p.startswith(("_internal/PySide6/", "_internal/shiboken6/"))),
     ("NumPy and OpenBLAS", lambda p: p.startswith(("_internal/numpy/", "_internal/numpy.libs/"))),
+    ("SciPy (attention flow) and its OpenBLAS", lambda p: p.startswith(("_internal/scipy/", "_internal/scipy.libs/"))),
     ("tokenizers, safetensors", lambda p: p.startswith(("_internal/tokenizers/", "_internal/safetensors/"))),
     ("pyqtgraph", lambda p: p.startswith("_internal/pyqtgraph/")),
     ("Python runtime and Python code", lambda p: p == "attnstudio" or p.startswith(

@@ -186,6 +186,24 @@ def test_sizes():
     assert deb <= 203 * MiB and tarball <= 206 * MiB
 
 
+def test_the_bundle_draws_attention_flow_as_the_checkout_does(tmp_path):
+    """SciPy (max-flow) travels in the bundle: its OpenBLAS must load (a stripped copy did not) and the frozen
+    export of the flow view must draw what this checkout draws."""
+    text = "The cat sat on the mat because it was tired."
+    frozen, host = tmp_path / "frozen.png", tmp_path / "host.png"
+    env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    command = [str(DIST / "attnstudio" / "attnstudio"), "export", text, "--view", "flow", "-o", str(frozen)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr
+    subprocess.run([sys.executable, "-m", "attnstudio", "export", text, "--view", "flow", "-o", str(host)],
+                   check=True, capture_output=True, env={**env, "PYTHONPATH": str(PROJECT_ROOT)}, timeout=600)
+    images = [QImage(str(path)).convertToFormat(QImage.Format_RGB888) for path in (frozen, host)]
+    assert images[0].size() == images[1].size() and not images[0].isNull()
+    arrays = [np.frombuffer(image.constBits(), np.uint8, image.sizeInBytes()).astype(int) for image in images]
+    assert np.abs(arrays[0] - arrays[1]).mean() < 3, "the frozen flow view draws what the checkout draws"
+    assert len(np.unique(arrays[0])) > 50, "a picture, not a blank page"
+
+
 def test_lintian_has_nothing_but_the_overridden_tags():
     done = subprocess.run(["lintian", "--display-info", "--tag-display-limit", "0", str(artifact("attnstudio_*.deb"))],
                           capture_output=True, check=False, text=True, timeout=900)
