@@ -31,7 +31,7 @@ from attnstudio.ui.theme import apply_theme
 from tests.core.test_cli import run_cli
 
 TEXT = "The trophy would not fit in the suitcase because it was too big."
-VIEWS = ("heatmap", "heads", "pipeline", "lines", "rollout")
+VIEWS = ("heatmap", "heads", "pipeline", "lines", "rollout", "flow", "model", "multi_lines")
 RENDERERS = {"rsvg-convert": "librsvg2-bin", "pdftoppm": "poppler-utils"}
 SAME_PICTURE = 0.002  # share of differing pixels; a correct rendering gives about 0.0001
 FORMATS = ("png1", "png2", "png3", "svg", "pdf")
