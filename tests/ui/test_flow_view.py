@@ -249,3 +249,4 @@ def test_too_many_tokens_keep_the_rollout_and_say_why(qtbot):
     assert view.flow_plot.full_title == "flow not computed (rollout shown)"
     assert "Attention flow takes at most 128 tokens (this text has 142)" in view.note.text()
     assert not view.compute.isVisible()
+    assert view.rollout_plot.isVisible() and not view.flow_plot.isVisible(), "one rollout panel, not two"

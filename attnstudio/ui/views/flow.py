@@ -137,6 +137,8 @@ class FlowView(ResultView):
             return
         self.canvas.setVisible(True)
         refusal = result.flow_refusal()
+        # a refused flow (too many tokens) would only repeat the rollout in a second, crowded panel
+        self._arrange("rollout" if refusal is not None else self.shown.currentData())
         if refusal is None and not result.flow_ready() and id(result) not in self._stopped:
             if not (self.flows.busy and self.flows.result is result):
                 self._start_timer.start()  # coalesced: rapid edits start one flow, once they pause
