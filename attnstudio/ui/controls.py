@@ -297,6 +297,7 @@ class ControlPanel(QWidget):
                 self.heads.clear()
                 for count in counts:
                     self.heads.addItem(f"{count} (the model's own)" if count == own else str(count), count)
+        self.heads.setEnabled(bool(counts))  # none yet: the model is still loading (filled in with its result)
         _select_data(self.heads, heads or own)
         with QSignalBlocker(self.head):  # the spin shows what it can; the session keeps the user's head
             self.head.setMaximum(heads or own or 1)

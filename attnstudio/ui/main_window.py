@@ -20,10 +20,9 @@ from PySide6.QtWidgets import (
 
 from attnstudio import __version__
 from attnstudio.engine import check_heads
-from attnstudio.errors import AttnStudioError
-from attnstudio.models.registry import load_model_cached
+from attnstudio.models.loader import BUILTIN_MODEL
 from attnstudio.session import Session
-from attnstudio.ui import long_document
+from attnstudio.ui import long_document, model_loader
 from attnstudio.ui.compute_worker import ComputeController
 from attnstudio.ui.controls import ControlPanel
 from attnstudio.ui.dialogs import warn
@@ -63,6 +62,8 @@ class MainWindow(QMainWindow):
         if session is None and restore:
             session = self._restored_session()
         self.session_model = SessionModel(session)
+        # The model loads in a thread while the window builds; the first compute finds it loaded (or waits for it).
+        model_loader.preload(self._model_reference())
         self.results = ResultModel(self.session_model, self)
         self.controller = ComputeController(parent=self)
         self.theme = str(self.settings.value("theme", "light"))
@@ -122,13 +123,20 @@ class MainWindow(QMainWindow):
         self.session_model.view_changed.connect(self._on_view_changed)
         self.controller.result_ready.connect(self._on_result)
         self.controller.failed.connect(self.show_error)
-        self.controller.busy_changed.connect(self.busy.setVisible)
+        self.controller.busy_changed.connect(lambda _: self._sync_busy())
+        self.model_loader = model_loader.ModelLoader(self)  # Open model…: read off the GUI thread, then switch
+        self.model_loader.started.connect(self._show_loading)
+        self.model_loader.loaded.connect(self._on_model_loaded)
+        self.model_loader.failed.connect(self._on_model_failed)
+        self._loading_model: str | None = None  # the model the status line says is loading
         self._seen_result = False
         self.last_error = ""
         self._message_from_result = False
         self._result_message = ""
         self._restore_layout()
         self._on_view_changed(self.session_model.session.view)
+        if model_loader.needs_loading(self._model_reference()):
+            self._show_loading(self._model_reference())  # the first paint already says what is loading
         # The first compute starts once the window has painted: running it alongside the first paint
         # starves the paint of the GIL and leaves the window black for half a second.
         QTimer.singleShot(FIRST_COMPUTE_FALLBACK_MS, self._start_first_compute)
@@ -172,7 +180,40 @@ class MainWindow(QMainWindow):
 
     def request_compute(self) -> None:
         self._first_compute_started = True
+        if model_loader.needs_loading(self._model_reference()):  # the worker loads it first: say so meanwhile
+            self._show_loading(self._model_reference())
         self.controller.request(self.session_model.session)
+
+    def _model_reference(self) -> str:
+        """The model the session computes with (the synthetic model takes the built-in one's vocabulary)."""
+        session = self.session_model.session
+        return BUILTIN_MODEL if session.is_synthetic else session.model
+
+    def _show_loading(self, reference: str) -> None:
+        """The status line (and, before the first result, every view) says which model is loading."""
+        self._loading_model = reference
+        message = f"Loading {model_loader.model_label(reference)}…"
+        self.statusBar().showMessage(message)
+        self._message_from_result = False
+        if self.results.result is None:
+            for view in self.views.values():
+                if hasattr(view, "show_waiting"):
+                    view.show_waiting(message)
+        self._sync_busy()
+
+    def _end_loading(self) -> None:
+        """The model the status line named has loaded (or failed): clear its line unless something else is shown."""
+        if self._loading_model is None:
+            return
+        self._loading_model = None
+        if self.statusBar().currentMessage().startswith("Loading "):
+            self.statusBar().clearMessage()
+        self._sync_busy()
+
+    def _sync_busy(self) -> None:
+        self.busy.setVisible(self.controller.busy or self._loading_model is not None)
+        self.busy.setToolTip(f"Loading {model_loader.model_label(self._loading_model)}…" if self._loading_model
+                             else "Computing…")
 
     def _start_first_compute(self) -> None:
         if not self._first_compute_started:
@@ -187,6 +228,8 @@ class MainWindow(QMainWindow):
     def _on_result(self, result) -> None:
         """Publish a result; every permanent label in the status bar describes it (and only it)."""
         self.results.set_result(result)
+        if self._loading_model is not None and not model_loader.needs_loading(self._loading_model):
+            self._end_loading()
         self.backend_label.setText(f"backend: {result.backend.description}")
         n_q, n_k = len(result.query_tokens), len(result.key_tokens)
         if result.kinds is not None:  # encoder-decoder: the source and the decoder's inputs
@@ -209,6 +252,7 @@ class MainWindow(QMainWindow):
             self.first_result.emit()
 
     def show_error(self, message: str) -> None:
+        self._end_loading()
         self.last_error = message
         self._message_from_result = False
         self.statusBar().showMessage(f"⚠ {message}", 15_000)
@@ -305,17 +349,18 @@ class MainWindow(QMainWindow):
         if path:
             self.load_model_folder(path)
 
-    def load_model_folder(self, folder: str) -> bool:
-        """Switch to the model in ``folder`` (or a .gguf file), checking it loads first so a bad one changes nothing."""
-        try:
-            load_model_cached(folder)
-        except Exception as error:  # noqa: BLE001 - a bad folder must never escape as a traceback
-            if not isinstance(error, AttnStudioError):
-                error = f"cannot load the model in {folder}: {type(error).__name__}: {str(error)[:160]}"
-            self.show_error(str(error))
-            self.warn("Cannot open model", str(error))
-            return False
-        return self.session_model.update(model=folder, heads=None, layer=0, head=0)
+    def load_model_folder(self, folder: str) -> None:
+        """Switch to the model in ``folder`` (or a .gguf file) once it has loaded, in a thread (the window keeps
+        drawing, the status line says what is loading); a bad one changes nothing and says why."""
+        self.model_loader.load(folder)
+
+    def _on_model_loaded(self, reference: str) -> None:
+        self._end_loading()
+        self.session_model.update(model=reference, heads=None, layer=0, head=0)
+
+    def _on_model_failed(self, reference: str, message: str) -> None:
+        self.show_error(message)
+        self.warn("Cannot open model", message)
 
     def warn(self, title: str, message: str) -> QMessageBox:
         """A window-modal warning that does not block the event loop (computes and timers keep running)."""
