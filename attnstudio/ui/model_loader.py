@@ -23,7 +23,8 @@ def model_label(reference: str) -> str:
     builtin = BUILTIN_MODELS.get(reference)
     if builtin is not None:
         return builtin.label.removeprefix("Built-in: ")
-    return Path(reference).name or reference
+    path = Path(reference).expanduser()
+    return path.name if path.exists() and path.name else reference  # a repo id or Ollama name as the user knows it
 
 
 def needs_loading(reference: str) -> bool:

@@ -21,7 +21,7 @@ from attnstudio.session import Session
 from attnstudio.ui.compute_worker import ComputeController
 from tests.conftest import PROJECT_ROOT
 from tests.hostile.test_cli_corpus import HOSTILE, MODELS, SESSIONS, TEXTS, special_files
-from tests.ui.conftest import event_loop_gaps, wait_for_result
+from tests.ui.conftest import event_loop_gaps, open_model, wait_for_result
 
 CRASH_LOOP_FILES = ["seed_4294967295", "profile_point_n_minus_1", "profile_median_fast"]
 
@@ -96,7 +96,7 @@ def test_relaunching_after_a_crash_loop_session_starts_every_time(tmp_path):
 def test_every_model_folder_is_loaded_or_refused_by_the_gui(make_window, qtbot):
     window = make_window()
     for folder in MODELS:
-        loaded = window.load_model_folder(str(folder))
+        loaded = open_model(qtbot, window, str(folder))
         assert loaded == (folder.name in ("good", "tokenizer_catastrophic_regex")), folder.name
         if not loaded:
             assert window.statusBar().currentMessage().startswith("⚠ "), folder.name
@@ -106,7 +106,7 @@ def test_every_model_folder_is_loaded_or_refused_by_the_gui(make_window, qtbot):
 
 def test_a_tokenizer_panic_leaves_the_app_computing(make_window, qtbot):
     window = make_window()
-    assert window.load_model_folder(str(HOSTILE / "models" / "tokenizer_catastrophic_regex"))
+    assert open_model(qtbot, window, str(HOSTILE / "models" / "tokenizer_catastrophic_regex"))
     window.session_model.update(text="a" * 60 + "b")
     qtbot.waitUntil(lambda: "tokenizer failed" in window.statusBar().currentMessage(), timeout=30_000)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=10_000)

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMessageBox
 from attnstudio.core.masks import MaskSpec
 from attnstudio.session import Session
 from tests.conftest import PROJECT_ROOT
-from tests.ui.conftest import wait_for_result
+from tests.ui.conftest import open_model, wait_for_result
 
 
 def pixels(widget) -> np.ndarray:
@@ -147,9 +147,9 @@ def test_errors_show_in_the_status_bar_and_the_app_keeps_running(make_window, qt
     wait_for_result(qtbot, window, lambda r: r.heads == 6 and "alive" in r.query_tokens)
 
 
-def test_a_bad_model_folder_is_refused_and_changes_nothing(make_window, tmp_path):
+def test_a_bad_model_folder_is_refused_and_changes_nothing(make_window, qtbot, tmp_path):
     window = make_window()
-    assert not window.load_model_folder(str(tmp_path))
+    assert not open_model(qtbot, window, str(tmp_path))
     assert "no config.json" in window.statusBar().currentMessage()
     dialogs = [d for d in window.findChildren(QMessageBox) if d.isVisible()]
     assert dialogs and "no config.json" in dialogs[0].text()
