@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from functools import partial
 from pathlib import Path
 
+import pyqtgraph as pg
 from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
@@ -27,9 +29,10 @@ from attnstudio.ui.compute_worker import ComputeController
 from attnstudio.ui.controls import ControlPanel
 from attnstudio.ui.dialogs import warn
 from attnstudio.ui.file_actions import FileActions
+from attnstudio.ui.lazy_views import LazyViews
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
-from attnstudio.ui.theme import apply_theme
+from attnstudio.ui.theme import apply_theme, style_canvas
 from attnstudio.ui.views import VIEW_CLASSES, VIEW_LABELS
 
 DOCK_MIN_WIDTH = 250
@@ -72,17 +75,15 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(QIcon(str(ICON)))
 
         model = self.session_model
-        self.views = {name: view_class(model) if name == "profiler" else view_class(model, self.results)
-                      for name, view_class in VIEW_CLASSES.items()}
-        self.views["next_token"].generate.set_engine(lambda: self.controller.engine)
-        for name, view in self.views.items():  # large summaries a view reads come from the worker
-            if hasattr(view, "prepare_summaries"):
-                view.summary_key = name
-                view.prepare_summaries = lambda name=name: self.controller.prepare(self.results.result, name)
+        self._waiting_message = ""  # what a view built before the first result says instead of "Computing…"
+        # Each view is built when its tab is first shown (or something asks for it): see ui/lazy_views.py.
+        self.views = LazyViews({name: partial(view_class, model) if name == "profiler"
+                                else partial(view_class, model, self.results)
+                                for name, view_class in VIEW_CLASSES.items()}, self._on_view_built)
         self.tabs = QTabWidget()
         for key, label in VIEWS:
-            self.tabs.addTab(self.views[key], label)
-        self.tabs.currentChanged.connect(lambda i: model.update(view=VIEWS[i][0]) if i < len(VIEWS) else None)
+            self.tabs.addTab(self.views.containers[key], label)
+        self.tabs.currentChanged.connect(self._on_tab_changed)
         self.setCentralWidget(self.tabs)
 
         self.controls = ControlPanel(self.session_model, self.results)
@@ -196,7 +197,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message)
         self._message_from_result = False
         if self.results.result is None:
-            for view in self.views.values():
+            self._waiting_message = message
+            for view in self.views.built().values():
                 if hasattr(view, "show_waiting"):
                     view.show_waiting(message)
         self._sync_busy()
@@ -257,9 +259,10 @@ class MainWindow(QMainWindow):
         self._message_from_result = False
         self.statusBar().showMessage(f"⚠ {message}", 15_000)
         if self.results.result is None:  # nothing computed yet: the views say why instead of "Computing…"
-            for view in self.views.values():
+            self._waiting_message = f"No result yet: {message}"
+            for view in self.views.built().values():
                 if hasattr(view, "show_waiting"):
-                    view.show_waiting(f"No result yet: {message}")
+                    view.show_waiting(self._waiting_message)
         self._update_stale_label()
 
     def _update_stale_label(self) -> None:
@@ -277,6 +280,27 @@ class MainWindow(QMainWindow):
         keys = [key for key, _ in VIEWS]
         if view in keys and self.tabs.currentIndex() != keys.index(view):
             self.tabs.setCurrentIndex(keys.index(view))
+        if view in self.views:
+            self.views[view]  # noqa: B018 - builds the view on screen if it is not built yet
+
+    def _on_tab_changed(self, index: int) -> None:
+        if index < len(VIEWS):
+            self.views[VIEWS[index][0]]  # noqa: B018 - built before it is shown
+            self.session_model.update(view=VIEWS[index][0])
+
+    def _on_view_built(self, name: str, view) -> None:
+        """Connect a view built just now as every view is, in the current theme, showing the current result."""
+        if name == "next_token":
+            view.generate.set_engine(lambda: self.controller.engine)
+        if hasattr(view, "prepare_summaries"):  # large summaries a view reads come from the worker
+            view.summary_key = name
+            view.prepare_summaries = lambda: self.controller.prepare(self.results.result, name)
+        for canvas in view.findChildren(pg.GraphicsView):
+            style_canvas(canvas)
+        if self._waiting_message and self.results.result is None and hasattr(view, "show_waiting"):
+            view.show_waiting(self._waiting_message)
+        if self.results.result is not None and hasattr(view, "request_refresh"):
+            view.request_refresh()  # drawn now if on screen, else when shown
 
     # --- actions ----------------------------------------------------------------------------------------
     def _action(self, menu, text: str, shortcut, slot, tip: str = "") -> QAction:
@@ -369,7 +393,7 @@ class MainWindow(QMainWindow):
     def toggle_theme(self) -> None:
         self.theme = "dark" if self.theme == "light" else "light"
         apply_theme(self.theme, self)
-        for view in self.views.values():
+        for view in self.views.built().values():  # the others take the theme when they are built
             # result views redraw now if shown, else when shown (one that cannot draw a long result says why)
             refresh = getattr(view, "request_refresh", None) or getattr(view, "refresh", None)
             if refresh is not None:
@@ -387,8 +411,11 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event):  # noqa: N802 - Qt override
         self.save_settings()
         self.files.mark_closed()
-        self.views["profiler"].shutdown()
-        self.views["flow"].shutdown()
-        self.views["next_token"].generate.shutdown()
+        built = self.views.built()
+        for name in ("profiler", "flow"):
+            if name in built:
+                built[name].shutdown()
+        if "next_token" in built:
+            built["next_token"].generate.shutdown()
         self.controller.shutdown()
         super().closeEvent(event)

@@ -166,9 +166,9 @@ def test_layer_and_head_shortcuts(make_window, qtbot):
     assert (window.session_model.session.layer, window.session_model.session.head) == (1, 2)
     assert window.controls.layer.value() == 2 and window.controls.head.value() == 3
     qtbot.keyClick(window, Qt.Key_3, Qt.ControlModifier)
-    assert window.tabs.currentWidget() is window.views["model"]  # the third tab
+    assert window.tabs.currentWidget() is window.views.containers["model"]  # the third tab
     qtbot.keyClick(window, Qt.Key_4, Qt.ControlModifier)
-    assert window.tabs.currentWidget() is window.views["pipeline"]
+    assert window.tabs.currentWidget() is window.views.containers["pipeline"]
 
 
 def test_hidden_views_wait_until_shown(make_window, qtbot):
