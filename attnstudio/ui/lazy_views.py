@@ -32,6 +32,7 @@ class LazyViews(Mapping):
                 raise KeyError(name)
             view = self._built[name] = self._factories[name]()
             self.containers[name].layout().addWidget(view)
+            view.show()  # now, not on the layout's next pass: a tab on screen shows its view as it is switched to
             self._on_built(name, view)
         return view
 

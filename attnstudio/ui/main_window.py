@@ -198,6 +198,7 @@ class MainWindow(QMainWindow):
         self._message_from_result = False
         if self.results.result is None:
             self._waiting_message = message
+            self.controls.tokens.setText(message)
             for view in self.views.built().values():
                 if hasattr(view, "show_waiting"):
                     view.show_waiting(message)
@@ -299,8 +300,8 @@ class MainWindow(QMainWindow):
             style_canvas(canvas)
         if self._waiting_message and self.results.result is None and hasattr(view, "show_waiting"):
             view.show_waiting(self._waiting_message)
-        if self.results.result is not None and hasattr(view, "request_refresh"):
-            view.request_refresh()  # drawn now if on screen, else when shown
+        if self.results.result is not None:  # it missed the result's signal (some views sync controls on it):
+            self.results.changed.emit()  # sent again; the views built before only redraw if on screen
 
     # --- actions ----------------------------------------------------------------------------------------
     def _action(self, menu, text: str, shortcut, slot, tip: str = "") -> QAction:

@@ -52,6 +52,8 @@ def open_model(qtbot, window, reference: str, timeout=30_000) -> bool:
     def failed(_reference, _message):
         outcome.append(False)
 
+    # a result of the model before arriving after a refusal would take the refusal's line (it belongs to that result)
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=timeout)
     window.model_loader.loaded.connect(loaded)
     window.model_loader.failed.connect(failed)
     try:
