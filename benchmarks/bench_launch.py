@@ -15,6 +15,7 @@ Run: PYTHONPATH=. python benchmarks/bench_launch.py   (BENCH_LAUNCH_REPEATS=5)
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import resource
@@ -33,36 +34,48 @@ REPEATS = int(os.environ.get("BENCH_LAUNCH_REPEATS", "5"))
 WORK = Path(tempfile.gettempdir()) / "attnstudio-bench-launch"  # its model cache and .pyc files, kept warm
 
 
-def _launch_env() -> dict:
-    env = {**os.environ, "ATTNSTUDIO_CACHE_DIR": str(WORK / "cache"), "PYTHONPYCACHEPREFIX": str(WORK / "pycache"),
-           "QT_QPA_PLATFORM": "offscreen"}
+def _launch_env(checkout: str | None = None) -> dict:
+    """The child's environment: this benchmark's warm caches; ``checkout``: run that attnstudio's code instead."""
+    env = {**os.environ, "ATTNSTUDIO_CACHE_DIR": str(WORK / ("cache-before" if checkout else "cache")),
+           "PYTHONPYCACHEPREFIX": str(WORK / "pycache"), "QT_QPA_PLATFORM": "offscreen"}
+    if checkout:
+        env["PYTHONPATH"] = checkout
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
-def launch_once(folder: str) -> dict:
-    """One launch: the selftest's numbers, the wall time to exit and the child's CPU time."""
+def launch_once(folder: str, checkout: str | None = None) -> dict:
+    """One launch: the selftest's numbers, the wall time to exit and the child's CPU time. An older checkout's
+    selftest counts its time from an import, not the process's start, and reports no stall: compare the process
+    wall and CPU times to exit with those."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     command = [sys.executable, "-m", "attnstudio", "--selftest", f"{folder}/shot.png", "--model", "smollm2"]
-    done = subprocess.run(command, capture_output=True, check=False, text=True, timeout=300, env=_launch_env())
+    done = subprocess.run(command, capture_output=True, check=False, text=True, timeout=300, env=_launch_env(checkout))
     wall_ms = (time.perf_counter() - started) * 1000
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     painted = re.search(r"painted (\d+) ms", done.stdout)
     stall = re.search(r"longest stall (\d+) ms", done.stdout)
     resident = re.search(r"resident (\d+) MiB", done.stdout)
-    if painted is None or stall is None:
+    if painted is None or (stall is None and checkout is None):
         raise SystemExit(f"the selftest did not report a painted heatmap:\n{done.stdout}\n{done.stderr[-3000:]}")
-    return {"painted_ms": float(painted.group(1)), "stall_ms": float(stall.group(1)),
+    return {"painted_ms": float(painted.group(1)), "stall_ms": float(stall.group(1)) if stall else None,
             "resident_mib": float(resident.group(1)) if resident else None, "process_wall_ms": wall_ms,
             "process_cpu_ms": (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000,
             "load_average": os.getloadavg()[0]}
 
 
-def launches(repeats: int = REPEATS) -> list[dict]:
+def launches(repeats: int = REPEATS, before: str | None = None) -> tuple[list[dict], list[dict]]:
+    """(this checkout's launches, ``before``'s), alternating so both meet the same load."""
+    runs, before_runs = [], []
     with tempfile.TemporaryDirectory() as folder:
-        launch_once(folder)  # untimed: writes the float32 cache and the .pyc files if they are missing
-        return [launch_once(folder) for _ in range(repeats)]
+        for checkout in (None, before) if before else (None,):
+            launch_once(folder, checkout)  # untimed: writes the float32 cache and the .pyc files if they are missing
+        for _ in range(repeats):
+            runs.append(launch_once(folder))
+            if before:
+                before_runs.append(launch_once(folder, before))
+    return runs, before_runs
 
 
 def model_switch(cold: bool) -> dict:
@@ -119,7 +132,11 @@ def model_switch(cold: bool) -> dict:
 
 
 def main() -> None:
-    runs = launches()
+    """--before DIR: also launch another checkout of attnstudio (e.g. main before this change), alternating."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", metavar="DIR", help="a checkout of attnstudio to compare launches with")
+    args = parser.parse_args()
+    runs, before_runs = launches(before=args.before)
     median = {key: statistics.median(run[key] for run in runs) for key in ("painted_ms", "stall_ms", "process_cpu_ms")}
     def each(key: str, digits: int = 0) -> str:
         return ", ".join(f"{run[key]:.{digits}f}" for run in runs)
@@ -128,13 +145,23 @@ def main() -> None:
           f"(each: {each('painted_ms')}); child CPU to exit {median['process_cpu_ms']:.0f} ms (each: "
           f"{each('process_cpu_ms')}); longest event-loop stall {median['stall_ms']:.0f} ms "
           f"(each: {each('stall_ms')}); load average {each('load_average', 1)} on {os.cpu_count()} cores")
+    exits = {key: statistics.median(run[key] for run in runs) for key in ("process_wall_ms", "process_cpu_ms")}
+    before_exits = {key: statistics.median(run[key] for run in before_runs)
+                    for key in ("process_wall_ms", "process_cpu_ms")} if before_runs else None
+    line = (f"launch -> heatmap -> exit, whole process, median: wall {exits['process_wall_ms']:.0f} ms, "
+            f"CPU {exits['process_cpu_ms']:.0f} ms")
+    if before_exits:
+        line += (f"; before ({args.before}): wall {before_exits['process_wall_ms']:.0f} ms, "
+                 f"CPU {before_exits['process_cpu_ms']:.0f} ms")
+    print(line)
     switches = [model_switch(cold=False) for _ in range(3)] + [model_switch(cold=True)]
     for switch in switches:
         print(f"switch MiniLM -> SmolLM2 ({'cold cache: GGUF dequantized' if switch['cold_cache'] else 'warm cache'}): "
               f"{switch['switch_ms']:.0f} ms wall, {switch['switch_cpu_ms']:.0f} ms CPU to the painted heatmap; "
               f"longest event-loop stall {switch['stall_ms']:.0f} ms ({switch['ticks']} ticks); status line "
               f"{switch['status_while_loading']!r}; load average {switch['load_average']:.1f}")
-    write("launch", {"launches": runs, "launch_medians": median, "switches": switches,
+    write("launch", {"launches": runs, "launch_medians": median, "switches": switches, "before": args.before,
+                     "before_launches": before_runs, "process_medians": exits, "before_process_medians": before_exits,
                      "targets": {"painted_ms": 3000, "stall_ms": 100}})
 
 
