@@ -52,8 +52,7 @@ def open_model(qtbot, window, reference: str, timeout=30_000) -> bool:
     def failed(_reference, _message):
         outcome.append(False)
 
-    # a result of the model before arriving after a refusal would take the refusal's line (it belongs to that result)
-    qtbot.waitUntil(lambda: not window.controller.busy, timeout=timeout)
+    runs = window.controller.runs
     window.model_loader.loaded.connect(loaded)
     window.model_loader.failed.connect(failed)
     try:
@@ -62,7 +61,10 @@ def open_model(qtbot, window, reference: str, timeout=30_000) -> bool:
     finally:
         window.model_loader.loaded.disconnect(loaded)
         window.model_loader.failed.disconnect(failed)
-    return outcome[0] and window.session_model.session.model == reference
+    switched = outcome[0] and window.session_model.session.model == reference
+    if switched:  # done once the new model's first compute has answered (its answer sets the status line)
+        qtbot.waitUntil(lambda: window.controller.runs > runs and not window.controller.busy, timeout=timeout)
+    return switched
 
 
 # A stall this long means work ran on the GUI thread (a 512-token compute or a profiler sweep there takes
