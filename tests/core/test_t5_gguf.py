@@ -190,7 +190,9 @@ def test_the_tokenizer_gives_transformers_ids():
             assert ids == spm_ids, text
         assert encoded.tokens[-1] == "</s>"
     target = tokenizer.encode_target("Das Haus")
-    assert target.tokens[0] == "<pad>" and "</s>" not in target.tokens and "".join(target.tokens[1:]) == " Das Haus"
+    assert target.tokens[0] == "<pad>" and "</s>" not in target.tokens
+    assert "".join(tokenizer.decode_token(i) for i in target.ids[1:]) == " Das Haus"
+    assert "\u2581" in target.tokens and "" not in target.tokens and " " not in target.tokens  # a lone space: '▁'
 
 
 def test_the_engine_and_the_cli_give_what_the_folder_gives(tmp_path):
