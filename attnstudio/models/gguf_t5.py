@@ -35,14 +35,21 @@ def t5_config(number, fields: dict, config: dict, path: Path) -> None:
         raise ModelLoadError(f"{path.name}: its attention.value_length differs from attention.key_length; "
                              f"T5 uses one width for both")
     config["num_buckets"] = number("attention.relative_buckets_count", DEFAULT_BUCKETS)
-    config["decoder_start_id"] = int(fields.get("t5.decoder_start_token_id",
-                                                fields.get("tokenizer.ggml.padding_token_id", 0)))
+    config["decoder_start_id"] = _token_id(fields, "t5.decoder_start_token_id",
+                                           _token_id(fields, "tokenizer.ggml.padding_token_id", 0, path), path)
     distance = fields.get(MAX_DISTANCE_KEY, LLAMA_CPP_MAX_DISTANCE)
     if isinstance(distance, bool) or not isinstance(distance, int) or distance <= config["num_buckets"] // 4:
         raise ModelLoadError(f"{path.name}: {MAX_DISTANCE_KEY} must be an integer above a quarter of the buckets")
     config["max_distance"] = distance
-    if not 0 <= config["decoder_start_id"] < config["vocab_size"]:
+    if not config["decoder_start_id"] < config["vocab_size"]:
         raise ModelLoadError(f"{path.name}: t5.decoder_start_token_id {config['decoder_start_id']} is not a token")
+
+
+def _token_id(fields: dict, key: str, default: int, path: Path) -> int:
+    value = fields.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ModelLoadError(f"{path.name}: {key} must be a token id (a whole number from 0)")
+    return value
 
 
 def build_t5(tensors: dict[str, np.ndarray], config: dict, path: Path) -> T5Parameters:
@@ -121,5 +128,5 @@ def t5_tokenizer(fields: dict, config: dict) -> T5Tokenizer:
     if largest >= config["vocab_size"]:
         raise ModelLoadError(f"the GGUF tokenizer has ids up to {largest} but the model has {config['vocab_size']} "
                              f"embeddings")
-    pad = fields.get("tokenizer.ggml.padding_token_id", config["decoder_start_id"])
-    return T5Tokenizer(tokenizer, config["context_length"], pad_id=int(pad), start_id=config["decoder_start_id"])
+    pad = fields.get("tokenizer.ggml.padding_token_id", config["decoder_start_id"])  # checked by t5_config
+    return T5Tokenizer(tokenizer, config["context_length"], pad_id=pad, start_id=config["decoder_start_id"])

@@ -226,6 +226,8 @@ DAMAGES = {  # name -> rewrite()'s keyword arguments
     "bpe vocabulary": {"fields": {"tokenizer.ggml.model": ("gpt2", gguf.GGUFValueType.STRING)}},
     "scores missing": {"drop": {"tokenizer.ggml.scores"}},
     "t5encoder": {"architecture": "t5encoder"},
+    "start token a string": {"fields": {"t5.decoder_start_token_id": ("0", gguf.GGUFValueType.STRING)}},
+    "start token past the vocabulary": {"fields": {"t5.decoder_start_token_id": (999, gguf.GGUFValueType.UINT32)}},
 }
 
 
@@ -246,6 +248,8 @@ def damaged(tmp_path, name: str) -> Path:
     ("a layer without its gate", "dec.blk.2.ffn_gate is missing"),
     ("bpe vocabulary", "SentencePiece unigram"),
     ("scores missing", "no tokenizer vocabulary or scores"),
+    ("start token a string", "t5.decoder_start_token_id must be a token id"),
+    ("start token past the vocabulary", "t5.decoder_start_token_id 999 is not a token"),
     ("t5encoder", "'t5encoder' model \\(a T5 encoder without its decoder\\); attnstudio runs GGUF architectures "
                   "llama, qwen2, gpt2, t5"),
 ])
