@@ -165,7 +165,7 @@ def gui_stall() -> dict:
             started = time.perf_counter()
             panel.plot.getViewBox().setRange(xRange=(col, col + 256), yRange=(row, row + 256), padding=0)
             panel._draw_detail()  # what the settle timer does once the wheel stops
-            while panel.detail is None or panel.detail_region[0] != row:
+            while panel.detail is None or panel.detail_region != panel.visible_region():
                 app.processEvents()
                 time.sleep(0.001)
             zooms.append(time.perf_counter() - started)  # the exact weights of the region drawn
