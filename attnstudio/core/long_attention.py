@@ -100,7 +100,7 @@ class MaskRule:
             return 0, 0
         if self.window is None and self.valid_keys is None and not self.blocked_cells:  # causal: j > i
             first = min(row_start + 1, col_stop)
-            return first, max(first, min(row_stop, col_stop))
+            return first, col_stop  # row i may not see keys i + 1 .. col_stop - 1
         blocked = np.flatnonzero(~self.region(row_start, row_stop, 0, col_stop).all(axis=0))
         return (int(blocked[0]), int(blocked[-1]) + 1) if blocked.size else (0, 0)
 
