@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio.core.display import MASKED_RGBA
-from attnstudio.core.long_attention import SUMMARY_CELLS, SUMMARY_KINDS
+from attnstudio.core.long_attention import SUMMARY_CELLS, SUMMARY_KINDS, Cancelled
 from attnstudio.engine import mask_caption
 from attnstudio.ui.views.matrix import VerticalTokenAxis, visible_ticks
 
@@ -61,6 +61,8 @@ class LatestWorker(QObject):
                 continue  # a newer request came meanwhile
             try:
                 payload, signal = self._work(*args, stale=lambda k=key: k != self._latest), self.ready
+            except Cancelled:
+                continue  # stopped for a newer request, which answers instead (not a failure to show)
             except Exception as error:  # noqa: BLE001 - a failure is a status line, never a dead thread
                 payload, signal = f"{type(error).__name__}: {error}", self.failed
             try:
