@@ -135,7 +135,7 @@ def test_a_switch_paints_the_new_heads_refined_summary(qtbot, monkeypatch, long_
         model.update(layer=layer, head=head)
         title = f"layer {layer + 1}/6 · head {head + 1}/12"
         qtbot.waitUntil(lambda title=title: panel.summary_final and title in panel.title.text(), timeout=10_000)
-        assert {(drawn[2], drawn[3]) for drawn in shown} == {(layer, head)}
+        assert [(drawn[2], drawn[3]) for drawn in shown] == [(layer, head)] * 2  # drawn twice, both the new head's
         coarse_tile, coarse, *_ = shown[0]  # first, at once: the forward pass's tiles
         assert coarse_tile == long.thumbnail_tile == 8
         np.testing.assert_array_equal(coarse, long.summary(layer, head, "max", long.forward_cells)[0])

@@ -160,6 +160,7 @@ class LongHeatmapPanel(QWidget):
         self.plot.getViewBox().sigResized.connect(self._update_ticks)
         self._scene_connected = False
         self.result = None
+        self._drawn = None  # (result id, layer, head, kind) of the picture on screen
         self.n = 1
         self.tile = 1
         self.summary: np.ndarray | None = None
@@ -187,6 +188,10 @@ class LongHeatmapPanel(QWidget):
             self._limit_view()
             self.show_all()
         layer, head = shown.layer, shown.head
+        if (*self._key(), self.kind_name) == self._drawn:
+            self._set_title()  # the same picture (a layer and a head changed together publish twice)
+            return
+        self._drawn = (*self._key(), self.kind_name)
         values, tile, masked = summary_now(long, layer, head, self.kind_name, SUMMARY_CELLS)
         self.summary_final = long.has_summary(layer, head, SUMMARY_CELLS)
         self._show_summary(values, tile, masked)
