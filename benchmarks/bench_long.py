@@ -177,6 +177,7 @@ def gui_stall() -> dict:
             time.sleep(0.002)
         forward = forward.stop()
         result_ms = clock.elapsed()
+        resident_at_result = resident_gib()
         panel = window.views["heatmap"].long_panel
         for _ in range(100):  # one second more: the result's arrival and first paint are inside the measurement
             app.processEvents()
@@ -217,7 +218,8 @@ def gui_stall() -> dict:
             "stalls_over_100_ms": [(gap, at) for gap, at in gaps[1:] if gap > 100],
             "switch": switches, "switch_head_ms": max(s["first_picture_ms"] for s in switches),
             "switch_head_refined_s": [s["wall_s"] for s in switches], "zoom": zooms,
-            "zoom_256_ms": [1e3 * z["wall_s"] for z in zooms], "screenshots": screenshots}
+            "zoom_256_ms": [1e3 * z["wall_s"] for z in zooms], "screenshots": screenshots,
+            "resident_at_result_gib": resident_at_result, "peak_resident_gib": peak_gib()}
 
 
 def shows_head(panel, layer: int, head: int) -> bool:

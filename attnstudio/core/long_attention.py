@@ -409,7 +409,8 @@ class LongRecorder:
         tile_max = np.zeros((heads, cells, cells), np.float32)
         tile_sum = np.zeros((heads, cells, cells), np.float32)
         block = tile * max(1, ROW_BLOCK // tile)
-        for start in range(0, n, block):
+
+        def attend_block(start: int) -> None:  # rows [start, start + block): disjoint slices of every output
             self.check_cancelled()
             stop = min(n, start + block)
             rows, last = stop - start, max(self.mask.last_key(stop, n), 1)
@@ -437,6 +438,17 @@ class LongRecorder:
             entropy[:, start:stop] = rows_entropy.reshape(heads, rows)
             accumulate_tiles(weights.reshape(heads, rows, last), start, tile, tile_max, tile_sum)
             del scores, weights, mixed
+
+        # Blocks of rows are shared between the cores (every other block: causal blocks grow), BLAS on one
+        # thread meanwhile: its own threads gained nothing on these (rows, 64) x (64, n) products under load.
+        starts = range(0, n, block)
+
+        def attend_blocks(blocks: slice) -> None:
+            for start in starts[blocks]:
+                attend_block(start)
+        workers = min(cpu_workers(), len(starts))
+        run_groups(attend_blocks, [slice(i, None, workers) for i in range(workers)])
+
         self.layers.append(LongLayer(q, k, row_max, row_sum, entropy, tile_max,
                                      tile_sum / _tile_counts(n, n, tile)))
         if self.progress is not None:
