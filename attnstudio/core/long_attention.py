@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attnstudio.core.masks import MaskSpec
-from attnstudio.core.parallel import cpu_workers, run_groups
+from attnstudio.core.parallel import cpu_workers, run_groups, single_threaded_blas
 from attnstudio.errors import AttnStudioError, InvalidSetting
 from attnstudio.limits import LIMITS
 
@@ -161,7 +161,8 @@ class LongAttention:
         kept = self.layers[layer]
         q = kept.queries[head, row_start:row_stop]  # (rows, d)
         k = kept.keys[self.kv_head(head), col_start:col_stop]  # (cols, d)
-        scores = q @ k.T  # (rows, cols)
+        with single_threaded_blas():  # a zoom's or a hover's product: BLAS's threads spin-wait longer than it takes
+            scores = q @ k.T  # (rows, cols)
         allowed = self.mask.region(row_start, row_stop, col_start, col_stop)
         if allowed is not None:
             scores[~allowed] = -np.inf

@@ -83,7 +83,10 @@ def test_a_long_head_is_drawn_as_block_summaries_max_or_mean(qtbot, monkeypatch,
     assert panel.colorbar.getAxis("left").labelText == "weight (block mean)"
 
 
-def test_zooming_in_draws_every_weight_of_the_visible_region_and_hover_reads_it(qtbot, monkeypatch, long_threshold):
+@pytest.mark.parametrize("inline", [True, False], ids=["on the GUI thread", "in the worker"])
+def test_zooming_in_draws_every_weight_of_the_visible_region_and_hover_reads_it(qtbot, monkeypatch, long_threshold,
+                                                                               inline):
+    monkeypatch.setattr(long_heatmap, "INLINE_REGION_CELLS", 10**9 if inline else 0)  # small regions, or none
     _, _, _, result, panel = long_heatmap_view(qtbot, monkeypatch, span=16)
     panel.plot.getViewBox().setRange(xRange=(20, 32), yRange=(40, 52), padding=0)
     qtbot.waitUntil(lambda: panel.detail is not None, timeout=5_000)
