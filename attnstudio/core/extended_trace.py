@@ -1,36 +1,61 @@
 """The trace a prefix-cache extension returns: old rows shared with the pass it extends, nothing copied.
 
 Typing at the end of a 512-token text changes one row per layer, but a whole (heads, n, n) weights matrix per
-layer (280 MB for SmolLM2's 30 layers) would be written on every key press. So an extension keeps its weights
-as parts: the (heads, m0, m0) block of an earlier pass and blocks of rows added since, each (heads, rows, end)
-with end = its last row + 1 (a causal row has weight 0 on every later key). The whole matrix is joined when
-first read; one head's alone for a heatmap. Scores (before the mask) are computed from the queries and keys
-when first read, by the same ``attention_scores`` call as the full pass.
+layer (280 MB for SmolLM2's 30 layers) would be written on every key press, and joining the queries and context
+of every layer (70 MB) as well. So an extension keeps them as parts:
+
+- weights: the (heads, m0, m0) block of an earlier pass and blocks of rows added since, each (heads, rows, end)
+  with end = its last row + 1 (a causal row has weight 0 on every later key);
+- queries, context: row parts, (heads, rows, d) each, in order (no later row reads them).
+
+Keys and values are joined on every extension: the new rows attend to all of them, and scores or weighted sums
+split over parts round differently from the full pass's (by 1e-6 of the largest value on a random model). Whole
+arrays are joined when first read; one head's weights alone for a heatmap. Scores (before the mask) are computed
+from the queries and keys when first read, by the same ``attention_scores`` call as the full pass. When parts
+pile up, the small ones after the first are joined into one (the first, the pass typing started from, is copied
+only when the rows after it outgrow it), so a long run of key presses never copies the whole text each time.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from attnstudio.core.backend import array_namespace
+from attnstudio.core.backend import array_namespace, concat
 from attnstudio.core.kernels import attention_scores
 from attnstudio.core.transformer import AttentionTrace
 
-# Join the parts into one block once this many row blocks have piled up (a long run of key presses).
+# Join row blocks / row parts once this many have piled up (a long run of key presses).
 MAX_ROW_BLOCKS = 24
+MAX_ROW_PARTS = 8
+ROW_ARRAYS = ("queries", "keys", "values", "context")
 
 
 class ExtendedTrace(AttentionTrace):
-    """An :class:`AttentionTrace` whose scores and weights are built when first read (see the module)."""
+    """An :class:`AttentionTrace` whose arrays are built when first read (see the module)."""
 
-    def __init__(self, queries, keys, values, base, blocks: list[tuple[int, Any]], context, *, score: str, scale,
+    def __init__(self, parts: dict[str, list], base, blocks: list[tuple[int, Any]], *, score: str, scale,
                  seed: int):
-        """base: (heads, m0, m0) weights; blocks: (first row, (heads, rows, first row + rows) weights), in order."""
+        """parts: {name in ROW_ARRAYS: [(heads, rows, d) arrays in row order]}; base: (heads, m0, m0) weights;
+        blocks: (first row, (heads, rows, first row + rows) weights), in order."""
         self._scores = self._weights = None
         self._score_options = {"score": score, "scale": scale, "seed": seed}
         if len(blocks) > MAX_ROW_BLOCKS:
-            base, blocks = _joined(base, blocks), []
+            base, blocks = _compacted_blocks(base, blocks)
         self._base, self._blocks = base, blocks
-        super().__init__(queries, keys, values, None, None, context)
+        self._parts = {name: _compacted_parts(parts[name]) for name in ROW_ARRAYS}
+        self._joined: dict[str, Any] = {}
+        super().__init__(None, None, None, None, None, None)
+
+    def _row_array(self, name: str):
+        if name not in self._joined:
+            parts = self._parts[name]
+            self._joined[name] = parts[0] if len(parts) == 1 else concat(parts, axis=1)
+            self._parts[name] = [self._joined[name]]
+        return self._joined[name]
+
+    queries = property(lambda self: self._row_array("queries"), lambda self, value: None)  # (heads, n, d_k)
+    keys = property(lambda self: self._row_array("keys"), lambda self, value: None)  # (heads, n, d_k)
+    values = property(lambda self: self._row_array("values"), lambda self, value: None)  # (heads, n, d_v)
+    context = property(lambda self: self._row_array("context"), lambda self, value: None)  # (heads, n, d_v)
 
     @property
     def scores(self):  # (heads, n_q, n_k), scaled, before the mask
@@ -62,16 +87,48 @@ class ExtendedTrace(AttentionTrace):
             return self._weights, []
         return self._base, list(self._blocks)
 
+    def row_parts(self, name: str) -> list:
+        return list(self._parts[name])
+
     def first_rows(self, m: int) -> AttentionTrace:
-        base, blocks = self._base, self._blocks
-        if self._weights is not None:
-            base, blocks = self._weights, []
+        base, blocks = self.weight_parts()
         if m <= base.shape[-1]:
             base, blocks = base[:, :m, :m], []
         else:  # rows past m go; a block cut at m keeps its columns up to m (later ones are 0)
             blocks = [(row, block[:, :m - row, :m]) for row, block in blocks if row < m]
-        return ExtendedTrace(self.queries[:, :m], self.keys[:, :m], self.values[:, :m], base, blocks,
-                             self.context[:, :m], **self._score_options)
+        return ExtendedTrace({name: _first_rows_of(self._parts[name], m) for name in ROW_ARRAYS}, base, blocks,
+                             **self._score_options)
+
+
+def _first_rows_of(parts: list, m: int) -> list:
+    kept, start = [], 0
+    for part in parts:
+        if start >= m:
+            break
+        kept.append(part[:, :m - start])
+        start += part.shape[-2]
+    return kept
+
+
+def _compacted_parts(parts: list) -> list:
+    """At most MAX_ROW_PARTS parts: the ones after the first joined into one (all of them once those outgrow it)."""
+    if len(parts) <= MAX_ROW_PARTS:
+        return parts
+    tail = concat(parts[1:], axis=1)
+    return [concat([parts[0], tail], axis=1)] if tail.shape[-2] > parts[0].shape[-2] else [parts[0], tail]
+
+
+def _compacted_blocks(base, blocks: list[tuple[int, Any]]) -> tuple[Any, list]:
+    """The row blocks joined into one (rows after the base, up to the last block's end), or everything into the
+    base once those rows outgrow it."""
+    first, last = blocks[0][0], blocks[-1][0] + blocks[-1][1].shape[-2]
+    if last - first > base.shape[-1]:
+        return _joined(base, blocks), []
+    xp = array_namespace(base)
+    block = xp.zeros((base.shape[0], last - first, last), dtype=base.dtype)
+    for row, part in blocks:
+        block[:, row - first:row - first + part.shape[-2], :part.shape[-1]] = part
+    return base, [(first, block)]
 
 
 def _joined(base, blocks: list[tuple[int, Any]]):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
-from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
+from attnstudio.core.backend import array_namespace, concat, matrix_transpose, project, to_numpy
 from attnstudio.core.extended_trace import ExtendedTrace
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
@@ -129,7 +129,7 @@ def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, s
     ablated_heads: query heads switched off in this layer (see :mod:`attnstudio.core.ablation`).
     """
     q_width, kv_width = p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim
-    qkv = x @ layer.qkv_weight  # (n, q_width + 2 kv_width): one matmul for all three projections
+    qkv = project(x, layer.qkv_weight)  # (n, q_width + 2 kv_width): one matmul for all three projections
     if layer.qkv_bias is not None:
         qkv = qkv + layer.qkv_bias
     q = split_heads(qkv[:, :q_width], p.num_heads)  # (heads, n, head_dim)
@@ -142,7 +142,7 @@ def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, s
     scores = attention_scores(q, k, score=score, scale=scale, seed=seed)  # (heads, n, n)
     weights = softmax(scores, mask)  # the mask includes the causal one
     weights, context = ablate_heads(weights, v, ablated_heads, ablation_mode, mask)  # context (heads, n, head_dim)
-    output = merge_heads(context) @ layer.attention_out_weight  # (n, d_model)
+    output = project(merge_heads(context), layer.attention_out_weight)  # (n, d_model)
     return output, AttentionTrace(q, k, v, scores, weights, context)
 
 
@@ -153,20 +153,22 @@ def _attend_after(past: AttentionTrace, q, k, v, layer: LlamaLayer, *, mask, sco
     scores = attention_scores(q, keys, score=score, scale=scale, seed=seed)  # (heads, n - m, n)
     weights = softmax(scores, mask)  # mask: rows m .. n-1, (n - m, n)
     context = weights @ values  # (heads, n - m, head_dim)
-    output = merge_heads(context) @ layer.attention_out_weight  # (n - m, d_model)
+    output = project(merge_heads(context), layer.attention_out_weight)  # (n - m, d_model)
     # Old rows put weight 0 on the new keys (causal): the new trace shares the past's weights and adds the new
-    # rows as a block; scores (before the mask: old rows have scores on future keys too) come when first read.
+    # rows as a block; its queries and context are the past's parts and the new rows (not copied); scores
+    # (before the mask: old rows have scores on future keys too) come when first read.
     base, blocks = past.weight_parts()
-    trace = ExtendedTrace(concat([past.queries, q], axis=1), keys, values, base, [*blocks, (m, weights)],
-                          concat([past.context, context], axis=1), score=score, scale=scale, seed=seed)
+    parts = {"queries": [*past.row_parts("queries"), q], "keys": [keys], "values": [values],
+             "context": [*past.row_parts("context"), context]}
+    trace = ExtendedTrace(parts, base, [*blocks, (m, weights)], score=score, scale=scale, seed=seed)
     return output, trace
 
 
 def feed_forward(x, layer: LlamaLayer):
     """SwiGLU: down(silu(gate(x)) * up(x)).  (n, d_model) -> (n, d_model)."""
-    gate_up = x @ layer.gate_up_weight  # (n, 2 d_ff)
+    gate_up = project(x, layer.gate_up_weight)  # (n, 2 d_ff)
     d_ff = gate_up.shape[-1] // 2
-    return (silu(gate_up[:, :d_ff]) * gate_up[:, d_ff:]) @ layer.down_weight
+    return project(silu(gate_up[:, :d_ff]) * gate_up[:, d_ff:], layer.down_weight)
 
 
 def check_decoder_input(p, input_ids, *, pair_ids, num_layers: int | None, ablation: Ablation | None):
@@ -243,7 +245,7 @@ def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | N
     if heads not in (None, p.num_heads):
         raise InvalidSetting(f"this model has {p.num_heads} query heads; its heads cannot be re-split")
     xp = array_namespace(p.token_embeddings)
-    n, m = input_ids.shape[0], past.traces[0].weights.shape[-1]
+    n, m = input_ids.shape[0], past.hidden_states[0].shape[0]  # (reading a weight would join it)
     total_layers = len(p.layers)
     num_layers = total_layers if num_layers is None else num_layers
     if not 0 < m < n or len(past.traces) != num_layers:
