@@ -109,7 +109,7 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
     for a core.
     """
     app = QApplication.instance() or QApplication([])
-    samples, cpu_samples = [], []
+    samples, cpu_samples, paints = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         window = MainWindow(Session(model="smollm2", backend="numpy"),
                             settings=QSettings(f"{folder}/s.ini", QSettings.IniFormat), restore=False)
@@ -124,12 +124,13 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
         loop = QEventLoop()
         guard = QTimer(singleShot=True, interval=180_000)
         guard.timeout.connect(loop.quit)
-        waiting = {"tokens": None, "painted": None}
+        waiting = {"tokens": None, "painted": None, "paints": 0}
         canvas_class = type(canvas)
         original_paint = canvas_class.paintEvent
 
         def paint_event(view, event):  # the heatmap's paint: the clock stops when it returns with the new text
             original_paint(view, event)
+            waiting["paints"] += view is canvas
             result = window.results.result
             if view is canvas and result is not None and result.query_tokens == waiting["tokens"]:
                 waiting["painted"] = time.perf_counter()
@@ -137,8 +138,8 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
 
         canvas_class.paintEvent = paint_event
 
-        def wait_for(text: str) -> float:
-            waiting["tokens"], waiting["painted"] = tokenizer.encode(text).tokens, None
+        def wait_for(text: str, tokens: list[str] | None = None) -> float:
+            waiting["tokens"], waiting["painted"] = tokens or tokenizer.encode(text).tokens, None
             guard.start()
             while waiting["painted"] is None:
                 loop.exec()
@@ -163,18 +164,23 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
                     window.controller.engine._prefix.clear()
                 app.processEvents()  # nothing left over from the last press is counted in this one
                 key, typed = getattr(Qt.Key, f"Key_{character.upper()}"), editor.toPlainText() + character
+                typed_tokens = tokenizer.encode(typed).tokens  # what the painted result must show (not timed)
+                waiting["paints"] = 0
                 started, cpu_started = time.perf_counter(), time.process_time()
                 for kind in (QEvent.KeyPress, QEvent.KeyRelease):
                     QApplication.postEvent(editor, QKeyEvent(kind, key, Qt.NoModifier, character))
-                painted = wait_for(typed)
+                painted = wait_for(typed, typed_tokens)
                 elapsed, cpu = (painted - started) * 1000, (time.process_time() - cpu_started) * 1000
                 if index >= 2:
                     samples.append(elapsed)
                     cpu_samples.append(cpu)
+                    paints.append(waiting["paints"])
         finally:
             canvas_class.paintEvent = original_paint
         window.close()
         app.processEvents()
+    if os.environ.get("BENCH_DECODER_APP_PAINTS"):
+        print(f"heatmap paints per key press: {paints}", file=sys.stderr)
     return samples, cpu_samples
 
 

@@ -17,6 +17,8 @@ only when the rows after it outgrow it), so a long run of key presses never copi
 """
 from __future__ import annotations
 
+import operator
+from collections.abc import Sequence
 from typing import Any
 
 from attnstudio.core.backend import array_namespace, concat
@@ -41,7 +43,7 @@ class ExtendedTrace(AttentionTrace):
         if len(blocks) > MAX_ROW_BLOCKS:
             base, blocks = _compacted_blocks(base, blocks)
         self._base, self._blocks = base, blocks
-        self._parts = {name: _compacted_parts(parts[name]) for name in ROW_ARRAYS}
+        self._parts = {name: _compacted_parts(parts[name], axis=1) for name in ROW_ARRAYS}
         self._joined: dict[str, Any] = {}
         super().__init__(None, None, None, None, None, None)
 
@@ -100,22 +102,68 @@ class ExtendedTrace(AttentionTrace):
                              **self._score_options)
 
 
-def _first_rows_of(parts: list, m: int) -> list:
+def _first_rows_of(parts: list, m: int, axis: int = 1) -> list:
     kept, start = [], 0
     for part in parts:
         if start >= m:
             break
-        kept.append(part[:, :m - start])
-        start += part.shape[-2]
+        kept.append(part[:, :m - start] if axis == 1 else part[:m - start])
+        start += part.shape[axis]
     return kept
 
 
-def _compacted_parts(parts: list) -> list:
+def _compacted_parts(parts: list, axis: int) -> list:
     """At most MAX_ROW_PARTS parts: the ones after the first joined into one (all of them once those outgrow it)."""
     if len(parts) <= MAX_ROW_PARTS:
         return parts
-    tail = concat(parts[1:], axis=1)
-    return [concat([parts[0], tail], axis=1)] if tail.shape[-2] > parts[0].shape[-2] else [parts[0], tail]
+    tail = concat(parts[1:], axis=axis)
+    return [concat([parts[0], tail], axis=axis)] if tail.shape[axis] > parts[0].shape[axis] else [parts[0], tail]
+
+
+class HiddenStatesOnRead(Sequence):
+    """A forward pass's hidden states, (n, d_model) each, kept as row parts and each joined when first read.
+
+    An extension's new rows never read the old rows' hidden states, so typing does not copy the 31 (n, d_model)
+    arrays (36 MB at 512 tokens) on every key press; the logit lens joins those it reads."""
+
+    def __init__(self, parts: list[list]):
+        self._parts = [_compacted_parts(rows, axis=0) for rows in parts]
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = operator.index(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        parts = self._parts[index]
+        if len(parts) > 1:
+            parts[:] = [concat(parts, axis=0)]
+        return parts[0]
+
+    def row_parts(self, index: int) -> list:
+        return list(self._parts[index])
+
+    def first_rows(self, m: int) -> HiddenStatesOnRead:
+        return HiddenStatesOnRead([_first_rows_of(parts, m, axis=0) for parts in self._parts])
+
+
+def hidden_row_parts(hidden_states, index: int) -> list:
+    """Layer boundary ``index``'s hidden states as row parts (one, whole, for a plain list)."""
+    if isinstance(hidden_states, HiddenStatesOnRead):
+        return hidden_states.row_parts(index)
+    return [hidden_states[index]]
+
+
+def hidden_row(hidden_states, index: int, position: int):
+    """(1, d_model): row ``position`` of layer boundary ``index``'s hidden states, without joining their parts."""
+    for part in hidden_row_parts(hidden_states, index):
+        if position < part.shape[0]:
+            return part[position:position + 1]
+        position -= part.shape[0]
+    raise IndexError(position)
 
 
 def _compacted_blocks(base, blocks: list[tuple[int, Any]]) -> tuple[Any, list]:

@@ -12,13 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from attnstudio.core.extended_trace import HiddenStatesOnRead
 from attnstudio.core.parallel import blas_threads_for_rows
 from attnstudio.core.transformer import ForwardResult
 
 
 def first_rows(result: ForwardResult, m: int) -> ForwardResult:
     """The forward pass of the first m tokens, cut out of a pass over more (views, no copies)."""
-    return ForwardResult([trace.first_rows(m) for trace in result.traces], [h[:m] for h in result.hidden_states],
+    hidden = result.hidden_states
+    return ForwardResult([trace.first_rows(m) for trace in result.traces],
+                         hidden.first_rows(m) if isinstance(hidden, HiddenStatesOnRead) else [h[:m] for h in hidden],
                          None)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
 from attnstudio.core.backend import array_namespace, concat, matrix_transpose, project, to_numpy
-from attnstudio.core.extended_trace import ExtendedTrace
+from attnstudio.core.extended_trace import ExtendedTrace, HiddenStatesOnRead, hidden_row, hidden_row_parts
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
 from attnstudio.core.transformer import (
@@ -245,7 +245,7 @@ def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | N
     if heads not in (None, p.num_heads):
         raise InvalidSetting(f"this model has {p.num_heads} query heads; its heads cannot be re-split")
     xp = array_namespace(p.token_embeddings)
-    n, m = input_ids.shape[0], past.hidden_states[0].shape[0]  # (reading a weight would join it)
+    n, m = input_ids.shape[0], sum(part.shape[0] for part in hidden_row_parts(past.hidden_states, 0))
     total_layers = len(p.layers)
     num_layers = total_layers if num_layers is None else num_layers
     if not 0 < m < n or len(past.traces) != num_layers:
@@ -256,7 +256,8 @@ def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | N
     cos, sin = cos[m:], sin[m:]  # (n - m, head_dim / 2)
 
     x = xp.take(p.token_embeddings, input_ids[m:], axis=0)  # (n - m, d_model): the new rows only
-    hidden_states, traces = [concat([past.hidden_states[0], x], axis=0)], []
+    # (n, d_model) each: the past's rows and the new ones, joined when read (no new row reads an old one)
+    hidden_parts, traces = [[*hidden_row_parts(past.hidden_states, 0), x]], []
     for index, layer in enumerate(p.layers[:num_layers]):
         attended, trace = attend(rms_norm(x, layer.attention_norm, p.rms_norm_eps), layer, p, cos, sin,
                                  past=past.traces[index], **options)
@@ -264,8 +265,9 @@ def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | N
         x = x + feed_forward(rms_norm(x, layer.mlp_norm, p.rms_norm_eps), layer)
         if index == total_layers - 1:
             x = rms_norm(x, p.final_norm, p.rms_norm_eps)  # the past's last rows are normalised too
-        hidden_states.append(concat([past.hidden_states[index + 1], x], axis=0))
+        hidden_parts.append([*hidden_row_parts(past.hidden_states, index + 1), x])
         traces.append(trace)
+    hidden_states = HiddenStatesOnRead(hidden_parts)
     if num_layers < total_layers:
         return ForwardResult(traces, hidden_states, None)
     last = x[-1, ...]  # (d_model,)
@@ -278,8 +280,10 @@ def logit_lens(p: LlamaParameters, hidden_states: list, position: int):
     hidden_states: the forward pass's (embeddings, layer 1 .. layer L, the last already normalised).
     Returns (L, vocab) logits; the last row is the model's own prediction.
     """
-    rows = [rms_norm(h[position:position + 1, ...], p.final_norm, p.rms_norm_eps) for h in hidden_states[1:-1]]
-    rows.append(hidden_states[-1][position:position + 1, ...])
+    layers = len(hidden_states) - 1
+    rows = [rms_norm(hidden_row(hidden_states, index, position), p.final_norm, p.rms_norm_eps)
+            for index in range(1, layers)]  # (1, d_model) each
+    rows.append(hidden_row(hidden_states, layers, position))
     return unembed(p, concat(rows, axis=0))  # (L, vocab)
 
 
