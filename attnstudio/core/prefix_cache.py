@@ -14,6 +14,7 @@ import numpy as np
 
 from attnstudio.core.extended_trace import HiddenStatesOnRead
 from attnstudio.core.parallel import blas_threads_for_rows
+from attnstudio.core.row_slots import RowSlots
 from attnstudio.core.transformer import ForwardResult
 
 
@@ -46,6 +47,7 @@ class PrefixCache:
 
     def __init__(self):
         self._entry: _Entry | None = None
+        self._slots = RowSlots()  # where extensions write their keys and values
         self.reused = 0  # rows reused by the last call (0: it computed everything)
 
     def forward(self, family, parameters, ids_host: np.ndarray, ids, *, mask_host=None, mask=None,
@@ -57,8 +59,12 @@ class PrefixCache:
         m = self._reusable(parameters, key, ids_host, mask_host) if family.extend is not None else 0
         with blas_threads_for_rows(len(ids_host) - m):  # the rows computed
             if m:
-                result = family.extend(parameters, first_rows(self._entry.result, m), ids, mask=mask, **options)
+                writer = self._slots.writer(m, len(ids_host))
+                result = family.extend(parameters, first_rows(self._entry.result, m), ids, mask=mask, rows=writer,
+                                       **options)
+                self._slots.written(writer, m, len(ids_host))
             else:
+                self._slots.forget()
                 result = family.forward(parameters, ids, mask=mask, **options)
         self.reused = m
         self._entry = _Entry(parameters, key, ids_host.copy(), None if mask_host is None else mask_host.copy(), result)
@@ -77,3 +83,4 @@ class PrefixCache:
 
     def clear(self) -> None:
         self._entry = None
+        self._slots.forget()

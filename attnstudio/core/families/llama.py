@@ -119,13 +119,15 @@ def repeat_kv(x, num_heads: int):
     return xp.take(x, index, axis=0)
 
 
-def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, scale, seed, past=None,
+def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, scale, seed, past=None, join=None,
            ablated_heads: tuple[int, ...] = (), ablation_mode: str = "zero"):
     """Grouped-query self-attention with every step kept.  (n_new, d_model) -> (output (n_new, d_model), trace).
 
     past: the trace of the first m positions (a prefix cache); then ``x``, ``cos``, ``sin`` and ``mask``
     hold only the rows of positions m .. n-1, and the trace returned covers all n positions (no ablation then:
     the engine uses the prefix cache only when no head is switched off).
+    join(name, past rows, new rows): joins the past's and the new keys or values (default: concat; see
+    core.row_slots).
     ablated_heads: query heads switched off in this layer (see :mod:`attnstudio.core.ablation`).
     """
     q_width, kv_width = p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim
@@ -138,7 +140,8 @@ def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, s
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     k, v = repeat_kv(k, p.num_heads), repeat_kv(v, p.num_heads)  # (heads, n, head_dim)
     if past is not None:
-        return _attend_after(past, q, k, v, layer, mask=mask, score=score, scale=scale, seed=seed)
+        join = join or (lambda name, old, new: concat([old, new], axis=1))
+        return _attend_after(past, q, k, v, layer, join, mask=mask, score=score, scale=scale, seed=seed)
     scores = attention_scores(q, k, score=score, scale=scale, seed=seed)  # (heads, n, n)
     weights = softmax(scores, mask)  # the mask includes the causal one
     weights, context = ablate_heads(weights, v, ablated_heads, ablation_mode, mask)  # context (heads, n, head_dim)
@@ -146,10 +149,10 @@ def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, s
     return output, AttentionTrace(q, k, v, scores, weights, context)
 
 
-def _attend_after(past: AttentionTrace, q, k, v, layer: LlamaLayer, *, mask, score, scale, seed):
+def _attend_after(past: AttentionTrace, q, k, v, layer: LlamaLayer, join, *, mask, score, scale, seed):
     """The new rows' attention over the cached keys and values, and the whole trace (old rows reused)."""
     m = past.keys.shape[-2]
-    keys, values = concat([past.keys, k], axis=1), concat([past.values, v], axis=1)  # (heads, n, head_dim)
+    keys, values = join("keys", past.keys, k), join("values", past.values, v)  # (heads, n, head_dim)
     scores = attention_scores(q, keys, score=score, scale=scale, seed=seed)  # (heads, n - m, n)
     weights = softmax(scores, mask)  # mask: rows m .. n-1, (n - m, n)
     context = weights @ values  # (heads, n - m, head_dim)
@@ -234,13 +237,14 @@ def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=Non
 
 
 def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | None = None, mask=None,
-           score="scaled_dot", scale=None, seed=0, num_layers: int | None = None) -> ForwardResult:
+           score="scaled_dot", scale=None, seed=0, num_layers: int | None = None, rows=None) -> ForwardResult:
     """:func:`forward` on ``input_ids`` (n,) reusing ``past``, a forward pass over its first m tokens.
 
     A causal model's first m rows (their keys, values, weights, hidden states) depend only on those
     m tokens, so only rows m .. n-1 are computed, against every layer's cached keys and values.
     ``past`` must come from the same parameters and options; ``mask`` (n, n) is the user's mask (the
-    causal one is added) and its first m rows must be those ``past`` was computed with.
+    causal one is added) and its first m rows must be those ``past`` was computed with. rows: a
+    ``core.row_slots.RowWriter`` to write every layer's keys and values into (None: they are joined).
     """
     if heads not in (None, p.num_heads):
         raise InvalidSetting(f"this model has {p.num_heads} query heads; its heads cannot be re-split")
@@ -259,8 +263,9 @@ def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | N
     # (n, d_model) each: the past's rows and the new ones, joined when read (no new row reads an old one)
     hidden_parts, traces = [[*hidden_row_parts(past.hidden_states, 0), x]], []
     for index, layer in enumerate(p.layers[:num_layers]):
+        join = None if rows is None else (lambda name, old, new, index=index: rows.join((index, name), old, new))
         attended, trace = attend(rms_norm(x, layer.attention_norm, p.rms_norm_eps), layer, p, cos, sin,
-                                 past=past.traces[index], **options)
+                                 past=past.traces[index], join=join, **options)
         x = x + attended
         x = x + feed_forward(rms_norm(x, layer.mlp_norm, p.rms_norm_eps), layer)
         if index == total_layers - 1:
