@@ -19,7 +19,7 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from attnstudio.errors import ModelLoadError
-from attnstudio.models.loader import TextTokenizer, TokenizedText, _has_surrogates, guarded_encode
+from attnstudio.models.loader import TextTokenizer, TokenizedText, _has_surrogates, encode_one, guarded_encode
 
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 LLAMA3_PATTERN = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -143,7 +143,8 @@ class DecoderTokenizer(TextTokenizer):
 
     def encode(self, text: str) -> TokenizedText:
         text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
-        encoding = guarded_encode(lambda t: self._tokenizer.encode(t, add_special_tokens=self.own_special_tokens), text)
+        encoding = guarded_encode(lambda t: encode_one(self._tokenizer, t, add_special_tokens=self.own_special_tokens),
+                                  text)
         ids = list(encoding.ids)
         if self.bos_id is not None:
             ids = [self.bos_id] + ids
