@@ -1,0 +1,7 @@
+"""The compiled part of attnstudio: the exact max-flow of attention flow (attnstudio/core/_maxflow.c, plain C
+and Python's C API, no NumPy headers). Everything else is in pyproject.toml; `pip install .` builds it (gcc and
+Python's headers: packaging/system-deps.sh installs them)."""
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("attnstudio.core._maxflow", ["attnstudio/core/_maxflow.c"],
+                             extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra"])])
