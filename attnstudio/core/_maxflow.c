@@ -5,8 +5,9 @@
  *   heads     (arcs,)       int64   the node each arc enters
  *   reverse   (arcs,)       int64   the index of each arc's partner (an edge's forward and backward arc)
  *   capacity  (arcs,)       int64   initial residual capacity: an edge's capacity forward, 0 backward
- * and calls max_flow(offsets, heads, reverse, capacity, source, sink) once per (output, input) pair. The inputs
- * are never written: each call works on its own copy of the capacities. Integer arithmetic throughout, so the
+ * as Network(offsets, heads, reverse, capacity), which checks the arrays once and keeps its own copy, then calls
+ * network.max_flow(source, sink) once per (output, input) pair; each call works on a fresh copy of the capacities
+ * (so calls are independent, and may run in several threads at once). Integer arithmetic throughout, so the
  * value is the exact maximum flow of the integer network, the same integer any exact algorithm finds
  * (scipy.sparse.csgraph.maximum_flow's Dinic included). int64 cannot overflow: an arc's residual capacity plus
  * its partner's stays the sum of their initial capacities, and the flow value is at most the sum of all
@@ -19,6 +20,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +110,7 @@ static int get_int64_vector(PyObject *object, Py_buffer *view, const char *name)
     if (format[0] == '<' || format[0] == '=' || format[0] == '@')
         format++;
     if (view->ndim != 1 || view->itemsize != 8 || (strcmp(format, "q") != 0 && strcmp(format, "l") != 0)) {
-        PyErr_Format(PyExc_TypeError, "max_flow: %s must be a 1-d contiguous int64 array", name);
+        PyErr_Format(PyExc_TypeError, "Network: %s must be a 1-d contiguous int64 array", name);
         PyBuffer_Release(view);
         return -1;
     }
@@ -134,22 +137,29 @@ static int check_network(const Network *g, const int64_t *capacity)
     return 1;
 }
 
-static PyObject *max_flow(PyObject *self, PyObject *args)
-{
-    PyObject *objects[4];
-    long long source, sink;
-    Py_buffer views[4];
-    const char *names[4] = {"offsets", "heads", "reverse", "capacity"};
-    int held = 0;
-    PyObject *result = NULL;
-    Network g = {0};
-    (void)self;
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t nodes, arcs;
+    int64_t *arrays; /* one block: offsets (nodes + 1), heads, reverse, capacity (arcs each) */
+} NetworkObject;
 
-    if (!PyArg_ParseTuple(args, "OOOOLL:max_flow", &objects[0], &objects[1], &objects[2], &objects[3], &source,
-                          &sink))
-        return NULL;
+static int Network_init(NetworkObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"offsets", "heads", "reverse", "capacity", NULL};
+    PyObject *objects[4];
+    Py_buffer views[4];
+    int held = 0, status = -1;
+    Network g = {0};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO:Network", keywords, &objects[0], &objects[1],
+                                     &objects[2], &objects[3]))
+        return -1;
+    if (self->arrays != NULL) { /* a solve in another thread may be reading them */
+        PyErr_SetString(PyExc_TypeError, "Network: already initialised");
+        return -1;
+    }
     for (; held < 4; held++)
-        if (get_int64_vector(objects[held], &views[held], names[held]) < 0)
+        if (get_int64_vector(objects[held], &views[held], keywords[held]) < 0)
             goto done;
     g.nodes = views[0].shape[0] - 1;
     g.arcs = views[1].shape[0];
@@ -158,44 +168,98 @@ static PyObject *max_flow(PyObject *self, PyObject *args)
     g.reverse = views[2].buf;
     if (g.nodes < 1 || views[2].shape[0] != g.arcs || views[3].shape[0] != g.arcs ||
         !check_network(&g, views[3].buf)) {
-        PyErr_SetString(PyExc_ValueError, "max_flow: the arrays do not describe a residual network");
+        PyErr_SetString(PyExc_ValueError, "Network: the arrays do not describe a residual network");
         goto done;
     }
-    if (source < 0 || source >= g.nodes || sink < 0 || sink >= g.nodes || source == sink) {
+    int64_t *arrays = malloc(sizeof(int64_t) * ((size_t)g.nodes + 1 + 3 * (size_t)g.arcs));
+    if (arrays == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(arrays, views[0].buf, sizeof(int64_t) * ((size_t)g.nodes + 1));
+    for (int i = 1; i < 4; i++)
+        memcpy(arrays + g.nodes + 1 + (size_t)(i - 1) * g.arcs, views[i].buf, sizeof(int64_t) * (size_t)g.arcs);
+    self->arrays = arrays;
+    self->nodes = g.nodes;
+    self->arcs = g.arcs;
+    status = 0;
+done:
+    while (held > 0)
+        PyBuffer_Release(&views[--held]);
+    return status;
+}
+
+static void Network_dealloc(NetworkObject *self)
+{
+    free(self->arrays);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Network_max_flow(NetworkObject *self, PyObject *args)
+{
+    long long source, sink;
+    if (!PyArg_ParseTuple(args, "LL:max_flow", &source, &sink))
+        return NULL;
+    if (self->arrays == NULL) {
+        PyErr_SetString(PyExc_ValueError, "max_flow: the network was never initialised");
+        return NULL;
+    }
+    if (source < 0 || source >= self->nodes || sink < 0 || sink >= self->nodes || source == sink) {
         PyErr_SetString(PyExc_ValueError, "max_flow: source and sink must be two different nodes");
-        goto done;
+        return NULL;
     }
+    Network g = {.nodes = self->nodes, .arcs = self->arcs, .offsets = self->arrays};
+    g.heads = g.offsets + g.nodes + 1;
+    g.reverse = g.heads + g.arcs;
+    const int64_t *capacity = g.reverse + g.arcs;
     g.residual = malloc(sizeof(int64_t) * (size_t)(g.arcs > 0 ? g.arcs : 1));
     g.level = malloc(sizeof(int64_t) * 4 * (size_t)g.nodes);
     if (g.residual == NULL || g.level == NULL) {
-        PyErr_NoMemory();
-        goto done;
+        free(g.residual);
+        free(g.level);
+        return PyErr_NoMemory();
     }
     g.queue = g.level + g.nodes;
     g.current = g.queue + g.nodes;
     g.path = g.current + g.nodes;
-    memcpy(g.residual, views[3].buf, sizeof(int64_t) * (size_t)g.arcs);
     int64_t total = 0;
     Py_BEGIN_ALLOW_THREADS
+    memcpy(g.residual, capacity, sizeof(int64_t) * (size_t)g.arcs);
     while (label_levels(&g, source, sink))
         total += blocking_flow(&g, source, sink);
     Py_END_ALLOW_THREADS
-    result = PyLong_FromLongLong(total);
-done:
     free(g.residual);
     free(g.level);
-    while (held > 0)
-        PyBuffer_Release(&views[--held]);
-    return result;
+    return PyLong_FromLongLong(total);
 }
 
-static PyMethodDef methods[] = {
-    {"max_flow", max_flow, METH_VARARGS,
-     "max_flow(offsets, heads, reverse, capacity, source, sink) -> int\n\n"
-     "The exact maximum flow from source to sink of an integer residual network (Dinic's algorithm).\n"
-     "offsets (nodes + 1,), heads, reverse and capacity (arcs,): 1-d int64 arrays, arcs grouped by tail node;\n"
-     "reverse[a] is the partner arc of a, capacity[a] its initial residual capacity. The arrays are not written."},
+static PyMethodDef Network_methods[] = {
+    {"max_flow", (PyCFunction)Network_max_flow, METH_VARARGS,
+     "max_flow(source, sink) -> int\n\nThe exact maximum flow from node source to node sink (Dinic's algorithm)."},
     {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Network_members[] = {
+    {"nodes", T_PYSSIZET, offsetof(NetworkObject, nodes), READONLY, "number of nodes"},
+    {"arcs", T_PYSSIZET, offsetof(NetworkObject, arcs), READONLY, "number of arcs (twice the edges)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject NetworkType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "attnstudio.core._maxflow.Network",
+    .tp_doc = "Network(offsets, heads, reverse, capacity): an integer residual network, checked and copied.\n\n"
+              "offsets (nodes + 1,), heads, reverse and capacity (arcs,): 1-d int64 arrays, arcs grouped by tail\n"
+              "node; reverse[a] is the partner arc of a, capacity[a] its initial residual capacity (an edge's\n"
+              "capacity forward, 0 backward). ValueError unless they describe a residual network whose\n"
+              "capacities sum to at most 2**63 - 1.",
+    .tp_basicsize = sizeof(NetworkObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Network_init,
+    .tp_dealloc = (destructor)Network_dealloc,
+    .tp_methods = Network_methods,
+    .tp_members = Network_members,
 };
 
 static struct PyModuleDef module = {
@@ -203,10 +267,20 @@ static struct PyModuleDef module = {
     .m_name = "attnstudio.core._maxflow",
     .m_doc = "Exact integer maximum flow (Dinic's algorithm) for attnstudio.core.flow.",
     .m_size = -1,
-    .m_methods = methods,
 };
 
 PyMODINIT_FUNC PyInit__maxflow(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&NetworkType) < 0)
+        return NULL;
+    PyObject *module_object = PyModule_Create(&module);
+    if (module_object == NULL)
+        return NULL;
+    Py_INCREF(&NetworkType);
+    if (PyModule_AddObject(module_object, "Network", (PyObject *)&NetworkType) < 0) {
+        Py_DECREF(&NetworkType);
+        Py_DECREF(module_object);
+        return NULL;
+    }
+    return module_object;
 }

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnstudio.core.metrics import residual_attention
-from attnstudio.errors import InvalidSetting
+from attnstudio.errors import BackendUnavailable, InvalidSetting
 
 TOLERANCE = 1e-4  # every flow value is within this of the real-valued maximum flow
 # Weights become integers of this many units per 1.0. The solver counts in int64; the scale fits int32 so that
@@ -62,6 +62,7 @@ class FlowGraph:
     arc_heads: np.ndarray  # (2 * edges,) int64: the node each arc enters
     arc_reverse: np.ndarray  # (2 * edges,) int64: the partner of each arc
     arc_capacities: np.ndarray  # (2 * edges,) int64: an edge's capacity on its forward arc, 0 on its backward one
+    network: object  # attnstudio.core._maxflow.Network: the solver's checked copy of the four arc arrays
     layers: int
     tokens: int
     reachable: np.ndarray  # (n, n) bool: a path joins output i to input j (else flow[i, j] is exactly 0)
@@ -76,8 +77,7 @@ class FlowGraph:
 
     def max_flow(self, source: int, sink: int) -> int:
         """The exact maximum flow from node ``source`` to node ``sink``, in capacity units (an int)."""
-        return _solver().max_flow(self.arc_offsets, self.arc_heads, self.arc_reverse, self.arc_capacities,
-                                  source, sink)
+        return self.network.max_flow(source, sink)
 
 
 def _solver():
@@ -85,8 +85,8 @@ def _solver():
     try:
         from attnstudio.core import _maxflow  # noqa: PLC0415 - lazily: a checkout without it still imports
     except ImportError as error:
-        raise ImportError("attention flow needs attnstudio's compiled max-flow (attnstudio/core/_maxflow.c): "
-                          "build it with `pip install -e .` or `python setup.py build_ext --inplace`") from error
+        raise BackendUnavailable("attention flow needs attnstudio's compiled max-flow (attnstudio/core/_maxflow.c): "
+                                 "build it with `pip install -e .` or `python setup.py build_ext --inplace`") from error
     return _maxflow
 
 
@@ -125,13 +125,14 @@ def build_flow_graph(attentions: np.ndarray, residual: float = 0.5) -> FlowGraph
     position[order] = np.arange(order.size)  # where each arc lands
     partner = np.concatenate([np.arange(edges) + edges, np.arange(edges)])  # (2E,) the other arc of the edge
     nodes = (layers + 1) * n
-    return FlowGraph(
-        tails=tails, heads=heads, capacities=capacities,
-        arc_offsets=np.concatenate([[0], np.cumsum(np.bincount(arc_tails, minlength=nodes))]).astype(np.int64),
-        arc_heads=np.ascontiguousarray(np.concatenate([heads, tails])[order]),
-        arc_reverse=np.ascontiguousarray(position[partner[order]]),
-        arc_capacities=np.ascontiguousarray(np.concatenate([capacities, np.zeros_like(capacities)])[order]),
-        layers=layers, tokens=n, reachable=reachable_pairs(units > 0), error_bound=error_bound)
+    arcs = {"offsets": np.concatenate([[0], np.cumsum(np.bincount(arc_tails, minlength=nodes))]).astype(np.int64),
+            "heads": np.ascontiguousarray(np.concatenate([heads, tails])[order]),
+            "reverse": np.ascontiguousarray(position[partner[order]]),
+            "capacity": np.ascontiguousarray(np.concatenate([capacities, np.zeros_like(capacities)])[order])}
+    return FlowGraph(tails=tails, heads=heads, capacities=capacities, arc_offsets=arcs["offsets"],
+                     arc_heads=arcs["heads"], arc_reverse=arcs["reverse"], arc_capacities=arcs["capacity"],
+                     network=_solver().Network(**arcs), layers=layers, tokens=n,
+                     reachable=reachable_pairs(units > 0), error_bound=error_bound)
 
 
 def reachable_pairs(edges: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from attnstudio.core.flow import (
 )
 from attnstudio.core.masks import causal_mask
 from attnstudio.core.metrics import attention_rollout, residual_attention
-from attnstudio.errors import InvalidSetting
+from attnstudio.errors import BackendUnavailable, InvalidSetting
 from tests.core.flow_reference import reference_flow, reference_graph, scipy_flow
 
 # The hand-built example: 3 tokens, 2 layers, one head. mixed = 0.5 * A + 0.5 * I (rows already sum to 1).
@@ -184,26 +184,38 @@ def test_the_same_integers_as_scipys_dinic(seed):
 def test_the_solver_refuses_arrays_that_are_no_residual_network():
     attentions = random_attentions(np.random.default_rng(4), 2, 1, 3)
     graph = build_flow_graph(attentions)
-    arrays = (graph.arc_offsets, graph.arc_heads, graph.arc_reverse, graph.arc_capacities)
-    solver = _solver()
-    units = solver.max_flow(*arrays, graph.node(2, 0), graph.node(0, 1))
+    arrays = {"offsets": graph.arc_offsets, "heads": graph.arc_heads, "reverse": graph.arc_reverse,
+              "capacity": graph.arc_capacities}
+    network = _solver().Network(**arrays)
+    assert (network.nodes, network.arcs) == (graph.nodes, 2 * graph.tails.size)
+    units = network.max_flow(graph.node(2, 0), graph.node(0, 1))
     assert isinstance(units, int) and units == round(scipy_flow(attentions)[0, 1] * CAPACITY_SCALE)
     bad_heads = graph.arc_heads.copy()
     bad_heads[0] = graph.nodes  # a node that does not exist
-    with pytest.raises(ValueError, match="residual network"):
-        solver.max_flow(graph.arc_offsets, bad_heads, graph.arc_reverse, graph.arc_capacities, 0, 1)
     bad_reverse = graph.arc_reverse.copy()
     bad_reverse[[0, 1]] = bad_reverse[[1, 0]]  # partners that do not point back
-    with pytest.raises(ValueError, match="residual network"):
-        solver.max_flow(graph.arc_offsets, graph.arc_heads, bad_reverse, graph.arc_capacities, 0, 1)
     huge = graph.arc_capacities.copy()
     huge[graph.arc_capacities > 0] = 2**62  # capacities whose sum overflows int64
-    with pytest.raises(ValueError, match="residual network"):
-        solver.max_flow(graph.arc_offsets, graph.arc_heads, graph.arc_reverse, huge, 0, 1)
-    with pytest.raises(ValueError, match="two different nodes"):
-        solver.max_flow(*arrays, 3, 3)
+    bad_offsets = graph.arc_offsets.copy()
+    bad_offsets[-1] -= 1  # arcs no node owns
+    for name, bad in (("heads", bad_heads), ("reverse", bad_reverse), ("capacity", huge), ("offsets", bad_offsets)):
+        with pytest.raises(ValueError, match="residual network"):
+            _solver().Network(**{**arrays, name: bad})
     with pytest.raises(TypeError, match="int64"):
-        solver.max_flow(graph.arc_offsets.astype(np.int32), *arrays[1:], 0, 1)
+        _solver().Network(**{**arrays, "offsets": graph.arc_offsets.astype(np.int32)})
+    with pytest.raises(ValueError, match="two different nodes"):
+        network.max_flow(3, 3)
+    with pytest.raises(ValueError, match="two different nodes"):
+        network.max_flow(0, graph.nodes)
+    with pytest.raises(TypeError, match="already initialised"):
+        network.__init__(**arrays)
+
+
+def test_a_checkout_without_the_compiled_max_flow_says_how_to_build_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "attnstudio.core._maxflow", None)  # an import of it now fails ...
+    monkeypatch.delattr(sys.modules["attnstudio.core"], "_maxflow", raising=False)  # ... and no copy is at hand
+    with pytest.raises(BackendUnavailable, match=r"compiled max-flow .*build_ext --inplace"):
+        attention_flow(random_attentions(np.random.default_rng(0), 2, 1, 3))
 
 
 def test_scipy_is_never_imported():
