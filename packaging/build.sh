@@ -34,6 +34,12 @@ fi
 "$VENV/bin/pip" install -q .                                  # dependencies added since the venv was made
 "$VENV/bin/pip" install -q --no-deps --force-reinstall .      # the bundle holds this checkout's code
 if [ "$GPU" = 1 ]; then "$VENV/bin/pip" install -q "cupy-cuda12x>=13"; fi
+# PyInstaller takes attnstudio from this checkout: its C extension (attention flow's max-flow) must be built
+# here too, for the packaging venv's Python (a checkout may hold none, or one built for another Python).
+"$VENV/bin/python" -c "import setuptools" 2>/dev/null || "$VENV/bin/pip" install -q "setuptools>=64"
+mkdir -p build
+"$VENV/bin/python" setup.py build_ext --inplace --force > build/build_ext.log 2>&1 \
+    || { cat build/build_ext.log; echo "packaging: the C extension did not build (gcc, python3-dev?)"; exit 2; }
 
 # --- the PyInstaller bundle ---------------------------------------------------------------------------------
 if [ "$REPACK" = 0 ] || [ ! -d build/bundle/attnstudio ]; then
