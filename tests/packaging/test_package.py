@@ -86,6 +86,12 @@ def compute_and_export(system: CleanSystem, command: str) -> None:
 
     figure = QImage(str(system.path("/tmp/fig.png")))
     assert figure.width() >= 1200 and figure.height() >= 800
+    # attention flow: the bundle's compiled max-flow loads on this system (no SciPy, no compiler there)
+    system.must(f"cd /tmp && {command} export '{SENTENCE}' -o /tmp/flow.png --view flow", display=True)
+    flow = QImage(str(system.path("/tmp/flow.png"))).convertToFormat(QImage.Format_RGB888)
+    assert flow.width() >= 1200 and flow.height() >= 700
+    colours = np.frombuffer(flow.constBits(), np.uint8, flow.sizeInBytes())
+    assert len(np.unique(colours)) > 50, "the flow view draws its two heatmaps"
 
 
 def compute_with_smollm2(system: CleanSystem, command: str) -> None:
