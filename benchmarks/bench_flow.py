@@ -1,11 +1,13 @@
-"""Attention flow (core.flow: one Dinic max-flow per token pair, scipy.sparse.csgraph) against the reference
-construction (Abnar & Zuidema's code: networkx Edmonds–Karp, real-valued capacities, one max-flow per pair).
+"""Attention flow (core.flow: one Dinic max-flow per token pair in C, attnstudio/core/_maxflow.c) side by side with
+SciPy's Dinic on the same integer network (scipy.sparse.csgraph.maximum_flow, what core.flow used before) and the
+reference construction (Abnar & Zuidema's code: networkx Edmonds–Karp, real-valued capacities, one max-flow per
+pair); the two references are tests/core/flow_reference.py, shared with the tests.
 
 Cases: MiniLM (6 layers) at 24 tokens (goal <= 0.5 s) and 64 tokens (goal <= 5 s), and a 12-layer, 12-head
-synthetic attention stack (softmax of random scores) at 24 tokens. The networkx reference is timed only
-where it finishes in reasonable time: at 8 and 16 tokens (BENCH_FLOW_REFERENCE_TOKENS, e.g. "8"), where both
-are also checked to agree within 1e-4. Wall and CPU seconds are both reported: on a shared machine the CPU
-time is the steadier of the two.
+synthetic attention stack (softmax of random scores) at 24 tokens. SciPy is timed on every case and must give
+the very same values (equal integers: both are exact); the networkx reference is timed only where it finishes in
+reasonable time: at 8 and 16 tokens (BENCH_FLOW_REFERENCE_TOKENS, e.g. "8"), where both are also checked to
+agree within 1e-4. Wall and CPU seconds are both reported: on a shared machine the CPU time is the steadier.
 """
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ import statistics
 import time
 
 import numpy as np
-from common import write
+from common import write  # also puts the project root on sys.path, for tests.core.flow_reference
 
 from attnstudio.core.flow import TOLERANCE, attention_flow
-from attnstudio.core.metrics import residual_attention
 from attnstudio.engine import Engine
 from attnstudio.session import Session
+from tests.core.flow_reference import reference_flow, scipy_flow
 
 REPEATS = int(os.environ.get("BENCH_FLOW_REPEATS", "3"))
 REFERENCE_TOKENS = tuple(int(n) for n in os.environ.get("BENCH_FLOW_REFERENCE_TOKENS", "8,16").split(",") if n)
@@ -53,61 +55,39 @@ def timed(function, repeats: int) -> tuple[float, float, object]:
     return statistics.median(walls), statistics.median(cpus), value
 
 
-def networkx_flow(attentions: np.ndarray) -> np.ndarray:
-    """The reference: one networkx Edmonds–Karp max-flow per (output, input) pair, real-valued capacities."""
-    import networkx as nx  # noqa: PLC0415 - only the benchmark venv and the test extra have it
-
-    mixed = np.asarray(residual_attention(np.asarray(attentions, dtype=np.float64)))
-    layers, n, _ = mixed.shape
-    graph = nx.DiGraph()
-    for layer in range(layers):
-        for above in range(n):
-            for below in range(n):
-                if mixed[layer, above, below] > 0:
-                    graph.add_edge((layer + 1, above), (layer, below), capacity=float(mixed[layer, above, below]))
-    flow = np.zeros((n, n))
-    for output in range(n):
-        for source_input in range(n):
-            flow[output, source_input] = nx.maximum_flow_value(graph, (layers, output), (0, source_input),
-                                                               flow_func=nx.algorithms.flow.edmonds_karp)
-    return flow
-
-
 def main() -> None:
-    try:
-        import networkx  # noqa: F401, PLC0415
-    except ImportError:
-        reference_tokens: tuple[int, ...] = ()
-        print("networkx is not installed: the reference is not timed")
-    else:
-        reference_tokens = REFERENCE_TOKENS
     engine = Engine()
-    cases = [("minilm", n, lambda n=n: minilm_attentions(engine, n)) for n in sorted({*reference_tokens, 24, 64})]
-    cases += [("synthetic-12-layer", n, lambda n=n: synthetic_attentions(n)) for n in sorted({*reference_tokens, 24})]
+    cases = [("minilm", n, lambda n=n: minilm_attentions(engine, n)) for n in sorted({*REFERENCE_TOKENS, 24, 64})]
+    cases += [("synthetic-12-layer", n, lambda n=n: synthetic_attentions(n)) for n in sorted({*REFERENCE_TOKENS, 24})]
     rows = []
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"{'model':>20} {'layers':>6} {'tokens':>6} {'ours wall s':>11} {'ours CPU s':>10} {'goal s':>6} "
-          f"{'networkx s':>10} {'speed-up':>8} {'max |diff|':>10}")
+          f"{'scipy wall s':>12} {'scipy CPU s':>11} {'equal':>5} {'networkx s':>10} {'max |diff|':>10}")
     for model, tokens, make in cases:
         attentions = make()
         repeats = 1 if tokens >= 64 else REPEATS
-        attention_flow(attentions[:, :, :4, :4])  # warm-up: imports scipy.sparse.csgraph
+        attention_flow(attentions[:, :, :4, :4])  # warm-up
+        scipy_flow(attentions[:, :, :4, :4])  # warm-up: imports scipy.sparse.csgraph
         wall, cpu, ours = timed(lambda a=attentions: attention_flow(a), repeats)
+        scipy_wall, scipy_cpu, theirs = timed(lambda a=attentions: scipy_flow(a), repeats)
+        equal = bool(np.array_equal(ours, theirs))
+        assert equal, f"{model} at {tokens} tokens: SciPy's Dinic finds other integers"
         reference_s = difference = None
-        if tokens in reference_tokens:
-            reference_s, _, reference = timed(lambda a=attentions: networkx_flow(a), 1)
+        if tokens in REFERENCE_TOKENS:
+            reference_s, _, reference = timed(lambda a=attentions: reference_flow(a), 1)
             difference = float(np.abs(ours - reference).max())
             assert difference <= TOLERANCE, difference
         goal = GOALS_S.get((model, tokens))
         rows.append({"model": model, "layers": int(attentions.shape[0]), "tokens": tokens, "ours_wall_s": wall,
-                     "ours_cpu_s": cpu, "goal_s": goal, "networkx_s": reference_s,
-                     "speed_up": None if reference_s is None else reference_s / wall, "max_abs_diff": difference})
+                     "ours_cpu_s": cpu, "goal_s": goal, "scipy_wall_s": scipy_wall, "scipy_cpu_s": scipy_cpu,
+                     "equal_to_scipy": equal, "networkx_s": reference_s, "max_abs_diff_networkx": difference})
         print(f"{model:>20} {attentions.shape[0]:>6} {tokens:>6} {wall:>11.3f} {cpu:>10.3f} "
-              f"{'-' if goal is None else f'{goal:g}':>6} {'-' if reference_s is None else f'{reference_s:.2f}':>10} "
-              f"{'-' if reference_s is None else f'{reference_s / wall:.0f}x':>8} "
+              f"{'-' if goal is None else f'{goal:g}':>6} {scipy_wall:>12.3f} {scipy_cpu:>11.3f} {'yes':>5} "
+              f"{'-' if reference_s is None else f'{reference_s:.2f}':>10} "
               f"{'-' if difference is None else f'{difference:.1e}':>10}", flush=True)
-    write("flow", {"points": rows, "reference": "networkx Edmonds-Karp, real-valued capacities, timed only at "
-                   f"{', '.join(map(str, reference_tokens)) or 'no'} tokens", "load_average": os.getloadavg()[0],
+    write("flow", {"points": rows, "scipy": "scipy.sparse.csgraph.maximum_flow (Dinic) on the same integer network",
+                   "reference": "networkx Edmonds-Karp, real-valued capacities, timed only at "
+                   f"{', '.join(map(str, REFERENCE_TOKENS)) or 'no'} tokens", "load_average": os.getloadavg()[0],
                    "goals_s": {f"{model}@{tokens}": goal for (model, tokens), goal in GOALS_S.items()}})
 
 

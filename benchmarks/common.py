@@ -5,10 +5,14 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the tests' reference implementations (tests/core/flow_reference.py)
+    sys.path.append(str(ROOT))
 
 
 def median_time(function, repeats: int = 7, warmup: int = 2) -> float:

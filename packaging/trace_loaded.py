@@ -29,7 +29,7 @@ atexit.register(lambda: open(os.environ["ATTNSTUDIO_TRACE"], "a").write("\\n".jo
 
 def commands(out: Path) -> list[list[str]]:
     run = [sys.executable, "-m", "attnstudio"]
-    views = ("heatmap", "heads", "pipeline", "lines", "rollout", "why", "next_token", "logit_lens")
+    views = ("heatmap", "heads", "pipeline", "lines", "rollout", "flow", "why", "next_token", "logit_lens")
     return [[*run, "--selftest", str(out / "shot.png")],
             [*run, "compute", TEXT, "-o", str(out / "c.npz")],
             [*run, "compute", TEXT, "--model", "smollm2", "-o", str(out / "s.npz")],

@@ -8,8 +8,8 @@ whose capacity is that layer's head-averaged weight mixed 50/50 with the residua
     capacity[(l + 1, i) -> (l, j)] = mixed[l, i, j]
 
 ``flow[i, j]`` is the maximum flow from output node (L, i) to input node (0, j): one max-flow problem per
-(output, input) pair, solved by Dinic's algorithm in ``scipy.sparse.csgraph.maximum_flow`` on one graph built
-once (only the source and the sink change between problems).
+(output, input) pair, solved exactly by Dinic's algorithm in C (``attnstudio/core/_maxflow.c``, built with the
+package) on integer capacities, on one residual network built once (only the source and the sink change).
 
 What a super-sink gives, and what it does not. Joining every input to one super-sink and solving once per
 output token gives the maximum flow into the *set* of inputs, which is exactly 1 here: the source's
@@ -33,10 +33,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnstudio.core.metrics import residual_attention
-from attnstudio.errors import InvalidSetting
+from attnstudio.errors import BackendUnavailable, InvalidSetting
 
 TOLERANCE = 1e-4  # every flow value is within this of the real-valued maximum flow
-CAPACITY_SCALE = 2**31 - 2**24  # weights become integers of this many units per 1.0; scipy's Dinic takes int32
+# Weights become integers of this many units per 1.0. The solver counts in int64; the scale fits int32 so that
+# scipy.sparse.csgraph.maximum_flow (int32 only) solves the very same integer network: the tests compare the two.
+CAPACITY_SCALE = 2**31 - 2**24
 FLOW_TOKEN_LIMIT = 128  # beyond this the n² max-flow problems stop being interactive (64 tokens: ~3 s)
 
 
@@ -46,16 +48,46 @@ class FlowCancelled(Exception):
 
 @dataclass(frozen=True)
 class FlowGraph:
-    """The layered flow network as scipy's integer CSR matrix, built once and shared by every max-flow."""
+    """The layered flow network with integer capacities, built once and shared by every max-flow problem.
 
-    capacities: object  # scipy.sparse.csr_matrix, ((L + 1) * n, (L + 1) * n) int32; node of (layer l, token k) = l*n+k
+    Node of (layer l, token k) = l * n + k, for l = 0 (the inputs) .. L (the outputs). The edges, and the same
+    network as the residual arcs the solver walks: each edge gives a forward arc (its capacity) and a backward
+    arc (0), grouped by the node they leave, forward arcs first.
+    """
+
+    tails: np.ndarray  # (edges,) int64: edge e runs from node tails[e] (layer l + 1) ...
+    heads: np.ndarray  # (edges,) int64: ... to node heads[e] (layer l)
+    capacities: np.ndarray  # (edges,) int64, in [1, CAPACITY_SCALE]: round(mixed weight * CAPACITY_SCALE)
+    arc_offsets: np.ndarray  # (nodes + 1,) int64: the arcs leaving node v are arc_offsets[v] .. arc_offsets[v+1]-1
+    arc_heads: np.ndarray  # (2 * edges,) int64: the node each arc enters
+    arc_reverse: np.ndarray  # (2 * edges,) int64: the partner of each arc
+    arc_capacities: np.ndarray  # (2 * edges,) int64: an edge's capacity on its forward arc, 0 on its backward one
+    network: object  # attnstudio.core._maxflow.Network: the solver's checked copy of the four arc arrays
     layers: int
     tokens: int
     reachable: np.ndarray  # (n, n) bool: a path joins output i to input j (else flow[i, j] is exactly 0)
     error_bound: float  # |flow - real-valued flow| <= this for every pair
 
+    @property
+    def nodes(self) -> int:
+        return (self.layers + 1) * self.tokens
+
     def node(self, layer: int, token: int) -> int:
         return layer * self.tokens + token
+
+    def max_flow(self, source: int, sink: int) -> int:
+        """The exact maximum flow from node ``source`` to node ``sink``, in capacity units (an int)."""
+        return self.network.max_flow(source, sink)
+
+
+def _solver():
+    """The compiled max-flow (attnstudio/core/_maxflow.c), or one clear error where it was never built."""
+    try:
+        from attnstudio.core import _maxflow  # noqa: PLC0415 - lazily: a checkout without it still imports
+    except ImportError as error:
+        raise BackendUnavailable("attention flow needs attnstudio's compiled max-flow (attnstudio/core/_maxflow.c): "
+                                 "build it with `pip install -e .` or `python setup.py build_ext --inplace`") from error
+    return _maxflow
 
 
 def check_flow_input(attentions: np.ndarray, *, cross_attention: bool = False) -> None:
@@ -75,9 +107,6 @@ def build_flow_graph(attentions: np.ndarray, residual: float = 0.5) -> FlowGraph
     Each capacity is rounded to the nearest 1 / CAPACITY_SCALE, so any cut, hence the minimum cut, moves by at
     most (edges / 2) / CAPACITY_SCALE; that bound is ``error_bound`` and is refused above :data:`TOLERANCE`.
     """
-    # csr_matrix, not csr_array: maximum_flow converts an array to a matrix and back on every call (2x the time)
-    from scipy.sparse import csr_matrix  # noqa: PLC0415 - lazily: only the flow needs scipy
-
     attentions = np.asarray(attentions, dtype=np.float64)
     mixed = np.asarray(residual_attention(attentions, residual))  # (L, n, n), rows sum to 1
     layers, n, _ = mixed.shape
@@ -88,11 +117,22 @@ def build_flow_graph(attentions: np.ndarray, residual: float = 0.5) -> FlowGraph
     if error_bound > TOLERANCE:
         raise InvalidSetting(f"attention flow on {edges} edges cannot keep its {TOLERANCE:g} accuracy: "
                              f"use fewer tokens")
-    size = (layers + 1) * n
-    reachable = reachable_pairs(units > 0)
-    capacities = csr_matrix((units[layer, above, below].astype(np.int32), ((layer + 1) * n + above, layer * n + below)),
-                           shape=(size, size))
-    return FlowGraph(capacities, layers, n, reachable, error_bound)
+    tails, heads, capacities = (layer + 1) * n + above, layer * n + below, units[layer, above, below]
+    # the residual network: arc e is edge e forward, arc edges + e the same edge backward
+    arc_tails = np.concatenate([tails, heads])  # (2E,)
+    order = np.argsort(arc_tails, kind="stable")  # group arcs by the node they leave, forward arcs first
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)  # where each arc lands
+    partner = np.concatenate([np.arange(edges) + edges, np.arange(edges)])  # (2E,) the other arc of the edge
+    nodes = (layers + 1) * n
+    arcs = {"offsets": np.concatenate([[0], np.cumsum(np.bincount(arc_tails, minlength=nodes))]).astype(np.int64),
+            "heads": np.ascontiguousarray(np.concatenate([heads, tails])[order]),
+            "reverse": np.ascontiguousarray(position[partner[order]]),
+            "capacity": np.ascontiguousarray(np.concatenate([capacities, np.zeros_like(capacities)])[order])}
+    return FlowGraph(tails=tails, heads=heads, capacities=capacities, arc_offsets=arcs["offsets"],
+                     arc_heads=arcs["heads"], arc_reverse=arcs["reverse"], arc_capacities=arcs["capacity"],
+                     network=_solver().Network(**arcs), layers=layers, tokens=n,
+                     reachable=reachable_pairs(units > 0), error_bound=error_bound)
 
 
 def reachable_pairs(edges: np.ndarray) -> np.ndarray:
@@ -115,15 +155,13 @@ def attention_flow(attentions: np.ndarray, *, residual: float = 0.5,
     """Maximum flow from every output token to every input token.  (layers, heads, n, n) -> (n, n) float64.
 
     Each value is within :data:`TOLERANCE` (1e-4) of the real-valued maximum flow: capacities are scaled to
-    integers of 1 / CAPACITY_SCALE (about 2.1e9 units per 1.0, as scipy's Dinic needs) and the rounding error
+    integers of 1 / CAPACITY_SCALE (about 2.1e9 units per 1.0), each integer max-flow is exact, and the rounding error
     of the whole graph, (edges / 2) / CAPACITY_SCALE, is checked to stay below it. Values lie in [0, 1] and
     are at least the rollout; rows are not normalised (see :func:`flow_shares`).
 
     progress(done, total) is called after each output token's row; cancelled() is polled between max-flow
     problems and raises FlowCancelled when it returns True. Raises InvalidSetting for too many tokens.
     """
-    from scipy.sparse.csgraph import maximum_flow  # noqa: PLC0415 - lazily, and only the csgraph part of scipy
-
     attentions = np.asarray(attentions)
     check_flow_input(attentions)
     graph = build_flow_graph(attentions, residual)
@@ -137,8 +175,7 @@ def attention_flow(attentions: np.ndarray, *, residual: float = 0.5,
             if top == 0:  # no layers: each token is its own input
                 flow[output, source_input] = 1.0
                 continue
-            value = maximum_flow(graph.capacities, source, graph.node(0, int(source_input)), method="dinic").flow_value
-            flow[output, source_input] = value / CAPACITY_SCALE
+            flow[output, source_input] = graph.max_flow(source, graph.node(0, int(source_input))) / CAPACITY_SCALE
         if progress is not None:
             progress(output + 1, n)
     return flow

@@ -79,7 +79,7 @@ def single_threaded_blas():
     global _blas_controller, _blas_limiter, _blas_users, _blas_modules  # noqa: PLW0603 - process-wide BLAS state, under _lock
     with _lock:
         if _blas_users == 0 and (_blas_controller is None or _blas_modules != len(sys.modules)):
-            # a BLAS library arrives with an import (SciPy brings its own OpenBLAS): look again after imports
+            # a BLAS library can arrive with an import (SciPy brings its own OpenBLAS): look again after imports
             _blas_controller, _blas_modules = ThreadpoolController(), len(sys.modules)
         if _blas_users == 0:
             _take_blas_control(_blas_controller)

@@ -1,5 +1,6 @@
-"""Attention flow against a straightforward networkx reference, a 2-layer example worked by hand, and the
-facts core/flow.py relies on (what a super-sink does and does not give, flow >= rollout, causal zeros)."""
+"""Attention flow against a straightforward networkx reference, SciPy's Dinic on the same integer network (equal
+integers), a 2-layer example worked by hand, and the facts core/flow.py relies on (what a super-sink does and
+does not give, flow >= rollout, causal zeros)."""
 from __future__ import annotations
 
 import subprocess
@@ -14,13 +15,15 @@ from attnstudio.core.flow import (
     FLOW_TOKEN_LIMIT,
     TOLERANCE,
     FlowCancelled,
+    _solver,
     attention_flow,
     build_flow_graph,
     flow_shares,
 )
 from attnstudio.core.masks import causal_mask
 from attnstudio.core.metrics import attention_rollout, residual_attention
-from attnstudio.errors import InvalidSetting
+from attnstudio.errors import BackendUnavailable, InvalidSetting
+from tests.core.flow_reference import reference_flow, reference_graph, scipy_flow
 
 # The hand-built example: 3 tokens, 2 layers, one head. mixed = 0.5 * A + 0.5 * I (rows already sum to 1).
 HAND_ATTENTIONS = np.array([
@@ -34,24 +37,6 @@ HAND_FLOW = np.array([[1.0, 0.5, 0.0],     # .5+.5+0,  0+.5+0,  0+0+0
                       [0.75, 0.5, 0.5]])   # .25+.25+.25, 0+.25+.25, 0+0+.5
 HAND_SHARES = np.array([[2 / 3, 1 / 3, 0.0], [0.375, 0.375, 0.25], [3 / 7, 2 / 7, 2 / 7]])
 HAND_ROLLOUT = np.array([[0.75, 0.25, 0.0], [0.375, 0.375, 0.25], [0.5, 0.25, 0.25]])
-
-
-def reference_flow(attentions: np.ndarray, residual: float = 0.5) -> np.ndarray:
-    """Abnar & Zuidema's construction, real-valued capacities, one networkx max-flow per pair."""
-    mixed = np.asarray(residual_attention(np.asarray(attentions, dtype=np.float64), residual))
-    layers, n, _ = mixed.shape
-    graph = nx.DiGraph()
-    for layer in range(layers):
-        for above in range(n):
-            for below in range(n):
-                if mixed[layer, above, below] > 0:
-                    graph.add_edge((layer + 1, above), (layer, below), capacity=float(mixed[layer, above, below]))
-    flow = np.zeros((n, n))
-    for output in range(n):
-        for source_input in range(n):
-            if (layers, output) in graph and (0, source_input) in graph:
-                flow[output, source_input] = nx.maximum_flow_value(graph, (layers, output), (0, source_input))
-    return flow
 
 
 def random_attentions(rng, layers: int, heads: int, n: int, mask: np.ndarray | None = None) -> np.ndarray:
@@ -109,14 +94,7 @@ def test_flow_is_at_least_rollout_and_at_most_one(seed):
 
 def super_sink_flow(attentions: np.ndarray, output: int) -> tuple[float, np.ndarray]:
     """networkx: max flow from output ``output`` into a super-sink joined to every input; (value, per input)."""
-    mixed = np.asarray(residual_attention(np.asarray(attentions, dtype=np.float64)))
-    layers, n, _ = mixed.shape
-    graph = nx.DiGraph()
-    for layer in range(layers):
-        for above in range(n):
-            for below in range(n):
-                if mixed[layer, above, below] > 0:
-                    graph.add_edge((layer + 1, above), (layer, below), capacity=float(mixed[layer, above, below]))
+    graph, layers, n = reference_graph(attentions)
     for token in range(n):
         graph.add_edge((0, token), "sink")  # no capacity attribute: unbounded
     value, flows = nx.maximum_flow(graph, (layers, output), "sink")
@@ -180,24 +158,71 @@ def test_refuses_cross_attention_and_too_many_tokens():
         attention_flow(np.full((1, 1, n, n), 1.0 / n, dtype=np.float32))
 
 
-def test_capacities_never_overflow_int32():
-    n = 8  # one-hot rows: every capacity is the whole scale
+def test_full_capacities_give_exact_whole_flows():
+    n = 8  # one-hot rows: every capacity is the whole scale, and it still fits SciPy's int32
     attentions = np.zeros((3, 1, n, n), dtype=np.float32)
     attentions[:, :, :, 0] = 1.0
     graph = build_flow_graph(attentions)
-    assert graph.capacities.dtype == np.int32 and graph.capacities.data.max() <= CAPACITY_SCALE
+    assert graph.capacities.max() <= CAPACITY_SCALE < 2**31
     flow = attention_flow(attentions)
     assert np.abs(flow - reference_flow(attentions)).max() <= TOLERANCE
     assert flow[:, 0] == pytest.approx(np.ones(n), abs=TOLERANCE)
+    assert np.array_equal(flow, scipy_flow(attentions))
 
 
-def test_scipy_is_imported_only_when_a_flow_is_computed_and_only_its_graph_part():
+@pytest.mark.parametrize("seed", range(8))
+def test_the_same_integers_as_scipys_dinic(seed):
+    """Our Dinic (attnstudio/core/_maxflow.c) and SciPy's solve the same integer network: an exact max-flow is
+    one integer, so every value must be equal, not merely close; causal and windowed graphs too."""
+    rng = np.random.default_rng(100 + seed)
+    layers, heads, n = 1 + seed % 4, 1 + seed % 3, 4 + 2 * seed
+    mask = [None, causal_mask(n, n), np.abs(np.subtract.outer(np.arange(n), np.arange(n))) <= 2][seed % 3]
+    attentions = random_attentions(rng, layers, heads, n, mask=mask)
+    assert np.array_equal(attention_flow(attentions), scipy_flow(attentions))
+
+
+def test_the_solver_refuses_arrays_that_are_no_residual_network():
+    attentions = random_attentions(np.random.default_rng(4), 2, 1, 3)
+    graph = build_flow_graph(attentions)
+    arrays = {"offsets": graph.arc_offsets, "heads": graph.arc_heads, "reverse": graph.arc_reverse,
+              "capacity": graph.arc_capacities}
+    network = _solver().Network(**arrays)
+    assert (network.nodes, network.arcs) == (graph.nodes, 2 * graph.tails.size)
+    units = network.max_flow(graph.node(2, 0), graph.node(0, 1))
+    assert isinstance(units, int) and units == round(scipy_flow(attentions)[0, 1] * CAPACITY_SCALE)
+    bad_heads = graph.arc_heads.copy()
+    bad_heads[0] = graph.nodes  # a node that does not exist
+    bad_reverse = graph.arc_reverse.copy()
+    bad_reverse[[0, 1]] = bad_reverse[[1, 0]]  # partners that do not point back
+    huge = graph.arc_capacities.copy()
+    huge[graph.arc_capacities > 0] = 2**62  # capacities whose sum overflows int64
+    bad_offsets = graph.arc_offsets.copy()
+    bad_offsets[-1] -= 1  # arcs no node owns
+    for name, bad in (("heads", bad_heads), ("reverse", bad_reverse), ("capacity", huge), ("offsets", bad_offsets)):
+        with pytest.raises(ValueError, match="residual network"):
+            _solver().Network(**{**arrays, name: bad})
+    with pytest.raises(TypeError, match="int64"):
+        _solver().Network(**{**arrays, "offsets": graph.arc_offsets.astype(np.int32)})
+    with pytest.raises(ValueError, match="two different nodes"):
+        network.max_flow(3, 3)
+    with pytest.raises(ValueError, match="two different nodes"):
+        network.max_flow(0, graph.nodes)
+    with pytest.raises(TypeError, match="already initialised"):
+        network.__init__(**arrays)
+
+
+def test_a_checkout_without_the_compiled_max_flow_says_how_to_build_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "attnstudio.core._maxflow", None)  # an import of it now fails ...
+    monkeypatch.delattr(sys.modules["attnstudio.core"], "_maxflow", raising=False)  # ... and no copy is at hand
+    with pytest.raises(BackendUnavailable, match=r"compiled max-flow .*build_ext --inplace"):
+        attention_flow(random_attentions(np.random.default_rng(0), 2, 1, 3))
+
+
+def test_scipy_is_never_imported():
+    """The bundle carries no SciPy: flow, the engine and the flow view's core must not need it."""
     code = ("import sys\nimport numpy as np\nimport attnstudio.engine\n"
             "from attnstudio.core.flow import attention_flow\n"
-            "assert not [m for m in sys.modules if m.startswith('scipy')], 'scipy imported eagerly'\n"
             "attention_flow(np.full((2, 1, 3, 3), 1 / 3, dtype=np.float32))\n"
-            "loaded = {'.'.join(m.split('.')[:2]) for m in sys.modules if m.startswith('scipy.')}\n"
-            "assert loaded <= {'scipy.sparse', 'scipy.linalg', 'scipy._lib', 'scipy.version', 'scipy.__config__',"
-            " 'scipy._distributor_init', 'scipy._cyutility'}, loaded\n")
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('scipy', 'networkx')], 'scipy imported'\n")
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
