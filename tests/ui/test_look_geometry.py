@@ -320,7 +320,7 @@ def test_a_failed_first_compute_says_why_instead_of_computing(qtbot, settings):
         window.show()
     heatmap = window.views["heatmap"]
     assert heatmap.waiting.isVisible()
-    assert heatmap.waiting.text() == "No result yet: model folder /nowhere/model does not exist"
+    assert heatmap.waiting.text() == "No result yet: model folder /nowhere/model does not exist (moved or deleted?)"
     window.controller.shutdown()
 
 
