@@ -138,3 +138,32 @@ def test_head_ablation_is_offered_only_on_the_encoders_heads(make_window, qtbot)
     assert "choose encoder self-attention" in heads.ablate.toolTip()
     window.session_model.update(attention_kind="encoder")
     qtbot.waitUntil(heads.ablate.isEnabled)
+
+
+def test_the_pair_field_is_greyed_with_a_reason_for_an_encoder_decoder(make_window, qtbot):
+    """T5 takes no second sentence: the pair field is drawn disabled and its tooltip says why; a one-text model
+    opens it again. A pair typed before switching stays editable, so the refusal can be acted on."""
+    window = make_window(Session(text=SOURCE, backend="numpy"))
+    pair = window.controls.pair
+    open_look = pixels(pair)
+    assert pair.isEnabled() and "Cross-attention" in pair.toolTip()
+    window.load_model_folder(TINY_T5)
+    wait_for_result(qtbot, window, lambda r: r.kinds is not None)
+    assert not pair.isEnabled()
+    assert pair.placeholderText() == "not used by an encoder-decoder model"
+    assert "takes no second sentence" in pair.toolTip() and "target" in pair.toolTip()
+    greyed = pixels(pair)
+    assert np.abs(greyed.astype(int) - open_look.astype(int)).max() > 40, "the field is drawn as before"
+    window.session_model.update(model="minilm", heads=None)
+    wait_for_result(qtbot, window, lambda r: r.kinds is None)
+    assert pair.isEnabled() and "Cross-attention" in pair.toolTip()
+    assert np.array_equal(pixels(pair), open_look)
+
+    window.session_model.update(pair_text="A second sentence.")
+    with qtbot.waitSignal(window.controller.failed, timeout=30_000) as refused:
+        window.session_model.update(model=TINY_T5, heads=None)
+    assert "clear the pair text" in refused.args[0]
+    assert pair.isEnabled(), "the pair that is refused must stay clearable"
+    pair.clear()
+    wait_for_result(qtbot, window, lambda r: r.kinds is not None)
+    assert not pair.isEnabled()
