@@ -291,3 +291,24 @@ def test_a_refused_flow_is_named_nowhere_but_in_the_reason(qtbot):
     after = view.grab().toImage().copy(view.shown.geometry())
     assert len({after.pixel(x, y) for x in range(after.width()) for y in range(after.height())}) > 5, \
         "the toggle is drawn again"
+
+
+def test_at_1024x700_the_colour_bar_stays_beside_the_flow_panel(qtbot, gate):
+    """In a 1024x700 window the canvas is ~670 px wide: the pending flow title once held the flow panel wider
+    than its column, so the colour bar covered the last column ([SEP]) and its label was drawn over the matrix."""
+    session = Session(text="The cat sat on the mat because it was tired.", backend="numpy")
+    view, _, _ = make_view(qtbot, Engine().compute(session), session)
+    view.resize(670, 620)
+    qtbot.waitUntil(lambda: view.flows.busy)
+    assert view.flow_plot.full_title == "flow computing (rollout shown)"
+    image = drawn(view)
+    bar = view.colorbar.sceneBoundingRect()
+    for plot in (view.rollout_plot, view.flow_plot):
+        box, panel = plot.getViewBox().sceneBoundingRect(), plot.sceneBoundingRect()
+        assert box.right() <= panel.right() + 1 and box.right() <= bar.left(), (plot.full_title, box, panel, bar)
+    values = view.displays["flow"].values  # (13, 13): the rollout standing in, on the 0–1 scale
+    last = values.shape[1] - 1
+    for row in range(values.shape[0]):
+        colour = cell_colour(view, image, view.flow_plot, row, last)
+        got = np.array([colour.red(), colour.green(), colour.blue()])
+        assert np.abs(got - expected_colour(values[row, last])).max() <= COLOUR_TOLERANCE, (row, got)
