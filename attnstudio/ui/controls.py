@@ -44,6 +44,7 @@ OPEN_FOLDER = "__open__"
 OPEN_GGUF = "__open_gguf__"
 TOKEN_LIST_LINES = 4  # the token list never grows taller than this: it scrolls, or folds away
 COMBO_MIN_CHARACTERS = 12  # long item names elide instead of widening the dock
+UNKNOWN_WIDTH = "—"  # a pretrained model's d_k / d_model before its first result
 # The pair field (a second sentence for cross-attention): (placeholder, tooltip) while a one-text model is shown,
 # and while an encoder-decoder's is (its cross-attention runs from the target to the source: no second sentence)
 PAIR_HINTS = {False: ("optional: keys and values from this sentence (cross-attention)",
@@ -290,6 +291,12 @@ class ControlPanel(QWidget):
         synthetic = model == SYNTHETIC
         for widget in (self.d_k, self.d_model, self.seed):
             widget.setEnabled(synthetic)
+        # A pretrained model's widths are read from its first result: until then the greyed boxes show a dash,
+        # not the synthetic model's 16 and 64 as if they were the model's own
+        for widget in (self.d_k, self.d_model):
+            widget.setSpecialValueText("" if synthetic else UNKNOWN_WIDTH)
+            if not synthetic and self.results.result is None:
+                self._set(widget, widget.minimum())
         session = self.session_model.session
         if synthetic:
             self.d_model.setMaximum(LIMITS["d_model"].high)
@@ -322,10 +329,12 @@ class ControlPanel(QWidget):
         self._on_head_changed(session.head)
 
     def _on_d_k_changed(self, d_k: int) -> None:
-        self._set(self.d_k, d_k)
+        if self.session_model.session.is_synthetic:  # a pretrained model's own width comes with its result
+            self._set(self.d_k, d_k)
 
     def _on_d_model_changed(self, d_model: int) -> None:
-        self._set(self.d_model, d_model)
+        if self.session_model.session.is_synthetic:
+            self._set(self.d_model, d_model)
 
     def _on_seed_changed(self, seed: int) -> None:
         self._set(self.seed, seed)

@@ -167,3 +167,38 @@ def test_the_pair_field_is_greyed_with_a_reason_for_an_encoder_decoder(make_wind
     pair.clear()
     wait_for_result(qtbot, window, lambda r: r.kinds is not None)
     assert not pair.isEnabled()
+
+
+def test_compare_says_it_does_not_run_an_encoder_decoder(make_window, qtbot):
+    """With T5 the Compare tab named a pair text that does not exist (cross) or invited a text B it never runs
+    (encoder): it now says why nothing is compared, and greys its text B field; MiniLM opens it again."""
+    window = make_window(t5_session())
+    window.session_model.update(view="compare")
+    compare = window.views["compare"]
+    qtbot.waitUntil(compare.note.isVisible)
+    for kind in ("cross", "encoder"):
+        window.session_model.update(attention_kind=kind)
+        qtbot.waitUntil(lambda kind=kind: window.results.shown.attention_kind == kind)
+        qtbot.wait(50)
+        assert "an encoder-decoder model (T5) is not compared" in compare.note.text(), (kind, compare.note.text())
+        assert not compare.text_b.isEnabled() and not compare.presets.isEnabled()
+        assert pixels(compare.note).min() < 128, "the note is drawn"
+    greyed = pixels(compare.text_b)
+    window.session_model.update(model="minilm", heads=None, attention_kind="encoder")
+    wait_for_result(qtbot, window, lambda r: r.kinds is None)
+    qtbot.waitUntil(compare.text_b.isEnabled)
+    assert compare.note.text().startswith("Type a second text (B)")
+    assert not np.array_equal(pixels(compare.text_b), greyed)
+
+
+def test_the_logit_lens_does_not_say_t5_has_no_head(make_window, qtbot):
+    """T5 predicts next tokens (its Next token tab), so the Logit lens must not claim it has no language-model
+    head, nor name the attention kind as if it were the model."""
+    window = make_window(t5_session())
+    window.session_model.update(view="logit_lens")
+    lens = window.views["logit_lens"]
+    qtbot.waitUntil(lambda: lens.note.isVisible() and bool(lens.note.text()))
+    text = lens.note.text()
+    assert "no language-model head" not in text and "cross-attention" not in text, text
+    assert text.startswith("The logit lens reads decoder-only models; tiny-t5 is an encoder-decoder"), text
+    assert not lens.canvas.isVisible() and pixels(lens.note).min() < 128
