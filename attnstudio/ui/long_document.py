@@ -96,7 +96,7 @@ class DocumentFeeder(QObject):
         try:
             text, note = read_text_file(path)
         except AttnStudioError as error:
-            self.window.show_error(str(error))
+            self.window.show_file_error(str(error))
             self.window.warn("Cannot open text", str(error))
             return False
         if not self.window.session_model.update(text=text):

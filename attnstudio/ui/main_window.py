@@ -112,7 +112,7 @@ class MainWindow(QMainWindow):
         apply_theme(self.theme, self)  # every canvas item built above takes the theme from the one place
         self.files = FileActions(self.session_model, self.results, self.views, self.settings, self)
         self.files.message.connect(self.statusBar().showMessage)
-        self.files.failed.connect(self.show_error)
+        self.files.failed.connect(self.show_file_error)
         self.files.title_changed.connect(self.setWindowTitle)
         self._build_menus()
         self.documents = long_document.install(self)  # Open text…, drop a file, progress with Stop
@@ -209,14 +209,20 @@ class MainWindow(QMainWindow):
             self.first_result.emit()
 
     def show_error(self, message: str) -> None:
+        """A refused setting or a failed compute: the views keep the last settings that worked (the stale note)."""
         self.last_error = message
+        self.show_file_error(message)
+        self._update_stale_label()
+
+    def show_file_error(self, message: str) -> None:
+        """A file that could not be read or written (a text, a session, a model, an export): nothing changed, so
+        the views still show the current settings and the stale note is not raised."""
         self._message_from_result = False
         self.statusBar().showMessage(f"⚠ {message}", 15_000)
         if self.results.result is None:  # nothing computed yet: the views say why instead of "Computing…"
             for view in self.views.values():
                 if hasattr(view, "show_waiting"):
                     view.show_waiting(f"No result yet: {message}")
-        self._update_stale_label()
 
     def _update_stale_label(self) -> None:
         """Say, until the next result or accepted change, that the views keep the last settings that worked.
@@ -312,7 +318,7 @@ class MainWindow(QMainWindow):
         except Exception as error:  # noqa: BLE001 - a bad folder must never escape as a traceback
             if not isinstance(error, AttnStudioError):
                 error = f"cannot load the model in {folder}: {type(error).__name__}: {str(error)[:160]}"
-            self.show_error(str(error))
+            self.show_file_error(str(error))
             self.warn("Cannot open model", str(error))
             return False
         return self.session_model.update(model=folder, heads=None, layer=0, head=0)

@@ -126,6 +126,7 @@ def test_every_gguf_file_and_t5_folder_missing_a_file_is_loaded_or_refused(make_
         if not loaded:
             assert message.startswith("⚠ ") and "\n" not in message and path.name in message, (path.name, message)
             assert window.session_model.session.model == before, "a refused model replaced the one in use"
+            assert not window.stale_label.isVisible(), "nothing changed: the views do show the current settings"
         no_internal_error(window)
     assert_still_computes(qtbot, window)
 
@@ -146,6 +147,7 @@ def test_every_hostile_text_file_opens_or_is_refused_in_one_line(make_window, qt
         assert message.startswith(f"⚠ cannot open {path.name}: ") and "\n" not in message, message
         assert dialogs[-1] == ("Cannot open text", message.removeprefix("⚠ "))
         assert window.session_model.session.text == text, "a refused file changed the text"
+        assert not window.stale_label.isVisible(), "nothing changed: the views do show the current settings"
     reasons = {title_and_message[1].split(": ", 1)[1] for title_and_message in dialogs}
     assert any("not UTF-8" in reason for reason in reasons) and any("UTF-16" in reason for reason in reasons)
     no_internal_error(window)
