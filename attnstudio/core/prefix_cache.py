@@ -12,13 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from attnstudio.core.extended_trace import HiddenStatesOnRead
 from attnstudio.core.parallel import blas_threads_for_rows
+from attnstudio.core.row_slots import RowSlots
 from attnstudio.core.transformer import ForwardResult
 
 
 def first_rows(result: ForwardResult, m: int) -> ForwardResult:
     """The forward pass of the first m tokens, cut out of a pass over more (views, no copies)."""
-    return ForwardResult([trace.first_rows(m) for trace in result.traces], [h[:m] for h in result.hidden_states],
+    hidden = result.hidden_states
+    return ForwardResult([trace.first_rows(m) for trace in result.traces],
+                         hidden.first_rows(m) if isinstance(hidden, HiddenStatesOnRead) else [h[:m] for h in hidden],
                          None)
 
 
@@ -43,6 +47,7 @@ class PrefixCache:
 
     def __init__(self):
         self._entry: _Entry | None = None
+        self._slots = RowSlots()  # where extensions write their keys and values
         self.reused = 0  # rows reused by the last call (0: it computed everything)
 
     def forward(self, family, parameters, ids_host: np.ndarray, ids, *, mask_host=None, mask=None,
@@ -54,8 +59,12 @@ class PrefixCache:
         m = self._reusable(parameters, key, ids_host, mask_host) if family.extend is not None else 0
         with blas_threads_for_rows(len(ids_host) - m):  # the rows computed
             if m:
-                result = family.extend(parameters, first_rows(self._entry.result, m), ids, mask=mask, **options)
+                writer = self._slots.writer(m, len(ids_host))
+                result = family.extend(parameters, first_rows(self._entry.result, m), ids, mask=mask, rows=writer,
+                                       **options)
+                self._slots.written(writer, m, len(ids_host))
             else:
+                self._slots.forget()
                 result = family.forward(parameters, ids, mask=mask, **options)
         self.reused = m
         self._entry = _Entry(parameters, key, ids_host.copy(), None if mask_host is None else mask_host.copy(), result)
@@ -74,3 +83,4 @@ class PrefixCache:
 
     def clear(self) -> None:
         self._entry = None
+        self._slots.forget()

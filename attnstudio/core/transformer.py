@@ -41,6 +41,10 @@ class AttentionTrace:
         """The weights as (a (heads, m, m) block, row blocks after it): see core.extended_trace."""
         return self.weights, []
 
+    def row_parts(self, name: str) -> list:
+        """queries, keys, values or context as row parts, in order (see core.extended_trace): here one, whole."""
+        return [getattr(self, name)]
+
 
 @dataclass
 class ForwardResult:

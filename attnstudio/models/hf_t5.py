@@ -49,7 +49,12 @@ class T5Tokenizer(DecoderTokenizer):
         return piece.replace("\u2581", " ")
 
     def readable_token(self, token_id: int) -> str:
-        return self.decode_token(token_id) or str(token_id)
+        """The token as labels show it: its text, or SentencePiece's own '▁' for a piece that is only a space
+        (a blank label would name nothing)."""
+        text = self.decode_token(token_id)
+        if text and not text.strip():
+            return self._tokenizer.id_to_token(int(token_id))
+        return text or str(token_id)
 
 
 def _config(folder: Path) -> dict:

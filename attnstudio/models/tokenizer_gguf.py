@@ -1,15 +1,20 @@
 """Tokenizers from a GGUF file's ``tokenizer.ggml.*`` fields, built with the ``tokenizers`` library.
 
-GGUF stores a GPT-2-style byte-level BPE as its vocabulary (``tokens``), ``merges``,
+Decoders: GGUF stores a GPT-2-style byte-level BPE as its vocabulary (``tokens``), ``merges``,
 token types (3 = control: special tokens such as ``<|im_start|>``) and the name of
 llama.cpp's pre-tokenizer (``pre``). The regular expressions below are llama.cpp's
 for each pre-tokenizer name (``llama-vocab.cpp``); the byte-level alphabet and BPE
 merging are the library's own.
+
+T5 (model ``t5``): a SentencePiece unigram: pieces, their log-probability ``scores``, token types, the
+normaliser's ``precompiled_charsmap``, ``add_space_prefix`` and ``remove_extra_whitespaces``; rebuilt the way
+transformers converts a T5 ``spiece.model`` (Precompiled normaliser, WhitespaceSplit + Metaspace, Unigram,
+``</s>`` after a text when ``add_eos_token``).
 """
 from __future__ import annotations
 
 import numpy as np
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from attnstudio.errors import ModelLoadError
 from attnstudio.models.loader import TextTokenizer, TokenizedText, _has_surrogates, guarded_encode
@@ -26,7 +31,7 @@ PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
     "llama-bpe": (LLAMA3_PATTERN,),
     "qwen2": (LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}"),),  # llama.cpp's: digits one by one
 }
-TOKEN_TYPE_CONTROL = 3
+TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_CONTROL, TOKEN_TYPE_BYTE = 1, 2, 3, 6  # gguf.TokenType
 VISIBLE_WHITESPACE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "⏎"})
 
 
@@ -59,6 +64,51 @@ def tokenizer_json_from_fields(fields: dict) -> str:
         return tokenizer.to_str()
     except Exception as error:  # noqa: BLE001 - the library raises several types for inconsistent vocabularies
         raise ModelLoadError(f"cannot build the tokenizer from the GGUF file: {error}") from None
+
+
+def unigram_tokenizer_from_fields(fields: dict) -> Tokenizer:
+    """A SentencePiece unigram (``tokenizer.ggml.model`` = ``t5``) as a ``tokenizers`` Tokenizer."""
+    kind = fields.get("tokenizer.ggml.model")
+    if kind != "t5":
+        raise ModelLoadError(f"the GGUF tokenizer is {kind!r}; attnstudio reads T5 models with a SentencePiece "
+                             f"unigram ('t5') tokenizer")
+    tokens, scores = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.scores")
+    if not isinstance(tokens, list) or not tokens or not isinstance(scores, list):
+        raise ModelLoadError("the GGUF file has no tokenizer vocabulary or scores")
+    token_types = fields.get("tokenizer.ggml.token_type") or [TOKEN_TYPE_NORMAL] * len(tokens)
+    if not len(tokens) == len(scores) == len(token_types):
+        raise ModelLoadError(f"the GGUF tokenizer lists {len(tokens)} tokens, {len(scores)} scores and "
+                             f"{len(token_types)} token types")
+    unknown = fields.get("tokenizer.ggml.unknown_token_id")
+    if unknown is None:
+        unknown = next((index for index, kind in enumerate(token_types) if kind == TOKEN_TYPE_UNKNOWN), None)
+    eos = fields.get("tokenizer.ggml.eos_token_id")
+    add_eos = bool(fields.get("tokenizer.ggml.add_eos_token", True))  # llama.cpp's default for T5 vocabularies
+    for name, value in (("unknown", unknown), ("end-of-text", eos if add_eos else 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(tokens):
+            raise ModelLoadError(f"the GGUF tokenizer has no valid {name} token id")
+    try:
+        vocabulary = [(str(token), float(score)) for token, score in zip(tokens, scores, strict=True)]
+        tokenizer = Tokenizer(models.Unigram(vocabulary, unk_id=int(unknown),
+                                             byte_fallback=TOKEN_TYPE_BYTE in token_types))
+        charsmap = fields.get("tokenizer.ggml.precompiled_charsmap")
+        if charsmap:
+            tokenizer.normalizer = normalizers.Precompiled(bytes(charsmap))
+        prepend = "always" if fields.get("tokenizer.ggml.add_space_prefix", True) else "never"
+        metaspace = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=prepend, split=True)
+        tokenizer.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), metaspace])
+                                   if fields.get("tokenizer.ggml.remove_extra_whitespaces", True) else metaspace)
+        tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme=prepend, split=True)
+        tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False)
+                                      for token, kind in zip(tokens, token_types, strict=True)
+                                      if kind in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN)])
+        if add_eos:
+            end = str(tokens[eos])
+            tokenizer.post_processor = processors.TemplateProcessing(
+                single=["$A", end], pair=["$A", end, "$B", end], special_tokens=[(end, eos)])
+        return tokenizer
+    except Exception as error:  # noqa: BLE001 - the library raises several types for inconsistent vocabularies
+        raise ModelLoadError(f"cannot build the tokenizer from the GGUF file: {str(error)[:160]}") from None
 
 
 class DecoderTokenizer(TextTokenizer):

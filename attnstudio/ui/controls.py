@@ -147,8 +147,8 @@ class ControlPanel(QWidget):
         self.model.addItem("Synthetic (seeded random W_Q, W_K, W_V)", SYNTHETIC)
         self.model.addItem("Open model folder…", OPEN_FOLDER)
         self.model.addItem("Open GGUF file…", OPEN_GGUF)
-        self.model.setToolTip("A pretrained encoder (BERT family, a Hugging Face folder), a decoder (Llama family, "
-                              "a GGUF file), or a synthetic one-layer model you shape")
+        self.model.setToolTip("A pretrained model (a Hugging Face folder or a GGUF file: encoders, decoders, T5 "
+                              "encoder-decoders), or a synthetic one-layer model you shape")
         self.model.activated.connect(self._on_model_chosen)
         self.layer = _spin(1, 1, "Which layer the views show (Alt+Up / Alt+Down)")
         self.layer.valueChanged.connect(lambda v: self.session_model.update(layer=v - 1))

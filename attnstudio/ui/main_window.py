@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (
 from attnstudio import __version__
 from attnstudio.engine import check_heads
 from attnstudio.errors import AttnStudioError
-from attnstudio.models.registry import load_model_cached
+from attnstudio.models.gguf_architectures import ARCHITECTURES
+from attnstudio.models.registry import load_model_cached, supported_families
 from attnstudio.session import Session
 from attnstudio.ui import long_document
 from attnstudio.ui.compute_worker import ComputeController
@@ -259,9 +260,9 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Save session as…", "Ctrl+Shift+S", files.save_as)
         file_menu.addSeparator()
         self._action(file_menu, "Open model folder…", "Ctrl+Shift+O", self.open_model_folder,
-                     "Load a local Hugging Face folder or HF cache entry: a BERT encoder or a Llama decoder")
+                     f"Load a local Hugging Face folder or HF cache entry: {supported_families()}")
         self._action(file_menu, "Open GGUF model…", None, self.open_gguf_file,
-                     "Load a decoder from a .gguf file (llama.cpp's format: llama, qwen2 and gpt2 architectures)")
+                     f"Load a model from a .gguf file (llama.cpp's format; architectures {', '.join(ARCHITECTURES)})")
         file_menu.addSeparator()
         self._action(file_menu, "Export image…", "Ctrl+E", files.export_image,
                      "The current view as PNG (2× or more), SVG or PDF, with a caption")

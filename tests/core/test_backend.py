@@ -11,7 +11,16 @@ import pytest
 from attnstudio import engine
 from attnstudio.core import attention, attention_tiled, backend, causal_mask, softmax
 from attnstudio.core import backend as backend_module
-from attnstudio.core.backend import array_namespace, cupy_status, fused_kernel, masked_fill, resolve_backend, to_numpy
+from attnstudio.core.backend import (
+    ROW_BY_ROW_MAX_ROWS,
+    array_namespace,
+    cupy_status,
+    fused_kernel,
+    masked_fill,
+    project,
+    resolve_backend,
+    to_numpy,
+)
 from attnstudio.core.transformer import gelu, layer_norm
 from attnstudio.engine import Engine
 from attnstudio.errors import BackendUnavailable
@@ -144,3 +153,16 @@ def test_fused_gpu_kernels_match_the_array_code():
         expected = softmax(scores.copy(), mask)
         assert np.isfinite(on_gpu).all() and (on_gpu[:, 4] == 0).all()
         np.testing.assert_allclose(on_gpu, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9])
+def test_project_equals_a_matrix_product_for_any_number_of_rows(rows):
+    """A few rows go one at a time (one matrix-vector product each): the same product, float32, same shape."""
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 64), dtype=np.float32)
+    weight = rng.standard_normal((64, 96), dtype=np.float32)
+    product = project(x, weight)
+    assert product.shape == (rows, 96) and product.dtype == np.float32
+    np.testing.assert_allclose(product, x.astype(np.float64) @ weight.astype(np.float64), rtol=0, atol=1e-4)
+    for row in range(rows) if rows <= ROW_BY_ROW_MAX_ROWS else ():  # each row is exactly its own product
+        np.testing.assert_array_equal(product[row], (x[row:row + 1] @ weight)[0])

@@ -153,3 +153,39 @@ def test_many_key_presses_join_their_row_blocks_exactly():
     full = family.forward(model.parameters, ids)
     for a, b in zip(result.traces, full.traces, strict=True):
         np.testing.assert_allclose(a.weights, b.weights, rtol=0, atol=5e-6)
+
+
+def test_key_presses_write_keys_and_values_into_slots_and_never_into_a_live_result():
+    """Extensions write keys and values into a slot with spare rows (core.row_slots), double-buffered: the result on
+    screen keeps its numbers while the next key press is computed, and a result still held elsewhere is never
+    overwritten (its slot is skipped and keys and values are joined instead). Every step is bit for bit the chain
+    that joins keys and values anew, and its weights are within 1e-6 of a full pass."""
+    from attnstudio.core.prefix_cache import PrefixCache  # noqa: PLC0415
+
+    model = load_model(str(DATA / "tiny-llama"))
+    family = family_of(model.parameters)
+    cache, joined = PrefixCache(), PrefixCache()
+    joined._slots.writer = lambda m, n: None  # never a slot: every extension joins its keys and values
+    texts = [TEXT[:30], TEXT[:31], TEXT[:33], TEXT[:32], TEXT[:40], TEXT[:41], TEXT[:45], TEXT]
+    kept_alive, snapshots, in_slots = [], [], 0
+    for step, text in enumerate(texts):
+        ids = model.tokenizer.encode(text).ids
+        result = cache.forward(family, model.parameters, ids, np.asarray(ids))
+        expected = joined.forward(family, model.parameters, ids, np.asarray(ids))
+        if step == 3:  # held elsewhere (an export, say): its keys and values must stay as they are
+            kept_alive.append(result)
+            snapshots.append([(t.keys.copy(), t.values.copy()) for t in result.traces])
+        assert (cache.reused > 0) == (step > 0)
+        keys = result.traces[0].keys
+        in_slots += keys.base is not None and keys.base.shape[1] > keys.shape[1]  # a view of a slot's buffer
+        for a, b in zip(result.traces, expected.traces, strict=True):
+            for name in ("keys", "values", "queries", "context", "weights"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        np.testing.assert_array_equal(result.next_logits, expected.next_logits)
+        full = family.forward(model.parameters, ids)
+        for a, b in zip(result.traces, full.traces, strict=True):
+            np.testing.assert_allclose(a.weights, b.weights, rtol=0, atol=1e-6)
+    assert in_slots >= len(texts) - 3  # every extension but those next to the live result wrote into a slot
+    for trace, (keys, values) in zip(kept_alive[0].traces, snapshots[0], strict=True):
+        np.testing.assert_array_equal(trace.keys, keys)
+        np.testing.assert_array_equal(trace.values, values)

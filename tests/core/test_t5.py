@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
@@ -197,21 +196,6 @@ def test_a_t5_in_the_hugging_face_cache_is_found_by_its_repo_id(tmp_path, monkey
         (snapshot / name).symlink_to(DATA / "tiny-t5" / name)  # the hub links blobs the same way
     model = load_model("google/tiny-t5")
     assert model.name == "google/tiny-t5" and family_of(model.parameters).name == "t5"
-
-
-def test_a_t5_gguf_is_one_clear_line(tmp_path):
-    path = tmp_path / "t5.gguf"
-    writer = gguf.GGUFWriter(str(path), "t5")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    with pytest.raises(ModelLoadError) as error:
-        load_model(str(path))
-    message = str(error.value)
-    assert "'t5'" in message and "Hugging Face folder" in message and "\n" not in message
 
 
 def test_session_keeps_the_target_and_the_attention_kind_and_old_files_load():

@@ -14,6 +14,7 @@ from tests.ui.test_decoder_ui import cell_pixel
 from tests.ui.test_main_window import pixels
 
 TINY_T5 = str(Path(__file__).resolve().parents[1] / "data" / "tiny-t5")
+TINY_T5_GGUF = TINY_T5 + ".gguf"  # the same checkpoint as llama.cpp's converter writes it (SentencePiece vocabulary)
 SOURCE = "translate English to German: The house is wonderful and the garden is very small."
 TARGET = "Das Haus ist wunderbar"
 
@@ -202,3 +203,31 @@ def test_the_logit_lens_does_not_say_t5_has_no_head(make_window, qtbot):
     assert "no language-model head" not in text and "cross-attention" not in text, text
     assert text.startswith("The logit lens reads decoder-only models; tiny-t5 is an encoder-decoder"), text
     assert not lens.canvas.isVisible() and pixels(lens.note).min() < 128
+
+
+def test_opening_a_t5_gguf_shows_source_target_and_cross_attention(make_window, qtbot, monkeypatch):
+    window = make_window(Session(text=SOURCE, backend="numpy"))
+    box = window.controls.seq2seq
+    assert not box.isVisible()
+    monkeypatch.setattr("attnstudio.ui.main_window.QFileDialog.getOpenFileName",
+                        lambda *args, **kwargs: (TINY_T5_GGUF, "GGUF models (*.gguf)"))
+    window.open_gguf_file()  # File → Open GGUF model…
+    wait_for_result(qtbot, window, lambda r: r.kinds is not None, timeout=60_000)
+    assert box.isVisible() and box.source_box.title() != "Input"
+    box.target.setText(TARGET)
+    window.session_model.update(attention_kind="cross", layer=2, head=0)
+    wait_for_result(qtbot, window, lambda r: r.attention_kind == "cross" and len(r.query_tokens) > 1)
+    result = window.results.result
+    n_tgt, n_src = len(result.query_tokens), len(result.key_tokens)
+    assert result.query_tokens[0] == "<pad>" and result.key_tokens[-1] == "</s>"
+    assert box.target_tokens.text().startswith(f"{n_tgt} decoder inputs: <pad> · ")
+    heatmap = window.views["heatmap"]
+    qtbot.waitUntil(lambda: heatmap.plot.matrix.shape == (n_tgt, n_src))
+    assert "tiny-t5 · cross-attention · layer 3/3 · head 1/4" in heatmap.plot.titleLabel.text
+    assert heatmap.plot.getAxis("left").labelText == "query (target)"
+    weights = result.attentions()[2, 0]  # (n_tgt, n_src)
+    image = pixels(heatmap.canvas)
+    strong = np.unravel_index(np.argmax(weights), weights.shape)
+    weak = np.unravel_index(np.argmin(weights), weights.shape)
+    assert weights[strong] > weights[weak] + 0.2
+    assert cell_pixel(heatmap, image, *strong)[1] > cell_pixel(heatmap, image, *weak)[1] + 60

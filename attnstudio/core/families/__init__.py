@@ -32,7 +32,7 @@ class ModelFamily:
     forward: Callable[..., ForwardResult]
     # logit_lens(parameters, hidden_states, position) -> (layers, vocab): each layer's prediction; None: no head
     logit_lens: Callable[..., Any] | None = None
-    # extend(parameters, past ForwardResult, input_ids (n,), *, mask, score, scale, seed, num_layers): the forward
+    # extend(parameters, past ForwardResult, input_ids (n,), *, mask, score, scale, seed, num_layers, rows): the forward
     # pass reusing a causal model's first m rows (a prefix cache); None: every edit recomputes everything
     extend: Callable[..., ForwardResult] | None = None
     # True: forward also takes target_ids (the decoder's inputs, start token first) and returns a

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from attnstudio.core.ablation import Ablation, ablate_heads, check_ablation_fits
-from attnstudio.core.backend import array_namespace, concat, matrix_transpose, to_numpy
-from attnstudio.core.extended_trace import ExtendedTrace
+from attnstudio.core.backend import array_namespace, concat, matrix_transpose, project, to_numpy
+from attnstudio.core.extended_trace import ExtendedTrace, HiddenStatesOnRead, hidden_row, hidden_row_parts
 from attnstudio.core.kernels import attention_scores, softmax
 from attnstudio.core.masks import causal_mask
 from attnstudio.core.transformer import (
@@ -119,17 +119,19 @@ def repeat_kv(x, num_heads: int):
     return xp.take(x, index, axis=0)
 
 
-def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, scale, seed, past=None,
+def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, scale, seed, past=None, join=None,
            ablated_heads: tuple[int, ...] = (), ablation_mode: str = "zero"):
     """Grouped-query self-attention with every step kept.  (n_new, d_model) -> (output (n_new, d_model), trace).
 
     past: the trace of the first m positions (a prefix cache); then ``x``, ``cos``, ``sin`` and ``mask``
     hold only the rows of positions m .. n-1, and the trace returned covers all n positions (no ablation then:
     the engine uses the prefix cache only when no head is switched off).
+    join(name, past rows, new rows): joins the past's and the new keys or values (default: concat; see
+    core.row_slots).
     ablated_heads: query heads switched off in this layer (see :mod:`attnstudio.core.ablation`).
     """
     q_width, kv_width = p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim
-    qkv = x @ layer.qkv_weight  # (n, q_width + 2 kv_width): one matmul for all three projections
+    qkv = project(x, layer.qkv_weight)  # (n, q_width + 2 kv_width): one matmul for all three projections
     if layer.qkv_bias is not None:
         qkv = qkv + layer.qkv_bias
     q = split_heads(qkv[:, :q_width], p.num_heads)  # (heads, n, head_dim)
@@ -138,35 +140,38 @@ def attend(x, layer: LlamaLayer, p: LlamaParameters, cos, sin, *, mask, score, s
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     k, v = repeat_kv(k, p.num_heads), repeat_kv(v, p.num_heads)  # (heads, n, head_dim)
     if past is not None:
-        return _attend_after(past, q, k, v, layer, mask=mask, score=score, scale=scale, seed=seed)
+        join = join or (lambda name, old, new: concat([old, new], axis=1))
+        return _attend_after(past, q, k, v, layer, join, mask=mask, score=score, scale=scale, seed=seed)
     scores = attention_scores(q, k, score=score, scale=scale, seed=seed)  # (heads, n, n)
     weights = softmax(scores, mask)  # the mask includes the causal one
     weights, context = ablate_heads(weights, v, ablated_heads, ablation_mode, mask)  # context (heads, n, head_dim)
-    output = merge_heads(context) @ layer.attention_out_weight  # (n, d_model)
+    output = project(merge_heads(context), layer.attention_out_weight)  # (n, d_model)
     return output, AttentionTrace(q, k, v, scores, weights, context)
 
 
-def _attend_after(past: AttentionTrace, q, k, v, layer: LlamaLayer, *, mask, score, scale, seed):
+def _attend_after(past: AttentionTrace, q, k, v, layer: LlamaLayer, join, *, mask, score, scale, seed):
     """The new rows' attention over the cached keys and values, and the whole trace (old rows reused)."""
     m = past.keys.shape[-2]
-    keys, values = concat([past.keys, k], axis=1), concat([past.values, v], axis=1)  # (heads, n, head_dim)
+    keys, values = join("keys", past.keys, k), join("values", past.values, v)  # (heads, n, head_dim)
     scores = attention_scores(q, keys, score=score, scale=scale, seed=seed)  # (heads, n - m, n)
     weights = softmax(scores, mask)  # mask: rows m .. n-1, (n - m, n)
     context = weights @ values  # (heads, n - m, head_dim)
-    output = merge_heads(context) @ layer.attention_out_weight  # (n - m, d_model)
+    output = project(merge_heads(context), layer.attention_out_weight)  # (n - m, d_model)
     # Old rows put weight 0 on the new keys (causal): the new trace shares the past's weights and adds the new
-    # rows as a block; scores (before the mask: old rows have scores on future keys too) come when first read.
+    # rows as a block; its queries and context are the past's parts and the new rows (not copied); scores
+    # (before the mask: old rows have scores on future keys too) come when first read.
     base, blocks = past.weight_parts()
-    trace = ExtendedTrace(concat([past.queries, q], axis=1), keys, values, base, [*blocks, (m, weights)],
-                          concat([past.context, context], axis=1), score=score, scale=scale, seed=seed)
+    parts = {"queries": [*past.row_parts("queries"), q], "keys": [keys], "values": [values],
+             "context": [*past.row_parts("context"), context]}
+    trace = ExtendedTrace(parts, base, [*blocks, (m, weights)], score=score, scale=scale, seed=seed)
     return output, trace
 
 
 def feed_forward(x, layer: LlamaLayer):
     """SwiGLU: down(silu(gate(x)) * up(x)).  (n, d_model) -> (n, d_model)."""
-    gate_up = x @ layer.gate_up_weight  # (n, 2 d_ff)
+    gate_up = project(x, layer.gate_up_weight)  # (n, 2 d_ff)
     d_ff = gate_up.shape[-1] // 2
-    return (silu(gate_up[:, :d_ff]) * gate_up[:, d_ff:]) @ layer.down_weight
+    return project(silu(gate_up[:, :d_ff]) * gate_up[:, d_ff:], layer.down_weight)
 
 
 def check_decoder_input(p, input_ids, *, pair_ids, num_layers: int | None, ablation: Ablation | None):
@@ -232,18 +237,19 @@ def forward(p: LlamaParameters, input_ids, *, heads: int | None = None, mask=Non
 
 
 def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | None = None, mask=None,
-           score="scaled_dot", scale=None, seed=0, num_layers: int | None = None) -> ForwardResult:
+           score="scaled_dot", scale=None, seed=0, num_layers: int | None = None, rows=None) -> ForwardResult:
     """:func:`forward` on ``input_ids`` (n,) reusing ``past``, a forward pass over its first m tokens.
 
     A causal model's first m rows (their keys, values, weights, hidden states) depend only on those
     m tokens, so only rows m .. n-1 are computed, against every layer's cached keys and values.
     ``past`` must come from the same parameters and options; ``mask`` (n, n) is the user's mask (the
-    causal one is added) and its first m rows must be those ``past`` was computed with.
+    causal one is added) and its first m rows must be those ``past`` was computed with. rows: a
+    ``core.row_slots.RowWriter`` to write every layer's keys and values into (None: they are joined).
     """
     if heads not in (None, p.num_heads):
         raise InvalidSetting(f"this model has {p.num_heads} query heads; its heads cannot be re-split")
     xp = array_namespace(p.token_embeddings)
-    n, m = input_ids.shape[0], past.traces[0].weights.shape[-1]
+    n, m = input_ids.shape[0], sum(part.shape[0] for part in hidden_row_parts(past.hidden_states, 0))
     total_layers = len(p.layers)
     num_layers = total_layers if num_layers is None else num_layers
     if not 0 < m < n or len(past.traces) != num_layers:
@@ -254,16 +260,19 @@ def extend(p: LlamaParameters, past: ForwardResult, input_ids, *, heads: int | N
     cos, sin = cos[m:], sin[m:]  # (n - m, head_dim / 2)
 
     x = xp.take(p.token_embeddings, input_ids[m:], axis=0)  # (n - m, d_model): the new rows only
-    hidden_states, traces = [concat([past.hidden_states[0], x], axis=0)], []
+    # (n, d_model) each: the past's rows and the new ones, joined when read (no new row reads an old one)
+    hidden_parts, traces = [[*hidden_row_parts(past.hidden_states, 0), x]], []
     for index, layer in enumerate(p.layers[:num_layers]):
+        join = None if rows is None else (lambda name, old, new, index=index: rows.join((index, name), old, new))
         attended, trace = attend(rms_norm(x, layer.attention_norm, p.rms_norm_eps), layer, p, cos, sin,
-                                 past=past.traces[index], **options)
+                                 past=past.traces[index], join=join, **options)
         x = x + attended
         x = x + feed_forward(rms_norm(x, layer.mlp_norm, p.rms_norm_eps), layer)
         if index == total_layers - 1:
             x = rms_norm(x, p.final_norm, p.rms_norm_eps)  # the past's last rows are normalised too
-        hidden_states.append(concat([past.hidden_states[index + 1], x], axis=0))
+        hidden_parts.append([*hidden_row_parts(past.hidden_states, index + 1), x])
         traces.append(trace)
+    hidden_states = HiddenStatesOnRead(hidden_parts)
     if num_layers < total_layers:
         return ForwardResult(traces, hidden_states, None)
     last = x[-1, ...]  # (d_model,)
@@ -276,8 +285,10 @@ def logit_lens(p: LlamaParameters, hidden_states: list, position: int):
     hidden_states: the forward pass's (embeddings, layer 1 .. layer L, the last already normalised).
     Returns (L, vocab) logits; the last row is the model's own prediction.
     """
-    rows = [rms_norm(h[position:position + 1, ...], p.final_norm, p.rms_norm_eps) for h in hidden_states[1:-1]]
-    rows.append(hidden_states[-1][position:position + 1, ...])
+    layers = len(hidden_states) - 1
+    rows = [rms_norm(hidden_row(hidden_states, index, position), p.final_norm, p.rms_norm_eps)
+            for index in range(1, layers)]  # (1, d_model) each
+    rows.append(hidden_row(hidden_states, layers, position))
     return unembed(p, concat(rows, axis=0))  # (L, vocab)
 
 
