@@ -146,8 +146,8 @@ def _unreadable(path: Path, error: Exception) -> str:
     if len(version) == 4 and int.from_bytes(version, "little") not in SUPPORTED_GGUF_VERSIONS:
         return (f"{path.name} is GGUF version {int.from_bytes(version, 'little')}, or damaged; attnstudio reads "
                 f"versions {' and '.join(map(str, SUPPORTED_GGUF_VERSIONS))}")
-    return (f"{path.name} is a damaged GGUF file, perhaps cut short by a download: its header or tensor table "
-            f"cannot be read ({_short(error)})")
+    return (f"{path.name} is damaged or not a GGUF file: it starts like one, but its header or tensor table cannot "
+            f"be read (cut short by a download?) ({_short(error)})")
 
 
 def _short(error: Exception) -> str:
