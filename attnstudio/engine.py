@@ -12,7 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from attnstudio.core.parallel import blas_threads_for_rows
 from attnstudio.core.prefix_cache import PrefixCache
 from attnstudio.core.synthetic import SyntheticConfig, synthetic_forward
 from attnstudio.core.transformer import EncoderParameters, ForwardResult
-from attnstudio.errors import AttnStudioError, InvalidSetting
+from attnstudio.errors import InvalidSetting
 from attnstudio.fileio import read_regular_file
 from attnstudio.limits import LIMITS
 from attnstudio.models.loader import (
@@ -255,40 +256,67 @@ def valid_head_counts(model: str) -> tuple[tuple[int, ...], int | None]:
     """The head counts ``model`` can run with, and its own count (None for the synthetic model).
 
     An encoder's heads re-split its width, so the divisors of d_model (within the limits) work; a decoder
-    whose key/value heads are shared keeps its own count.
+    whose key/value heads are shared keeps its own count. ``((), None)`` while that is not known yet: a model
+    without a BERT config.json that has not been loaded (it loads in a worker thread, never here).
     """
     low, high = LIMITS["heads"].low, LIMITS["heads"].high
     if model == SYNTHETIC:
         return tuple(range(low, high + 1)), None
-    width, own, resplits = _model_heads(model)
+    shape = _model_heads(model)
+    if shape is None:
+        return (), None
+    width, own, resplits = shape
     if not resplits:
         return (own,), own
     return tuple(count for count in range(low, high + 1) if width % count == 0), own
 
 
-@lru_cache(maxsize=32)
-def _model_heads(model: str) -> tuple[int, int, bool]:
-    """(d_model, heads, whether the heads can be re-split) of a pretrained model; an encoder's come from its
-    config.json (no parameters loaded on the GUI thread), anything else from the loaded model."""
+_MODEL_HEADS: dict[str, tuple[int, int, bool]] = {}
+
+
+def _model_heads(model: str) -> tuple[int, int, bool] | None:
+    """(d_model, heads, whether the heads can be re-split) of a pretrained model, or None while unknown.
+
+    An encoder's come from its config.json, anything else from the model once it is loaded: this runs on the
+    GUI thread, which must never wait for a model to load (seconds for a GGUF read for the first time).
+    """
+    if model in _MODEL_HEADS:
+        return _MODEL_HEADS[model]
+    shape = _encoder_heads(model)
+    if shape is None:
+        loaded = load_model_cached.loaded(model)
+        if loaded is None:
+            return None
+        shape = loaded.parameters.d_model, loaded.num_heads, family_of(loaded.parameters).name == "bert"
+    _MODEL_HEADS[model] = shape
+    return shape
+
+
+def _encoder_heads(model: str) -> tuple[int, int, bool] | None:
+    """(d_model, heads, True) from a BERT folder's config.json; None for anything else. A folder that is no model
+    (no config.json, or one that cannot be read at all: a FIFO, a device) raises its one-line ModelLoadError."""
+    if model != BUILTIN_MODEL and not Path(model).expanduser().is_dir():
+        return None  # a .gguf file, a repo id or an Ollama name: known once loaded
+    folder = resolve_model_folder(model)
+    raw = read_regular_file(folder / "config.json", MAX_CONFIG_BYTES, "config.json")
     try:
-        raw = read_regular_file(resolve_model_folder(model) / "config.json", MAX_CONFIG_BYTES, "config.json")
         config = json.loads(raw.decode("utf-8"))
         width, heads = config["hidden_size"], config["num_attention_heads"]
-        if config.get("model_type", "bert") == "bert" and isinstance(width, int) and isinstance(heads, int) \
-                and width > 0 and heads > 0:
-            return width, heads, True
-    except (OSError, ValueError, KeyError, TypeError, RecursionError, AttnStudioError):  # the loader says why
-        pass
-    loaded = load_model_cached(model)
-    return loaded.parameters.d_model, loaded.num_heads, family_of(loaded.parameters).name == "bert"
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if config.get("model_type", "bert") == "bert" and isinstance(width, int) and isinstance(heads, int) \
+            and width > 0 and heads > 0:
+        return width, heads, True
+    return None
 
 
 def check_heads(model: str, heads: int | None) -> None:
-    """Raise InvalidSetting unless ``heads`` (None: the model's own) suits ``model``."""
+    """Raise InvalidSetting unless ``heads`` (None: the model's own) suits ``model``. While the model's heads are
+    not known yet (see :func:`valid_head_counts`) the count is let through: the forward pass refuses it then."""
     if heads is None or model == SYNTHETIC:
         return
     counts, own = valid_head_counts(model)
-    if heads not in counts:
+    if counts and heads not in counts:
         width, _, resplits = _model_heads(model)
         if not resplits:
             raise InvalidSetting(f"this model keeps its own {own} heads (its key/value heads are shared); "

@@ -8,8 +8,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-BENCHMARKS = ("bench_kernels", "bench_forward", "bench_decoder", "bench_decoder_app", "bench_memory", "bench_app",
-              "bench_long", "bench_flow", "bench_gpu")
+BENCHMARKS = ("bench_kernels", "bench_forward", "bench_decoder", "bench_decoder_app", "bench_launch", "bench_memory",
+              "bench_app", "bench_long", "bench_flow", "bench_gpu")
 for name in BENCHMARKS:
     print(f"\n=== {name} ===", flush=True)
     try:

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attnstudio.core.masks import MaskSpec
+from attnstudio.core.parallel import cpu_workers, run_groups, single_threaded_blas
 from attnstudio.errors import AttnStudioError, InvalidSetting
 from attnstudio.limits import LIMITS
 
 ROW_BLOCK = 256  # query rows scored at once: (heads, 256, n) float32 is 75 MB for 9 heads at n = 8,192
+SUMMARY_ROW_BLOCK = 512  # one head's rows weighed at once for its block summaries: 16 MB per core at n = 8,192
 SUMMARY_CELLS = 512  # the default picture of a whole head: at most 512 x 512 tiles
 # The summaries every head gets during the forward pass (what a switch of layer or head draws at once, and the
 # heads grid's thumbnails): at most 256 x 256 tiles of at least 8 x 8 tokens. SmolLM2 at 8,192 tokens: tiles of
@@ -91,6 +93,17 @@ class MaskRule:
                 allowed[row - row_start, col - col_start] = False
         return allowed
 
+    def blocked_span(self, row_start: int, row_stop: int, col_stop: int) -> tuple[int, int]:
+        """[first, last): the columns below ``col_stop`` that hold a masked cell of rows [row_start, row_stop)
+        (first == last: none). A causal mask alone answers without building the region."""
+        if not self.masks_anything:
+            return 0, 0
+        if self.window is None and self.valid_keys is None and not self.blocked_cells:  # causal: j > i
+            first = min(row_start + 1, col_stop)
+            return first, col_stop  # row i may not see keys i + 1 .. col_stop - 1
+        blocked = np.flatnonzero(~self.region(row_start, row_stop, 0, col_stop).all(axis=0))
+        return (int(blocked[0]), int(blocked[-1]) + 1) if blocked.size else (0, 0)
+
     def last_key(self, row_stop: int, n_k: int) -> int:
         """One past the last key any of the rows before ``row_stop`` may see (causal: the diagonal)."""
         stop = min(n_k, row_stop) if self.causal else n_k
@@ -148,9 +161,13 @@ class LongAttention:
         kept = self.layers[layer]
         q = kept.queries[head, row_start:row_stop]  # (rows, d)
         k = kept.keys[self.kv_head(head), col_start:col_stop]  # (cols, d)
-        return _weights_from_stats(q @ k.T, kept.row_max[head, row_start:row_stop],
-                                   kept.row_sum[head, row_start:row_stop],
-                                   self.mask.region(row_start, row_stop, col_start, col_stop))
+        with single_threaded_blas():  # a zoom's or a hover's product: BLAS's threads spin-wait longer than it takes
+            scores = q @ k.T  # (rows, cols)
+        allowed = self.mask.region(row_start, row_stop, col_start, col_stop)
+        if allowed is not None:
+            scores[~allowed] = -np.inf
+        return _weights_from_stats(scores, kept.row_max[head, row_start:row_stop],
+                                   kept.row_sum[head, row_start:row_stop])
 
     def row(self, layer: int, head: int, row: int) -> np.ndarray:
         """(n_k,) the exact distribution of one query."""
@@ -229,21 +246,56 @@ class LongAttention:
 
     def _summarise_head(self, layer: int, head: int, tile: int, cancelled) -> tuple[np.ndarray, np.ndarray]:
         kept = self.layers[layer]
-        cells_q, cells_k = math.ceil(self.n_q / tile), math.ceil(self.n_k / tile)
-        tile_max = np.zeros((1, cells_q, cells_k), np.float32)
-        tile_sum = np.zeros((1, cells_q, cells_k), np.float32)
-        block = tile * max(1, ROW_BLOCK // tile)
-        keys_t = np.ascontiguousarray(kept.keys[self.kv_head(head)].T)  # (d, n_k)
-        for start in range(0, self.n_q, block):
+        return summarise_tiles(kept.queries[head], kept.keys[self.kv_head(head)], kept.row_max[head],
+                               kept.row_sum[head], self.mask, tile, cancelled)
+
+
+def summarise_tiles(queries, keys, row_max, row_sum, mask: MaskRule, tile: int,
+                    cancelled: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(max, mean) of each t x t tile of one head's weights, both (ceil(n_q / t), ceil(n_k / t)), never holding
+    more than SUMMARY_ROW_BLOCK rows of them.
+
+    queries (n_q, d) scaled, keys (n_k, d), row_max and row_sum (n_q,) from the forward pass. The weights
+    w_ij = exp(q_i . k_j - row_max_i) / row_sum_i of a block of rows are made in one float32 buffer (matmul,
+    subtract, exp, scale, in place), only up to the last key the mask lets the block see (causal: the
+    diagonal, so half the work), then folded into tiles rows first (an element-wise max/add of whole rows),
+    then columns. Blocks of rows are shared between the cores (every other block: causal blocks grow).
+    """
+    n_q, n_k = queries.shape[0], keys.shape[0]
+    cells_q, cells_k = math.ceil(n_q / tile), math.ceil(n_k / tile)
+    tile_max = np.zeros((cells_q, cells_k), np.float32)
+    tile_sum = np.zeros((cells_q, cells_k), np.float32)
+    block = tile * max(1, SUMMARY_ROW_BLOCK // tile)
+    starts = range(0, n_q, block)
+    inverse_sum = np.where(row_sum > 0, 1.0 / np.where(row_sum > 0, row_sum, 1.0), 0.0).astype(np.float32)  # (n_q,)
+
+    def summarise_blocks(blocks: slice) -> None:
+        scratch = np.empty((block, cells_k * tile), np.float32)  # each thread's own weights buffer
+        for start in starts[blocks]:
             if cancelled is not None and cancelled():
                 raise Cancelled("stopped")
-            stop = min(self.n_q, start + block)
-            last = max(self.mask.last_key(stop, self.n_k), 1)
-            scores = kept.queries[head, start:stop] @ keys_t[:, :last]  # (rows, last)
-            weights = _weights_from_stats(scores, kept.row_max[head, start:stop], kept.row_sum[head, start:stop],
-                                          self.mask.region(start, stop, 0, last))
-            accumulate_tiles(weights[None], start, tile, tile_max, tile_sum)
-        return tile_max[0], tile_sum[0] / _tile_counts(self.n_q, self.n_k, tile)
+            stop = min(n_q, start + block)
+            rows, last = stop - start, max(mask.last_key(stop, n_k), 1)
+            row_cells, col_cells = math.ceil(rows / tile), math.ceil(last / tile)
+            weights = scratch[:row_cells * tile, :col_cells * tile]  # (rows padded, last padded) to whole tiles
+            scores = weights[:rows, :last]
+            np.matmul(queries[start:stop], keys[:last].T, out=scores)  # (rows, last)
+            scores -= row_max[start:stop, None]
+            mask_scores(scores, mask, start, stop)
+            np.exp(scores, out=scores)  # masked: exp(-inf) = 0
+            scores *= inverse_sum[start:stop, None]  # the weights; a fully masked row is 0
+            weights[rows:] = 0.0  # padding: weights are >= 0, so zeros change neither max nor sum
+            weights[:rows, last:] = 0.0
+            by_rows = weights.reshape(row_cells, tile, col_cells * tile)  # (row tiles, t, cols)
+            first = start // tile
+            tile_max[first:first + row_cells, :col_cells] = (
+                by_rows.max(axis=1).reshape(row_cells, col_cells, tile).max(axis=2))
+            tile_sum[first:first + row_cells, :col_cells] = (
+                by_rows.sum(axis=1).reshape(row_cells, col_cells, tile).sum(axis=2))
+
+    workers = min(cpu_workers(), len(starts))
+    run_groups(summarise_blocks, [slice(i, None, workers) for i in range(workers)])
+    return tile_max, tile_sum / _tile_counts(n_q, n_k, tile)
 
 
 def _clamped(span: tuple[int, int], n: int) -> tuple[int, int]:
@@ -253,11 +305,10 @@ def _clamped(span: tuple[int, int], n: int) -> tuple[int, int]:
     return start, stop
 
 
-def _weights_from_stats(scores, row_max, row_sum, allowed):
-    """exp(scores - row_max) / row_sum where allowed, else 0; rows with nothing allowed are 0.  (rows, cols).
+def _weights_from_stats(scores, row_max, row_sum):
+    """exp(scores - row_max) / row_sum (masked scores are -inf: 0); rows with nothing allowed are 0.  (rows, cols).
 
     Overwrites ``scores`` (a fresh matmul result) to save a pass over memory."""
-    mask_scores(scores, allowed)
     scores -= row_max[:, None]
     weights = np.exp(scores, out=scores)
     weights /= np.where(row_sum > 0, row_sum, 1.0)[:, None]
@@ -265,15 +316,13 @@ def _weights_from_stats(scores, row_max, row_sum, allowed):
     return weights
 
 
-def mask_scores(scores, allowed) -> None:
-    """Set scores (..., rows, cols) to -inf where ``allowed`` (rows, cols) is False, touching only the columns
-    that hold a blocked cell (for a causal block, the diagonal's slab)."""
-    if allowed is None:
-        return
-    blocked = np.flatnonzero(~allowed.all(axis=0))
-    if blocked.size:
-        first, last = int(blocked[0]), int(blocked[-1]) + 1
-        np.copyto(scores[..., first:last], np.float32(-np.inf), where=~allowed[:, first:last])
+def mask_scores(scores, mask: MaskRule, row_start: int, row_stop: int) -> None:
+    """Set scores (..., rows, cols) of rows [row_start, row_stop) and columns [0, cols) to -inf where ``mask``
+    forbids the cell, building the mask only over the slab of columns that holds one (causal: the diagonal's)."""
+    first, last = mask.blocked_span(row_start, row_stop, scores.shape[-1])
+    if last > first:
+        allowed = mask.region(row_start, row_stop, first, last)  # (rows, last - first)
+        np.copyto(scores[..., first:last], np.float32(-np.inf), where=~allowed)
 
 
 def accumulate_tiles(weights, row_start: int, tile: int, tile_max, tile_sum) -> None:
@@ -285,11 +334,13 @@ def accumulate_tiles(weights, row_start: int, tile: int, tile_max, tile_sum) -> 
         padded = np.zeros((heads, row_cells * tile, col_cells * tile), dtype=weights.dtype)
         padded[:, :rows, :cols] = weights
         weights = padded
-    blocks = weights.reshape(heads, row_cells, tile, col_cells, tile)
+    # rows of a tile first (an element-wise max/add of whole rows), then its columns: 16x less to reduce
+    by_rows = weights.reshape(heads, row_cells, tile, col_cells * tile)
     first = row_start // tile
     target_max = tile_max[:, first:first + row_cells, :col_cells]
-    np.maximum(target_max, blocks.max(axis=4).max(axis=2), out=target_max)
-    tile_sum[:, first:first + row_cells, :col_cells] += blocks.sum(axis=4).sum(axis=2)
+    np.maximum(target_max, by_rows.max(axis=2).reshape(heads, row_cells, col_cells, tile).max(axis=3), out=target_max)
+    tile_sum[:, first:first + row_cells, :col_cells] += by_rows.sum(axis=2).reshape(
+        heads, row_cells, col_cells, tile).sum(axis=3)
 
 
 def _tile_counts(n_q: int, n_k: int, tile: int) -> np.ndarray:
@@ -359,7 +410,8 @@ class LongRecorder:
         tile_max = np.zeros((heads, cells, cells), np.float32)
         tile_sum = np.zeros((heads, cells, cells), np.float32)
         block = tile * max(1, ROW_BLOCK // tile)
-        for start in range(0, n, block):
+
+        def attend_block(start: int) -> None:  # rows [start, start + block): disjoint slices of every output
             self.check_cancelled()
             stop = min(n, start + block)
             rows, last = stop - start, max(self.mask.last_key(stop, n), 1)
@@ -367,7 +419,7 @@ class LongRecorder:
             scores = np.empty((kv_heads, group * rows, last), np.float32)
             for i in range(kv_heads):
                 np.matmul(block_q[i], keys_t[i][:, :last], out=scores[i])  # (group * rows, last)
-            mask_scores(scores.reshape(kv_heads, group, rows, last), self.mask.region(start, stop, 0, last))
+            mask_scores(scores.reshape(kv_heads, group, rows, last), self.mask, start, stop)
             block_max = scores.max(axis=-1, keepdims=True)  # (kv, group * rows, 1)
             block_max = np.where(np.isfinite(block_max), block_max, np.float32(0.0))  # a fully masked row
             scores -= block_max
@@ -387,6 +439,17 @@ class LongRecorder:
             entropy[:, start:stop] = rows_entropy.reshape(heads, rows)
             accumulate_tiles(weights.reshape(heads, rows, last), start, tile, tile_max, tile_sum)
             del scores, weights, mixed
+
+        # Blocks of rows are shared between the cores (every other block: causal blocks grow), BLAS on one
+        # thread meanwhile: its own threads gained nothing on these (rows, 64) x (64, n) products under load.
+        starts = range(0, n, block)
+
+        def attend_blocks(blocks: slice) -> None:
+            for start in starts[blocks]:
+                attend_block(start)
+        workers = min(cpu_workers(), len(starts))
+        run_groups(attend_blocks, [slice(i, None, workers) for i in range(workers)])
+
         self.layers.append(LongLayer(q, k, row_max, row_sum, entropy, tile_max,
                                      tile_sum / _tile_counts(n, n, tile)))
         if self.progress is not None:

@@ -11,6 +11,7 @@ the file's path, size and modification time; a second load reads only the cache.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -19,6 +20,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
 from attnstudio.core.families.llama import LlamaLayer, LlamaParameters
@@ -213,20 +215,27 @@ def _flatten(parameters: LlamaParameters) -> dict[str, np.ndarray]:
 
 def _write_cache(cache_file: Path, parameters: LlamaParameters, config: dict, tokenizer_json: str,
                  settings: dict) -> None:
-    """Best effort: a cache that cannot be written only makes the next load slower."""
+    """Best effort: a cache that cannot be written only makes the next load slower.
+
+    Each file is written under a temporary name and renamed into place (atomic): a reader never sees half a
+    file, and the parameters appear last, so a cache entry exists only once both files are whole. A failed
+    write (disk full, killed) leaves no temporary behind.
+    """
+    tokenizer_file = cache_file.with_suffix(".tokenizer.json")
+    temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+    tokenizer_temporary = tokenizer_file.with_name(f".{tokenizer_file.name}.{os.getpid()}.tmp")
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
         metadata = {"format": CACHE_FORMAT, "config": json.dumps(config), "tokenizer": json.dumps(settings)}
-        tokenizer_file = cache_file.with_suffix(".tokenizer.json")
-        tokenizer_temporary = tokenizer_file.with_name(f".{tokenizer_file.name}.{os.getpid()}.tmp")
         tokenizer_temporary.write_text(tokenizer_json, encoding="utf-8")
         os.replace(tokenizer_temporary, tokenizer_file)
         save_file(_flatten(parameters), str(temporary), metadata=metadata)
         os.replace(temporary, cache_file)  # the parameters appear last, whole
         _remove_stale_entries(cache_file)
-    except OSError:
-        pass
+    except (OSError, SafetensorError):  # safetensors reports a failed write (a full disk) as its own error
+        for leftover in (temporary, tokenizer_temporary):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
 
 
 def _remove_stale_entries(cache_file: Path) -> None:

@@ -9,8 +9,9 @@ Ollama model name (:mod:`attnstudio.models.sources`). Menus and the CLI read
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from attnstudio.core.families import FAMILIES
@@ -99,7 +100,45 @@ def _is_gguf_file(path: Path) -> bool:
         return False
 
 
-@lru_cache(maxsize=4)
-def load_model_cached(reference: str | None = None) -> PretrainedModel:
-    """:func:`load_model`, remembered: switching back to a model is instant."""
-    return load_model(reference)
+class LoadedModels:
+    """:func:`load_model`, remembered (switching back to a model is instant): the newest ``size`` models.
+
+    Safe from several threads: the app preloads a model in one thread while the compute worker may ask for it
+    in another; a model is read once, the second caller waits for the first. A failed load is not remembered.
+    """
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._models: OrderedDict[str | None, PretrainedModel] = OrderedDict()
+        self._lock = threading.Lock()  # guards _models and _gates
+        self._gates: dict[str | None, threading.Lock] = {}  # one per reference while it loads
+
+    def __call__(self, reference: str | None = None) -> PretrainedModel:
+        with self._lock:
+            if reference in self._models:
+                self._models.move_to_end(reference)
+                return self._models[reference]
+            gate = self._gates.setdefault(reference, threading.Lock())
+        with gate:  # a second caller waits here for the first one's load
+            model = self.loaded(reference)
+            if model is None:
+                model = load_model(reference)
+                with self._lock:
+                    self._models[reference] = model
+                    while len(self._models) > self.size:
+                        self._models.popitem(last=False)
+        with self._lock:
+            self._gates.pop(reference, None)
+        return model
+
+    def loaded(self, reference: str | None = None) -> PretrainedModel | None:
+        """The model if it is loaded already, else None (never loads: safe on the GUI thread)."""
+        with self._lock:
+            return self._models.get(reference)
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+load_model_cached = LoadedModels()

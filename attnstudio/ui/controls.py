@@ -8,16 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
-from PySide6.QtGui import QTextOption
+from PySide6.QtGui import QPalette, QTextOption
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QToolButton,
@@ -52,6 +52,31 @@ PAIR_HINTS = {False: ("optional: keys and values from this sentence (cross-atten
               True: ("not used by an encoder-decoder model",
                      "An encoder-decoder model (T5) takes no second sentence: its cross-attention runs from the "
                      "target (Encoder-decoder box below) to the source text above")}
+
+
+class TokenList(QPlainTextEdit):
+    """The tokens the model sees: read-only plain text (``<pad>`` is text, not markup), selectable, at most
+    TOKEN_LIST_LINES tall; it scrolls. A word-wrapped QLabel in a scroll area laid 8,192 tokens out in about
+    0.7 s on the GUI thread (a stall as a long document's result arrived); this lays them out in about 50 ms."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.setReadOnly(True)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setWordWrapMode(QTextOption.WrapAtWordBoundaryOrAnywhere)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.viewport().setBackgroundRole(QPalette.Window)  # reads as a caption of the panel, not an input box
+        self.document().setDocumentMargin(0)
+        self.setMaximumHeight(self.fontMetrics().lineSpacing() * TOKEN_LIST_LINES + 8)
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
+        self.setPlainText(text)
+
+    def text(self) -> str:
+        return self.toPlainText()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - QLabel's name, which callers and tests use
+        if text != self.toPlainText():
+            self.setPlainText(text)
 
 
 def _spin(low: int, high: int, tooltip: str) -> QSpinBox:
@@ -117,15 +142,9 @@ class ControlPanel(QWidget):
             self.presets.addItem(label, (text, pair))
         self.presets.setToolTip("Classic example sentences")
         self.presets.activated.connect(self._on_preset_chosen)
-        self.tokens = QLabel("Computing…")
-        self.tokens.setWordWrap(True)
-        self.tokens.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.tokens = TokenList("Computing…")
         self.tokens.setToolTip("The tokens the model sees")
-        self.tokens_box = QScrollArea()
-        self.tokens_box.setWidget(self.tokens)
-        self.tokens_box.setWidgetResizable(True)
-        self.tokens_box.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.tokens_box.setMaximumHeight(self.tokens.fontMetrics().lineSpacing() * TOKEN_LIST_LINES + 8)
+        self.tokens_box = self.tokens  # it scrolls itself
         self.tokens_toggle = QToolButton()
         self.tokens_toggle.setCheckable(True)
         self.tokens_toggle.setChecked(True)
@@ -323,6 +342,7 @@ class ControlPanel(QWidget):
                 self.heads.clear()
                 for count in counts:
                     self.heads.addItem(f"{count} (the model's own)" if count == own else str(count), count)
+        self.heads.setEnabled(bool(counts))  # none yet: the model is still loading (filled in with its result)
         _select_data(self.heads, heads or own)
         with QSignalBlocker(self.head):  # the spin shows what it can; the session keeps the user's head
             self.head.setMaximum(heads or own or 1)
@@ -365,7 +385,6 @@ class ControlPanel(QWidget):
         self._show_pair_state()
         tokens = result.for_kind("encoder").query_tokens  # the text box's tokens (an encoder-decoder's source)
         count = len(tokens)
-        self.tokens.setTextFormat(Qt.PlainText)  # tokens such as <pad> are text, not markup
         self.tokens.setText(f"{count} tokens: " + " · ".join(tokens))
         self.tokens_toggle.setText(f"{count} tokens")
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from functools import partial
 from pathlib import Path
 
+import pyqtgraph as pg
 from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
@@ -20,18 +22,19 @@ from PySide6.QtWidgets import (
 
 from attnstudio import __version__
 from attnstudio.engine import check_heads
-from attnstudio.errors import AttnStudioError
 from attnstudio.models.gguf_architectures import ARCHITECTURES
-from attnstudio.models.registry import load_model_cached, supported_families
+from attnstudio.models.loader import BUILTIN_MODEL
+from attnstudio.models.registry import supported_families
 from attnstudio.session import Session
-from attnstudio.ui import long_document
+from attnstudio.ui import long_document, model_loader
 from attnstudio.ui.compute_worker import ComputeController
 from attnstudio.ui.controls import ControlPanel
 from attnstudio.ui.dialogs import warn
 from attnstudio.ui.file_actions import FileActions
+from attnstudio.ui.lazy_views import LazyViews
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
-from attnstudio.ui.theme import apply_theme
+from attnstudio.ui.theme import apply_theme, style_canvas
 from attnstudio.ui.views import VIEW_CLASSES, VIEW_LABELS
 
 DOCK_MIN_WIDTH = 250
@@ -64,6 +67,8 @@ class MainWindow(QMainWindow):
         if session is None and restore:
             session = self._restored_session()
         self.session_model = SessionModel(session)
+        # The model loads in a thread while the window builds; the first compute finds it loaded (or waits for it).
+        model_loader.preload(self._model_reference())
         self.results = ResultModel(self.session_model, self)
         self.controller = ComputeController(parent=self)
         self.theme = str(self.settings.value("theme", "light"))
@@ -72,17 +77,15 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(QIcon(str(ICON)))
 
         model = self.session_model
-        self.views = {name: view_class(model) if name == "profiler" else view_class(model, self.results)
-                      for name, view_class in VIEW_CLASSES.items()}
-        self.views["next_token"].generate.set_engine(lambda: self.controller.engine)
-        for name, view in self.views.items():  # large summaries a view reads come from the worker
-            if hasattr(view, "prepare_summaries"):
-                view.summary_key = name
-                view.prepare_summaries = lambda name=name: self.controller.prepare(self.results.result, name)
+        self._waiting_message = ""  # what a view built before the first result says instead of "Computing…"
+        # Each view is built when its tab is first shown (or something asks for it): see ui/lazy_views.py.
+        self.views = LazyViews({name: partial(view_class, model) if name == "profiler"
+                                else partial(view_class, model, self.results)
+                                for name, view_class in VIEW_CLASSES.items()}, self._on_view_built)
         self.tabs = QTabWidget()
         for key, label in VIEWS:
-            self.tabs.addTab(self.views[key], label)
-        self.tabs.currentChanged.connect(lambda i: model.update(view=VIEWS[i][0]) if i < len(VIEWS) else None)
+            self.tabs.addTab(self.views.containers[key], label)
+        self.tabs.currentChanged.connect(self._on_tab_changed)
         self.setCentralWidget(self.tabs)
 
         self.controls = ControlPanel(self.session_model, self.results)
@@ -123,13 +126,20 @@ class MainWindow(QMainWindow):
         self.session_model.view_changed.connect(self._on_view_changed)
         self.controller.result_ready.connect(self._on_result)
         self.controller.failed.connect(self.show_error)
-        self.controller.busy_changed.connect(self.busy.setVisible)
+        self.controller.busy_changed.connect(lambda _: self._sync_busy())
+        self.model_loader = model_loader.ModelLoader(self)  # Open model…: read off the GUI thread, then switch
+        self.model_loader.started.connect(self._show_loading)
+        self.model_loader.loaded.connect(self._on_model_loaded)
+        self.model_loader.failed.connect(self._on_model_failed)
+        self._loading_model: str | None = None  # the model the status line says is loading
         self._seen_result = False
         self.last_error = ""
         self._message_from_result = False
         self._result_message = ""
         self._restore_layout()
         self._on_view_changed(self.session_model.session.view)
+        if model_loader.needs_loading(self._model_reference()):
+            self._show_loading(self._model_reference())  # the first paint already says what is loading
         # The first compute starts once the window has painted: running it alongside the first paint
         # starves the paint of the GIL and leaves the window black for half a second.
         QTimer.singleShot(FIRST_COMPUTE_FALLBACK_MS, self._start_first_compute)
@@ -173,7 +183,42 @@ class MainWindow(QMainWindow):
 
     def request_compute(self) -> None:
         self._first_compute_started = True
+        if model_loader.needs_loading(self._model_reference()):  # the worker loads it first: say so meanwhile
+            self._show_loading(self._model_reference())
         self.controller.request(self.session_model.session)
+
+    def _model_reference(self) -> str:
+        """The model the session computes with (the synthetic model takes the built-in one's vocabulary)."""
+        session = self.session_model.session
+        return BUILTIN_MODEL if session.is_synthetic else session.model
+
+    def _show_loading(self, reference: str) -> None:
+        """The status line (and, before the first result, every view) says which model is loading."""
+        self._loading_model = reference
+        message = f"Loading {model_loader.model_label(reference)}…"
+        self.statusBar().showMessage(message)
+        self._message_from_result = False
+        if self.results.result is None:
+            self._waiting_message = message
+            self.controls.tokens.setText(message)
+            for view in self.views.built().values():
+                if hasattr(view, "show_waiting"):
+                    view.show_waiting(message)
+        self._sync_busy()
+
+    def _end_loading(self) -> None:
+        """The model the status line named has loaded (or failed): clear its line unless something else is shown."""
+        if self._loading_model is None:
+            return
+        self._loading_model = None
+        if self.statusBar().currentMessage().startswith("Loading "):
+            self.statusBar().clearMessage()
+        self._sync_busy()
+
+    def _sync_busy(self) -> None:
+        self.busy.setVisible(self.controller.busy or self._loading_model is not None)
+        self.busy.setToolTip(f"Loading {model_loader.model_label(self._loading_model)}…" if self._loading_model
+                             else "Computing…")
 
     def _start_first_compute(self) -> None:
         if not self._first_compute_started:
@@ -188,6 +233,8 @@ class MainWindow(QMainWindow):
     def _on_result(self, result) -> None:
         """Publish a result; every permanent label in the status bar describes it (and only it)."""
         self.results.set_result(result)
+        if self._loading_model is not None and not model_loader.needs_loading(self._loading_model):
+            self._end_loading()
         self.backend_label.setText(f"backend: {result.backend.description}")
         n_q, n_k = len(result.query_tokens), len(result.key_tokens)
         if result.kinds is not None:  # encoder-decoder: the source and the decoder's inputs
@@ -218,12 +265,14 @@ class MainWindow(QMainWindow):
     def show_file_error(self, message: str) -> None:
         """A file that could not be read or written (a text, a session, a model, an export): nothing changed, so
         the views still show the current settings and the stale note is not raised."""
+        self._end_loading()
         self._message_from_result = False
         self.statusBar().showMessage(f"⚠ {message}", 15_000)
         if self.results.result is None:  # nothing computed yet: the views say why instead of "Computing…"
-            for view in self.views.values():
+            self._waiting_message = f"No result yet: {message}"
+            for view in self.views.built().values():
                 if hasattr(view, "show_waiting"):
-                    view.show_waiting(f"No result yet: {message}")
+                    view.show_waiting(self._waiting_message)
 
     def _update_stale_label(self) -> None:
         """Say, until the next result or accepted change, that the views keep the last settings that worked.
@@ -240,6 +289,27 @@ class MainWindow(QMainWindow):
         keys = [key for key, _ in VIEWS]
         if view in keys and self.tabs.currentIndex() != keys.index(view):
             self.tabs.setCurrentIndex(keys.index(view))
+        if view in self.views:
+            self.views[view]  # noqa: B018 - builds the view on screen if it is not built yet
+
+    def _on_tab_changed(self, index: int) -> None:
+        if index < len(VIEWS):
+            self.views[VIEWS[index][0]]  # noqa: B018 - built before it is shown
+            self.session_model.update(view=VIEWS[index][0])
+
+    def _on_view_built(self, name: str, view) -> None:
+        """Connect a view built just now as every view is, in the current theme, showing the current result."""
+        if name == "next_token":
+            view.generate.set_engine(lambda: self.controller.engine)
+        if hasattr(view, "prepare_summaries"):  # large summaries a view reads come from the worker
+            view.summary_key = name
+            view.prepare_summaries = lambda: self.controller.prepare(self.results.result, name)
+        for canvas in view.findChildren(pg.GraphicsView):
+            style_canvas(canvas)
+        if self._waiting_message and self.results.result is None and hasattr(view, "show_waiting"):
+            view.show_waiting(self._waiting_message)
+        if self.results.result is not None:  # it missed the result's signal (some views sync controls on it):
+            self.results.changed.emit()  # sent again; the views built before only redraw if on screen
 
     # --- actions ----------------------------------------------------------------------------------------
     def _action(self, menu, text: str, shortcut, slot, tip: str = "") -> QAction:
@@ -312,17 +382,18 @@ class MainWindow(QMainWindow):
         if path:
             self.load_model_folder(path)
 
-    def load_model_folder(self, folder: str) -> bool:
-        """Switch to the model in ``folder`` (or a .gguf file), checking it loads first so a bad one changes nothing."""
-        try:
-            load_model_cached(folder)
-        except Exception as error:  # noqa: BLE001 - a bad folder must never escape as a traceback
-            if not isinstance(error, AttnStudioError):
-                error = f"cannot load the model in {folder}: {type(error).__name__}: {str(error)[:160]}"
-            self.show_file_error(str(error))
-            self.warn("Cannot open model", str(error))
-            return False
-        return self.session_model.update(model=folder, heads=None, layer=0, head=0)
+    def load_model_folder(self, folder: str) -> None:
+        """Switch to the model in ``folder`` (or a .gguf file) once it has loaded, in a thread (the window keeps
+        drawing, the status line says what is loading); a bad one changes nothing and says why."""
+        self.model_loader.load(folder)
+
+    def _on_model_loaded(self, reference: str) -> None:
+        self._end_loading()
+        self.session_model.update(model=reference, heads=None, layer=0, head=0)
+
+    def _on_model_failed(self, reference: str, message: str) -> None:
+        self.show_file_error(message)  # nothing changed: the model in use stays
+        self.warn("Cannot open model", message)
 
     def warn(self, title: str, message: str) -> QMessageBox:
         """A window-modal warning that does not block the event loop (computes and timers keep running)."""
@@ -331,7 +402,7 @@ class MainWindow(QMainWindow):
     def toggle_theme(self) -> None:
         self.theme = "dark" if self.theme == "light" else "light"
         apply_theme(self.theme, self)
-        for view in self.views.values():
+        for view in self.views.built().values():  # the others take the theme when they are built
             # result views redraw now if shown, else when shown (one that cannot draw a long result says why)
             refresh = getattr(view, "request_refresh", None) or getattr(view, "refresh", None)
             if refresh is not None:
@@ -349,8 +420,11 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event):  # noqa: N802 - Qt override
         self.save_settings()
         self.files.mark_closed()
-        self.views["profiler"].shutdown()
-        self.views["flow"].shutdown()
-        self.views["next_token"].generate.shutdown()
+        built = self.views.built()
+        for name in ("profiler", "flow"):
+            if name in built:
+                built[name].shutdown()
+        if "next_token" in built:
+            built["next_token"].generate.shutdown()
         self.controller.shutdown()
         super().closeEvent(event)

@@ -1,6 +1,8 @@
 """GGUF files -> Llama parameters and tokenizer: layout, damaged files, the memory guard, the float32 cache."""
 from __future__ import annotations
 
+import json
+import os
 import struct
 
 import numpy as np
@@ -163,3 +165,58 @@ def test_cli_computes_from_a_gguf_file_and_refuses_a_damaged_one(tiny, tmp_path)
     done = run_cli("compute", "the cat sat", "--model", str(path), "-o", str(tmp_path / "bad.npz"))
     assert done.returncode == 2 and "damaged" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_a_cache_write_that_dies_midway_leaves_nothing_to_trust(tiny, tmp_path, monkeypatch):
+    """The cache is written under a temporary name and renamed whole: a write cut off (a full disk) leaves no
+    cache entry and no temporary file, and the load still returns the GGUF's parameters."""
+    path, _ = tiny
+    real_save = gguf_module.save_file
+
+    def full_disk(arrays, filename, metadata=None):
+        real_save(arrays, filename, metadata=metadata)
+        with open(filename, "r+b") as half:
+            half.truncate(200)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gguf_module, "save_file", full_disk)
+    model = load_gguf(path)
+    folder = tmp_path / "cache" / "gguf"
+    assert list(folder.glob("*.safetensors")) == [] and list(folder.glob(".*.tmp")) == []
+    monkeypatch.setattr(gguf_module, "save_file", real_save)
+    again = load_gguf(path)  # reads the GGUF (no cache), then writes a whole one
+    np.testing.assert_array_equal(again.parameters.final_norm, model.parameters.final_norm)
+    cached = load_gguf(path)
+    assert isinstance(cached.parameters.final_norm, np.ndarray) and not cached.parameters.final_norm.flags.owndata
+    np.testing.assert_array_equal(cached.parameters.final_norm, model.parameters.final_norm)
+
+
+def test_a_damaged_cached_tokenizer_is_rebuilt_from_the_gguf(tiny, tmp_path):
+    path, _ = tiny
+    ids = load_gguf(path).tokenizer.encode("the cat").ids
+    tokenizer_file = next((tmp_path / "cache" / "gguf").glob("*.tokenizer.json"))
+    tokenizer_file.write_text('{"version": "1.0", "model": {"type": "BPE", "vocab": ', encoding="utf-8")
+    np.testing.assert_array_equal(load_gguf(path).tokenizer.encode("the cat").ids, ids)
+    assert tokenizer_file.read_text(encoding="utf-8").startswith("{") and tokenizer_file.stat().st_size > 1000
+
+
+def test_a_replaced_file_with_the_same_size_and_time_is_not_served_from_the_old_cache(tiny, tmp_path):
+    """Timestamps can be coarse (a copy that keeps them, a FAT drive): the key also hashes bytes of the file."""
+    path, _ = tiny
+    status = path.stat()
+    first = load_gguf(path).parameters.final_norm
+    write_tiny_llama(path, seed=7)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert path.stat().st_size == status.st_size and path.stat().st_mtime_ns == status.st_mtime_ns
+    assert not np.array_equal(load_gguf(path).parameters.final_norm, first)
+
+
+def test_the_cached_tokenizer_keeps_merges_as_strings_and_tokenizes_the_same(tiny, tmp_path):
+    path, _ = tiny
+    fresh = load_gguf(path, cache=False).tokenizer
+    load_gguf(path)
+    document = json.loads(next((tmp_path / "cache" / "gguf").glob("*.tokenizer.json")).read_text(encoding="utf-8"))
+    assert document["model"]["merges"][:2] == ["Ġ t", "h e"]  # the form the library reads fastest
+    cached = load_gguf(path).tokenizer
+    for text in ("the cat sat", "  the  hat<|im_start|>x", "thethe cat\ncat"):
+        np.testing.assert_array_equal(cached.encode(text).ids, fresh.encode(text).ids)

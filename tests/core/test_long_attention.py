@@ -162,3 +162,79 @@ def test_cli_compute_writes_a_long_documents_weights_from_queries_and_keys(monke
     monkeypatch.setattr(cli, "LONG_WRITE_BYTES", 1000)
     assert cli.main(["compute", text, "-o", str(out)]) != 0
     assert "choose fewer with --layers" in capsys.readouterr().err
+
+
+def _one_layer(n: int, rule: MaskRule, seed: int = 3):
+    """One layer of random (3 query heads on 1 key head) attention kept the long way, and each head's full
+    weights by the plain softmax."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((3, n, 16), dtype=np.float32) * 2  # sharp rows: weights near 1 are there to test
+    k, v = rng.standard_normal((1, n, 16), dtype=np.float32), rng.standard_normal((1, n, 16), dtype=np.float32)
+    recorder = LongRecorder(n, rule, 1)
+    recorder.attend(q, k, v, factor=0.25)
+    long = recorder.finish()
+    mask = rule.region(0, n, 0, n)
+    kept = long.layers[0]
+    full = [softmax(kept.queries[head] @ kept.keys[0].T, mask) for head in range(3)]  # (n, n) each
+    return long, full
+
+
+def _tiles_of(full: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """(max, mean) over t x t tiles of a full matrix (edge tiles cover what is left), the slow obvious way."""
+    side_q, side_k = -(-full.shape[0] // tile), -(-full.shape[1] // tile)
+    padded = np.full((side_q * tile, side_k * tile), np.nan)
+    padded[:full.shape[0], :full.shape[1]] = full
+    blocks = padded.reshape(side_q, tile, side_k, tile)
+    return np.nanmax(blocks, axis=(1, 3)), np.nanmean(blocks, axis=(1, 3))
+
+
+MASK_RULES = {
+    "causal": MaskRule(causal=True),  # the diagonal's slab, without building the region
+    "window and cells": MaskRule(causal=True, window=90, blocked_cells=((600, 598), (700, 650), (999, 0))),
+    "padding, not causal": MaskRule(valid_keys=777),
+    "a row with nothing allowed": MaskRule(causal=True, blocked_cells=((2, 0), (2, 1), (2, 2))),
+    "nothing masked": MaskRule(),
+}
+
+
+@pytest.mark.parametrize("rule", MASK_RULES.values(), ids=MASK_RULES.keys())
+@pytest.mark.parametrize("tile", [3, 16, 41])
+def test_tiled_summaries_equal_the_full_matrix_for_every_mask_and_odd_sizes(rule, tile):
+    """1,000 tokens (no tile size divides it): the blocked summary kernel against max/mean of the whole matrix."""
+    long, full = _one_layer(1000, rule)
+    for head in range(3):
+        tile_max, tile_mean = long._summarise_head(0, head, tile, None)
+        expected_max, expected_mean = _tiles_of(full[head], tile)
+        np.testing.assert_allclose(tile_max, expected_max, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(tile_mean, expected_mean, rtol=1e-5, atol=1e-9)
+    if rule.blocked_cells == ((2, 0), (2, 1), (2, 2)):
+        assert long.row(0, 1, 2).sum() == 0 and long._summarise_head(0, 1, 1, None)[0][2].max() == 0
+
+
+def test_summaries_shared_between_cores_equal_those_on_one_core(monkeypatch):
+    long, _ = _one_layer(1500, MaskRule(causal=True, window=300))
+    monkeypatch.setenv("ATTNSTUDIO_THREADS", "1")
+    alone = long._summarise_head(0, 2, 4, None)
+    monkeypatch.setenv("ATTNSTUDIO_THREADS", "3")  # more groups than cores: still every block once
+    shared = long._summarise_head(0, 2, 4, None)
+    for one, many in zip(alone, shared, strict=True):
+        np.testing.assert_array_equal(one, many)
+
+
+def test_a_summary_stops_when_cancelled():
+    long, _ = _one_layer(1200, MaskRule(causal=True))
+    with pytest.raises(Cancelled):
+        long.summary(0, 0, "max", 1200, cancelled=lambda: True)
+    assert not long.has_summary(0, 0, 1200)  # nothing half-made is kept
+
+
+@pytest.mark.parametrize("rule", MASK_RULES.values(), ids=MASK_RULES.keys())
+def test_the_blocked_span_holds_every_masked_cell_of_a_row_block(rule):
+    for rows, col_stop in [((0, 512), 512), ((512, 1000), 1000), ((256, 300), 1000), ((0, 3), 3)]:
+        first, last = rule.blocked_span(*rows, col_stop)
+        region = rule.region(*rows, 0, col_stop)
+        if region is None or region.all():
+            assert first == last
+        else:
+            blocked = np.flatnonzero(~region.all(axis=0))
+            assert first <= blocked[0] and blocked[-1] < last <= col_stop

@@ -179,3 +179,19 @@ def test_combined_masks_on_the_real_model_allow_only_what_every_part_allows(part
     # rows with nothing allowed (a pad query whose window holds only pads) are zeros, never NaN
     np.testing.assert_allclose(attentions.sum(-1), np.broadcast_to(allowed.any(-1), attentions.shape[:-1]), atol=1e-5)
     assert result.session.mask == MaskSpec(parts, width=2, pad_to=16)
+
+
+def test_tokenizers_encode_with_the_gil_released_and_give_the_librarys_own_encoding(minilm, smollm2):
+    """encode_one (encode_batch of one text: the GIL is released, so the GUI thread runs while a long document
+    is tokenized in the worker) gives exactly the tokens and ids of the library's ``encode``."""
+    from attnstudio.models.loader import encode_one  # noqa: PLC0415 - the function under test
+    text = "Naïve café — 東京 ✓ <|im_start|> [SEP] don't\n\ttabs  and  spaces " * 40
+    for model in (minilm, smollm2):
+        library = model.tokenizer._tokenizer
+        for options in ({}, {"add_special_tokens": False}):
+            ours, theirs = encode_one(library, text, **options), library.encode(text, **options)
+            assert ours.ids == theirs.ids and ours.tokens == theirs.tokens
+    decoder = smollm2.tokenizer
+    bos = [] if decoder.bos_id is None else [decoder.bos_id]
+    library_ids = decoder._tokenizer.encode(text, add_special_tokens=decoder.own_special_tokens).ids
+    assert list(decoder.encode(text).ids) == bos + library_ids

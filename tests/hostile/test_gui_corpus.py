@@ -32,7 +32,7 @@ from tests.hostile.test_cli_corpus import (
     special_files,
     t5_folders_missing_files,
 )
-from tests.ui.conftest import event_loop_gaps, wait_for_result
+from tests.ui.conftest import event_loop_gaps, open_model, wait_for_result
 
 CRASH_LOOP_FILES = ["seed_4294967295", "profile_point_n_minus_1", "profile_median_fast"]
 
@@ -107,7 +107,7 @@ def test_relaunching_after_a_crash_loop_session_starts_every_time(tmp_path):
 def test_every_model_folder_is_loaded_or_refused_by_the_gui(make_window, qtbot):
     window = make_window()
     for folder in MODELS:
-        loaded = window.load_model_folder(str(folder))
+        loaded = open_model(qtbot, window, str(folder))
         assert loaded == (folder.name in ("good", "tokenizer_catastrophic_regex")), folder.name
         if not loaded:
             assert window.statusBar().currentMessage().startswith("⚠ "), folder.name
@@ -120,7 +120,7 @@ def test_every_gguf_file_and_t5_folder_missing_a_file_is_loaded_or_refused(make_
     window = make_window()
     for path in [*GGUFS, *t5_folders_missing_files(tmp_path).values()]:
         before = window.session_model.session.model
-        loaded = window.load_model_folder(str(path))
+        loaded = open_model(qtbot, window, str(path))
         assert loaded == (path.name == "good.gguf"), path.name
         message = window.statusBar().currentMessage()
         if not loaded:
@@ -171,7 +171,7 @@ def test_a_session_whose_model_is_gone_opens_says_why_and_recovers(name, make_wi
 
 def test_an_over_long_t5_source_is_cut_and_the_status_bar_says_so(make_window, qtbot):
     window = make_window()
-    assert window.load_model_folder(str(TINY_T5))
+    assert open_model(qtbot, window, str(TINY_T5))
     long_text = (HOSTILE / "texts" / "ten_thousand_tokens.txt").read_text(encoding="utf-8")
     window.session_model.update(text=long_text)
     wait_for_result(qtbot, window, lambda r: len(r.query_tokens) == 512, timeout=60_000)
@@ -184,7 +184,7 @@ def test_an_over_long_t5_source_is_cut_and_the_status_bar_says_so(make_window, q
 
 def test_a_tokenizer_panic_leaves_the_app_computing(make_window, qtbot):
     window = make_window()
-    assert window.load_model_folder(str(HOSTILE / "models" / "tokenizer_catastrophic_regex"))
+    assert open_model(qtbot, window, str(HOSTILE / "models" / "tokenizer_catastrophic_regex"))
     window.session_model.update(text="a" * 60 + "b")
     qtbot.waitUntil(lambda: "tokenizer failed" in window.statusBar().currentMessage(), timeout=30_000)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=10_000)

@@ -42,6 +42,31 @@ def wait_for_result(qtbot, window, predicate, timeout=20_000):
     qtbot.waitUntil(lambda: window.results.result is not None and predicate(window.results.result), timeout=timeout)
 
 
+def open_model(qtbot, window, reference: str, timeout=30_000) -> bool:
+    """Open model…: the model loads in its thread; True once the window has switched to it, False when refused."""
+    outcome = []
+
+    def loaded(_reference):
+        outcome.append(True)
+
+    def failed(_reference, _message):
+        outcome.append(False)
+
+    runs = window.controller.runs
+    window.model_loader.loaded.connect(loaded)
+    window.model_loader.failed.connect(failed)
+    try:
+        window.load_model_folder(reference)
+        qtbot.waitUntil(lambda: bool(outcome), timeout=timeout)
+    finally:
+        window.model_loader.loaded.disconnect(loaded)
+        window.model_loader.failed.disconnect(failed)
+    switched = outcome[0] and window.session_model.session.model == reference
+    if switched:  # done once the new model's first compute has answered (its answer sets the status line)
+        qtbot.waitUntil(lambda: window.controller.runs > runs and not window.controller.busy, timeout=timeout)
+    return switched
+
+
 # A stall this long means work ran on the GUI thread (a 512-token compute or a profiler sweep there takes
 # seconds). The 100 ms goal itself is measured by benchmarks/bench_app.py: on a shared 2-core machine the
 # scheduler alone can hold the process for ~100 ms, so a test with that bound fails at random.

@@ -18,7 +18,7 @@ from attnstudio.ui.views.logit_lens import LogitLensView
 from attnstudio.ui.views.next_token import BAR_COLOUR, NextTokenView
 from tests.core.test_sources import cache_entry, ollama_model
 from tests.core.tiny_gguf import HEADS, KV_HEADS, LAYERS, write_tiny_llama
-from tests.ui.conftest import wait_for_result
+from tests.ui.conftest import open_model, wait_for_result
 from tests.ui.looks import low_contrast, view_text
 from tests.ui.test_main_window import pixels
 
@@ -168,11 +168,11 @@ def test_opening_a_gguf_file_switches_to_it_and_a_damaged_one_changes_nothing(ma
     write_tiny_llama(good)
     bad.write_bytes(good.read_bytes()[:500])
     window = make_window()
-    assert not window.load_model_folder(str(bad))
+    assert not open_model(qtbot, window, str(bad))
     assert "damaged" in window.statusBar().currentMessage() and window.session_model.session.model == "minilm"
     for dialog in [d for d in window.findChildren(QMessageBox) if d.isVisible()]:
         dialog.accept()
-    assert window.load_model_folder(str(good))
+    assert open_model(qtbot, window, str(good))
     wait_for_result(qtbot, window, lambda r: r.model_name == "tiny")
     assert (window.results.result.num_layers, window.results.result.heads) == (LAYERS, HEADS)
     assert window.controls.model.currentText() == "File: tiny.gguf"
@@ -194,7 +194,8 @@ def test_the_model_menu_lists_cached_and_ollama_models_and_refuses_an_unsupporte
     assert "Ollama: tiny:latest" in labels and "Hugging Face cache: facebook/bart-base" in labels
 
     combo.activated.emit(labels.index("Hugging Face cache: facebook/bart-base"))
-    assert "attnstudio runs the model families bert, llama" in window.statusBar().currentMessage()
+    assert window.statusBar().currentMessage() == "Loading facebook/bart-base…"  # in a thread: the window draws on
+    qtbot.waitUntil(lambda: "attnstudio runs the model families bert, llama" in window.statusBar().currentMessage())
     assert window.session_model.session.model == "minilm" and combo.currentData() == "minilm"
     for dialog in [d for d in window.findChildren(QMessageBox) if d.isVisible()]:
         dialog.accept()
@@ -209,7 +210,7 @@ def test_the_heads_grid_labels_which_query_heads_share_a_key_value_head(make_win
     monkeypatch.setenv("ATTNSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     write_tiny_llama(tmp_path / "tiny.gguf")
     window = make_window()
-    assert window.load_model_folder(str(tmp_path / "tiny.gguf"))
+    assert open_model(qtbot, window, str(tmp_path / "tiny.gguf"))
     wait_for_result(qtbot, window, lambda r: r.model_name == "tiny")
     assert window.results.result.kv_heads == KV_HEADS
     window.session_model.update(view="heads")

@@ -117,7 +117,7 @@ def test_a_session_round_trips_to_the_same_weights(make_window, qtbot, tmp_path)
     wait_for_result(qtbot, other, lambda r: r.heads == 3)
     assert other.session_model.session == Session.load(path)
     np.testing.assert_array_equal(other.results.result.attentions(), before)
-    assert other.tabs.currentWidget() is other.views["pipeline"]
+    assert other.tabs.currentWidget() is other.views.containers["pipeline"]
     assert other.files.recent_files()[0] == str(path)
 
 

@@ -13,6 +13,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from attnstudio.core.display import MASKED_RGBA
+from attnstudio.core.long_attention import Cancelled
 from attnstudio.core.masks import MaskSpec
 from attnstudio.engine import Engine
 from attnstudio.limits import LIMITS, Limit
@@ -82,7 +83,10 @@ def test_a_long_head_is_drawn_as_block_summaries_max_or_mean(qtbot, monkeypatch,
     assert panel.colorbar.getAxis("left").labelText == "weight (block mean)"
 
 
-def test_zooming_in_draws_every_weight_of_the_visible_region_and_hover_reads_it(qtbot, monkeypatch, long_threshold):
+@pytest.mark.parametrize("inline", [True, False], ids=["on the GUI thread", "in the worker"])
+def test_zooming_in_draws_every_weight_of_the_visible_region_and_hover_reads_it(qtbot, monkeypatch, long_threshold,
+                                                                               inline):
+    monkeypatch.setattr(long_heatmap, "INLINE_REGION_CELLS", 10**9 if inline else 0)  # small regions, or none
     _, _, _, result, panel = long_heatmap_view(qtbot, monkeypatch, span=16)
     panel.plot.getViewBox().setRange(xRange=(20, 32), yRange=(40, 52), padding=0)
     qtbot.waitUntil(lambda: panel.detail is not None, timeout=5_000)
@@ -113,6 +117,44 @@ def test_switching_head_redraws_the_long_heatmap(qtbot, monkeypatch, long_thresh
     qtbot.waitUntil(lambda: "layer 1/6 · head 1/12" in panel.title.text() and panel.summary_final, timeout=10_000)
     np.testing.assert_allclose(panel.summary, result.long.summary(0, 0, "max")[0])
     assert not np.array_equal(before, panel.summary)
+
+
+def test_a_switch_paints_the_new_heads_refined_summary(qtbot, monkeypatch, long_threshold):
+    """The first picture of a head is the forward pass's coarse tiles; the refined one (computed in the worker)
+    then replaces it: both are the new head's, and the refined tiles are max/mean of its full matrix."""
+    monkeypatch.setattr(long_heatmap, "SUMMARY_CELLS", 40)  # 2 x 2-token tiles: finer than the forward's 8 x 8
+    _, model, _, result, panel = long_heatmap_view(qtbot, monkeypatch, span=8)
+    long = result.long
+    n = len(result.query_tokens)
+    shown = []  # (tile, values, layer, head) of every picture the panel draws
+    draw = panel._show_summary
+
+    def record(values, tile, masked):
+        shown.append((tile, values.copy(), panel.results.shown.layer, panel.results.shown.head))
+        draw(values, tile, masked)
+    monkeypatch.setattr(panel, "_show_summary", record)
+    for layer, head in [(4, 9), (0, 3)]:
+        shown.clear()
+        model.update(layer=layer, head=head)
+        title = f"layer {layer + 1}/6 · head {head + 1}/12"
+        qtbot.waitUntil(lambda title=title: panel.summary_final and title in panel.title.text(), timeout=10_000)
+        assert [(drawn[2], drawn[3]) for drawn in shown] == [(layer, head)] * 2  # drawn twice, both the new head's
+        coarse_tile, coarse, *_ = shown[0]  # first, at once: the forward pass's tiles
+        assert coarse_tile == long.thumbnail_tile == 8
+        np.testing.assert_array_equal(coarse, long.summary(layer, head, "max", long.forward_cells)[0])
+        tile, refined, *_ = shown[-1]  # then the refined one
+        assert tile == panel.tile == 2
+        np.testing.assert_array_equal(refined, panel.summary)
+        full = long.weights(layer, head, (0, n), (0, n))  # (n, n) exact, for the check only
+        side = -(-n // 2)
+        padded = np.full((2 * side, 2 * side), np.nan)
+        padded[:n, :n] = full
+        expected = np.nanmax(padded.reshape(side, 2, side, 2), axis=(1, 3))
+        np.testing.assert_allclose(panel.summary, expected, rtol=0, atol=1e-6)
+        image = pixels(panel.canvas)  # the brightest tile is drawn in the colour map's top colour
+        row, col = np.unravel_index(np.argmax(expected), expected.shape)
+        drawn = pixel_at(panel, image, 2 * col + 1, 2 * row + 1)
+        assert np.abs(drawn - colour_of(expected[row, col], panel.summary_levels)).max() <= 12
 
 
 def test_the_heads_grid_shows_thumbnails_and_entropy_of_a_long_result(qtbot, long_threshold):
@@ -233,3 +275,28 @@ def test_a_long_pass_that_outlives_the_watchdog_is_kept_alive_by_its_heartbeat(q
         assert results and not failures and controller.abandoned == 0, (failures, controller.abandoned, controller.busy)
     finally:
         controller.shutdown()
+
+
+def test_a_summary_stopped_for_a_newer_head_is_not_reported_as_a_failure(qtbot):
+    """Switching on while a head's summaries are computed stops them (Cancelled): the newer head answers, and
+    the readout shows no "failed" line for the one left behind."""
+    started, release = threading.Event(), threading.Event()
+
+    def work(value, *, stale):
+        if value == "old":
+            started.set()
+            release.wait(5)
+            if stale():
+                raise Cancelled("stopped")
+        return value
+    worker = long_heatmap.LatestWorker(work, "attnstudio-test-summaries")
+    ready, failed = [], []
+    worker.ready.connect(lambda _key, payload: ready.append(payload))
+    worker.failed.connect(lambda _key, message: failed.append(message))
+    worker.request("first", "old")
+    assert started.wait(5)
+    worker.request("second", "new")
+    release.set()
+    qtbot.waitUntil(lambda: ready == ["new"], timeout=5_000)
+    qtbot.wait(50)
+    assert failed == []

@@ -18,7 +18,7 @@ from attnstudio.ui.controls import UNKNOWN_WIDTH, ControlPanel
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from tests.conftest import PROJECT_ROOT
-from tests.ui.conftest import wait_for_result
+from tests.ui.conftest import open_model, wait_for_result
 
 
 def pixels(widget) -> np.ndarray:
@@ -151,9 +151,9 @@ def test_errors_show_in_the_status_bar_and_the_app_keeps_running(make_window, qt
     wait_for_result(qtbot, window, lambda r: r.heads == 6 and "alive" in r.query_tokens)
 
 
-def test_a_bad_model_folder_is_refused_and_changes_nothing(make_window, tmp_path):
+def test_a_bad_model_folder_is_refused_and_changes_nothing(make_window, qtbot, tmp_path):
     window = make_window()
-    assert not window.load_model_folder(str(tmp_path))
+    assert not open_model(qtbot, window, str(tmp_path))
     assert "no config.json" in window.statusBar().currentMessage()
     dialogs = [d for d in window.findChildren(QMessageBox) if d.isVisible()]
     assert dialogs and "no config.json" in dialogs[0].text()
@@ -170,9 +170,9 @@ def test_layer_and_head_shortcuts(make_window, qtbot):
     assert (window.session_model.session.layer, window.session_model.session.head) == (1, 2)
     assert window.controls.layer.value() == 2 and window.controls.head.value() == 3
     qtbot.keyClick(window, Qt.Key_3, Qt.ControlModifier)
-    assert window.tabs.currentWidget() is window.views["model"]  # the third tab
+    assert window.tabs.currentWidget() is window.views.containers["model"]  # the third tab
     qtbot.keyClick(window, Qt.Key_4, Qt.ControlModifier)
-    assert window.tabs.currentWidget() is window.views["pipeline"]
+    assert window.tabs.currentWidget() is window.views.containers["pipeline"]
 
 
 def test_hidden_views_wait_until_shown(make_window, qtbot):

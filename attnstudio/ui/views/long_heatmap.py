@@ -26,11 +26,14 @@ from PySide6.QtWidgets import (
 )
 
 from attnstudio.core.display import MASKED_RGBA
-from attnstudio.core.long_attention import SUMMARY_CELLS, SUMMARY_KINDS
+from attnstudio.core.long_attention import SUMMARY_CELLS, SUMMARY_KINDS, Cancelled
 from attnstudio.engine import mask_caption
 from attnstudio.ui.views.matrix import VerticalTokenAxis, visible_ticks
 
 FULL_RESOLUTION_SPAN = 1024  # zoomed in to at most this many tokens each way: every weight is drawn
+# A region of at most this many weights is computed on the GUI thread (258 x 258 tokens: 0.3 ms), sparing the
+# hand-off to the worker and back, which took 100-250 ms on a loaded machine; larger ones go to the worker.
+INLINE_REGION_CELLS = 512 * 512
 RANGE_SETTLE_MS = 40  # a wheel burst or a drag recomputes the visible region once it pauses
 THUMBNAIL_CELLS = 64  # the heads grid's thumbnails: at most 64 x 64 tiles
 HOVER_HINT = "Hover a cell to read its exact weight; the wheel zooms (full resolution from 1,024 tokens across)."
@@ -61,6 +64,8 @@ class LatestWorker(QObject):
                 continue  # a newer request came meanwhile
             try:
                 payload, signal = self._work(*args, stale=lambda k=key: k != self._latest), self.ready
+            except Cancelled:
+                continue  # stopped for a newer request, which answers instead (not a failure to show)
             except Exception as error:  # noqa: BLE001 - a failure is a status line, never a dead thread
                 payload, signal = f"{type(error).__name__}: {error}", self.failed
             try:
@@ -158,6 +163,7 @@ class LongHeatmapPanel(QWidget):
         self.plot.getViewBox().sigResized.connect(self._update_ticks)
         self._scene_connected = False
         self.result = None
+        self._drawn = None  # (result id, layer, head, kind) of the picture on screen
         self.n = 1
         self.tile = 1
         self.summary: np.ndarray | None = None
@@ -185,6 +191,10 @@ class LongHeatmapPanel(QWidget):
             self._limit_view()
             self.show_all()
         layer, head = shown.layer, shown.head
+        if (*self._key(), self.kind_name) == self._drawn:
+            self._set_title()  # the same picture (a layer and a head changed together publish twice)
+            return
+        self._drawn = (*self._key(), self.kind_name)
         values, tile, masked = summary_now(long, layer, head, self.kind_name, SUMMARY_CELLS)
         self.summary_final = long.has_summary(layer, head, SUMMARY_CELLS)
         self._show_summary(values, tile, masked)
@@ -267,8 +277,12 @@ class LongHeatmapPanel(QWidget):
             self._update_colorbar()
             self._set_title()
         elif region != self.detail_region:
-            shown = self.results.shown
-            self.detail_worker.request((*self._key(), region), self.result.long, shown.layer, shown.head, region)
+            shown, key = self.results.shown, (*self._key(), region)
+            if (row1 - row0) * (col1 - col0) <= INLINE_REGION_CELLS:  # a few ms: no hand-off to the worker
+                self._on_detail_ready(key, region_weights(self.result.long, shown.layer, shown.head, region,
+                                                          stale=None))
+            else:
+                self.detail_worker.request(key, self.result.long, shown.layer, shown.head, region)
 
     def _on_detail_ready(self, key, payload) -> None:
         region = key[3]
