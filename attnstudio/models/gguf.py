@@ -35,6 +35,7 @@ SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 CACHE_FORMAT = "2"  # 2: the header's epsilon is config["norm_eps"]
 # Dequantized parameters may use at most this share of the memory the system reports available.
 MEMORY_SHARE = 0.8
+SUPPORTED_GGUF_VERSIONS = (2, 3)  # what the gguf package's reader takes (GGUFReader: versions 2 and 3)
 FINGERPRINT_SAMPLES, FINGERPRINT_BYTES = 16, 1 << 16  # bytes hashed into the cache key, spread over the file
 
 
@@ -109,7 +110,7 @@ def _read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray], dict]:
         reader = GGUFReader(str(path))
         fields = {key: field.contents() for key, field in reader.fields.items()}
     except Exception as error:  # noqa: BLE001 - truncated files and lying headers surface as many exception types
-        raise ModelLoadError(f"{path.name} is damaged or not a GGUF file ({_short(error)})") from None
+        raise ModelLoadError(_unreadable(path, error)) from None
     config = _config(fields, path)
     needed = sum(int(tensor.n_elements) for tensor in reader.tensors) * 4
     available = available_memory()
@@ -131,6 +132,24 @@ def _read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray], dict]:
             raise ModelLoadError(f"{path.name} is damaged: tensor {tensor.name} cannot be read "
                                  f"({_short(error)})") from None
     return fields, tensors, config
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """One line on a file the GGUF reader gave up on: not a GGUF file at all, or a damaged (often cut short) one."""
+    try:
+        with open(path, "rb") as stream:
+            start, version = stream.read(4), stream.read(4)
+    except OSError as os_error:
+        return f"cannot read {path.name}: {os_error.strerror or os_error}"
+    if not start:
+        return f"{path.name} is empty (0 bytes): a damaged or unfinished download, not a GGUF model"
+    if not b"GGUF".startswith(start):
+        return f"{path.name} is not a GGUF model file (it does not begin with 'GGUF')"
+    if len(version) == 4 and int.from_bytes(version, "little") not in SUPPORTED_GGUF_VERSIONS:
+        return (f"{path.name} is GGUF version {int.from_bytes(version, 'little')}, or damaged; attnstudio reads "
+                f"versions {' and '.join(map(str, SUPPORTED_GGUF_VERSIONS))}")
+    return (f"{path.name} is damaged or not a GGUF file: it starts like one, but its header or tensor table cannot "
+            f"be read (cut short by a download?) ({_short(error)})")
 
 
 def _short(error: Exception) -> str:

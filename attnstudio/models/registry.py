@@ -60,7 +60,8 @@ def resolve_reference(reference: str | Path) -> Path:
         raise ModelLoadError(f"{text!r} is neither a folder nor a file, nor in the Hugging Face cache "
                              f"({', '.join(map(str, sources.hf_cache_roots()))}) or the Ollama store "
                              f"({sources.ollama_root()})")
-    raise ModelLoadError(f"model folder {path} does not exist")
+    kind = "model file" if is_gguf_reference(path) else "model folder"
+    raise ModelLoadError(f"{kind} {path} does not exist (moved or deleted?)")
 
 
 def load_model(reference: str | Path | None = None) -> PretrainedModel:

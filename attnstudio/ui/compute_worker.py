@@ -205,7 +205,7 @@ class ComputeController(QObject):
         self._thread = self._start_thread()
         seconds = self._watchdog.interval() / 1000
         self._on_failed(self._ticket, f"the compute took longer than {seconds:g} s and was abandoned; "
-                                      f"try a shorter text, a smaller model or fewer heads")
+                                      f"try a shorter text or a smaller model")
 
     def _settle(self) -> None:
         self._watchdog.stop()

@@ -44,6 +44,14 @@ OPEN_FOLDER = "__open__"
 OPEN_GGUF = "__open_gguf__"
 TOKEN_LIST_LINES = 4  # the token list never grows taller than this: it scrolls, or folds away
 COMBO_MIN_CHARACTERS = 12  # long item names elide instead of widening the dock
+UNKNOWN_WIDTH = "—"  # a pretrained model's d_k / d_model before its first result
+# The pair field (a second sentence for cross-attention): (placeholder, tooltip) while a one-text model is shown,
+# and while an encoder-decoder's is (its cross-attention runs from the target to the source: no second sentence)
+PAIR_HINTS = {False: ("optional: keys and values from this sentence (cross-attention)",
+                      "Cross-attention: queries come from the text above, keys and values from here"),
+              True: ("not used by an encoder-decoder model",
+                     "An encoder-decoder model (T5) takes no second sentence: its cross-attention runs from the "
+                     "target (Encoder-decoder box below) to the source text above")}
 
 
 class TokenList(QPlainTextEdit):
@@ -125,8 +133,7 @@ class ControlPanel(QWidget):
         self.text.setMaximumHeight(90)
         self.text.textChanged.connect(self._on_text_typed)
         self.pair = QLineEdit()
-        self.pair.setPlaceholderText("optional: keys and values from this sentence (cross-attention)")
-        self.pair.setToolTip("Cross-attention: queries come from the text above, keys and values from here")
+        self._pair_refused = None  # the pair field's state: None (not set yet), False (open), True (greyed)
         self.pair.setClearButtonEnabled(True)
         self.pair.textChanged.connect(lambda text: self.session_model.update(pair_text=text))
         self.presets = QComboBox()
@@ -281,6 +288,19 @@ class ControlPanel(QWidget):
         if self.pair.text() != pair_text:
             with QSignalBlocker(self.pair):
                 self.pair.setText(pair_text)
+        self._show_pair_state()
+
+    def _show_pair_state(self) -> None:
+        """Grey the pair field while an encoder-decoder's result is shown; a pair typed earlier stays clearable
+        (the compute refuses it and says so)."""
+        result = self.results.result
+        refused = result is not None and result.kinds is not None and not self.session_model.session.pair_text
+        if refused != self._pair_refused:
+            self._pair_refused = refused
+            self.pair.setEnabled(not refused)
+            placeholder, tooltip = PAIR_HINTS[refused]
+            self.pair.setPlaceholderText(placeholder)
+            self.pair.setToolTip(tooltip)
 
     def _on_model_changed(self, model: str) -> None:
         if self.model.findData(model) < 0:
@@ -290,6 +310,12 @@ class ControlPanel(QWidget):
         synthetic = model == SYNTHETIC
         for widget in (self.d_k, self.d_model, self.seed):
             widget.setEnabled(synthetic)
+        # A pretrained model's widths are read from its first result: until then the greyed boxes show a dash,
+        # not the synthetic model's 16 and 64 as if they were the model's own
+        for widget in (self.d_k, self.d_model):
+            widget.setSpecialValueText("" if synthetic else UNKNOWN_WIDTH)
+            if not synthetic and self.results.result is None:
+                self._set(widget, widget.minimum())
         session = self.session_model.session
         if synthetic:
             self.d_model.setMaximum(LIMITS["d_model"].high)
@@ -323,10 +349,12 @@ class ControlPanel(QWidget):
         self._on_head_changed(session.head)
 
     def _on_d_k_changed(self, d_k: int) -> None:
-        self._set(self.d_k, d_k)
+        if self.session_model.session.is_synthetic:  # a pretrained model's own width comes with its result
+            self._set(self.d_k, d_k)
 
     def _on_d_model_changed(self, d_model: int) -> None:
-        self._set(self.d_model, d_model)
+        if self.session_model.session.is_synthetic:
+            self._set(self.d_model, d_model)
 
     def _on_seed_changed(self, seed: int) -> None:
         self._set(self.seed, seed)
@@ -354,6 +382,7 @@ class ControlPanel(QWidget):
                 self.d_model.setMaximum(max(LIMITS["d_model"].high, width))
                 self.d_model.setValue(width)
         self._on_heads_changed(session.heads)
+        self._show_pair_state()
         tokens = result.for_kind("encoder").query_tokens  # the text box's tokens (an encoder-decoder's source)
         count = len(tokens)
         self.tokens.setText(f"{count} tokens: " + " · ".join(tokens))

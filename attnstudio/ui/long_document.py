@@ -26,13 +26,16 @@ def read_text_file(path: Path) -> tuple[str, str]:
         raise FileReadError(f"cannot open {path.name}: attnstudio reads plain text files "
                             f"({', '.join(TEXT_SUFFIXES)})")
     payload = read_regular_file(path, int(LIMITS["long_text_file_bytes"].high), "text file")
+    if payload[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark (Windows Notepad's "Unicode")
+        raise FileReadError(f"cannot open {path.name}: it is UTF-16 text; save it as UTF-8 and open it again")
     if b"\x00" in payload:
         raise FileReadError(f"cannot open {path.name}: it holds NUL bytes, so it is not a text file")
     try:
         text = payload.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise FileReadError(f"cannot open {path.name}: it is not UTF-8 text (byte 0x{payload[error.start]:02x} "
-                            f"at offset {error.start})") from None
+                            f"at offset {error.start}): a binary file, or text in another encoding (save it as "
+                            f"UTF-8)") from None
     text = text.replace("\r\n", "\n")
     if not text.strip():
         raise FileReadError(f"cannot open {path.name}: it holds no text")
@@ -93,7 +96,7 @@ class DocumentFeeder(QObject):
         try:
             text, note = read_text_file(path)
         except AttnStudioError as error:
-            self.window.show_error(str(error))
+            self.window.show_file_error(str(error))
             self.window.warn("Cannot open text", str(error))
             return False
         if not self.window.session_model.update(text=text):

@@ -116,7 +116,7 @@ class MainWindow(QMainWindow):
         apply_theme(self.theme, self)  # every canvas item built above takes the theme from the one place
         self.files = FileActions(self.session_model, self.results, self.views, self.settings, self)
         self.files.message.connect(self.statusBar().showMessage)
-        self.files.failed.connect(self.show_error)
+        self.files.failed.connect(self.show_file_error)
         self.files.title_changed.connect(self.setWindowTitle)
         self._build_menus()
         self.documents = long_document.install(self)  # Open text…, drop a file, progress with Stop
@@ -257,8 +257,15 @@ class MainWindow(QMainWindow):
             self.first_result.emit()
 
     def show_error(self, message: str) -> None:
-        self._end_loading()
+        """A refused setting or a failed compute: the views keep the last settings that worked (the stale note)."""
         self.last_error = message
+        self.show_file_error(message)
+        self._update_stale_label()
+
+    def show_file_error(self, message: str) -> None:
+        """A file that could not be read or written (a text, a session, a model, an export): nothing changed, so
+        the views still show the current settings and the stale note is not raised."""
+        self._end_loading()
         self._message_from_result = False
         self.statusBar().showMessage(f"⚠ {message}", 15_000)
         if self.results.result is None:  # nothing computed yet: the views say why instead of "Computing…"
@@ -266,7 +273,6 @@ class MainWindow(QMainWindow):
             for view in self.views.built().values():
                 if hasattr(view, "show_waiting"):
                     view.show_waiting(self._waiting_message)
-        self._update_stale_label()
 
     def _update_stale_label(self) -> None:
         """Say, until the next result or accepted change, that the views keep the last settings that worked.
@@ -386,7 +392,7 @@ class MainWindow(QMainWindow):
         self.session_model.update(model=reference, heads=None, layer=0, head=0)
 
     def _on_model_failed(self, reference: str, message: str) -> None:
-        self.show_error(message)
+        self.show_file_error(message)  # nothing changed: the model in use stays
         self.warn("Cannot open model", message)
 
     def warn(self, title: str, message: str) -> QMessageBox:

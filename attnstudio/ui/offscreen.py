@@ -28,6 +28,10 @@ def offscreen_views(session: Session, size: tuple[int, int] = (1200, 800)):
 
     Returns (views, session_model, results). Needs a QApplication (offscreen is fine).
     """
+    # Compute first: a session that cannot be computed (its model is gone, say) raises before any view exists,
+    # rather than leave fourteen views and their worker threads behind in the calling process.
+    result = Engine().compute(session)
+    result.precompute_views()  # as the app's worker does (a long document's first summaries among them)
     apply_theme("light")
     session_model = SessionModel(session)
     results = ResultModel(session_model)
@@ -37,8 +41,6 @@ def offscreen_views(session: Session, size: tuple[int, int] = (1200, 800)):
         view.resize(*size)
         view.show()
         views[name] = view
-    result = Engine().compute(session)
-    result.precompute_views()  # as the app's worker does (a long document's first summaries among them)
     results.set_result(result)
     for _ in range(3):
         QApplication.processEvents()

@@ -92,7 +92,7 @@ def test_header_that_lies_about_its_counts_is_one_clear_line(tiny):
 def test_not_a_gguf_and_unknown_architecture(tmp_path):
     text = tmp_path / "notes.gguf"
     text.write_text("hello, this is not a model\n" * 10)
-    assert "damaged or not a GGUF" in _one_line_error(text)
+    assert "is not a GGUF model file" in _one_line_error(text)
     other = tmp_path / "bloom.gguf"
     write_tiny_llama(other, architecture="bloom")
     assert "'bloom'" in (message := _one_line_error(other)) and "llama" in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -27,8 +28,14 @@ SESSIONS = sorted((HOSTILE / "sessions").iterdir())
 MASKS = sorted((HOSTILE / "masks").iterdir())
 MODELS = sorted(p for p in (HOSTILE / "models").iterdir() if p.is_dir())
 TEXTS = sorted((HOSTILE / "texts").iterdir())
+GGUFS = sorted((HOSTILE / "gguf").glob("*.gguf"))
+OPEN_TEXTS = sorted((HOSTILE / "open_text").iterdir())  # files for File → Open text…; only good_* opens
+TINY_T5 = PROJECT_ROOT / "tests" / "data" / "tiny-t5"
+MISSING_MODEL_SESSIONS = {path.stem for path in SESSIONS if path.stem.startswith("model_gone_")}
 QT_OFFSCREEN_CHATTER = {"This plugin does not support propagateSizeHints()"}  # Qt's offscreen platform, not ours
-ACCEPTED_SESSIONS = {"lone_surrogate_text", "lone_surrogate_model", "lone_surrogate_field_name", "many_unknown_fields"}
+ACCEPTED_SESSIONS = {"lone_surrogate_text", "lone_surrogate_model", "lone_surrogate_field_name", "many_unknown_fields",
+                     # valid files naming a model that is gone: read, then refused when the model is loaded
+                     "model_gone_folder", "model_gone_gguf", "model_gone_hub"}
 THIRTEEN_TOKENS = "The cat sat on the mat because it was tired."  # [CLS] + 10 words + . + [SEP]
 
 
@@ -43,6 +50,24 @@ def assert_one_clear_line(code: int, err: str) -> None:
     lines = [line for line in err.splitlines() if not line.startswith("notice:") and line not in QT_OFFSCREEN_CHATTER]
     assert len(lines) == 1 and lines[0].startswith("attnstudio: error: "), err
     assert "internal error" not in err and "Traceback" not in err and "panicked" not in err
+
+
+def t5_folders_missing_files(tmp_path: Path) -> dict[str, Path]:
+    """The tiny T5 with one file missing or emptied (made here: the corpus would otherwise hold its weights twice)."""
+    folders = {}
+    for missing in ("config.json", "model.safetensors", "tokenizer.json", "empty:model.safetensors",
+                    "half:model.safetensors"):
+        kind, _, name = missing.rpartition(":")
+        folder = tmp_path / f"t5_{kind or 'no'}_{name.split('.')[0]}"
+        folder.mkdir()
+        for source in TINY_T5.iterdir():
+            if source.name != name:
+                shutil.copy(source, folder / source.name)
+            elif kind:
+                data = source.read_bytes()
+                (folder / name).write_bytes(data[: len(data) // 2] if kind == "half" else b"")
+        folders[folder.name] = folder
+    return folders
 
 
 def special_files(tmp_path: Path) -> dict[str, Path]:
@@ -107,6 +132,16 @@ def test_a_lone_surrogate_session_exports_every_file(tmp_path):
     assert "\ufffd" in Session.load(tmp_path / "session.attnsession").text
 
 
+@pytest.mark.parametrize("name", sorted(MISSING_MODEL_SESSIONS))
+def test_a_session_whose_model_is_gone_is_refused_in_one_line(name, tmp_path, capsys):
+    path = HOSTILE / "sessions" / f"{name}.attnsession"
+    model = Session.load(path).model
+    code, err = run_cli(capsys, "export", "--session", str(path), "--out-dir", str(tmp_path / "out"))
+    assert_one_clear_line(code, err)
+    assert model in err, err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 # --- masks ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", MASKS, ids=[p.stem for p in MASKS])
 def test_every_custom_mask_is_used_or_refused_in_one_line(path, tmp_path, capsys):
@@ -139,6 +174,49 @@ def test_every_model_folder_computes_or_is_refused_in_one_line(folder, tmp_path,
         assert np.isfinite(np.load(tmp_path / "a.npz")["attentions"]).all()
         return
     assert_one_clear_line(code, err)
+
+
+@pytest.mark.parametrize("path", GGUFS, ids=[p.stem for p in GGUFS])
+def test_every_gguf_file_computes_or_is_refused_in_one_line(path, tmp_path, capsys):
+    code, err = run_cli(capsys, "compute", "the cat sat", "--model", str(path), "-o", str(tmp_path / "a.npz"))
+    if path.stem == "good":
+        assert code == 0, err
+        assert np.isfinite(np.load(tmp_path / "a.npz")["attentions"]).all()
+        return
+    assert_one_clear_line(code, err)
+    assert path.name in err
+    reason = err.split(path.name, 1)[1]
+    reasons = {"unknown_architecture": "'mamba' model", "tensor_missing": "lacks the tensor 'blk.1.attn_k.weight'",
+               "empty": "is empty", "text_file": "is not a GGUF model file",
+               "version_99": "is GGUF version 99, or damaged; attnstudio reads versions 2 and 3"}
+    expected = reasons.get(path.stem, "is damaged or not a GGUF file: it starts like one, but its header or tensor "
+                                      "table cannot be read")
+    assert expected in reason, err
+
+
+def test_a_t5_folder_missing_a_file_is_refused_in_one_line(tmp_path, capsys):
+    reasons = {"t5_no_config": "has no config.json", "t5_no_model": "has no model.safetensors",
+               "t5_no_tokenizer": "has no tokenizer.json", "t5_empty_model": "model.safetensors",
+               "t5_half_model": "model.safetensors"}
+    for name, folder in t5_folders_missing_files(tmp_path).items():
+        code, err = run_cli(capsys, "compute", "the cat", "--target", "die", "--model", str(folder),
+                            "-o", str(tmp_path / "a.npz"))
+        assert_one_clear_line(code, err)
+        assert reasons[name] in err, (name, err)
+        assert not (tmp_path / "a.npz").exists()
+
+
+def test_an_over_long_text_for_t5_is_cut_and_says_so(tmp_path, capsys):
+    """Source and target past T5's 512 tokens: computed on the first 512 of each, with one notice line each."""
+    long_text = (HOSTILE / "texts" / "ten_thousand_tokens.txt").read_text(encoding="utf-8")
+    code, err = run_cli(capsys, "compute", long_text, "--target", long_text, "--model", str(TINY_T5),
+                        "-o", str(tmp_path / "a.npz"))
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line not in QT_OFFSCREEN_CHATTER]
+    assert lines == ["notice: The source text has 40002 tokens; the model takes 512, so it was truncated.",
+                     "notice: The target has 40002 tokens; the model takes 512, so it was truncated."], err
+    saved = np.load(tmp_path / "a.npz")
+    assert saved["cross_attentions"].shape[-2:] == (512, 512) and np.isfinite(saved["cross_attentions"]).all()
 
 
 def test_a_tokenizer_panic_prints_one_line_in_a_real_process(tmp_path):

@@ -20,7 +20,18 @@ from attnstudio.errors import InvalidSetting
 from attnstudio.session import Session
 from attnstudio.ui.compute_worker import ComputeController
 from tests.conftest import PROJECT_ROOT
-from tests.hostile.test_cli_corpus import HOSTILE, MODELS, SESSIONS, TEXTS, special_files
+from tests.hostile.test_cli_corpus import (
+    GGUFS,
+    HOSTILE,
+    MISSING_MODEL_SESSIONS,
+    MODELS,
+    OPEN_TEXTS,
+    SESSIONS,
+    TEXTS,
+    TINY_T5,
+    special_files,
+    t5_folders_missing_files,
+)
 from tests.ui.conftest import event_loop_gaps, open_model, wait_for_result
 
 CRASH_LOOP_FILES = ["seed_4294967295", "profile_point_n_minus_1", "profile_median_fast"]
@@ -101,6 +112,73 @@ def test_every_model_folder_is_loaded_or_refused_by_the_gui(make_window, qtbot):
         if not loaded:
             assert window.statusBar().currentMessage().startswith("⚠ "), folder.name
         no_internal_error(window)
+    assert_still_computes(qtbot, window)
+
+
+def test_every_gguf_file_and_t5_folder_missing_a_file_is_loaded_or_refused(make_window, qtbot, tmp_path):
+    """A damaged GGUF or a T5 folder short of a file changes nothing but the status bar's one line."""
+    window = make_window()
+    for path in [*GGUFS, *t5_folders_missing_files(tmp_path).values()]:
+        before = window.session_model.session.model
+        loaded = open_model(qtbot, window, str(path))
+        assert loaded == (path.name == "good.gguf"), path.name
+        message = window.statusBar().currentMessage()
+        if not loaded:
+            assert message.startswith("⚠ ") and "\n" not in message and path.name in message, (path.name, message)
+            assert window.session_model.session.model == before, "a refused model replaced the one in use"
+            assert not window.stale_label.isVisible(), "nothing changed: the views do show the current settings"
+        no_internal_error(window)
+    assert_still_computes(qtbot, window)
+
+
+def test_every_hostile_text_file_opens_or_is_refused_in_one_line(make_window, qtbot, monkeypatch):
+    """File → Open text… on a binary, non-UTF-8 or empty file: a status line and a dialog; the text is kept."""
+    window = make_window()
+    dialogs = []
+    monkeypatch.setattr(window, "warn", lambda title, message: dialogs.append((title, message)))
+    for path in OPEN_TEXTS:
+        text = window.session_model.session.text
+        opened = window.documents.load_text(path)
+        message = window.statusBar().currentMessage()
+        assert opened == path.name.startswith("good_"), (path.name, message)
+        if opened:
+            assert message == f"Opened {path.name}" and "\r" not in window.session_model.session.text
+            continue
+        assert message.startswith(f"⚠ cannot open {path.name}: ") and "\n" not in message, message
+        assert dialogs[-1] == ("Cannot open text", message.removeprefix("⚠ "))
+        assert window.session_model.session.text == text, "a refused file changed the text"
+        assert not window.stale_label.isVisible(), "nothing changed: the views do show the current settings"
+    reasons = {title_and_message[1].split(": ", 1)[1] for title_and_message in dialogs}
+    assert any("not UTF-8" in reason for reason in reasons) and any("UTF-16" in reason for reason in reasons)
+    no_internal_error(window)
+    assert_still_computes(qtbot, window)
+
+
+@pytest.mark.parametrize("name", sorted(MISSING_MODEL_SESSIONS))
+def test_a_session_whose_model_is_gone_opens_says_why_and_recovers(name, make_window, qtbot):
+    """The session's text and settings open; the missing model is one status line; picking a model computes."""
+    window = make_window()
+    path = HOSTILE / "sessions" / f"{name}.attnsession"
+    with qtbot.waitSignal(window.controller.failed, timeout=30_000) as failed:
+        assert window.files.open_path(path)
+    model = Session.load(path).model
+    assert model in failed.args[0] and "\n" not in failed.args[0]
+    assert window.statusBar().currentMessage() == f"⚠ {failed.args[0]}"
+    assert window.session_model.session.text == Session.load(path).text, "the session's text is kept"
+    no_internal_error(window)
+    assert_still_computes(qtbot, window)
+
+
+def test_an_over_long_t5_source_is_cut_and_the_status_bar_says_so(make_window, qtbot):
+    window = make_window()
+    assert open_model(qtbot, window, str(TINY_T5))
+    long_text = (HOSTILE / "texts" / "ten_thousand_tokens.txt").read_text(encoding="utf-8")
+    window.session_model.update(text=long_text)
+    wait_for_result(qtbot, window, lambda r: len(r.query_tokens) == 512, timeout=60_000)
+    qtbot.waitUntil(lambda: "so it was truncated" in window.statusBar().currentMessage(), timeout=10_000)
+    assert window.statusBar().currentMessage() == \
+        "The source text has 40002 tokens; the model takes 512, so it was truncated."
+    no_internal_error(window)
     assert_still_computes(qtbot, window)
 
 

@@ -250,3 +250,65 @@ def test_too_many_tokens_keep_the_rollout_and_say_why(qtbot):
     assert "Attention flow takes at most 128 tokens (this text has 142)" in view.note.text()
     assert not view.compute.isVisible()
     assert view.rollout_plot.isVisible() and not view.flow_plot.isVisible(), "one rollout panel, not two"
+
+
+def shown_words(view: FlowView) -> list[str]:
+    """Every text the view draws: its labels, the toggle's choice and buttons (where visible), the panel titles."""
+    texts = [label.text() for label in (view.note, view.readout) if label.isVisible()]
+    texts += [view.shown.currentText()] if view.shown.isVisible() else []
+    texts += [button.text() for button in (view.cancel, view.compute) if button.isVisible()]
+    texts += [plot.full_title for plot in (view.rollout_plot, view.flow_plot) if plot.isVisible()]
+    return texts
+
+
+def test_a_refused_flow_is_named_nowhere_but_in_the_reason(qtbot):
+    """Over 128 tokens only the rollout is drawn: no toggle offers 'Rollout and flow', the hover hint and the
+    hover read the rollout alone; with a short text again the toggle and the flow come back."""
+    long_session = Session(text=" ".join(["cat"] * 140), backend="numpy")
+    view, _, results = make_view(qtbot, Engine().compute(long_session), long_session)
+    texts = shown_words(view)
+    assert view.readout.text() == "Hover a cell to read its rollout.", texts
+    assert not view.shown.isVisible()
+    for text in texts:
+        if "flow" in text.lower():
+            assert "at most 128 tokens" in text, f"{text!r} names a flow that is not shown"
+    image = view.grab().toImage()
+    bar = view.readout.geometry()  # the bar's right of the readout holds the toggle when it is shown
+    strip = image.copy(view.shown.parentWidget().width() - 220, bar.top(), 200, bar.height())
+    greys = np.array([[QColor(strip.pixel(x, y)).lightness() for x in range(strip.width())]
+                      for y in range(strip.height())])
+    assert greys.std() < 2, "something is drawn where the toggle was"
+    view.rollout_plot.cell_hovered.emit(1, 0, 0.0)
+    assert view.readout.text().startswith("output ") and "flow" not in view.readout.text()
+    view.rollout_plot.hover_cleared.emit()
+    assert view.readout.text() == "Hover a cell to read its rollout."
+
+    short = Engine().compute(Session(text="the cat sat", backend="numpy"))
+    results.set_result(short)
+    qtbot.waitUntil(lambda: view.flow_shown, timeout=20_000)
+    assert view.shown.isVisible() and view.shown.currentText() == "Rollout and flow"
+    assert view.readout.text() == "Hover a cell to read its rollout and flow."
+    after = view.grab().toImage().copy(view.shown.geometry())
+    assert len({after.pixel(x, y) for x in range(after.width()) for y in range(after.height())}) > 5, \
+        "the toggle is drawn again"
+
+
+def test_at_1024x700_the_colour_bar_stays_beside_the_flow_panel(qtbot, gate):
+    """In a 1024x700 window the canvas is ~670 px wide: the pending flow title once held the flow panel wider
+    than its column, so the colour bar covered the last column ([SEP]) and its label was drawn over the matrix."""
+    session = Session(text="The cat sat on the mat because it was tired.", backend="numpy")
+    view, _, _ = make_view(qtbot, Engine().compute(session), session)
+    view.resize(670, 620)
+    qtbot.waitUntil(lambda: view.flows.busy)
+    assert view.flow_plot.full_title == "flow computing (rollout shown)"
+    image = drawn(view)
+    bar = view.colorbar.sceneBoundingRect()
+    for plot in (view.rollout_plot, view.flow_plot):
+        box, panel = plot.getViewBox().sceneBoundingRect(), plot.sceneBoundingRect()
+        assert box.right() <= panel.right() + 1 and box.right() <= bar.left(), (plot.full_title, box, panel, bar)
+    values = view.displays["flow"].values  # (13, 13): the rollout standing in, on the 0–1 scale
+    last = values.shape[1] - 1
+    for row in range(values.shape[0]):
+        colour = cell_colour(view, image, view.flow_plot, row, last)
+        got = np.array([colour.red(), colour.green(), colour.blue()])
+        assert np.abs(got - expected_colour(values[row, last])).max() <= COLOUR_TOLERANCE, (row, got)

@@ -320,7 +320,7 @@ def test_a_failed_first_compute_says_why_instead_of_computing(qtbot, settings):
         window.show()
     heatmap = window.views["heatmap"]
     assert heatmap.waiting.isVisible()
-    assert heatmap.waiting.text() == "No result yet: model folder /nowhere/model does not exist"
+    assert heatmap.waiting.text() == "No result yet: model folder /nowhere/model does not exist (moved or deleted?)"
     window.controller.shutdown()
 
 
@@ -338,3 +338,31 @@ def test_lines_hover_highlights_one_row_and_survives_a_shorter_text(qtbot, long_
     results.set_result(Engine().compute(Session(backend="numpy")))  # 13 tokens: row 20 is gone
     qtbot.wait(30)
     assert pixels(canvas).std() > 5 and view.hovered_row is None
+
+
+def test_the_head_ranking_of_why_is_not_cut_at_1024x700(make_window, qtbot):
+    """Every ranked head's line ("L1·H3   1.000") fits the list beside the plots: its text is narrower than the
+    viewport, and the rendered list leaves a blank margin at its right edge (cut text runs into it)."""
+    window = make_window(Session(backend="numpy"))
+    window.resize(*SMALL)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == SMALL)
+    window.session_model.update(view="why")
+    why = window.views["why"]
+    qtbot.waitUntil(lambda: why.finder.count() == 72, timeout=10_000)  # 6 layers x 12 heads
+    settle(qtbot)
+    finder = why.finder
+    metrics = finder.fontMetrics()
+    room = finder.viewport().width()
+    for index in range(finder.count()):
+        item = finder.item(index)
+        assert metrics.horizontalAdvance(item.text()) + 4 <= room, (item.text(), room)
+    image = pixels(finder.viewport()).astype(int)  # (h, w, 3)
+    drawn_rows = 0
+    for index in range(finder.count()):
+        rect = finder.visualItemRect(finder.item(index))
+        if rect.top() < 0 or rect.bottom() >= image.shape[0]:
+            continue
+        margin = image[rect.top():rect.bottom(), -4:]  # a row's right edge: its background (or selection) only
+        assert np.ptp(margin, axis=(0, 1)).max() <= 40, f"{finder.item(index).text()!r} runs into the list's edge"
+        drawn_rows += 1
+    assert drawn_rows > 10

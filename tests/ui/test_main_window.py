@@ -12,7 +12,11 @@ from PySide6.QtGui import QImage, QTextCursor
 from PySide6.QtWidgets import QMessageBox
 
 from attnstudio.core.masks import MaskSpec
+from attnstudio.engine import Engine
 from attnstudio.session import Session
+from attnstudio.ui.controls import UNKNOWN_WIDTH, ControlPanel
+from attnstudio.ui.result_model import ResultModel
+from attnstudio.ui.session_model import SessionModel
 from tests.conftest import PROJECT_ROOT
 from tests.ui.conftest import open_model, wait_for_result
 
@@ -256,3 +260,24 @@ def test_the_greyed_width_boxes_show_the_pretrained_models_own_widths(make_windo
     wait_for_result(qtbot, window, lambda r: r.model_name == "synthetic")
     assert controls.d_model.isEnabled() and (controls.d_k.value(), controls.d_model.value()) == (16, 64)
     assert window.session_model.session.d_model == 64, "showing the model's width never writes it into the session"
+
+
+def test_before_its_first_result_a_pretrained_model_shows_no_made_up_widths(qtbot):
+    """The greyed d_k and d_model boxes show a dash until the model's result gives its widths (they showed the
+    synthetic model's 16 and 64 while SmolLM2 loaded); the synthetic model shows the session's widths."""
+    session = Session(text="the cat sat", model=str(PROJECT_ROOT / "tests" / "data" / "tiny-llama"), backend="numpy",
+                      d_k=16, d_model=64)
+    session_model = SessionModel(session)
+    results = ResultModel(session_model)
+    controls = ControlPanel(session_model, results)
+    qtbot.addWidget(controls)
+    controls.show()
+    qtbot.waitExposed(controls)
+    blank = pixels(controls.d_k)
+    assert controls.d_k.text() == UNKNOWN_WIDTH and controls.d_model.text() == UNKNOWN_WIDTH
+    results.set_result(Engine().compute(session))
+    assert (controls.d_k.text(), controls.d_model.text()) == ("8", "32")  # tiny-llama: 4 heads of 8 in 32
+    assert not np.array_equal(pixels(controls.d_k), blank), "the box still draws the dash"
+    session_model.update(model="synthetic", heads=4)
+    assert (controls.d_k.text(), controls.d_model.text()) == ("16", "64")
+    assert session_model.session.d_model == 64

@@ -1,6 +1,8 @@
 """The Pipeline's panels say what they are and follow one hovered (query, key) pair with its numbers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,29 @@ def test_additive_scores_show_the_score_without_a_dot_product(qtbot):
     score = float(result.step(0, "scores")[0][2, 1])
     assert view.numbers.dot is None
     assert view.plots["scores"].texts[view.plots["scores"].value].endswith(f"score {score:.4g}")
+
+
+@pytest.mark.parametrize("kind", ["cross", "encoder"])
+def test_t5_pairs_show_its_own_scale_bias_and_special_tokens(qtbot, kind):
+    """T5 scales q·k by 1 (its weights fold 1/√d_k in) and its self-attention adds a position bias: the numbers
+    under the panels and the read-out add up to the score drawn; '<pad>' is shown, not swallowed as a tag."""
+    tiny_t5 = str(Path(__file__).resolve().parents[1] / "data" / "tiny-t5")
+    session = Session(text="translate English to German: The house is wonderful.", target_text="Das Haus",
+                      model=tiny_t5, backend="numpy", attention_kind=kind)
+    view, _, results, _ = build_view(qtbot, PipelineView, session)
+    result = results.result
+    view.plots["weights"].cell_hovered.emit(0, 1, 0.0)
+    numbers = view.numbers
+    assert numbers.scale == 1.0
+    score = float(view.arrays["scores"][0, 1])
+    bias = 0.0 if result.position_bias is None else float(result.position_bias[0, 0, 1])
+    assert (numbers.dot * numbers.scale + bias) / numbers.temperature == pytest.approx(score, abs=1e-4)
+    shown = view.plots["scores"].texts[view.plots["scores"].value]
+    if kind == "cross":
+        assert numbers.bias is None and f"q·k {numbers.dot:.4g} × 1 / T 1 = {score:.4g}" in shown
+        assert view.plots["queries"].texts[view.plots["queries"].value] == "query of '<pad>' (row 0)"
+        assert "'<pad>'" in view.plots["queries"].value.text.replace("&lt;", "<").replace("&gt;", ">")
+        assert view.plots["queries"].value.item.toPlainText().startswith("query of '<pad>'"), "drawn as text"
+    else:
+        assert numbers.bias == pytest.approx(bias) and f"+ bias {bias:.4g}) / T 1 = {score:.4g}" in shown
+    assert f"= {score:.4g}; mask" in view.readout.text()

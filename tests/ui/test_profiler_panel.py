@@ -4,8 +4,12 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
+from PySide6.QtCore import Qt
+
 from attnstudio.session import Session
 from tests.ui.conftest import STALL_LIMIT_MS, event_loop_gaps
+from tests.ui.looks import pixels
 
 
 def configure(panel, lengths="64,128,256,512"):
@@ -79,3 +83,24 @@ def test_closing_the_window_mid_sweep_stops_the_worker(make_window, qtbot):
     window.close()
     assert panel.runner.process.state() == panel.runner.process.ProcessState.NotRunning
     assert not window.controller._thread.is_alive()
+
+
+def test_the_table_titles_are_whole_in_a_1024x700_window(make_window, qtbot):
+    """Each column title ("median time (ms)", "peak memory (MiB)") is drawn whole: its section is wider than
+    the text, and the drawn header has no glyph pixels in the gap between two sections."""
+    window = make_window(Session(backend="numpy"))
+    window.resize(1024, 700)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == (1024, 700))
+    window.session_model.update(view="profiler")
+    header = window.views["profiler"].table.horizontalHeader()
+    qtbot.waitUntil(header.isVisible)
+    qtbot.wait(50)
+    metrics = header.fontMetrics()
+    for column in range(header.count()):
+        title = header.model().headerData(column, Qt.Horizontal)
+        assert metrics.horizontalAdvance(title) + 8 <= header.sectionSize(column), (title, header.sectionSize(column))
+    image = pixels(header).astype(int)  # (h, w, 3)
+    for column in range(1, header.count()):
+        edge = header.sectionViewportPosition(column)
+        gap = image[3:-3, edge + 2:edge + 4]  # just inside the next section: its padding, never a letter
+        assert np.ptp(gap, axis=(0, 1)).max() <= 40, header.model().headerData(column, Qt.Horizontal)

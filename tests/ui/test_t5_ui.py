@@ -141,6 +141,70 @@ def test_head_ablation_is_offered_only_on_the_encoders_heads(make_window, qtbot)
     qtbot.waitUntil(heads.ablate.isEnabled)
 
 
+def test_the_pair_field_is_greyed_with_a_reason_for_an_encoder_decoder(make_window, qtbot):
+    """T5 takes no second sentence: the pair field is drawn disabled and its tooltip says why; a one-text model
+    opens it again. A pair typed before switching stays editable, so the refusal can be acted on."""
+    window = make_window(Session(text=SOURCE, backend="numpy"))
+    pair = window.controls.pair
+    open_look = pixels(pair)
+    assert pair.isEnabled() and "Cross-attention" in pair.toolTip()
+    window.load_model_folder(TINY_T5)
+    wait_for_result(qtbot, window, lambda r: r.kinds is not None)
+    assert not pair.isEnabled()
+    assert pair.placeholderText() == "not used by an encoder-decoder model"
+    assert "takes no second sentence" in pair.toolTip() and "target" in pair.toolTip()
+    greyed = pixels(pair)
+    assert np.abs(greyed.astype(int) - open_look.astype(int)).max() > 40, "the field is drawn as before"
+    window.session_model.update(model="minilm", heads=None)
+    wait_for_result(qtbot, window, lambda r: r.kinds is None)
+    assert pair.isEnabled() and "Cross-attention" in pair.toolTip()
+    assert np.array_equal(pixels(pair), open_look)
+
+    window.session_model.update(pair_text="A second sentence.")
+    with qtbot.waitSignal(window.controller.failed, timeout=30_000) as refused:
+        window.session_model.update(model=TINY_T5, heads=None)
+    assert "clear the pair text" in refused.args[0]
+    assert pair.isEnabled(), "the pair that is refused must stay clearable"
+    pair.clear()
+    wait_for_result(qtbot, window, lambda r: r.kinds is not None)
+    assert not pair.isEnabled()
+
+
+def test_compare_says_it_does_not_run_an_encoder_decoder(make_window, qtbot):
+    """With T5 the Compare tab named a pair text that does not exist (cross) or invited a text B it never runs
+    (encoder): it now says why nothing is compared, and greys its text B field; MiniLM opens it again."""
+    window = make_window(t5_session())
+    window.session_model.update(view="compare")
+    compare = window.views["compare"]
+    qtbot.waitUntil(compare.note.isVisible)
+    for kind in ("cross", "encoder"):
+        window.session_model.update(attention_kind=kind)
+        qtbot.waitUntil(lambda kind=kind: window.results.shown.attention_kind == kind)
+        qtbot.wait(50)
+        assert "an encoder-decoder model (T5) is not compared" in compare.note.text(), (kind, compare.note.text())
+        assert not compare.text_b.isEnabled() and not compare.presets.isEnabled()
+        assert pixels(compare.note).min() < 128, "the note is drawn"
+    greyed = pixels(compare.text_b)
+    window.session_model.update(model="minilm", heads=None, attention_kind="encoder")
+    wait_for_result(qtbot, window, lambda r: r.kinds is None)
+    qtbot.waitUntil(compare.text_b.isEnabled)
+    assert compare.note.text().startswith("Type a second text (B)")
+    assert not np.array_equal(pixels(compare.text_b), greyed)
+
+
+def test_the_logit_lens_does_not_say_t5_has_no_head(make_window, qtbot):
+    """T5 predicts next tokens (its Next token tab), so the Logit lens must not claim it has no language-model
+    head, nor name the attention kind as if it were the model."""
+    window = make_window(t5_session())
+    window.session_model.update(view="logit_lens")
+    lens = window.views["logit_lens"]
+    qtbot.waitUntil(lambda: lens.note.isVisible() and bool(lens.note.text()))
+    text = lens.note.text()
+    assert "no language-model head" not in text and "cross-attention" not in text, text
+    assert text.startswith("The logit lens reads decoder-only models; tiny-t5 is an encoder-decoder"), text
+    assert not lens.canvas.isVisible() and pixels(lens.note).min() < 128
+
+
 def test_opening_a_t5_gguf_shows_source_target_and_cross_attention(make_window, qtbot, monkeypatch):
     window = make_window(Session(text=SOURCE, backend="numpy"))
     box = window.controls.seq2seq

@@ -31,6 +31,8 @@ from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
 PRESETS = comparison_presets()  # name -> (text A, text B, the word to follow)
 EDIT_DELAY_MS = 300
+ENCODER_DECODER_NOTE = ("Compare runs text B through one-text models (an encoder such as MiniLM, a decoder such as "
+                        "SmolLM2); an encoder-decoder model (T5) is not compared.")
 SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<|endoftext|>"})
 
 
@@ -187,10 +189,14 @@ class CompareView(ResultView):
             return
         compare = result.compare
         self.canvas.setVisible(compare is not None)
+        encoder_decoder = result.kinds is not None  # text B is run by one-text models only
+        for widget in (self.text_b, self.presets):
+            widget.setEnabled(not encoder_decoder)
         if compare is None:
-            self.note.setText("Type a second text (B), or pick a preset, to compare it with the main text (A)."
-                              if not result.cross_attention else
-                              "Compare needs self-attention: clear the cross-attention pair text.")
+            self.note.setText(ENCODER_DECODER_NOTE if encoder_decoder else
+                              "Compare needs self-attention: clear the cross-attention pair text."
+                              if result.cross_attention else
+                              "Type a second text (B), or pick a preset, to compare it with the main text (A).")
             return
         layer, head = self.results.shown.layer, self.results.shown.head
         where = f"layer {layer + 1} · head {head + 1}"

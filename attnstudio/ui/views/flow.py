@@ -20,7 +20,8 @@ from attnstudio.ui.views.matrix import WEIGHTS_COLORMAP, MatrixPlot
 
 # What the toggle shows: value -> its label.
 SHOWN_MATRICES = {"both": "Rollout and flow", "flow": "Flow", "rollout": "Rollout"}
-HOVER_HINT = "Hover a cell to read its rollout and flow."
+HOVER_HINTS = {True: "Hover a cell to read its rollout and flow.",  # flow shown -> what a hover reads
+               False: "Hover a cell to read its rollout."}
 ROLLOUT_TITLE = "rollout"
 FLOW_TITLE = "attention flow"  # the caption above says what a cell holds (a share of the row's max flows)
 FLOW_START_DELAY_MS = 250  # a flow starts once results stop arriving this long (typing, scripted edits)
@@ -57,9 +58,9 @@ class FlowView(ResultView):
         for plot in (self.rollout_plot, self.flow_plot):
             plot.connect_scene()
             plot.cell_hovered.connect(self._on_cell_hovered)
-            plot.hover_cleared.connect(lambda: self.readout.setText(HOVER_HINT))
+            plot.hover_cleared.connect(lambda: self.readout.setText(HOVER_HINTS[self.flow_shown]))
 
-        self.readout = QLabel(HOVER_HINT)
+        self.readout = QLabel(HOVER_HINTS[False])
         self.readout.setWordWrap(True)
         self.shown = QComboBox()
         for value, label in SHOWN_MATRICES.items():
@@ -134,6 +135,8 @@ class FlowView(ResultView):
             self.compute.setVisible(False)
             self.note.setText(result.flow_refusal() or "")
             self.canvas.setVisible(False)
+            self.shown.setVisible(False)
+            self.readout.setText("")
             return
         self.canvas.setVisible(True)
         refusal = result.flow_refusal()
@@ -156,7 +159,11 @@ class FlowView(ResultView):
             plot.set_matrix(display.values, display.row_labels, display.col_labels, levels=levels,
                             masked=display.masked, hover_values=display.weights)
         self.displays = {"rollout": rollout_display, "flow": flow_display}
+        if self.readout.text() in (*HOVER_HINTS.values(), ""):
+            self.readout.setText(HOVER_HINTS[flow is not None])  # a hover reads what the panels hold
         self.flow_shown = flow is not None
+        # a refused flow leaves nothing to choose between: the toggle goes, the note says why
+        self.shown.setVisible(refusal is None)
         self.colorbar.setLevels(levels)
         self.colorbar.getAxis("left").setLabel(rollout_display.colorbar_title.replace("weight", "share"))
         if rollout_display.masked is not None:

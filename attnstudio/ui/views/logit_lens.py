@@ -63,7 +63,12 @@ class LogitLensView(ResultView):
         if result is None:
             return
         if result.logit_lens is None:
-            self.note.setText(f"{result.model_name} has no language-model head, so there is nothing to read "
+            # an encoder-decoder (T5) has a head, but its decoder reads the encoder's output: no lens here
+            self.note.setText(f"The logit lens reads decoder-only models; {result.plain_model_name} is an "
+                              f"encoder-decoder (its Next token tab lists the next target tokens). Choose a decoder "
+                              f"(Built-in: SmolLM2-135M) to read each layer's prediction."
+                              if result.kinds is not None else
+                              f"{result.model_name} has no language-model head, so there is nothing to read "
                               f"through a logit lens. Choose a decoder (Built-in: SmolLM2-135M).")
             self.canvas.setVisible(False)
             self.position.setEnabled(False)

@@ -100,6 +100,7 @@ class MatrixPlot(pg.PlotItem):
     def __init__(self, title: str = "", *, colormap: str = WEIGHTS_COLORMAP, colorbar: bool = True,
                  axis_titles: tuple[str, str] = ("", "")):
         super().__init__(title=title, axisItems={"top": VerticalTokenAxis()})
+        self._let_title_narrow()
         self.image = pg.ImageItem(axisOrder="row-major")
         self.addItem(self.image)
         self.invertY(True)
@@ -221,6 +222,23 @@ class MatrixPlot(pg.PlotItem):
     def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
         self._fit_title()
+
+    def _let_title_narrow(self) -> None:
+        """The title never holds its panel wider than the layout gives it (it elides instead).
+
+        pyqtgraph's LabelItem sets its minimum width to its text's width again whenever it is resized, which
+        made a panel's own layout wider than the panel: beside a second panel and a colour bar (the flow view
+        at 1024x700) the colour bar was drawn over the last column and its label over the matrix.
+        """
+        label = self.titleLabel
+        measure = label.updateMin
+
+        def update_min() -> None:
+            measure()
+            label.setMinimumWidth(0)
+            label._sizeHint[Qt.SizeHint.MinimumSize] = (0, label._sizeHint[Qt.SizeHint.MinimumSize][1])
+
+        label.updateMin = update_min
 
     def _fit_title(self) -> None:
         title, label = getattr(self, "full_title", None), self.titleLabel

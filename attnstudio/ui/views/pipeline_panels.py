@@ -3,6 +3,7 @@ hovered (query, key) pair, the same pair marked in every panel so the steps can 
 """
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,12 +46,13 @@ class PairNumbers:
     score: float  # the score the trace holds: q·k × scale / temperature
     allowed: bool
     weight: float
+    bias: float | None = None  # the relative position bias added to q·k × scale (T5's self-attention), else None
 
     def panel_values(self) -> dict[str, str]:
         """The line each panel shows under its description for this pair."""
         q, k = f"{self.query_token!r} (row {self.query})", f"{self.key_token!r} (row {self.key})"
         if self.dot is not None:
-            score = f"q·k {self.dot:.4g} × {self.scale:.4g} / T {self.temperature:g} = {self.score:.4g}"
+            score = f"{self._product('q·k ')} / T {self.temperature:g} = {self.score:.4g}"
         else:
             score = f"score {self.score:.4g}"
         return {"queries": f"query of {q}", "keys": f"key of {k}",
@@ -61,10 +63,15 @@ class PairNumbers:
                 "weights": f"softmax → {self.weight:.4f}",
                 "context": f"output of {q} = Σ weights · values"}
 
+    def _product(self, name: str) -> str:
+        """q·k times the scale, plus the position bias where the model adds one (in brackets, as T divides both)."""
+        product = f"{name}{self.dot:.4g} × {self.scale:.4g}"
+        return product if self.bias is None else f"({product} + bias {self.bias:.4g})"
+
     def chain(self) -> str:
         """The whole path from q and k to the weight, for the read-out line."""
         pair = f"{self.query_token!r} (row {self.query}) → {self.key_token!r} (col {self.key}): "
-        score = (f"q·k = {self.dot:.4g} × {self.scale:.4g} / T {self.temperature:g} = {self.score:.4g}"
+        score = (f"{self._product('q·k = ')} / T {self.temperature:g} = {self.score:.4g}"
                  if self.dot is not None else f"score = {self.score:.4g}")
         masked = f"{self.score:.4g}" if self.allowed else "blocked → −∞"
         return f"{pair}{score}; mask: {masked}; softmax → {self.weight:.4f}"
@@ -74,29 +81,35 @@ def pair_numbers(result, shown, arrays: dict[str, np.ndarray], query: int, key: 
     """The numbers of (query, key) in the shown layer and head; ``arrays`` are the pipeline's steps."""
     allowed = bool(arrays["mask"][query, key])
     dot = scale = None
+    bias = 0.0
+    own = {}
+    if result.attention_kind is not None:  # T5: no 1/sqrt(d_k) (folded into its weights), a position bias
+        bias = 0.0 if result.position_bias is None else float(result.position_bias[shown.head, query, key])
+        own = {"scale": 1.0, "bias": bias}
     try:
         cell = score_breakdown(result.forward.traces[shown.layer], shown.layer, shown.head, query, key,
-                               score=shown.score, temperature=shown.temperature, mask=result.mask)
+                               score=shown.score, temperature=shown.temperature, mask=result.mask, **own)
         dot, scale = cell.dot, cell.scale
     except InvalidSetting:
         pass  # additive scores: no q·k to show, the score itself still is
     return PairNumbers(query, key, result.query_tokens[query], result.key_tokens[key], dot, scale,
                        shown.temperature, float(arrays["scores"][query, key]), allowed,
-                       float(arrays["weights"][query, key]))
+                       float(arrays["weights"][query, key]), bias if result.position_bias is not None else None)
 
 
 def fit_label(label: pg.LabelItem, text: str, available: float) -> None:
-    """Show the longest prefix of ``text`` that fits ``available`` px (with an ellipsis); the tooltip keeps it all."""
-    label.setText(text)
+    """Show the longest prefix of plain ``text`` that fits ``available`` px (with an ellipsis); the tooltip keeps
+    it all. The label takes rich text, so tokens such as '<pad>' are escaped rather than read as tags."""
+    label.setText(html.escape(text, quote=False))
     shown = text
     if label.itemRect().width() > available:
         low, high = 0, len(text)
         while low < high:
             middle = (low + high + 1) // 2
-            label.setText(text[:middle].rstrip() + "…")
+            label.setText(html.escape(text[:middle].rstrip(), quote=False) + "…")
             low, high = (middle, high) if label.itemRect().width() <= available else (low, middle - 1)
         shown = text[:low].rstrip() + "…"
-        label.setText(shown)
+        label.setText(html.escape(shown, quote=False))
     label.setToolTip(text if shown != text else "")
     label.setMinimumWidth(0)  # the panel may narrow the line with it
     label._sizeHint[Qt.SizeHint.MinimumSize] = (0, label._sizeHint[Qt.SizeHint.MinimumSize][1])

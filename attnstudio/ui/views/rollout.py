@@ -4,6 +4,7 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from attnstudio.core.display import display_weights
 from attnstudio.ui.result_model import ResultModel
 from attnstudio.ui.session_model import SessionModel
 from attnstudio.ui.views.base import ResultView
@@ -40,8 +41,15 @@ class RolloutView(ResultView):
             self.canvas.setVisible(False)
             return
         self.canvas.setVisible(True)
-        rollout = result.rollout  # computed by the worker
-        self.plot.set_matrix(rollout, result.query_tokens, result.key_tokens)
+        rollout = result.rollout  # (n, n), computed by the worker
+        shown = self.results.shown
+        # the session's colour scale, as the heatmap and the flow view's rollout panel draw it (it was fitted to
+        # the data, unlabelled, so "0–1" showed 0 to 0.23 here and 0 to 1 beside the flow)
+        display = display_weights(rollout, None, result.query_tokens, result.key_tokens, shown.color_scale,
+                                  shown.hide_special)
+        self.plot.set_matrix(display.values, display.row_labels, display.col_labels, levels=display.levels,
+                             hover_values=display.weights,
+                             colorbar_title=display.colorbar_title.replace("weight", "share"))
         self.note.setText(f"Rollout over {result.num_layers} layer(s): head-averaged weights mixed 50/50 with the "
                           f"residual path, multiplied from the first layer up. Hover a cell for its value.")
 

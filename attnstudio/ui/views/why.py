@@ -33,6 +33,8 @@ from attnstudio.ui.views.matrix import visible_ticks
 from attnstudio.ui.views.scrolling import fit_minimum, scroll_area
 
 STEPS = ("q", "k", "product", "softmax")
+FINDER_ENTRY = "L{layer}·H{head}   {weight:.3f}"  # one ranked head: layer, head (from 1), its weight on the cell
+FINDER_PADDING = 12  # px: the item's own margins inside the list
 
 
 def _bar_plot(title: str, left: str) -> pg.PlotItem:
@@ -80,6 +82,11 @@ class WhyView(ResultView):
         self.finder = QListWidget()
         self.finder.setToolTip("Every layer and head, highest weight for this cell first; click one to focus it")
         self.finder.itemClicked.connect(self._on_finder_clicked)
+        # wide enough for its widest entry beside a scroll bar: at 1024x700 the splitter left it ~90 px, which
+        # cut "L1·H3   1.000" to "L1·H3   1.00" and lower ranks' weights to two digits
+        widest = self.finder.fontMetrics().horizontalAdvance(FINDER_ENTRY.format(layer=88, head=88, weight=0.888))
+        self.finder.setMinimumWidth(widest + self.finder.verticalScrollBar().sizeHint().width()
+                                    + 2 * self.finder.frameWidth() + FINDER_PADDING)
 
         choices = QHBoxLayout()
         for label, widget in (("query", self.query_choice), ("→ key", self.key_choice)):
@@ -193,7 +200,8 @@ class WhyView(ResultView):
         self.finder_title.setText(f"Heads ranked by {result.query_tokens[query]!r} → {result.key_tokens[key]!r}")
         self.finder.clear()
         for match in ranked:
-            item = QListWidgetItem(f"L{match.layer + 1}·H{match.head + 1}   {match.weight:.3f}")
+            item = QListWidgetItem(FINDER_ENTRY.format(layer=match.layer + 1, head=match.head + 1,
+                                                       weight=match.weight))
             item.setData(Qt.UserRole, (match.layer, match.head))
             self.finder.addItem(item)
             if (match.layer, match.head) == (layer, head):
