@@ -27,8 +27,16 @@ def test_the_heads_view_of_a_large_decoder_result_is_prepared_by_the_worker(make
 
     monkeypatch.setattr(engine, "head_entropy", watched)  # what ComputeResult.head_entropy calls
     window.session_model.update(view="heads")
+    # first visit, nothing drawn yet: a sheet says what the view waits for instead of an empty grid
+    assert heads.waiting.isVisible()
+    n = len(result.query_tokens)
+    assert heads.waiting.text().startswith(f"Computing what this view draws from all 30 × 9 heads of {n} tokens")
+    sheet = heads.grab().toImage()
+    band = [sheet.pixelColor(x, sheet.height() // 2).lightness() for x in range(sheet.width())]
+    assert min(band) < 120 < max(band), "the sheet's words are drawn across the middle of the view"
     qtbot.waitUntil(lambda: not result.missing_summaries("heads"), timeout=120_000)
     qtbot.waitUntil(lambda: not heads._stale and bool(heads.grid_heads), timeout=30_000)
+    assert not heads.waiting.isVisible()  # the grid is drawn: the sheet is gone
     assert computed_on_gui_thread == [False]  # once, in the worker
     assert window.results.result is result  # the same result, published again with its summaries
     assert f"head {window.results.shown.head + 1} selected" in heads.caption.text()

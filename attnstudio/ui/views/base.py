@@ -8,6 +8,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWidget
 
 WAITING_TEXT = "Computing…"
+SUMMARIES_TEXT = ("Computing what this view draws from all {layers} × {heads} heads of {n} tokens (entropies, roles, "
+                  "rollout)…")
 LONG_TEXT = ("This view needs every attention weight (or every layer's hidden states), which a long document of "
              "{n} tokens does not keep. The Heatmap, Heads and Next token views show it.")
 # A view whose whole-model summaries (entropies, rollout, roles) are missing computes them on the spot below this
@@ -29,6 +31,8 @@ class ResultView(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._stale = False
+        self._has_drawn = False  # refresh() has drawn a result at least once
+        self._awaiting_summaries = False  # the worker is computing summaries this view waits for
         self._waiting_text = WAITING_TEXT
         self.summary_key: str | None = None  # this view's name in engine.VIEW_SUMMARIES (the main window sets it)
         self.prepare_summaries: Callable[[], None] | None = None  # asks the worker to compute them
@@ -53,45 +57,59 @@ class ResultView(QWidget):
 
     def _sync_waiting(self) -> None:
         long = self._long_unsupported()
-        waiting = not self.has_result() or long
-        self.waiting.setText(LONG_TEXT.format(n=len(self.results.result.query_tokens)) if long else self._waiting_text)
+        # a view first shown while the worker computes its summaries has nothing to draw yet: say what it waits for
+        summarising = self._awaiting_summaries and not self._has_drawn and self.has_result()
+        waiting = not self.has_result() or long or summarising
+        if long:
+            self.waiting.setText(LONG_TEXT.format(n=len(self.results.result.query_tokens)))
+        elif summarising:
+            result = self.results.result
+            self.waiting.setText(SUMMARIES_TEXT.format(layers=result.num_layers, heads=result.heads,
+                                                       n=len(result.query_tokens)))
+        else:
+            self.waiting.setText(self._waiting_text)
         if waiting:
             self.waiting.setGeometry(self.rect())
             self.waiting.raise_()
         self.waiting.setVisible(waiting)
 
     def request_refresh(self, *_args) -> None:
-        self._sync_waiting()
         if self._long_unsupported():
             self._stale = False
         elif self.isVisible() and not self._summaries_pending():
             self._stale = False
-            self.refresh()
+            self._refresh_now()
         else:
             self._stale = True
+        self._sync_waiting()
+
+    def _refresh_now(self) -> None:
+        self.refresh()
+        self._has_drawn = self.has_result()
 
     def _summaries_pending(self) -> bool:
         """True when the result lacks large summaries this view reads; the worker is then asked for them."""
         results = getattr(self, "results", None)
         result = None if results is None else results.result
-        if result is None or self.summary_key is None or self.prepare_summaries is None:
-            return False
-        if not result.missing_summaries(self.summary_key) or result.weight_cells() < GUI_SUMMARY_CELLS:
+        if result is None or self.summary_key is None or self.prepare_summaries is None \
+                or not result.missing_summaries(self.summary_key) or result.weight_cells() < GUI_SUMMARY_CELLS:
+            self._awaiting_summaries = False
             return False
         self.prepare_summaries()
+        self._awaiting_summaries = True
         return True
 
     def ensure_fresh(self) -> None:
         """Bring a hidden view up to date (before exporting it, say)."""
         if self._stale and not self._long_unsupported():
             self._stale = False
-            self.refresh()
+            self._refresh_now()
 
     def showEvent(self, event):  # noqa: N802 - Qt override
         super().showEvent(event)
-        self._sync_waiting()
         if not (self._stale and self._summaries_pending()):
             self.ensure_fresh()
+        self._sync_waiting()
 
     def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
