@@ -230,7 +230,7 @@ def _export(args: argparse.Namespace) -> int:
     session_model.update(layer=args.layer - 1, head=args.head - 1)
     QApplication.processEvents()
     export_view(views[args.view].export_target(), Path(args.output), scale=args.scale,
-                caption=caption_for(results.shown, result))
+                caption=caption_for(results.shown, result, args.view))
     print(f"wrote {args.output} ({args.view}, layer {args.layer}, head {args.head})")
     return 0
 

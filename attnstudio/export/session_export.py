@@ -27,11 +27,16 @@ T5_SCORES = ("T5's own: q·k (no 1/√d_k; cross-attention adds no position bias
              "T5's own: q·k + relative position bias (no 1/√d_k)")  # without and with a position bias
 
 
-def caption_for(shown: Session, result: ComputeResult) -> str:
+# Views whose colours are not attention weights: what their colour bar shows, in the caption's words.
+VIEW_COLOURS = {"position_bias": "colour: the bias added to the score, symmetric about 0 (blue below, red above)"}
+
+
+def caption_for(shown: Session, result: ComputeResult, view: str | None = None) -> str:
     """One line that lets a figure stand alone: model, layer, head, mask, score, temperature, colour scale.
 
     ``shown`` is the result model's ``shown`` settings: the result's own session with the layer and head
-    on screen (already clamped to the result), so the caption always describes the picture.
+    on screen (already clamped to the result), so the caption always describes the picture. ``view``: the
+    exported view's name, for a view whose colours mean something else (:data:`VIEW_COLOURS`).
     """
     pair = f" · cross-attention ({len(result.key_tokens)} keys)" if result.cross_attention else ""
     score = SCORES[shown.score].caption
@@ -47,7 +52,8 @@ def caption_for(shown: Session, result: ComputeResult) -> str:
     return (f"attnstudio · model {result.model_name} · layer {shown.layer + 1}/{result.num_layers} · head "
             f"{shown.head + 1}/{result.heads} (d_k {result.d_k}) · mask: {mask_caption(result, shown.mask)} · score: "
             f"{score} · temperature {shown.temperature:g} · "
-            f"{describe_display(shown.color_scale, shown.hide_special)}{pair}{truncation_note(result)}")
+            f"{VIEW_COLOURS.get(view) or describe_display(shown.color_scale, shown.hide_special)}{pair}"
+            f"{truncation_note(result)}")
 
 
 def truncation_note(result: ComputeResult) -> str:

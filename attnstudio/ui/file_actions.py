@@ -241,7 +241,8 @@ class FileActions(QObject):
     def caption(self) -> str | None:
         """The caption of what is on screen: the shown result's own settings, not the ones being edited."""
         results = self.results
-        return None if results.result is None else caption_for(results.shown, results.result)
+        return None if results.result is None else caption_for(results.shown, results.result,
+                                                               self.current_view_name())
 
     def export_image(self) -> None:
         name = self.current_view_name()

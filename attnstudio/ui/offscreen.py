@@ -55,7 +55,6 @@ def session_figures(views: dict, session_model: SessionModel, results: ResultMod
     """
     if results.result is None:
         raise FileWriteError("nothing to export yet: the first compute has not finished")
-    attention = caption_for(results.shown, results.result)
     figures = []
     for name in VIEW_NAMES:
         if name not in views:
@@ -69,7 +68,7 @@ def session_figures(views: dict, session_model: SessionModel, results: ResultMod
             except (KeyError, TypeError, ValueError):
                 continue  # unreadable saved results: the view shows no sweep either
         else:
-            caption = attention
+            caption = caption_for(results.shown, results.result, name)
         figures.append(Figure(name, views[name].export_target(), caption))
     return figures
 

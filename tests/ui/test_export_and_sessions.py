@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
@@ -236,3 +237,19 @@ def test_each_session_figure_has_a_caption_that_describes_it(make_window, tmp_pa
     assert np.abs(profiler_band[:, :width] - heatmap_band[:, :width]).max() > 100
     report = (out / "report.html").read_text()
     assert "profiler: attnstudio · profiler · kernels: naive, tiled" in report
+
+
+def test_the_position_bias_figure_says_what_its_colours_are(tmp_path):
+    """Position bias colours a signed bias, not a 0–1 weight: its exported caption (the drawn SVG text) says so,
+    while the heatmap's caption keeps the weight scale."""
+    t5 = str(Path(__file__).resolve().parents[1] / "data" / "tiny-t5")
+    captions = {}
+    for view in ("position_bias", "heatmap"):
+        out = tmp_path / f"{view}.svg"
+        done = run_cli("export", "The house is wonderful.", "--model", t5, "--target", "Das Haus", "--view", view,
+                       "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        (captions[view],) = caption_texts(out)
+    assert "colour: the bias added to the score, symmetric about 0" in captions["position_bias"], captions
+    assert "colour: 0–1" not in captions["position_bias"]
+    assert "colour: 0–1" in captions["heatmap"], captions
