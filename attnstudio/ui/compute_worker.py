@@ -44,6 +44,7 @@ class _Relay(QObject):
     progress = Signal(int, int, int)  # ticket, layers done, layers (long documents)
     cancelled = Signal(int)  # ticket: the long forward pass stopped on request
     alive = Signal(int)  # ticket: a long forward pass is still working (at most once a second)
+    loading = Signal(int)  # ticket: the compute waits for its model to load (not stuck: the watchdog waits too)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ def _serve(engine: Engine, jobs: queue.SimpleQueue, relay: _Relay) -> None:
                 work.result.precompute_views(work.view)
                 result = work.result
             else:
+                # A first load (a GGUF dequantized on a busy machine: 15 s and more) is not a stuck compute: the
+                # watchdog pauses while the model loads and counts the compute's own time from when it is ready.
+                _emit(relay.loading, None, ticket)
+                engine.model(work)
+                _emit(relay.alive, None, ticket)
                 result = engine.compute(work, cancelled=_heartbeat(stop, relay, ticket),
                                         progress=lambda done, total, t=ticket: _emit(relay.progress, (done, total), t))
                 result.precompute_views(work.view)  # what the view on screen reads: the GUI thread only draws
@@ -128,6 +134,8 @@ class ComputeController(QObject):
         self._relay.cancelled.connect(self._on_cancelled)
         self._relay.alive.connect(lambda ticket: self._watchdog.start() if ticket == self._ticket and self._in_flight
                                   else None)
+        self._relay.loading.connect(lambda ticket: self._watchdog.stop() if ticket == self._ticket and self._in_flight
+                                    else None)
         self._stop = threading.Event()  # set: the compute in flight stops at its next row block (long passes)
         self._user_stopped = False
         self._reporting = False  # the compute in flight reports progress (a long pass): a newer request stops it

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 
 import pytest
@@ -197,6 +198,9 @@ class _StuckEngine:
     def __init__(self, real):
         self.real, self.calls, self.release = real, 0, threading.Event()
 
+    def model(self, session):
+        return self.real.model(session)
+
     def compute(self, session, **options):
         self.calls += 1
         if self.calls == 1:
@@ -282,3 +286,35 @@ def test_selftest_leaves_no_temporary_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "shot.png").is_file()
     assert not list(scratch.glob("attnstudio-selftest-*"))
+
+
+class _SlowLoadEngine:
+    """An engine whose model takes longer to load than the watchdog allows a compute (a cold GGUF on a busy
+    machine), then computes at once."""
+
+    def __init__(self, real):
+        self.real, self.loads = real, 0
+
+    def model(self, session):
+        self.loads += 1
+        time.sleep(1.0)
+        return self.real.model(session)
+
+    def compute(self, session, **options):
+        return self.real.compute(session, **options)
+
+
+def test_a_slow_model_load_is_not_abandoned_as_a_stuck_compute(qtbot):
+    engine = _SlowLoadEngine(Engine())
+    engine.real.model(Session(text="warm", backend="numpy"))  # the real load, before the clock matters
+    controller = ComputeController(engine, timeout_ms=300)
+    failures, results = [], []
+    controller.failed.connect(failures.append)
+    controller.result_ready.connect(results.append)
+    try:
+        controller.request(Session(text="a slow load", backend="numpy"))
+        qtbot.waitUntil(lambda: bool(results) or bool(failures), timeout=10_000)
+        assert not failures and controller.abandoned == 0, failures
+        assert engine.loads == 1 and "slow" in results[0].query_tokens
+    finally:
+        controller.shutdown()

@@ -221,6 +221,9 @@ class _GatedEngine:
     def __init__(self, real):
         self.real, self.gate = real, threading.Event()
 
+    def model(self, session):
+        return self.real.model(session)
+
     def compute(self, session, *, progress=None, cancelled=None, **options):
         def report(done, total):
             progress(done, total)
@@ -254,6 +257,9 @@ class _SlowLongEngine:
 
     def __init__(self, real):
         self.real = real
+
+    def model(self, session):
+        return self.real.model(session)
 
     def compute(self, session, *, progress=None, cancelled=None, **options):
         for _ in range(30):
