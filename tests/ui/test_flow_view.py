@@ -132,6 +132,23 @@ def test_the_view_draws_the_hand_computed_flow_and_rollout_until_it_is_ready(qtb
     assert not view.progress.isVisible() and not view.cancel.isVisible()
 
 
+def test_an_export_draws_a_flow_that_finished_after_the_view_last_drew(qtbot, gate):
+    """The CLI's race: the flow job finishes in its thread just as the view shuts its worker down, so the 'ready'
+    signal is dropped and the view still draws the rollout in the flow panel; the export must draw the flow."""
+    result = hand_result()
+    view, _, _ = make_view(qtbot, result)
+    qtbot.waitUntil(lambda: view.flows.busy)
+    assert not view.flow_shown
+    view.flows.shutdown()  # the export's shutdown: the held job ends cancelled, its answers are dropped
+    gate.set()
+    view.flows.wait()
+    result.attention_flow()  # finished elsewhere (the worker's own call, in the real race): nobody told the view
+    assert result.flow_ready() and not view.flow_shown
+    view.export_target()
+    assert view.flow_shown and view.flow_plot.full_title == "attention flow"
+    assert_panel_shows(view, view.flow_plot, HAND_SHARES)
+
+
 def test_cancel_keeps_the_rollout_and_compute_flow_restarts(qtbot, gate):
     view, _, _ = make_view(qtbot, hand_result())
     qtbot.waitUntil(lambda: view.flows.busy)

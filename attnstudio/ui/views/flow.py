@@ -267,10 +267,12 @@ class FlowView(ResultView):
         """The canvas with the flow drawn: an export waits for the flow (or computes it) rather than show the
         rollout in its place."""
         result = self.results.result
-        if result is not None and result.flow_refusal() is None and not result.flow_ready():
-            self._stopped.pop(id(result), None)
-            result.attention_flow()  # waits for a job in progress (it holds the result's flow lock)
-            self.refresh()
+        if result is not None and result.flow_refusal() is None:
+            if not result.flow_ready():
+                self._stopped.pop(id(result), None)
+                result.attention_flow()  # waits for a job in progress (it holds the result's flow lock)
+            if not self.flow_shown:  # also a flow that finished after the last refresh, its signal dropped
+                self.refresh()
         return self.canvas
 
     def shutdown(self) -> None:
