@@ -19,6 +19,7 @@ from attnstudio.core.families.gpt2 import Gpt2Layer, Gpt2Parameters
 from attnstudio.core.families.llama import LlamaLayer, LlamaParameters
 from attnstudio.errors import ModelLoadError
 from attnstudio.models.gguf_t5 import build_t5, t5_config, t5_tokenizer
+from attnstudio.models.gguf_tensors import tensor_getter
 from attnstudio.models.tokenizer_gguf import DecoderTokenizer, tokenizer_json_from_fields, tokenizer_settings
 
 
@@ -28,24 +29,12 @@ def reverse_permute(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight.reshape(heads, pairs, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def _getter(tensors: dict[str, np.ndarray], path: Path):
-    def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        try:
-            tensor = tensors.pop(name)
-        except KeyError:
-            raise ModelLoadError(f"{path.name} lacks the tensor {name!r}") from None
-        if tensor.shape != shape:
-            raise ModelLoadError(f"{path.name}: tensor {name} has shape {tensor.shape}, the header implies {shape}")
-        return tensor
-    return get
-
-
 def _llama_like(tensors: dict[str, np.ndarray], config: dict, path: Path, *, permuted: bool,
                 biased: bool) -> LlamaParameters:
     """Llama (q/k permuted for llama.cpp's RoPE) and Qwen2 (rotate-half as stored, q/k/v biases)."""
     heads, kv_heads, head_dim, d_model = config["num_heads"], config["num_kv_heads"], config["head_dim"], \
         config["d_model"]
-    get = _getter(tensors, path)
+    get = tensor_getter(tensors, path)
     unpermute = reverse_permute if permuted else (lambda weight, _heads: weight)
     embeddings = get("token_embd.weight", (config["vocab_size"], d_model))
     layers = []
@@ -91,7 +80,7 @@ def _gpt2(tensors: dict[str, np.ndarray], config: dict, path: Path) -> Gpt2Param
     if config["num_kv_heads"] != heads or config["head_dim"] * heads != d_model:
         raise ModelLoadError(f"{path.name}: a GPT-2 has {heads} heads of width {d_model // heads}, each with its own "
                              f"keys and values; the header says otherwise")
-    get = _getter(tensors, path)
+    get = tensor_getter(tensors, path)
 
     def norm(prefix: str) -> tuple[np.ndarray, np.ndarray]:
         return get(prefix + ".weight", (d_model,)), get(prefix + ".bias", (d_model,))

@@ -19,6 +19,7 @@ import numpy as np
 
 from attnstudio.core.families.t5 import T5Attention, T5Layer, T5Parameters
 from attnstudio.errors import ModelLoadError
+from attnstudio.models.gguf_tensors import tensor_getter
 from attnstudio.models.hf_t5 import T5Tokenizer
 from attnstudio.models.tokenizer_gguf import unigram_tokenizer_from_fields
 
@@ -57,13 +58,10 @@ def build_t5(tensors: dict[str, np.ndarray], config: dict, path: Path) -> T5Para
     d_model, d_ff, heads, d_kv = config["d_model"], config["d_ff"], config["num_heads"], config["head_dim"]
     inner, buckets = heads * d_kv, config["num_buckets"]
 
+    take = tensor_getter(tensors, path)
+
     def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        try:
-            tensor = tensors.pop(name)
-        except KeyError:
-            raise ModelLoadError(f"{path.name} lacks the tensor {name!r}") from None
-        if tensor.shape != shape:
-            raise ModelLoadError(f"{path.name}: tensor {name} has shape {tensor.shape}, the header implies {shape}")
+        tensor = take(name, shape)
         if not np.isfinite(tensor).all():
             raise ModelLoadError(f"{path.name}: tensor {name} holds NaN or infinite values; the model is damaged")
         return tensor
@@ -72,9 +70,8 @@ def build_t5(tensors: dict[str, np.ndarray], config: dict, path: Path) -> T5Para
         return get(name + ".weight", (rows, cols)).T
 
     def attention(prefix: str) -> T5Attention:
-        qkv = [linear(prefix + part, inner, d_model) for part in ("_q", "_k", "_v")]
-        return T5Attention(qkv_weight=np.ascontiguousarray(np.concatenate(qkv, axis=1)),  # (d_model, 3 inner)
-                           out_weight=np.ascontiguousarray(linear(prefix + "_o", d_model, inner)))
+        return T5Attention.from_projections(*(linear(prefix + part, inner, d_model) for part in ("_q", "_k", "_v")),
+                                            linear(prefix + "_o", d_model, inner))
 
     gated = "enc.blk.0.ffn_gate.weight" in tensors
 

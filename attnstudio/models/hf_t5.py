@@ -112,9 +112,8 @@ def _parameters(tensors: dict[str, np.ndarray], config: dict, folder: Path) -> T
         return get(name + ".weight", (rows, cols)).T
 
     def attention(prefix: str) -> T5Attention:
-        qkv = [linear(prefix + part, inner, d_model) for part in ("q", "k", "v")]
-        return T5Attention(qkv_weight=np.ascontiguousarray(np.concatenate(qkv, axis=1)),  # (d_model, 3 inner)
-                           out_weight=np.ascontiguousarray(linear(prefix + "o", d_model, inner)))
+        return T5Attention.from_projections(*(linear(prefix + part, inner, d_model) for part in ("q", "k", "v")),
+                                            linear(prefix + "o", d_model, inner))
 
     def feed_forward(prefix: str) -> tuple[np.ndarray, np.ndarray]:
         if config["_gated"]:

@@ -40,6 +40,12 @@ class T5Attention:
     qkv_weight: Any  # (d_model, 3 inner): q, k, v side by side (inner = heads * d_kv); no biases
     out_weight: Any  # (inner, d_model)
 
+    @classmethod
+    def from_projections(cls, q, k, v, out) -> T5Attention:
+        """(d_model, inner) q, k, v and (inner, d_model) out, laid out for ``x @ w``, as one fused attention."""
+        return cls(qkv_weight=np.ascontiguousarray(np.concatenate([q, k, v], axis=1)),  # (d_model, 3 inner)
+                   out_weight=np.ascontiguousarray(out))
+
 
 @dataclass
 class T5Layer:
