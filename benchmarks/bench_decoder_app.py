@@ -33,6 +33,7 @@ from PySide6.QtCore import QEvent, QEventLoop, QSettings, Qt, QTimer  # noqa: E4
 from PySide6.QtGui import QKeyEvent, QTextCursor  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from attnstudio.core.backend import few_rows_kernel, project  # noqa: E402
 from attnstudio.core.parallel import single_threaded_blas  # noqa: E402
 from attnstudio.models.registry import load_model_cached  # noqa: E402
 from attnstudio.session import Session  # noqa: E402
@@ -60,36 +61,43 @@ def startup(repeats: int = 3) -> list[dict]:
 
 def weight_streaming_floor_ms(repeats: int = 15) -> dict:
     """The least one new token can cost in float32 on this machine: its matrix-vector products alone, every
-    SmolLM2 weight read once (30 layers' projections, then the unembedding), BLAS on one thread as live typing
-    runs it. Median ms, and the bytes read."""
+    SmolLM2 weight read once (30 layers' projections, then the unembedding). Measured with BLAS on one thread
+    (what live typing ran before the few-rows kernel) and with the few-rows kernel on every core (what it runs now,
+    one and two new rows), side by side. Median ms, and the bytes read."""
     weights = load_model_cached("smollm2").parameters
-    x = np.ones((1, weights.d_model), dtype=np.float32)
     d_ff = weights.layers[0].down_weight.shape[0]
-    mid = np.ones((1, d_ff), dtype=np.float32)
     q_width = weights.num_heads * weights.head_dim
+    kernel = few_rows_kernel()
 
-    def one_token(with_head: bool) -> None:
+    def one_token(rows: int, product) -> None:
+        x = np.ones((rows, weights.d_model), dtype=np.float32)
         for layer in weights.layers:
-            x @ layer.qkv_weight
-            np.ones((1, q_width), dtype=np.float32) @ layer.attention_out_weight
-            x @ layer.gate_up_weight
-            mid @ layer.down_weight
-        if with_head:
-            weights.token_embeddings @ x[0]
+            product(x, layer.qkv_weight)
+            product(np.ones((rows, q_width), dtype=np.float32), layer.attention_out_weight)
+            product(x, layer.gate_up_weight)
+            product(np.ones((rows, d_ff), dtype=np.float32), layer.down_weight)
+
+    def median_ms(run) -> float:
+        run()
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - started) * 1000)
+        return statistics.median(samples)
 
     timings = {}
     with single_threaded_blas():
-        for with_head in (False, True):
-            one_token(with_head)
-            samples = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                one_token(with_head)
-                samples.append((time.perf_counter() - started) * 1000)
-            timings["layers_and_head_ms" if with_head else "layers_ms"] = statistics.median(samples)
+        timings["layers_ms"] = median_ms(lambda: one_token(1, np.matmul))
+        timings["head_ms"] = median_ms(lambda: weights.token_embeddings @ np.ones(weights.d_model, np.float32))
+        timings["layers_and_head_ms"] = timings["layers_ms"] + timings["head_ms"]
+        if kernel is not None:
+            for rows in (1, 2):
+                timings[f"kernel_{rows}_row_layers_ms"] = median_ms(lambda r=rows: one_token(r, project))
     layer_bytes = sum(getattr(layer, name).nbytes for layer in weights.layers
                       for name in ("qkv_weight", "attention_out_weight", "gate_up_weight", "down_weight"))
-    return {**timings, "layer_bytes": layer_bytes, "head_bytes": weights.token_embeddings.nbytes}
+    return {**timings, "layer_bytes": layer_bytes, "head_bytes": weights.token_embeddings.nbytes,
+            "kernel": None if kernel is None else f"{kernel[0].KERNEL} on {kernel[1]} cores"}
 
 
 def _text_of(tokenizer, tokens: int) -> str:
@@ -104,9 +112,9 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
     The clock starts when the key press and release events are posted to the text box (as the window system
     would deliver them) and stops when the heatmap's paintEvent returns with a result whose tokens are the new
     text's: the coalescing timer, the compute, publishing and the one paint the user waits for are all counted,
-    nothing is forced. The work is serial (the GUI thread waits for the compute thread), so the process's CPU
-    time is what the wall time would be on an idle machine; on a shared one the wall time also counts the waits
-    for a core.
+    nothing is forced. The process's CPU time counts every thread: the few-rows kernel's helper threads read half
+    the weights beside the compute thread (and poll for 0.3 ms after each product), so it exceeds the wall time
+    on an idle machine; on a shared one the wall time also counts the waits for a core.
     """
     app = QApplication.instance() or QApplication([])
     samples, cpu_samples, paints = [], [], []
@@ -242,9 +250,12 @@ def main() -> None:
         typing[tokens]["load_average"] = os.getloadavg()[0]
         print(row + f"   (live wall min {min(live):.1f}; load {os.getloadavg()[0]:.1f})", flush=True)
     floor = weight_streaming_floor_ms()
-    print(f"floor: one token's matrix-vector products alone (every weight read once, one BLAS thread): "
+    print(f"floor: one token's matrix-vector products alone (every weight read once), BLAS on one thread: "
           f"{floor['layers_ms']:.1f} ms for the 30 layers ({floor['layer_bytes'] / 2**20:.0f} MiB), "
           f"{floor['layers_and_head_ms']:.1f} ms with the unembedding ({floor['head_bytes'] / 2**20:.0f} MiB more)")
+    if floor["kernel"]:
+        print(f"       the few-rows kernel ({floor['kernel']}): the 30 layers in {floor['kernel_1_row_layers_ms']:.1f} "
+              f"ms for one new row, {floor['kernel_2_row_layers_ms']:.1f} ms for two")
     write("decoder_app", {"startup": runs, "floor": floor, "startup_median_ms": painted, "keypress_to_paint": typing,
                           "load_average": os.getloadavg()[0], "before": args.before,
                           "debounce": "included: the controller's coalescing timer (0 ms, the next event-loop pass)",

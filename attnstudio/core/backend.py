@@ -147,16 +147,40 @@ def is_host_array(x) -> bool:
 
 
 # OpenBLAS's sgemm packs its whole right-hand matrix on every call, so a product with a few rows on the left reads
-# a weight matrix several times over: SmolLM2's 30 layers took 9 ms for one new row and 36 ms for two. One row at a
-# time, each product is a matrix-vector product that reads the weights once (two rows: 18 ms). Above this many rows
-# the packed product catches up.
-ROW_BY_ROW_MAX_ROWS = 4
+# a weight matrix several times over: SmolLM2's 30 layers took 9 ms for one new row and 36 ms for two; row by row,
+# 21 and 30 ms (matrix-vector products, BLAS on one core: its own threads spin-wait). attnstudio's compiled kernel
+# (core/_fewrows.c) reads each weight once for all the rows and shares the weights out between the cores: 14.5 and
+# 19 ms on a 2-core machine. Up to this many rows; above, the packed product catches up.
+FEW_ROWS_MAX = 8
+
+
+@functools.cache
+def few_rows_kernel() -> tuple[Any, int] | None:
+    """(attnstudio.core._fewrows, cores to use), or None where the extension was never built (a bare checkout:
+    products then go row by row through BLAS)."""
+    from attnstudio.core.parallel import cpu_workers  # noqa: PLC0415 - parallel imports this module
+
+    try:
+        from attnstudio.core import _fewrows  # noqa: PLC0415 - compiled; a checkout without it still runs
+    except ImportError:
+        return None
+    return _fewrows, cpu_workers()
 
 
 def project(x, weight):
-    """x @ weight, (n, d_in) @ (d_in, d_out) -> (n, d_out); a few rows of a NumPy ``x`` go one at a time (see above)."""
+    """x @ weight, (n, d_in) @ (d_in, d_out) -> (n, d_out); a few rows of NumPy float32 go through the few-rows
+    kernel (see above), the weights read once."""
     rows = x.shape[0] if x.ndim == 2 else 0
-    if not 1 < rows <= ROW_BY_ROW_MAX_ROWS or not (is_host_array(x) and is_host_array(weight)):
+    if not 1 <= rows <= FEW_ROWS_MAX or not (is_host_array(x) and is_host_array(weight)):
+        return x @ weight
+    kernel = few_rows_kernel()
+    if kernel is not None and x.dtype == weight.dtype == np.float32 and weight.ndim == 2 \
+            and weight.flags.c_contiguous:
+        module, threads = kernel
+        out = np.empty((rows, weight.shape[1]), dtype=np.float32)
+        module.rows_matmul(np.ascontiguousarray(x), weight, out, threads)
+        return out
+    if rows == 1:
         return x @ weight
     out = np.empty((rows, weight.shape[-1]), dtype=np.result_type(x, weight))
     for row in range(rows):

@@ -52,6 +52,7 @@ def run_app(selftest: str | None = None, model: str | None = None) -> int:
         QTimer.singleShot(0, heartbeat.start)
 
         def capture():
+            from attnstudio.core.backend import few_rows_kernel
             from attnstudio.ui.selftest import missing_glyphs
 
             window.repaint()
@@ -69,10 +70,14 @@ def run_app(selftest: str | None = None, model: str | None = None) -> int:
                 result = window.results.result
                 resident = resident_mib()
                 memory = "" if resident is None else f"; resident {resident:.0f} MiB"
+                kernel = few_rows_kernel()
+                kernel = ("not built" if kernel is None else
+                          f"{kernel[0].KERNEL} on {kernel[1]} core{'s' if kernel[1] > 1 else ''}")
                 print(f"selftest: first heatmap painted {painted_ms:.0f} ms after launch on the "
                       f"{app.platformName()} platform; {result.model_name}, {len(result.query_tokens)} tokens, "
                       f"{result.num_layers} layers x {result.heads} heads on {result.backend.name}; text drawn with "
-                      f"{window.fontInfo().family()}{memory}; event loop's longest stall {stall_ms:.0f} ms; "
+                      f"{window.fontInfo().family()}{memory}; few-rows kernel {kernel}; event loop's longest stall "
+                      f"{stall_ms:.0f} ms; "
                       f"screenshot {path}")
                 outcome["code"] = 0
             window.close()

@@ -12,7 +12,7 @@ from attnstudio import engine
 from attnstudio.core import attention, attention_tiled, backend, causal_mask, softmax
 from attnstudio.core import backend as backend_module
 from attnstudio.core.backend import (
-    ROW_BY_ROW_MAX_ROWS,
+    FEW_ROWS_MAX,
     array_namespace,
     cupy_status,
     fused_kernel,
@@ -157,12 +157,27 @@ def test_fused_gpu_kernels_match_the_array_code():
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9])
 def test_project_equals_a_matrix_product_for_any_number_of_rows(rows):
-    """A few rows go one at a time (one matrix-vector product each): the same product, float32, same shape."""
+    """A few rows go through the few-rows kernel (or row by row without it): the same product, float32, same shape."""
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, 64), dtype=np.float32)
     weight = rng.standard_normal((64, 96), dtype=np.float32)
     product = project(x, weight)
     assert product.shape == (rows, 96) and product.dtype == np.float32
     np.testing.assert_allclose(product, x.astype(np.float64) @ weight.astype(np.float64), rtol=0, atol=1e-4)
-    for row in range(rows) if rows <= ROW_BY_ROW_MAX_ROWS else ():  # each row is exactly its own product
+    kernel = backend_module.few_rows_kernel()
+    if rows <= FEW_ROWS_MAX and kernel is not None:  # the compiled kernel's own result, bit for bit
+        expected = np.empty_like(product)
+        kernel[0].rows_matmul(x, weight, expected, 1)
+        np.testing.assert_array_equal(product, expected)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_project_without_the_compiled_kernel_goes_row_by_row(rows, monkeypatch):
+    """A checkout where core/_fewrows.c was never built: each row is exactly its own BLAS matrix-vector product."""
+    monkeypatch.setattr(backend_module, "few_rows_kernel", lambda: None)
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 64), dtype=np.float32)
+    weight = rng.standard_normal((64, 96), dtype=np.float32)
+    product = project(x, weight)
+    for row in range(rows):
         np.testing.assert_array_equal(product[row], (x[row:row + 1] @ weight)[0])

@@ -17,10 +17,11 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 TEXT = "The cat sat on the mat because it was tired. The dog did not."
 
 
-def close(actual, desired, name=""):
-    """Within 1e-6 of the array's own scale: a matmul over fewer rows rounds float32 sums differently (a few ulp)."""
-    np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-6 * max(1.0, float(np.abs(desired).max())),
-                               err_msg=name)
+def close(actual, desired, name="", scale=None):
+    """Within 1e-6 of the array's own scale (or ``scale``): a product over fewer rows sums float32 in another order
+    (BLAS's packed product for a whole text, the few-rows kernel for a prefix's rows), a few ulp apart."""
+    scale = float(np.abs(desired).max()) if scale is None else scale
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-6 * max(1.0, scale), err_msg=name)
 
 
 def assert_same(extended, full):
@@ -30,8 +31,11 @@ def assert_same(extended, full):
         np.testing.assert_allclose(a.weights, b.weights, rtol=0, atol=1e-6)
         for name in ("queries", "keys", "values", "scores", "context"):
             close(getattr(a, name), getattr(b, name), name)
+    # The residual stream carries each layer's rounding into the next: its scale is the largest magnitude it holds
+    # (tiny-llama: 18 after layer 1, 3.2 after layer 2; both orders are within 2e-6 of a float64 forward there).
+    stream_scale = max(float(np.abs(b).max()) for b in full.hidden_states)
     for a, b in zip(extended.hidden_states, full.hidden_states, strict=True):
-        close(a, b, "hidden state")
+        close(a, b, "hidden state", stream_scale)
     if full.next_logits is None:
         assert extended.next_logits is None
     else:

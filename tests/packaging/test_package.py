@@ -71,6 +71,7 @@ def selftest_on_display(system: CleanSystem, command: str, shot: str = "/tmp/sel
     """The self-test in the root on the host's Xvfb with the xcb platform; checks the screenshot's pixels."""
     out = system.must(f"{command} --selftest {shot}", display=True)
     assert "first heatmap painted" in out and "on the xcb platform" in out, out
+    assert re.search(r"few-rows kernel (avx2\+fma|baseline) on \d+ core", out), out  # core/_fewrows.c travels
     check_screenshot(system.path(shot))
     installed_as = Path(command.strip(chr(39))).parent.name or "deb"
     kept = PROJECT_ROOT / "build" / "package-test" / f"{system.suite}-{installed_as}.png"
@@ -204,6 +205,7 @@ def test_the_bundle_draws_attention_flow_as_the_checkout_does(tmp_path):
     export of the flow view draws what this checkout draws."""
     internal = DIST / "attnstudio" / "_internal"
     assert list((internal / "attnstudio" / "core").glob("_maxflow.cpython-*.so")), "the max-flow extension is bundled"
+    assert list((internal / "attnstudio" / "core").glob("_fewrows.cpython-*.so")), "the few-rows kernel is bundled"
     assert not (internal / "scipy").exists() and not list(internal.glob("scipy.libs")), "SciPy stays out"
     text = "The cat sat on the mat because it was tired."
     frozen, host = tmp_path / "frozen.png", tmp_path / "host.png"

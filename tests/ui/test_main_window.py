@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -238,6 +239,7 @@ def test_selftest_writes_a_screenshot(tmp_path):
                           check=False, text=True, cwd=PROJECT_ROOT, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "first heatmap painted" in done.stdout
+    assert re.search(r"few-rows kernel (avx2\+fma|baseline) on \d+ core", done.stdout), done.stdout
     image = QImage(str(out))
     assert image.width() >= 800 and image.height() >= 500
     assert Path(out).stat().st_size > 20_000
