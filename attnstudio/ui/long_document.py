@@ -63,9 +63,11 @@ class DocumentFeeder(QObject):
         controller.cancelled.connect(
             lambda: window.statusBar().showMessage("Stopped: the forward pass was cancelled; the views keep the "
                                                    "last result.", 15_000))
+        # A file dropped on the window: MainWindow's drag and drop handlers call drag_entered and dropped (an event
+        # filter on the window would run Python for every event it gets, each taking the GIL from a busy worker);
+        # one dropped on the text box comes through the filter on its viewport.
         window.setAcceptDrops(True)
-        window.installEventFilter(self)
-        window.controls.text.viewport().installEventFilter(self)  # a file dropped on the text box, too
+        window.controls.text.viewport().installEventFilter(self)
 
     # --- progress ----------------------------------------------------------------------------------------
     def _on_progress(self, done: int, total: int) -> None:
@@ -104,16 +106,27 @@ class DocumentFeeder(QObject):
         self.window.statusBar().showMessage(f"Opened {Path(path).name}" + (f" — {note}" if note else ""), 15_000)
         return True
 
+    def drag_entered(self, event) -> bool:
+        """Accept a drag (enter or move) that carries a local file; True when accepted."""
+        if self._local_file(event) is None:
+            return False
+        event.acceptProposedAction()
+        return True
+
+    def dropped(self, event) -> bool:
+        """Open the local file a drop carries; True when it carried one."""
+        path = self._local_file(event)
+        if path is None:
+            return False
+        event.acceptProposedAction()
+        self.load_text(path)
+        return True
+
     def eventFilter(self, watched, event):  # noqa: N802 - Qt override
-        if event.type() in (QEvent.DragEnter, QEvent.DragMove) and self._local_file(event) is not None:
-            event.acceptProposedAction()
+        if event.type() in (QEvent.DragEnter, QEvent.DragMove) and self.drag_entered(event):
             return True
-        if event.type() == QEvent.Drop:
-            path = self._local_file(event)
-            if path is not None:
-                event.acceptProposedAction()
-                self.load_text(path)
-                return True
+        if event.type() == QEvent.Drop and self.dropped(event):
+            return True
         return super().eventFilter(watched, event)
 
     @staticmethod

@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -55,6 +55,23 @@ SHORTCUTS = [
 ]
 
 
+class _AfterFirstPaint(QObject):
+    """Calls ``start`` once the window's first paint has reached the screen, then leaves the window alone (an
+    ``event`` override would run Python for every event the window gets, each taking the GIL from a busy worker:
+    a long document's progress updates stalled the event loop for tens of milliseconds)."""
+
+    def __init__(self, window: QMainWindow, start):
+        super().__init__(window)
+        self._start = start
+        window.installEventFilter(self)
+
+    def eventFilter(self, watched, event):  # noqa: N802 - Qt override
+        if event.type() == QEvent.Paint:
+            watched.removeEventFilter(self)
+            QTimer.singleShot(0, self._start)  # after this paint has reached the screen
+        return False
+
+
 class MainWindow(QMainWindow):
     first_result = Signal()
 
@@ -62,6 +79,7 @@ class MainWindow(QMainWindow):
                  restore: bool = True):
         super().__init__()
         self._first_compute_started = False
+        _AfterFirstPaint(self, self._start_first_compute)
         self.settings = settings if settings is not None else QSettings()
         self.restore_problem = ""
         if session is None and restore:
@@ -224,10 +242,17 @@ class MainWindow(QMainWindow):
         if not self._first_compute_started:
             self.request_compute()
 
-    def event(self, event):  # Qt override
-        if event.type() == QEvent.Paint and not self._first_compute_started:
-            QTimer.singleShot(0, self._start_first_compute)  # after this paint has reached the screen
-        return super().event(event)
+    def dragEnterEvent(self, event):  # noqa: N802 - Qt override: a text file dragged over the window
+        if not self.documents.drag_entered(event):
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event):  # noqa: N802 - Qt override
+        if not self.documents.drag_entered(event):
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event):  # noqa: N802 - Qt override: a text file dropped on the window is opened
+        if not self.documents.dropped(event):
+            super().dropEvent(event)
 
     # --- results and errors -----------------------------------------------------------------------------
     def _on_result(self, result) -> None:

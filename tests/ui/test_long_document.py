@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pyqtgraph as pg
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDropEvent
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
 
 from attnstudio.core.display import MASKED_RGBA
 from attnstudio.core.long_attention import Cancelled
@@ -201,9 +202,22 @@ def test_open_text_and_drop_a_file_and_bad_files_say_why(make_window, qtbot, tmp
     dropped.write_text("Dropped onto the window.", encoding="utf-8")
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(dropped))])
+    entering = QDragEnterEvent(QPoint(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(window, entering)  # what the window system delivers: the window's own handlers
+    assert entering.isAccepted()
     event = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    assert feeder.eventFilter(window, event) and event.isAccepted()
+    QApplication.sendEvent(window, event)
+    assert event.isAccepted()
     assert window.session_model.session.text == "Dropped onto the window."
+    dropped.write_text("Dropped onto the text box.", encoding="utf-8")
+    viewport = window.controls.text.viewport()  # Qt delivers a drop to the widget that accepted the drag's entry
+    entering = QDragEnterEvent(QPoint(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(viewport, entering)
+    event = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(viewport, event)
+    assert entering.isAccepted() and event.isAccepted()
+    assert window.session_model.session.text == "Dropped onto the text box."
+    assert window.controls.text.toPlainText() == "Dropped onto the text box.", "the file's text, not its URL"
     menu_texts = [action.text() for action in window.menuBar().actions()[0].menu().actions()]
     assert "Open text…" in menu_texts
 

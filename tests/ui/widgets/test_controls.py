@@ -64,3 +64,22 @@ def test_a_result_sets_the_layer_range_and_lists_its_tokens(qtbot):
     assert panel.d_model.value() == 384, "the greyed width is the pretrained model's own"
     session_model.update(layer=5, head=11)
     assert (panel.layer.value(), panel.head.value()) == (6, 12)
+
+
+def test_a_long_token_list_is_one_numbered_paragraph_per_128_tokens(qtbot):
+    """Past 128 tokens each paragraph opens with its first token's index; the list then lays out only the
+    paragraphs in view (one 8,192-token paragraph cost 45 ms of the GUI thread as a long result arrived)."""
+    panel, session_model, results = build_panel(qtbot, Session(backend="numpy", text="word " * 300))
+    result = Engine().compute(session_model.session)
+    results.set_result(result)
+    tokens = result.query_tokens
+    lines = panel.tokens.text().split("\n")
+    assert lines[0] == f"{len(tokens)} tokens:" and len(tokens) > 256
+    assert [line.split("] ")[0] for line in lines[1:]] == [f"[{i}" for i in range(0, len(tokens), 128)]
+    assert " · ".join(line.split("] ", 1)[1] for line in lines[1:]) == " · ".join(tokens), "every token, in order"
+    assert panel.tokens.document().blockCount() == len(lines)
+    shown = panel.tokens.grab().toImage()  # the first paragraph is drawn (ink on the panel's background)
+    background = shown.pixelColor(shown.width() - 2, shown.height() - 2)
+    inked = sum(shown.pixelColor(x, y) != background for x in range(0, shown.width(), 3)
+                for y in range(0, shown.height(), 3))
+    assert inked > 50
