@@ -33,7 +33,6 @@ from PySide6.QtCore import QEvent, QEventLoop, QSettings, Qt, QTimer  # noqa: E4
 from PySide6.QtGui import QKeyEvent, QTextCursor  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from attnstudio.core.backend import few_rows_kernel, project  # noqa: E402
 from attnstudio.core.parallel import single_threaded_blas  # noqa: E402
 from attnstudio.models.registry import load_model_cached  # noqa: E402
 from attnstudio.session import Session  # noqa: E402
@@ -64,6 +63,8 @@ def weight_streaming_floor_ms(repeats: int = 15) -> dict:
     SmolLM2 weight read once (30 layers' projections, then the unembedding). Measured with BLAS on one thread
     (what live typing ran before the few-rows kernel) and with the few-rows kernel on every core (what it runs now,
     one and two new rows), side by side. Median ms, and the bytes read."""
+    from attnstudio.core.backend import few_rows_kernel, project  # noqa: PLC0415 - the child may run an older checkout
+
     weights = load_model_cached("smollm2").parameters
     d_ff = weights.layers[0].down_weight.shape[0]
     q_width = weights.num_heads * weights.head_dim
@@ -192,7 +193,18 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
     return samples, cpu_samples
 
 
-def keypress_in(checkout: str, tokens: int, repeats: int, cache_dir: str | None = None) -> tuple[list, list]:
+def kernel_contention() -> dict | None:
+    """The few-rows kernel's own count of products and of the times it set its helper threads aside (a busy
+    machine), or None on a checkout without it."""
+    try:
+        from attnstudio.core.backend import few_rows_kernel  # noqa: PLC0415 - the child may run an older checkout
+    except ImportError:
+        return None
+    kernel = few_rows_kernel()
+    return None if kernel is None else kernel[0].contention()
+
+
+def keypress_in(checkout: str, tokens: int, repeats: int, cache_dir: str | None = None) -> tuple[list, list, dict]:
     """keypress_to_paint run in a child process on a checkout of attnstudio (its code, this benchmark).
 
     cache_dir: its own model cache (an older checkout may write another cache format, and each removes the other's).
@@ -204,8 +216,8 @@ def keypress_in(checkout: str, tokens: int, repeats: int, cache_dir: str | None 
                           check=False, text=True, timeout=1800, env=env)
     if done.returncode:
         raise SystemExit(f"the key press benchmark failed on {checkout}: {done.stderr[-2000:]}")
-    wall, cpu = json.loads(done.stdout.strip().splitlines()[-1])
-    return wall, cpu
+    wall, cpu, contention = json.loads(done.stdout.strip().splitlines()[-1])
+    return wall, cpu, contention
 
 
 def main() -> None:
@@ -216,7 +228,8 @@ def main() -> None:
     parser.add_argument("--keypress", nargs=2, type=int, metavar=("TOKENS", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.keypress:  # the child process of keypress_in
-        print(json.dumps(keypress_to_paint(args.keypress[0], clear_cache=False, repeats=args.keypress[1])))
+        print(json.dumps([*keypress_to_paint(args.keypress[0], clear_cache=False, repeats=args.keypress[1]),
+                          kernel_contention()]))
         return
     runs, painted = [], None
     if not args.typing_only:
@@ -235,12 +248,12 @@ def main() -> None:
     for tokens in (128, 512):
         before_cache = str(Path(tempfile.gettempdir()) / "attnstudio-bench-before")
         before = keypress_in(args.before, tokens, REPEATS, before_cache) if args.before else None
-        live, live_cpu = keypress_in(here, tokens, REPEATS)
+        live, live_cpu, contention = keypress_in(here, tokens, REPEATS)
         full, full_cpu = keypress_to_paint(tokens, clear_cache=True, repeats=min(REPEATS, 3))
         typing[tokens] = {"live_ms": live, "live_cpu_ms": live_cpu, "no_prefix_cache_ms": full,
                           "no_prefix_cache_cpu_ms": full_cpu, "live_median_ms": statistics.median(live),
                           "live_cpu_median_ms": statistics.median(live_cpu),
-                          "no_prefix_cache_median_ms": statistics.median(full)}
+                          "no_prefix_cache_median_ms": statistics.median(full), "kernel_contention": contention}
         row = (f"{tokens:>6} {statistics.median(live):>10.1f} {statistics.median(live_cpu):>9.1f} "
                f"{statistics.median(full):>14.1f} {statistics.median(full_cpu):>13.1f}")
         if before:
@@ -248,7 +261,8 @@ def main() -> None:
                                   before_median_ms=statistics.median(before[0]))
             row += f" {statistics.median(before[0]):>12.1f} {statistics.median(before[1]):>11.1f}"
         typing[tokens]["load_average"] = os.getloadavg()[0]
-        print(row + f"   (live wall min {min(live):.1f}; load {os.getloadavg()[0]:.1f})", flush=True)
+        aside = "" if not contention else f"; kernel helpers set aside {contention['backoffs']} times"
+        print(row + f"   (live wall min {min(live):.1f}; load {os.getloadavg()[0]:.1f}{aside})", flush=True)
     floor = weight_streaming_floor_ms()
     print(f"floor: one token's matrix-vector products alone (every weight read once), BLAS on one thread: "
           f"{floor['layers_ms']:.1f} ms for the 30 layers ({floor['layer_bytes'] / 2**20:.0f} MiB), "

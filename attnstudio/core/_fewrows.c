@@ -8,7 +8,9 @@
  * Here the weight rows are cut into CHUNKS contiguous pieces; the calling thread and (threads - 1) helper
  * threads claim pieces until none is left, each piece applied to all m input rows while it streams through, so
  * m rows cost about what one does and two cores read the memory together. A helper that is slow to start (a
- * busy machine) only means the caller claims more pieces itself: nobody waits for a thread that has no piece.
+ * busy machine) only means the caller claims more pieces itself: nobody waits for a thread that has no piece;
+ * where the caller keeps waiting for helpers descheduled mid-piece (a busy machine), it works alone for a while
+ * (see BUSY_WAIT_SHARE).
  *
  * Exactness: each piece sums its weight rows in order into its own float32 partial (m, N) (one row at a time,
  * or four at a time for one input row of a large matrix); the caller adds the partials in piece order. The
@@ -222,15 +224,30 @@ static int ensure_helpers(int threads)
     return pool.helpers < wanted ? pool.helpers : wanted;
 }
 
+/* Contention: on a busy machine a helper is often descheduled in the middle of a piece, and the caller waits for
+ * it a scheduler time slice (milliseconds) where the whole product takes a fraction of one. The caller measures
+ * the share of each shared product it spent waiting for helpers; when that share's running average passes
+ * BUSY_WAIT_SHARE it runs the next BUSY_BACKOFF products alone (one core, as fast as BLAS's matrix-vector
+ * product), then tries the helpers again. */
+#define BUSY_WAIT_SHARE 0.2
+#define BUSY_BACKOFF 1024
+static struct {
+    long long products, alone_until, backoffs; /* under pool.call */
+    double wait_share;
+} busy = {0, 0, 0, 0.0};
+
 static void shared_product(const Product *product, int threads)
 {
     pthread_mutex_lock(&pool.call);
-    if (threads < 2 || ensure_helpers(threads) == 0) {
+    busy.products++;
+    if (threads < 2 || busy.products < busy.alone_until || ensure_helpers(threads) == 0) {
         for (Py_ssize_t piece = 0; piece < product->pieces; piece++)
             run_piece(product, piece);
         pthread_mutex_unlock(&pool.call);
         return;
     }
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
     pthread_mutex_lock(&pool.lock);
     pool.product = *product;
     atomic_store(&pool.next, 0);
@@ -250,7 +267,25 @@ static void shared_product(const Product *product, int threads)
     while (atomic_load(&pool.joined) > 0)
         pthread_cond_wait(&pool.left, &pool.lock);
     pthread_mutex_unlock(&pool.lock);
+    double waited = (double)elapsed_ns(&since), total = (double)elapsed_ns(&started);
+    busy.wait_share = 0.8 * busy.wait_share + 0.2 * (total > 0 ? waited / total : 0.0);
+    if (busy.wait_share > BUSY_WAIT_SHARE) {
+        busy.alone_until = busy.products + BUSY_BACKOFF;
+        busy.backoffs++;
+        busy.wait_share = 0.0;
+    }
     pthread_mutex_unlock(&pool.call);
+}
+
+static PyObject *contention(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    pthread_mutex_lock(&pool.call);
+    PyObject *answer = Py_BuildValue("{s:L,s:L,s:O}", "products", busy.products, "backoffs", busy.backoffs, "alone",
+                                     busy.products < busy.alone_until ? Py_True : Py_False);
+    pthread_mutex_unlock(&pool.call);
+    return answer;
 }
 #else
 static void shared_product(const Product *product, int threads)
@@ -258,6 +293,13 @@ static void shared_product(const Product *product, int threads)
     (void)threads;
     for (Py_ssize_t piece = 0; piece < product->pieces; piece++)
         run_piece(product, piece);
+}
+
+static PyObject *contention(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return Py_BuildValue("{s:i,s:i,s:O}", "products", 0, "backoffs", 0, "alone", Py_True);
 }
 #endif
 
@@ -336,6 +378,9 @@ static PyMethodDef methods[] = {
     {"rows_matmul", rows_matmul, METH_VARARGS,
      "rows_matmul(x, w, out, threads): out (m, N) = x (m, K) @ w (K, N), float32, C-contiguous, 1 <= m <= 8; "
      "the weights are read once, shared between `threads` cores."},
+    {"contention", contention, METH_NOARGS,
+     "contention() -> {'products': shared or not, 'backoffs': times the helpers were set aside because the "
+     "caller waited for them too long (a busy machine), 'alone': whether products run on one core now}"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -114,3 +114,14 @@ def test_it_says_which_kernel_runs():
     """The benchmark reports it: AVX2 + FMA where the CPU has both (x86-64 builds), else the baseline build."""
     assert KERNEL[0].KERNEL in ("avx2+fma", "baseline") and KERNEL[0].MAX_ROWS == backend.FEW_ROWS_MAX
     assert KERNEL[0].THREADED == (0 if sys.platform == "win32" else 1)
+
+
+def test_it_counts_its_products_and_says_whether_it_has_set_its_helpers_aside():
+    """contention(): how often the caller gave up on helpers descheduled mid-piece (a busy machine) and worked
+    alone for a while; the benchmark reports it beside its timings."""
+    before = KERNEL[0].contention()
+    rows_matmul(np.ones((1, 64), np.float32), np.ones((64, 32), np.float32), 2)
+    after = KERNEL[0].contention()
+    assert set(after) == {"products", "backoffs", "alone"} and isinstance(after["alone"], bool)
+    if KERNEL[0].THREADED:
+        assert after["products"] == before["products"] + 1 and after["backoffs"] >= before["backoffs"]
