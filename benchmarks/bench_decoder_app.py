@@ -114,7 +114,7 @@ def keypress_to_paint(tokens: int, *, clear_cache: bool, repeats: int = REPEATS)
     would deliver them) and stops when the heatmap's paintEvent returns with a result whose tokens are the new
     text's: the coalescing timer, the compute, publishing and the one paint the user waits for are all counted,
     nothing is forced. The process's CPU time counts every thread: the few-rows kernel's helper threads read half
-    the weights beside the compute thread (and poll for 0.3 ms after each product), so it exceeds the wall time
+    the weights beside the compute thread (and poll for 0.1 ms after each product), so it exceeds the wall time
     on an idle machine; on a shared one the wall time also counts the waits for a core.
     """
     app = QApplication.instance() or QApplication([])

@@ -43,9 +43,9 @@
 #define CHUNKS 8          /* pieces of the weight rows per product: shared out between the threads */
 #define SMALL_WEIGHTS 65536 /* fewer weights: one piece on the calling thread (too short to share) */
 #define MAX_HELPERS 15    /* helper threads at most (16 cores) */
-#define SPIN_NS 300000L   /* a helper polls this long after its last piece before it sleeps: the next product
-                             of the same forward pass comes within microseconds, a wake-up from sleep can cost
-                             tens of them in a virtual machine */
+#define SPIN_NS 100000L   /* a helper polls this long after its last piece before it sleeps: the next product
+                             of the same forward pass mostly comes within it, a wake-up from sleep can cost tens
+                             of microseconds in a virtual machine; longer polls take a busy machine's CPU */
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define AVX2_BUILD 1 /* the kernel is also built for AVX2 + FMA, and chosen where the CPU has both */
@@ -225,10 +225,9 @@ static int ensure_helpers(int threads)
 }
 
 /* Contention: on a busy machine a helper is often descheduled in the middle of a piece, and the caller waits for
- * it a scheduler time slice (milliseconds) where the whole product takes a fraction of one. The caller measures
- * the share of each shared product it spent waiting for helpers; when that share's running average passes
- * BUSY_WAIT_SHARE it runs the next BUSY_BACKOFF products alone (one core, as fast as BLAS's matrix-vector
- * product), then tries the helpers again. */
+ * it where the piece takes tens of microseconds. The caller measures the share of each shared product it spent
+ * waiting for helpers; when that share's running average passes BUSY_WAIT_SHARE it runs the next BUSY_BACKOFF
+ * products alone (one core: about BLAS's matrix-vector time), then tries the helpers again. */
 #define BUSY_WAIT_SHARE 0.2
 #define BUSY_BACKOFF 1024
 static struct {
