@@ -320,3 +320,34 @@ def test_a_summary_stopped_for_a_newer_head_is_not_reported_as_a_failure(qtbot):
     qtbot.waitUntil(lambda: ready == ["new"], timeout=5_000)
     qtbot.wait(50)
     assert failed == []
+
+
+def test_the_gui_takes_the_gil_back_within_a_millisecond_while_a_compute_runs(qtbot):
+    """A compute worker (and a long pass's attention threads) hold the GIL for the interpreter's switch interval
+    when the GUI thread asks for it; the controller shortens it to 1 ms (5 ms made 8k-token passes stall the event
+    loop past 100 ms), and a busy Python thread no longer keeps the GUI thread waiting longer than a few ms."""
+    import sys  # noqa: PLC0415
+
+    saved = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        controller = ComputeController()
+        assert sys.getswitchinterval() <= 0.001 + 1e-9
+        stop = threading.Event()
+
+        def spin():  # pure Python: holds the GIL until asked to drop it
+            while not stop.is_set():
+                sum(range(1000))
+        busy = threading.Thread(target=spin)
+        busy.start()
+        waits = []
+        for _ in range(200):
+            started = time.perf_counter()
+            time.sleep(0.0005)
+            waits.append(time.perf_counter() - started)
+        stop.set()
+        busy.join()
+        controller.shutdown()
+        assert sorted(waits)[int(0.9 * len(waits))] < 0.004, "a 5 ms switch interval makes most waits ~5 ms"
+    finally:
+        sys.setswitchinterval(saved)
