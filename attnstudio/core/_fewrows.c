@@ -133,6 +133,12 @@ static void run_piece(const Product *p, Py_ssize_t piece)
     piece_kernel(p->x, p->w, p->partials + piece * p->m * p->N, p->m, p->K, p->N, k0, k1, p->pieces > 1);
 }
 
+static void run_alone(const Product *p)
+{
+    for (Py_ssize_t piece = 0; piece < p->pieces; piece++)
+        run_piece(p, piece);
+}
+
 #if FEWROWS_THREADS
 /* One product at a time is shared (the pool's lock is held by its caller from start to end). */
 static struct {
@@ -240,8 +246,7 @@ static void shared_product(const Product *product, int threads)
     pthread_mutex_lock(&pool.call);
     busy.products++;
     if (threads < 2 || busy.products < busy.alone_until || ensure_helpers(threads) == 0) {
-        for (Py_ssize_t piece = 0; piece < product->pieces; piece++)
-            run_piece(product, piece);
+        run_alone(product);
         pthread_mutex_unlock(&pool.call);
         return;
     }
@@ -290,8 +295,7 @@ static PyObject *contention(PyObject *self, PyObject *unused)
 static void shared_product(const Product *product, int threads)
 {
     (void)threads;
-    for (Py_ssize_t piece = 0; piece < product->pieces; piece++)
-        run_piece(product, piece);
+    run_alone(product);
 }
 
 static PyObject *contention(PyObject *self, PyObject *unused)

@@ -3,6 +3,7 @@ exact weight on hover, thumbnails and entropy in the heads grid, opening and dro
 Stop. MiniLM with the long threshold lowered stands in for an 8,192-token SmolLM2 text (same code path)."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -326,8 +327,6 @@ def test_the_gui_takes_the_gil_back_within_a_millisecond_while_a_compute_runs(qt
     """A compute worker (and a long pass's attention threads) hold the GIL for the interpreter's switch interval
     when the GUI thread asks for it; the controller shortens it to 1 ms (5 ms made 8k-token passes stall the event
     loop past 100 ms), and a busy Python thread no longer keeps the GUI thread waiting longer than a few ms."""
-    import sys  # noqa: PLC0415
-
     saved = sys.getswitchinterval()
     try:
         sys.setswitchinterval(0.005)

@@ -19,6 +19,16 @@ SOURCE = "translate English to German: The house is wonderful and the garden is 
 TARGET = "Das Haus ist wunderbar"
 
 
+def assert_heaviest_cell_drawn_brightest(heatmap, weights) -> None:
+    """weights (n_tgt, n_src): viridis draws the heaviest cell much brighter (green-yellow) than the lightest
+    (dark purple)."""
+    image = pixels(heatmap.canvas)
+    strong = np.unravel_index(np.argmax(weights), weights.shape)
+    weak = np.unravel_index(np.argmin(weights), weights.shape)
+    assert weights[strong] > weights[weak] + 0.2
+    assert cell_pixel(heatmap, image, *strong)[1] > cell_pixel(heatmap, image, *weak)[1] + 60
+
+
 def t5_session(**changes) -> Session:
     return Session(**{"text": SOURCE, "target_text": TARGET, "model": TINY_T5, "backend": "numpy",
                       "attention_kind": "cross", **changes})
@@ -40,13 +50,7 @@ def test_cross_attention_draws_target_rows_over_source_columns(make_window, qtbo
     assert heatmap.plot.getAxis("top").labelText == "key (source)"
     assert heatmap.plot.matrix.shape == (5, 17) and heatmap.plot.row_labels[0] == "<pad>"
     assert heatmap.plot.col_labels[-1] == "</s>"
-    weights = result.attentions()[1, 1]  # (n_tgt, n_src)
-    image = pixels(heatmap.canvas)
-    strong = np.unravel_index(np.argmax(weights), weights.shape)
-    weak = np.unravel_index(np.argmin(weights), weights.shape)
-    assert weights[strong] > weights[weak] + 0.2
-    # viridis: the heavier cell is drawn much brighter (green-yellow) than the lightest (dark purple)
-    assert cell_pixel(heatmap, image, *strong)[1] > cell_pixel(heatmap, image, *weak)[1] + 60
+    assert_heaviest_cell_drawn_brightest(heatmap, result.attentions()[1, 1])  # (n_tgt, n_src)
     # the title is HTML: <pad> is escaped, so the drawn text shows it
     assert heatmap.distribution.titleLabel.item.toPlainText() == "where '<pad>' (row 0) attends"
 
@@ -225,9 +229,4 @@ def test_opening_a_t5_gguf_shows_source_target_and_cross_attention(make_window, 
     qtbot.waitUntil(lambda: heatmap.plot.matrix.shape == (n_tgt, n_src))
     assert "tiny-t5 · cross-attention · layer 3/3 · head 1/4" in heatmap.plot.titleLabel.text
     assert heatmap.plot.getAxis("left").labelText == "query (target)"
-    weights = result.attentions()[2, 0]  # (n_tgt, n_src)
-    image = pixels(heatmap.canvas)
-    strong = np.unravel_index(np.argmax(weights), weights.shape)
-    weak = np.unravel_index(np.argmin(weights), weights.shape)
-    assert weights[strong] > weights[weak] + 0.2
-    assert cell_pixel(heatmap, image, *strong)[1] > cell_pixel(heatmap, image, *weak)[1] + 60
+    assert_heaviest_cell_drawn_brightest(heatmap, result.attentions()[2, 0])  # (n_tgt, n_src)
