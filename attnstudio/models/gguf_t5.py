@@ -21,6 +21,7 @@ from attnstudio.core.families.t5 import T5Attention, T5Layer, T5Parameters
 from attnstudio.errors import ModelLoadError
 from attnstudio.models.gguf_tensors import tensor_getter
 from attnstudio.models.hf_t5 import T5Tokenizer
+from attnstudio.models.loader import finite
 from attnstudio.models.tokenizer_gguf import unigram_tokenizer_from_fields
 
 LLAMA_CPP_MAX_DISTANCE = 128  # llama.cpp's llama_relative_position_bucket: "max_distance = 128"
@@ -61,10 +62,7 @@ def build_t5(tensors: dict[str, np.ndarray], config: dict, path: Path) -> T5Para
     take = tensor_getter(tensors, path)
 
     def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        tensor = take(name, shape)
-        if not np.isfinite(tensor).all():
-            raise ModelLoadError(f"{path.name}: tensor {name} holds NaN or infinite values; the model is damaged")
-        return tensor
+        return finite(take(name, shape), path.name, name)
 
     def linear(name: str, rows: int, cols: int) -> np.ndarray:  # stored (out, in); used as x @ w
         return get(name + ".weight", (rows, cols)).T

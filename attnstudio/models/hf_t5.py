@@ -15,7 +15,7 @@ import numpy as np
 from attnstudio.core.families.t5 import ACTIVATIONS, T5Attention, T5Layer, T5Parameters
 from attnstudio.errors import InvalidSetting, ModelLoadError
 from attnstudio.models.hf_decoder import _config_json, _read_tensors, _tensor
-from attnstudio.models.loader import PretrainedModel, TokenizedText, _has_surrogates, guarded_encode
+from attnstudio.models.loader import PretrainedModel, TokenizedText, _has_surrogates, finite, guarded_encode
 from attnstudio.models.tokenizer_gguf import DecoderTokenizer
 
 T5_MODEL_TYPES = ("t5", "mt5")
@@ -103,10 +103,7 @@ def _parameters(tensors: dict[str, np.ndarray], config: dict, folder: Path) -> T
     inner = heads * d_kv
 
     def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        tensor = _tensor(tensors, name, shape, folder, "T5ForConditionalGeneration")
-        if not np.isfinite(tensor).all():
-            raise ModelLoadError(f"{folder.name}: tensor {name} holds NaN or infinite values; the model is damaged")
-        return tensor
+        return finite(_tensor(tensors, name, shape, folder, "T5ForConditionalGeneration"), folder.name, name)
 
     def linear(name: str, rows: int, cols: int) -> np.ndarray:  # stored (out, in); used as x @ w
         return get(name + ".weight", (rows, cols)).T

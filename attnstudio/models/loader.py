@@ -83,6 +83,13 @@ class TextTokenizer:
 _NATIVE_STDERR_LOCK = threading.Lock()
 
 
+def finite(tensor: np.ndarray, source: str, name: str) -> np.ndarray:
+    """``tensor``, or a ModelLoadError saying that ``source``'s tensor ``name`` holds NaN or infinite values."""
+    if not np.isfinite(tensor).all():
+        raise ModelLoadError(f"{source}: tensor {name} holds NaN or infinite values; the model is damaged")
+    return tensor
+
+
 def encode_one(tokenizer, text: str, **options):
     """``tokenizer.encode(text)`` with the GIL released: the library's ``encode`` holds it (0.1-0.3 s for an
     8,192-token text in the compute worker, a GUI stall as long), ``encode_batch`` does not. Same encoding."""
@@ -253,9 +260,7 @@ def _encoder_parameters(tensors: dict[str, np.ndarray], config: dict, folder: Pa
             wanted = "(" + ", ".join("any" if want is None else str(want) for want in shape) + ")"
             raise ModelLoadError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}; hidden_size "
                                  f"{hidden} needs {wanted}")
-        if not np.isfinite(tensor).all():
-            raise ModelLoadError(f"{source}: tensor {name!r} holds NaN or infinite values; the model is damaged")
-        return np.ascontiguousarray(tensor, dtype=np.float32)
+        return np.ascontiguousarray(finite(tensor, source, repr(name)), dtype=np.float32)
 
     def linear(prefix: str, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         # stored (out, in); used as x @ w
