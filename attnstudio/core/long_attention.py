@@ -457,4 +457,8 @@ class LongRecorder:
         return context
 
     def finish(self) -> LongAttention:
-        return LongAttention(self.layers, self.mask, self.n, self.n, self.thumbnail_tile)
+        attention = LongAttention(self.layers, self.mask, self.n, self.n, self.thumbnail_tile)
+        # The first picture's masked tiles, made here on the worker: the GUI thread spent 64 ms on them at 8,192
+        # tokens, the longest event-loop stall left of a long document's arrival.
+        attention.tiles_masked(self.thumbnail_tile)
+        return attention
