@@ -78,8 +78,8 @@ class DocumentFeeder(QObject):
             bar.setRange(0, total)
             bar.setFormat("layer %v/%m")
             bar.setTextVisible(True)
-            bar.setToolTip(f"Long document: the forward pass, layer by layer; the bar counts the layers computed "
-                           f"of {total}")
+            bar.setToolTip(f"Long document: the bar counts the layers of the forward pass computed so far, out of "
+                           f"{total}")
             self.stop_button.setVisible(True)
         bar.setValue(done)
 

@@ -257,7 +257,7 @@ def test_progress_bar_counts_layers_and_stop_cancels_the_pass(make_window, qtbot
     qtbot.waitUntil(window.documents.stop_button.isVisible, timeout=10_000)
     bar = window.busy
     assert (bar.value(), bar.maximum()) == (1, 6) and bar.text() == "layer 1/6"
-    assert bar.toolTip().endswith("the bar counts the layers computed of 6")
+    assert bar.toolTip().endswith("the layers of the forward pass computed so far, out of 6")
     window.documents.stop_button.click()
     engine.gate.set()
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=10_000)
