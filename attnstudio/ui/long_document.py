@@ -81,6 +81,8 @@ class DocumentFeeder(QObject):
             bar.setToolTip(f"Long document: the bar counts the layers of the forward pass computed so far, out of "
                            f"{total}")
             self.stop_button.setVisible(True)
+            self.window.statusBar().showMessage("Long document: the views keep the last result until this pass is "
+                                                "done.")  # short enough to fit beside the bar at 1024 px
         bar.setValue(done)
 
     def _on_busy_changed(self, busy: bool) -> None:

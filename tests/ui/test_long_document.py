@@ -258,6 +258,7 @@ def test_progress_bar_counts_layers_and_stop_cancels_the_pass(make_window, qtbot
     bar = window.busy
     assert (bar.value(), bar.maximum()) == (1, 6) and bar.text() == "layer 1/6"
     assert bar.toolTip().endswith("the layers of the forward pass computed so far, out of 6")
+    assert "the views keep the last result until this pass is done" in window.statusBar().currentMessage()
     window.documents.stop_button.click()
     engine.gate.set()
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=10_000)
