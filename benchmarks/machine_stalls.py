@@ -76,10 +76,9 @@ class MachineStalls:
     def start(self) -> MachineStalls:
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         self._folder = tempfile.TemporaryDirectory()
-        self._runs = [(Path(self._folder.name) / f"cpu{cpu}.json",
-                       subprocess.Popen([sys.executable, __file__, str(cpu), str(Path(self._folder.name) /
-                                                                                 f"cpu{cpu}.json")],
-                                        stdin=subprocess.PIPE)) for cpu in cpus]
+        outs = [Path(self._folder.name) / f"cpu{cpu}.json" for cpu in cpus]
+        self._runs = [(out, subprocess.Popen([sys.executable, __file__, str(cpu), str(out)], stdin=subprocess.PIPE))
+                      for cpu, out in zip(cpus, outs, strict=True)]
         return self
 
     def stop(self) -> None:
